@@ -1,0 +1,391 @@
+//! Artifacts on disk: atomic writes, content hashes, Parquet tables and each instance's
+//! `meta.json`. Nothing here knows about pipelines; [`store`] lays them out per pipeline.
+//!
+//! Every file is written to a temporary name in the same directory and renamed into place,
+//! so a killed run can leave stray temporaries but never a half-written table under a real
+//! name.
+
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Writes through `write` into a temporary file next to `path`, then renames it over `path`.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<(), ArtifactError>,
+) -> Result<(), ArtifactError> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+        write(&mut file)?;
+        // No fsync: the rename is what protects against a killed process, and fsync per
+        // file would dominate sweeps of many small instances. Power loss is out of scope.
+        fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
+    write_atomic_with(path, |f| f.write_all(bytes).map_err(io_err(path)))
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ArtifactError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| ArtifactError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ArtifactError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes one record batch as a zstd-compressed Parquet file, atomically.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactError> {
+    write_atomic_with(path, |file| {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let pq = |source| ArtifactError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
+        writer.write(batch).map_err(pq)?;
+        writer.close().map_err(pq)?;
+        Ok(())
+    })
+}
+
+/// Reads every record batch of a Parquet file.
+pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let pq = |source| ArtifactError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(pq)?
+        .build()
+        .map_err(pq)?;
+    reader
+        .map(|batch| {
+            batch.map_err(|e| ArtifactError::Parquet {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })
+        })
+        .collect()
+}
+
+/// BLAKE3 of a file's content, hex.
+pub fn hash_file(path: &Path) -> Result<String, ArtifactError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// JSON with object keys sorted at every level, so that hashing does not depend on the order
+/// keys were written in the pipeline file.
+pub fn canonical_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, Value> =
+                map.iter().map(|(k, v)| (k, canonical_json(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_json).collect()),
+        other => other.clone(),
+    }
+}
+
+/// One file an instance produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the instance directory.
+    pub name: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+/// One upstream instance as seen by a cache key: its id and the digest of its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInput {
+    pub instance: String,
+    pub digest: String,
+}
+
+/// An external file (data, script) that an instance depends on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub path: String,
+    pub digest: String,
+}
+
+/// Everything an instance's result depends on. Its BLAKE3 is the cache key, computed before
+/// the instance runs; kept in `meta.json` so that `cbound plan --why` can say which part
+/// changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    pub kind: String,
+    pub kind_version: u32,
+    pub cbound_version: String,
+    pub seed: u64,
+    pub params: serde_json::Value,
+    pub inputs: Vec<KeyInput>,
+    pub files: Vec<KeyFile>,
+}
+
+impl KeyInputs {
+    pub fn key(&self) -> String {
+        let canonical = serde_json::json!({
+            "kind": self.kind,
+            "kind_version": self.kind_version,
+            "cbound_version": self.cbound_version,
+            "seed": self.seed,
+            "params": canonical_json(&self.params),
+            "inputs": self.inputs,
+            "files": self.files,
+        });
+        // Serialising a Value cannot fail.
+        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// The record of one finished instance, written last into its directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMeta {
+    pub pipeline: String,
+    pub stage: String,
+    pub instance: String,
+    pub kind: String,
+    pub cache_key: String,
+    pub key_inputs: KeyInputs,
+    /// The sweep values that distinguish this instance (its own and inherited).
+    pub labels: BTreeMap<String, serde_json::Value>,
+    pub outputs: Vec<OutputFile>,
+    /// BLAKE3 over the output list: what downstream cache keys see.
+    pub outputs_digest: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub started: String,
+    pub finished: String,
+    pub seconds: f64,
+    pub threads: usize,
+    pub host: String,
+}
+
+/// Lists and hashes the files of a finished instance directory. Names starting with `.` are
+/// private to the stage (checkpoints, temporaries) and are not outputs.
+pub fn collect_outputs(dir: &Path) -> Result<Vec<OutputFile>, ArtifactError> {
+    let mut out = Vec::new();
+    collect_into(dir, dir, &mut out)?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn collect_into(root: &Path, dir: &Path, out: &mut Vec<OutputFile>) -> Result<(), ArtifactError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || name == "meta.json" {
+            continue;
+        }
+        let path = entry.path();
+        let ty = entry.file_type().map_err(io_err(&path))?;
+        if ty.is_dir() {
+            collect_into(root, &path, out)?;
+        } else if ty.is_file() {
+            let bytes = entry.metadata().map_err(io_err(&path))?.len();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            out.push(OutputFile {
+                name: rel,
+                bytes,
+                blake3: hash_file(&path)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn outputs_digest(outputs: &[OutputFile]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for o in outputs {
+        hasher.update(o.name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(o.blake3.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// A schema with field-level doc strings attached as Parquet/Arrow metadata, so the tables
+/// describe their own columns to anyone who opens them.
+pub fn documented_schema(fields: Vec<(arrow_schema::Field, &str)>) -> Arc<arrow_schema::Schema> {
+    let fields: Vec<arrow_schema::Field> = fields
+        .into_iter()
+        .map(|(f, doc)| {
+            let mut md = f.metadata().clone();
+            md.insert("description".into(), doc.into());
+            f.with_metadata(md)
+        })
+        .collect();
+    Arc::new(arrow_schema::Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, Int64Array};
+    use arrow_schema::{DataType, Field};
+
+    #[test]
+    fn parquet_round_trip_and_no_temporaries_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = documented_schema(vec![
+            (Field::new("a", DataType::Int64, false), "an integer"),
+            (Field::new("b", DataType::Float64, false), "a float"),
+        ]);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(Float64Array::from(vec![0.5, 1.5, 2.5])),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("t.parquet");
+        write_parquet(&path, &batch).unwrap();
+        let back = read_parquet(&path).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].num_rows(), 3);
+        assert_eq!(back[0].column(1).as_ref(), batch.column(1).as_ref());
+        assert_eq!(
+            back[0]
+                .schema()
+                .field(0)
+                .metadata()
+                .get("description")
+                .map(String::as_str),
+            Some("an integer")
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("t.parquet")]);
+    }
+
+    #[test]
+    fn failed_atomic_write_leaves_old_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        write_atomic(&path, b"old").unwrap();
+        let result = write_atomic_with(&path, |_| {
+            Err(ArtifactError::Invalid {
+                path: path.clone(),
+                message: "simulated crash".into(),
+            })
+        });
+        assert!(result.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn cache_key_ignores_param_order_but_not_values() {
+        let base = KeyInputs {
+            kind: "k".into(),
+            kind_version: 1,
+            cbound_version: "0".into(),
+            seed: 1,
+            params: serde_json::json!({"a": 1, "b": 2}),
+            inputs: vec![],
+            files: vec![],
+        };
+        let mut reordered = base.clone();
+        reordered.params = serde_json::json!({"b": 2, "a": 1});
+        assert_eq!(base.key(), reordered.key());
+        let mut changed = base.clone();
+        changed.params = serde_json::json!({"a": 1, "b": 3});
+        assert_ne!(base.key(), changed.key());
+        let mut reseeded = base.clone();
+        reseeded.seed = 2;
+        assert_ne!(base.key(), reseeded.key());
+    }
+}

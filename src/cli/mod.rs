@@ -1,0 +1,94 @@
+//! The command line: argument definitions (clap derive) and one file per subcommand.
+
+mod dag;
+mod plan;
+mod run;
+mod schema;
+mod stages;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{exit, Error};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cbound",
+    version,
+    about = "Declarative pipelines for information-theoretic bounds of contrastive learning"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: every instance not already cached, in parallel.
+    Run(run::RunArgs),
+    /// Show every concrete job after sweep expansion and whether it would run, and why.
+    Plan(plan::PlanArgs),
+    /// Check pipeline files without running anything.
+    Validate(validate::ValidateArgs),
+    /// List stage kinds with their parameters, defaults and an example.
+    Stages(stages::StagesArgs),
+    /// Regenerate (or check) the JSON Schema of the pipeline format.
+    Schema(schema::SchemaArgs),
+    /// Print the stage graph as Graphviz DOT or Mermaid.
+    Dag(dag::DagArgs),
+}
+
+/// Arguments shared by commands that read a pipeline.
+#[derive(Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// The pipeline file (YAML).
+    pub pipeline: PathBuf,
+    /// Override any value: `--set vars.epochs=2`, `--set stages.train.params.lr=0.01`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Root of all outputs; results go to OUT/<pipeline name>/.
+    #[arg(long, default_value = "outputs")]
+    pub out: PathBuf,
+}
+
+fn dispatch(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Plan(args) => plan::plan(args),
+        Command::Validate(args) => validate::validate(args),
+        Command::Stages(args) => stages::stages(args),
+        Command::Schema(args) => schema::schema(args),
+        Command::Dag(args) => dag::dag(args),
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::CONFIG
+            } else {
+                exit::OK
+            });
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `cbound run`: plan, lock the output directory, execute, and leave the run's record:
+//! `results.parquet`, `run.json`, the pipeline file as run, and links to every result.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::artifact::store::Store;
+use crate::artifact::{write_atomic, write_json};
+use crate::cli::PipelineArgs;
+use crate::config;
+use crate::dag::Dag;
+use crate::error::Error;
+use crate::exec::local::LocalExecutor;
+use crate::exec::scheduler::{self, RunOptions};
+use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
+use crate::report::results::write_results;
+use crate::report::{Reporter, RunEvent};
+use crate::stages::Registry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, lines otherwise.
+    Auto,
+    Bars,
+    Lines,
+    None,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// CPU slots shared by all running instances (default: all cores).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// GPU slots available to instances that ask for them.
+    #[arg(long, default_value_t = 0)]
+    pub gpus: usize,
+    /// Run only these stages or instances, and what they need.
+    #[arg(long, value_name = "STAGE")]
+    pub only: Vec<String>,
+    /// Recompute these stages or instances and everything downstream, cached or not.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Stop at the first failure instead of running everything that does not depend on it.
+    #[arg(long)]
+    pub fail_fast: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+}
+
+/// Instances selected by `--only` (closed under inputs) and forced by `--force` (closed
+/// downstream, within the selection).
+pub fn selection(
+    dag: &Dag,
+    only: &[String],
+    force: &[String],
+) -> Result<(HashSet<usize>, HashSet<usize>), Error> {
+    let usage = |e: crate::dag::UnknownTarget| Error::Usage(e.to_string());
+    let selected = if only.is_empty() {
+        (0..dag.instances.len()).collect()
+    } else {
+        dag.upstream_closure(&dag.resolve(only).map_err(usage)?)
+    };
+    let forced = dag
+        .downstream_closure(&dag.resolve(force).map_err(usage)?)
+        .intersection(&selected)
+        .copied()
+        .collect();
+    Ok((selected, forced))
+}
+
+pub fn run(args: RunArgs) -> Result<(), Error> {
+    let registry = Arc::new(Registry::builtin());
+    let path = &args.pipeline.pipeline;
+    let pipeline = config::load(path, &args.pipeline.set, &registry)?;
+    let dag = Dag::build(pipeline, &registry);
+    let (selected, forced) = selection(&dag, &args.only, &args.force)?;
+
+    let store = Store::open(&args.pipeline.out, &dag.pipeline.name)?;
+    let command_line: Vec<String> = std::env::args().collect();
+    let _lock = store.lock(&command_line.join(" "))?;
+    let (run_id, run_dir) = store.new_run()?;
+    // The pipeline as run, so the run directory alone can reproduce it.
+    if let Ok(text) = std::fs::read(path) {
+        write_atomic(&run_dir.join("pipeline.yaml"), &text)?;
+    }
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut record = serde_json::json!({
+        "run_id": run_id,
+        "pipeline": dag.pipeline.name,
+        "pipeline_file": path,
+        "overrides": args.pipeline.set,
+        "command": command_line,
+        "cbound_version": crate::dag::plan::CBOUND_VERSION,
+        "host": crate::host_name(),
+        "started": humantime::format_rfc3339_millis(started).to_string(),
+        "status": "running",
+        "instances": dag.instances.len(),
+        "selected": selected.len(),
+    });
+    write_json(&run_dir.join("run.json"), &record)?;
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupt);
+        // A second Ctrl-C exits at once, for a stage that ignores cancellation.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(crate::error::exit::INTERRUPTED as i32);
+            }
+        });
+    }
+
+    let mode = match args.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
+        ProgressMode::Auto => ProgressMode::Lines,
+        other => other,
+    };
+    let mut reporter: Box<dyn Reporter> = match mode {
+        ProgressMode::Bars => Box::new(BarReporter::new()),
+        ProgressMode::None => Box::new(QuietReporter),
+        _ => Box::new(LineReporter::new()),
+    };
+    let stage_counts: Vec<(&str, usize)> = dag
+        .stage_order
+        .iter()
+        .map(|&s| {
+            let n = dag.by_stage[s]
+                .iter()
+                .filter(|i| selected.contains(i))
+                .count();
+            (dag.pipeline.stages[s].id.as_str(), n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let run_dir_text = run_dir.display().to_string();
+    reporter.event(RunEvent::Begin {
+        pipeline: &dag.pipeline.name,
+        run_dir: &run_dir_text,
+        stages: stage_counts,
+    });
+
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut executor = LocalExecutor::new(Arc::clone(&registry), jobs, args.gpus);
+    let options = RunOptions {
+        selected: &selected,
+        forced: &forced,
+        fail_fast: args.fail_fast,
+        gpus: args.gpus,
+        run_dir: Some(&run_dir),
+    };
+    let summary = scheduler::run(
+        &dag,
+        &registry,
+        &store,
+        &mut executor,
+        &options,
+        reporter.as_mut(),
+        &interrupt,
+    );
+    reporter.finish();
+
+    let results: PathBuf = run_dir.join("results.parquet");
+    write_results(&results, &dag, &run_id, &summary)?;
+    let (ok, cached, failed, skipped) = (
+        summary.count("ok"),
+        summary.count("cached"),
+        summary.count("failed"),
+        summary.count("skipped"),
+    );
+    record["status"] = serde_json::json!(if summary.interrupted {
+        "interrupted"
+    } else if failed > 0 {
+        "failed"
+    } else {
+        "ok"
+    });
+    record["finished"] =
+        serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+    record["seconds"] = serde_json::json!(clock.elapsed().as_secs_f64());
+    record["counts"] =
+        serde_json::json!({"ok": ok, "cached": cached, "failed": failed, "skipped": skipped});
+    write_json(&run_dir.join("run.json"), &record)?;
+    store.set_latest(&run_id)?;
+    eprintln!(
+        "{} instances: {ok} ran, {cached} cached, {failed} failed, {skipped} skipped in {:.2}s",
+        ok + cached + failed + skipped,
+        clock.elapsed().as_secs_f64()
+    );
+    eprintln!("results: {}", results.display());
+    if summary.interrupted {
+        Err(Error::Interrupted)
+    } else if failed > 0 || skipped > 0 {
+        Err(Error::StagesFailed {
+            failed: failed.max(1),
+            results: results.display().to_string(),
+        })
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! `cbound stages`: every stage kind with its parameters (from the same schema validation
+//! uses), their defaults and an example.
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::stages::{DynStage, Registry};
+
+#[derive(Debug, clap::Args)]
+pub struct StagesArgs {
+    /// Show only this kind.
+    pub kind: Option<String>,
+}
+
+/// A short type description of a property schema: `integer`, `bivariate | dense`, ...
+fn type_of(schema: &Value) -> String {
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .map(crate::config::render_value)
+            .collect::<Vec<_>>()
+            .join(" | ");
+    }
+    if let Some(c) = schema.get("const") {
+        return crate::config::render_value(c);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array) {
+            let parts: Vec<String> = options
+                .iter()
+                .map(type_of)
+                .filter(|t| t != "null")
+                .collect();
+            return parts.join(" | ");
+        }
+    }
+    match schema.get("type") {
+        Some(Value::String(t)) if t == "array" => {
+            format!(
+                "list of {}",
+                schema
+                    .get("items")
+                    .map(type_of)
+                    .unwrap_or_else(|| "values".into())
+            )
+        }
+        Some(Value::String(t)) if t == "object" => "mapping".into(),
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ => "any".into(),
+    }
+}
+
+pub fn describe(stage: &dyn DynStage) -> String {
+    let schema = stage.params_schema();
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = format!(
+        "{} (version {})\n  {}\n\n  parameters:\n",
+        stage.kind(),
+        stage.version(),
+        stage.summary()
+    );
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            let default = match prop.get("default") {
+                Some(Value::Null) | None if required.contains(&name.as_str()) => {
+                    "required".to_string()
+                }
+                Some(Value::Null) | None => "optional".to_string(),
+                Some(v) => format!("default {v}"),
+            };
+            out.push_str(&format!("    {name}: {} ({default})\n", type_of(prop)));
+            if let Some(d) = prop.get("description").and_then(Value::as_str) {
+                for line in d.lines() {
+                    out.push_str(&format!("        {line}\n"));
+                }
+            }
+        }
+    }
+    out.push_str("\n  example:\n");
+    for line in stage.example().lines() {
+        out.push_str(&format!("    {line}\n"));
+    }
+    out
+}
+
+pub fn stages(args: StagesArgs) -> Result<(), Error> {
+    let registry = Registry::builtin();
+    match args.kind {
+        Some(kind) => match registry.get(&kind) {
+            Some(stage) => print!("{}", describe(stage)),
+            None => {
+                let kinds = registry.kinds();
+                let hint = crate::config::diagnostics::did_you_mean(&kind, &kinds)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(Error::Usage(format!(
+                    "unknown stage kind `{kind}`{hint} (known: {})",
+                    kinds.join(", ")
+                )));
+            }
+        },
+        None => {
+            for (i, stage) in registry.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", describe(stage));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,815 @@
+//! Reads a pipeline file into a validated [`Pipeline`], collecting every error in one pass.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::diagnostics::{did_you_mean, Collector, ConfigErrors};
+use super::interp::{apply_overrides, Interpolator};
+use super::yaml::{self, render_path, Entry, Node, NodeKind, PathSeg, Span};
+use super::{set_dotted, MatrixAxis, Pipeline, Resources, StageDecl};
+use crate::stages::{DynStage, Registry};
+
+const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "stages"];
+const STAGE_KEYS: &[&str] = &[
+    "kind",
+    "description",
+    "inputs",
+    "params",
+    "matrix",
+    "resources",
+];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
+
+/// Loads and validates a pipeline file, with `--set` overrides applied first.
+pub fn load(
+    path: &Path,
+    overrides: &[String],
+    registry: &Registry,
+) -> Result<Pipeline, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, path, overrides, registry),
+        Err(e) => {
+            let mut c = Collector::new(path);
+            c.error(
+                Span { line: 1, col: 1 },
+                "",
+                format!("cannot read pipeline file: {e}"),
+            );
+            Err(c.errors)
+        }
+    }
+}
+
+/// Like [`load`], from text already in memory; `path` is used in messages and as the
+/// default pipeline name.
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    overrides: &[String],
+    registry: &Registry,
+) -> Result<Pipeline, ConfigErrors> {
+    let mut c = Collector::new(path);
+    let (mut root, problems) = match yaml::parse(text) {
+        Ok(parsed) => parsed,
+        Err(p) => {
+            c.error(p.span, p.path, p.message);
+            return Err(c.errors);
+        }
+    };
+    for p in problems {
+        c.error(p.span, p.path, p.message);
+    }
+    apply_overrides(&mut root, overrides, &mut c);
+    let pipeline = build(&root, path, registry, &mut c);
+    let mut errors = c.errors;
+    match pipeline {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => {
+            errors.normalise();
+            Err(errors)
+        }
+    }
+}
+
+fn check_keys(entries: &[Entry], path: &str, known: &[&str], what: &str, c: &mut Collector) {
+    for e in entries {
+        if !known.contains(&e.key.as_str()) {
+            c.unknown(e.key_span, join(path, &e.key), what, &e.key, known);
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+}
+
+fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Option<Pipeline> {
+    let Some(top) = root.as_map() else {
+        c.error(
+            root.span,
+            "",
+            format!(
+                "a pipeline file must be a mapping with `name`, `seed` and `stages`, not {}",
+                root.type_name()
+            ),
+        );
+        return None;
+    };
+    check_keys(top, "", TOP_KEYS, "top-level key", c);
+    let empty = Vec::new();
+    let var_entries = match root.get("vars") {
+        None => &empty,
+        Some(e) => match e.value.as_map() {
+            Some(entries) => &entries.to_vec(),
+            None if matches!(e.value.kind, NodeKind::Null) => &empty,
+            None => {
+                c.error(
+                    e.value.span,
+                    "vars",
+                    format!("`vars` must be a mapping, not {}", e.value.type_name()),
+                );
+                &empty
+            }
+        },
+    };
+    let mut interp = Interpolator::new(var_entries);
+    let vars: serde_json::Map<String, serde_json::Value> = interp
+        .resolved_vars(c)
+        .into_iter()
+        .map(|(k, v)| (k, v.to_json()))
+        .collect();
+
+    let name = match root.get("name") {
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "pipeline".into()),
+        Some(e) => {
+            let node = interp.interpolate(&e.value, "name", c);
+            match node.as_str() {
+                Some(s)
+                    if s.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+                        && !s.is_empty()
+                        && !s.starts_with('.') =>
+                {
+                    s.to_string()
+                }
+                _ => {
+                    c.error_with_help(
+                        node.span,
+                        "name",
+                        "`name` must be a non-empty string of letters, digits, `_`, `-` and `.`",
+                        "it names the output directory outputs/<name>/",
+                    );
+                    "pipeline".into()
+                }
+            }
+        }
+    };
+    let description = root.get("description").and_then(|e| {
+        let node = interp.interpolate(&e.value, "description", c);
+        match node.kind {
+            NodeKind::Str(s) => Some(s),
+            NodeKind::Null => None,
+            _ => {
+                c.error(node.span, "description", "`description` must be a string");
+                None
+            }
+        }
+    });
+    let seed = match root.get("seed") {
+        None => 0,
+        Some(e) => {
+            let node = interp.interpolate(&e.value, "seed", c);
+            match node.kind {
+                NodeKind::Int(i) if i >= 0 => i as u64,
+                _ => {
+                    c.error(
+                        node.span,
+                        "seed",
+                        format!(
+                            "`seed` must be a non-negative integer, not {}",
+                            node.type_name()
+                        ),
+                    );
+                    0
+                }
+            }
+        }
+    };
+
+    let mut stages = Vec::new();
+    let mut spans: HashMap<String, (Span, Vec<Span>)> = HashMap::new();
+    match root.get("stages") {
+        None => c.error_with_help(
+            root.span,
+            "stages",
+            "the pipeline has no `stages`",
+            "add `stages:` with at least one stage, e.g. `data: {kind: synthetic}`",
+        ),
+        Some(e) => match e.value.as_map() {
+            Some([]) => c.error(e.key_span, "stages", "`stages` is empty"),
+            Some(entries) => {
+                for entry in entries {
+                    if let Some((decl, input_spans)) = parse_stage(entry, registry, &mut interp, c)
+                    {
+                        spans.insert(decl.id.clone(), (entry.key_span, input_spans));
+                        stages.push(decl);
+                    }
+                }
+            }
+            None => c.error(
+                e.value.span,
+                "stages",
+                format!(
+                    "`stages` must be a mapping from stage id to stage, not {}",
+                    e.value.type_name()
+                ),
+            ),
+        },
+    }
+    check_graph(&stages, &spans, c);
+    Some(Pipeline {
+        name,
+        description,
+        seed,
+        source: path.to_path_buf(),
+        vars,
+        stages,
+    })
+}
+
+fn parse_stage(
+    entry: &Entry,
+    registry: &Registry,
+    interp: &mut Interpolator,
+    c: &mut Collector,
+) -> Option<(StageDecl, Vec<Span>)> {
+    let id = entry.key.clone();
+    let path = format!("stages.{id}");
+    if !is_identifier(&id) {
+        c.error_with_help(
+            entry.key_span,
+            &path,
+            format!("invalid stage id `{id}`"),
+            "stage ids use letters, digits, `_` and `-` (they name directories and instance ids)",
+        );
+    }
+    let node = interp.interpolate(&entry.value, &path, c);
+    let Some(fields) = node.as_map() else {
+        c.error(
+            entry.key_span,
+            &path,
+            format!(
+                "stage `{id}` must be a mapping with `kind`, not {}",
+                node.type_name()
+            ),
+        );
+        return None;
+    };
+    check_keys(fields, &path, STAGE_KEYS, "stage key", c);
+
+    let kind = match node.get("kind") {
+        None => {
+            c.error_with_help(
+                entry.key_span,
+                &path,
+                format!("stage `{id}` has no `kind`"),
+                format!("known kinds: {}", registry.kinds().join(", ")),
+            );
+            None
+        }
+        Some(k) => match k.value.as_str() {
+            Some(kind) => match registry.get(kind) {
+                Some(stage) => Some(stage),
+                None => {
+                    c.unknown(
+                        k.value.span,
+                        format!("{path}.kind"),
+                        "stage kind",
+                        kind,
+                        &registry.kinds(),
+                    );
+                    None
+                }
+            },
+            None => {
+                c.error(
+                    k.value.span,
+                    format!("{path}.kind"),
+                    "`kind` must be a string",
+                );
+                None
+            }
+        },
+    };
+
+    let mut inputs = Vec::new();
+    let mut input_spans = Vec::new();
+    if let Some(e) = node.get("inputs") {
+        let items: Vec<&Node> = match &e.value.kind {
+            NodeKind::Seq(items) => items.iter().collect(),
+            NodeKind::Str(_) => vec![&e.value],
+            NodeKind::Null => vec![],
+            _ => {
+                c.error(
+                    e.value.span,
+                    format!("{path}.inputs"),
+                    "`inputs` must be a stage id or a list of stage ids",
+                );
+                vec![]
+            }
+        };
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => {
+                    inputs.push(s.to_string());
+                    input_spans.push(item.span);
+                }
+                None => c.error(
+                    item.span,
+                    format!("{path}.inputs[{i}]"),
+                    "an input must be a stage id (a string)",
+                ),
+            }
+        }
+    }
+
+    let params_node = match node.get("params") {
+        None => Node::new(NodeKind::Map(vec![]), entry.key_span),
+        Some(e) => match e.value.kind {
+            NodeKind::Map(_) => e.value.clone(),
+            NodeKind::Null => Node::new(NodeKind::Map(vec![]), e.key_span),
+            _ => {
+                c.error(
+                    e.value.span,
+                    format!("{path}.params"),
+                    format!("`params` must be a mapping, not {}", e.value.type_name()),
+                );
+                Node::new(NodeKind::Map(vec![]), e.key_span)
+            }
+        },
+    };
+
+    let mut matrix = Vec::new();
+    let mut matrix_spans: Vec<Vec<Span>> = Vec::new();
+    if let Some(e) = node.get("matrix") {
+        match e.value.as_map() {
+            Some(axes) => {
+                for axis in axes {
+                    let axis_path = format!("{path}.matrix.{}", axis.key);
+                    match &axis.value.kind {
+                        NodeKind::Seq(values) if !values.is_empty() => {
+                            let mut rendered: Vec<String> = Vec::new();
+                            for (j, v) in values.iter().enumerate() {
+                                let text = super::render_value(&v.to_json());
+                                if let Some(first) = rendered.iter().position(|r| *r == text) {
+                                    c.error(
+                                        v.span,
+                                        format!("{axis_path}[{j}]"),
+                                        format!("matrix value `{text}` repeats value {first} of the same axis (instance ids would clash)"),
+                                    );
+                                }
+                                rendered.push(text);
+                            }
+                            matrix.push(MatrixAxis {
+                                key: axis.key.clone(),
+                                values: values.iter().map(Node::to_json).collect(),
+                            });
+                            matrix_spans.push(values.iter().map(|v| v.span).collect());
+                        }
+                        NodeKind::Seq(_) => c.error(
+                            axis.key_span,
+                            axis_path,
+                            "a matrix axis needs at least one value",
+                        ),
+                        _ => c.error_with_help(
+                            axis.value.span,
+                            axis_path,
+                            format!(
+                                "a matrix axis must be a list of values, not {}",
+                                axis.value.type_name()
+                            ),
+                            format!("write `{}: [a, b, c]`", axis.key),
+                        ),
+                    }
+                }
+            }
+            None => c.error(
+                e.value.span,
+                format!("{path}.matrix"),
+                "`matrix` must map parameter names to lists of values",
+            ),
+        }
+    }
+
+    let resources = node
+        .get("resources")
+        .and_then(|e| parse_resources(e, &path, c));
+
+    if let Some(stage) = kind {
+        check_params(stage, &params_node, &matrix, &matrix_spans, &path, c);
+    }
+    let description = node
+        .get("description")
+        .and_then(|e| e.value.as_str().map(String::from));
+    Some((
+        StageDecl {
+            id,
+            kind: kind.map(|s| s.kind().to_string()).unwrap_or_default(),
+            description,
+            inputs,
+            params: params_node.to_json(),
+            matrix,
+            resources,
+        },
+        input_spans,
+    ))
+}
+
+fn parse_resources(e: &Entry, path: &str, c: &mut Collector) -> Option<Resources> {
+    let path = format!("{path}.resources");
+    let Some(fields) = e.value.as_map() else {
+        c.error(
+            e.value.span,
+            &path,
+            "`resources` must be a mapping like `{cpus: 2, gpus: 1}`",
+        );
+        return None;
+    };
+    check_keys(fields, &path, RESOURCE_KEYS, "resource", c);
+    let mut res = Resources::default();
+    for f in fields {
+        let value = match f.value.kind {
+            NodeKind::Int(i) if i >= 0 => i as usize,
+            _ => {
+                c.error(
+                    f.value.span,
+                    join(&path, &f.key),
+                    format!("`{}` must be a non-negative integer", f.key),
+                );
+                continue;
+            }
+        };
+        match f.key.as_str() {
+            "cpus" if value == 0 => c.error(
+                f.value.span,
+                join(&path, "cpus"),
+                "`cpus` must be at least 1",
+            ),
+            "cpus" => res.cpus = value,
+            "gpus" => res.gpus = value,
+            _ => {}
+        }
+    }
+    Some(res)
+}
+
+fn split_key(key: &str) -> Vec<PathSeg> {
+    key.split('.')
+        .map(|k| PathSeg::Key(k.to_string()))
+        .collect()
+}
+
+/// Deserialises the parameters of every distinct matrix value through the stage kind's typed
+/// struct, and reports each error at the YAML node that caused it.
+fn check_params(
+    stage: &dyn DynStage,
+    params: &Node,
+    matrix: &[MatrixAxis],
+    matrix_spans: &[Vec<Span>],
+    stage_path: &str,
+    c: &mut Collector,
+) {
+    let mut first = params.to_json();
+    for axis in matrix {
+        set_dotted(&mut first, &axis.key, axis.values[0].clone());
+    }
+    let mut variants = vec![(first.clone(), vec![0; matrix.len()])];
+    for (a, axis) in matrix.iter().enumerate() {
+        for (j, value) in axis.values.iter().enumerate().skip(1) {
+            let mut v = first.clone();
+            set_dotted(&mut v, &axis.key, value.clone());
+            let mut choice = vec![0; matrix.len()];
+            choice[a] = j;
+            variants.push((v, choice));
+        }
+    }
+    for (value, choice) in variants {
+        for err in all_param_errors(stage, value) {
+            let in_axis = matrix
+                .iter()
+                .position(|axis| err.path.starts_with(&split_key(&axis.key)));
+            let (span, yaml_path) = match in_axis {
+                Some(a) => (
+                    matrix_spans[a][choice[a]],
+                    format!("{stage_path}.matrix.{}[{}]", matrix[a].key, choice[a]),
+                ),
+                None => (
+                    params.span_at(&err.path),
+                    join(&format!("{stage_path}.params"), &render_path(&err.path)),
+                ),
+            };
+            let (message, help) = explain(stage.kind(), &err.message);
+            match help {
+                Some(h) => c.error_with_help(span, yaml_path, message, h),
+                None => c.error(span, yaml_path, message),
+            }
+        }
+    }
+}
+
+/// A parameter error, with the path made to end at the offending key for unknown fields.
+struct ParamProblem {
+    path: Vec<PathSeg>,
+    message: String,
+}
+
+/// serde stops at the first error; to report them all, the offending value is removed and
+/// deserialisation retried until it passes or the error cannot be localised.
+fn all_param_errors(stage: &dyn DynStage, mut value: serde_json::Value) -> Vec<ParamProblem> {
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        let Err(err) = stage.check_params(&value) else {
+            break;
+        };
+        let mut path = err.path.clone();
+        if let Some(field) = quoted_after(&err.message, "unknown field ") {
+            if path.last() != Some(&PathSeg::Key(field.clone())) {
+                path.push(PathSeg::Key(field));
+            }
+        }
+        let removed = remove_at(&mut value, &path);
+        out.push(ParamProblem {
+            path,
+            message: err.message,
+        });
+        if !removed {
+            break;
+        }
+    }
+    out
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?.strip_prefix('`')?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// Rewrites serde's messages in the terms of a pipeline file, with "did you mean".
+fn explain(kind: &str, message: &str) -> (String, Option<String>) {
+    let expected: Vec<&str> = message
+        .split_once("expected")
+        .map(|(_, rest)| rest.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    for (prefix, what) in [
+        ("unknown field ", "parameter"),
+        ("unknown variant ", "value"),
+    ] {
+        if let Some(name) = quoted_after(message, prefix) {
+            let msg = format!("unknown {what} `{name}` for stage kind `{kind}`");
+            let help = match did_you_mean(&name, &expected) {
+                Some(s) => format!(
+                    "did you mean `{s}`? (expected one of: {})",
+                    expected.join(", ")
+                ),
+                None if expected.is_empty() => "this stage kind takes no parameters".to_string(),
+                None => format!("expected one of: {}", expected.join(", ")),
+            };
+            return (msg, Some(help));
+        }
+    }
+    if let Some(field) = quoted_after(message, "missing field ") {
+        return (
+            format!("stage kind `{kind}` requires parameter `{field}`"),
+            Some(format!("see `cbound stages {kind}`")),
+        );
+    }
+    (format!("invalid parameter: {message}"), None)
+}
+
+fn remove_at(value: &mut serde_json::Value, path: &[PathSeg]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg, node) {
+            (PathSeg::Key(k), serde_json::Value::Object(map)) => match map.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (PathSeg::Index(i), serde_json::Value::Array(items)) => match items.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (PathSeg::Key(k), serde_json::Value::Object(map)) => map.shift_remove(k).is_some(),
+        (PathSeg::Index(i), serde_json::Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn check_graph(
+    stages: &[StageDecl],
+    spans: &HashMap<String, (Span, Vec<Span>)>,
+    c: &mut Collector,
+) {
+    let ids: Vec<&str> = stages.iter().map(|s| s.id.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for s in stages {
+        let (_, input_spans) = &spans[&s.id];
+        for (i, input) in s.inputs.iter().enumerate() {
+            let path = format!("stages.{}.inputs[{i}]", s.id);
+            if !ids.contains(&input.as_str()) {
+                let others: Vec<&str> = ids.iter().copied().filter(|x| *x != s.id).collect();
+                c.unknown(input_spans[i], path, "input stage", input, &others);
+            } else if !seen.insert((s.id.clone(), input.clone())) {
+                c.error(
+                    input_spans[i],
+                    path,
+                    format!("input `{input}` is listed twice"),
+                );
+            }
+        }
+    }
+    // Depth-first search; a back edge closes a cycle, reported once per set of stages.
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut state = vec![0u8; stages.len()]; // 0 new, 1 on stack, 2 done
+    let mut reported: Vec<Vec<usize>> = Vec::new();
+    fn visit(
+        v: usize,
+        stages: &[StageDecl],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        found: &mut Vec<Vec<usize>>,
+    ) {
+        state[v] = 1;
+        stack.push(v);
+        for input in &stages[v].inputs {
+            let Some(&u) = index.get(input.as_str()) else {
+                continue;
+            };
+            if state[u] == 1 {
+                let start = stack.iter().position(|x| *x == u).unwrap_or(0);
+                found.push(stack[start..].to_vec());
+            } else if state[u] == 0 {
+                visit(u, stages, index, state, stack, found);
+            }
+        }
+        stack.pop();
+        state[v] = 2;
+    }
+    for v in 0..stages.len() {
+        if state[v] == 0 {
+            let mut found = Vec::new();
+            visit(v, stages, &index, &mut state, &mut Vec::new(), &mut found);
+            for cycle in found {
+                let mut members = cycle.clone();
+                members.sort();
+                if reported.contains(&members) {
+                    continue;
+                }
+                reported.push(members);
+                // The stack runs downstream -> upstream; print it in data-flow order.
+                let mut names: Vec<&str> = cycle.iter().rev().map(|i| ids[*i]).collect();
+                names.push(names[0]);
+                let first = cycle[0];
+                c.error_with_help(
+                    spans[ids[first]].0,
+                    format!("stages.{}.inputs", ids[first]),
+                    format!("stages form a cycle: {}", names.join(" -> ")),
+                    "a stage cannot depend, directly or through others, on its own output",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Pipeline, ConfigErrors> {
+        load_str(text, Path::new("p.yaml"), &[], &Registry::builtin())
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        load_text(text)
+            .unwrap_err()
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_pipeline_loads_with_vars_and_matrix() {
+        let p = load_text(
+            "name: demo\nseed: 7\nvars: {n: 100}\nstages:\n  data:\n    kind: synthetic\n    params: {n: '${n}', task: bivariate}\n    matrix: {rho: [0.1, 0.5]}\n  post:\n    kind: command\n    inputs: data\n    params: {argv: [echo, hi]}\n",
+        )
+        .unwrap();
+        assert_eq!(p.name, "demo");
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.stages[0].params["n"], 100);
+        assert_eq!(p.stages[0].matrix[0].values.len(), 2);
+        assert_eq!(p.stages[1].inputs, vec!["data".to_string()]);
+    }
+
+    #[test]
+    fn all_errors_of_a_file_are_collected_with_positions() {
+        let m = messages(
+            "name: demo\nsedd: 1\nstages:\n  a:\n    kind: synthetc\n  b:\n    kind: synthetic\n    inputs: [zz]\n    params: {n: many, tsk: x}\n",
+        );
+        let all = m.join("\n");
+        assert!(
+            all.contains("p.yaml:2:1") && all.contains("did you mean `seed`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("p.yaml:5:11") && all.contains("did you mean `synthetic`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("p.yaml:8:14") && all.contains("unknown input stage `zz`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("p.yaml:9:17") && all.contains("stages.b.params.n"),
+            "{all}"
+        );
+        assert!(
+            all.contains("unknown parameter `tsk`") && all.contains("did you mean `task`"),
+            "{all}"
+        );
+        assert_eq!(m.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn cycles_print_their_path() {
+        let m = messages(
+            "stages:\n  a: {kind: synthetic, inputs: [c]}\n  b: {kind: synthetic, inputs: [a]}\n  c: {kind: synthetic, inputs: [b]}\n",
+        );
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("cycle: a -> b -> c -> a")
+                || m[0].contains("cycle: c -> a -> b -> c")
+                || m[0].contains("cycle: b -> c -> a -> b"),
+            "{}",
+            m[0]
+        );
+        let m = messages("stages:\n  a: {kind: synthetic, inputs: [a]}\n");
+        assert!(m[0].contains("cycle: a -> a"), "{}", m[0]);
+    }
+
+    #[test]
+    fn duplicate_stage_ids_are_errors() {
+        let m = messages("stages:\n  a: {kind: synthetic}\n  a: {kind: synthetic}\n");
+        assert!(
+            m[0].contains("duplicate key `a`") && m[0].contains("p.yaml:3:3"),
+            "{}",
+            m[0]
+        );
+    }
+
+    #[test]
+    fn bad_matrix_values_point_at_the_value() {
+        let m = messages("stages:\n  a:\n    kind: synthetic\n    matrix: {n: [10, oops, 30]}\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("p.yaml:4:22") && m[0].contains("stages.a.matrix.n[1]"),
+            "{}",
+            m[0]
+        );
+    }
+
+    #[test]
+    fn overrides_are_validated_too() {
+        let err = load_str(
+            "stages:\n  a: {kind: synthetic}\n",
+            Path::new("p.yaml"),
+            &["stages.a.params.n=abc".into()],
+            &Registry::builtin(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("(from --set)"), "{err}");
+        let ok = load_str(
+            "stages:\n  a: {kind: synthetic}\n",
+            Path::new("p.yaml"),
+            &["stages.a.params.n=50".into(), "seed=3".into()],
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(ok.stages[0].params["n"], 50);
+        assert_eq!(ok.seed, 3);
+    }
+
+    #[test]
+    fn malformed_yaml_is_one_error_with_position() {
+        let m = messages("stages:\n  a: {kind: synthetic\n");
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].contains("YAML syntax error") && m[0].contains("p.yaml:"),
+            "{}",
+            m[0]
+        );
+    }
+}

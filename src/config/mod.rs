@@ -1,0 +1,102 @@
+//! Pipeline configuration: YAML text in, a validated [`Pipeline`] out.
+//!
+//! The stages of loading are kept apart so each can point at the file: [`yaml`] keeps
+//! positions, [`interp`] applies `--set` and `${...}`, [`load`] checks structure, stage kinds,
+//! parameters (through each kind's typed struct), inputs and cycles, collecting every error
+//! of a file in one pass. [`schema`] derives the editor-facing JSON Schema from the same types.
+
+pub mod diagnostics;
+pub mod interp;
+pub mod load;
+pub mod schema;
+pub mod yaml;
+
+use std::path::PathBuf;
+
+pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use load::{load, load_str};
+
+/// What one instance of a stage occupies while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPU threads; counted against `--jobs`.
+    pub cpus: usize,
+    /// GPU slots; counted against `--gpus`.
+    pub gpus: usize,
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources { cpus: 1, gpus: 0 }
+    }
+}
+
+/// One swept parameter of a stage: `matrix: {temperature: [0.1, 0.2]}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixAxis {
+    /// Dotted path into `params`.
+    pub key: String,
+    pub values: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageDecl {
+    pub id: String,
+    pub kind: String,
+    pub description: Option<String>,
+    pub inputs: Vec<String>,
+    /// Parameters after interpolation, before the matrix is applied.
+    pub params: serde_json::Value,
+    pub matrix: Vec<MatrixAxis>,
+    /// Resources from the pipeline file; `None` means the stage kind's default.
+    pub resources: Option<Resources>,
+}
+
+/// A pipeline that passed validation: every stage kind exists, every parameter
+/// deserialises, every input names a stage, and the stage graph is acyclic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub source: PathBuf,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    /// In file order.
+    pub stages: Vec<StageDecl>,
+}
+
+impl Pipeline {
+    pub fn stage(&self, id: &str) -> Option<&StageDecl> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+}
+
+/// Sets `value` at a dotted path inside a JSON object, creating objects on the way.
+pub fn set_dotted(target: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    let mut node = target;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = serde_json::Value::Object(Default::default());
+        }
+        let serde_json::Value::Object(map) = node else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        node = map
+            .entry(part.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    }
+}
+
+/// How a matrix value appears in an instance id: numbers and strings bare, anything else as
+/// compact JSON.
+pub fn render_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,141 @@
+//! The JSON Schema of the pipeline format, for editors (YAML language servers read it from
+//! `# yaml-language-server: $schema=...`). Stage parameter schemas come from each kind's typed
+//! parameter struct, so the schema cannot drift from what `cbound validate` accepts.
+//!
+//! The schema is looser than validation in two documented ways: any parameter may be a
+//! `${...}` reference (resolved before typing), and `required` parameters are not enforced
+//! because a `matrix:` may supply them.
+
+use serde_json::{json, Map, Value};
+
+use crate::stages::Registry;
+
+pub fn pipeline_schema(registry: &Registry) -> Value {
+    let mut defs = Map::new();
+    let mut branches = Vec::new();
+    for stage in registry.iter() {
+        let def_name = format!("params_{}", stage.kind());
+        defs.insert(def_name.clone(), loosen(stage.params_schema()));
+        branches.push(json!({
+            "if": {"properties": {"kind": {"const": stage.kind()}}, "required": ["kind"]},
+            "then": {"properties": {
+                "params": {"$ref": format!("#/$defs/{def_name}")},
+                "matrix": {"$ref": "#/$defs/matrix"},
+            }}
+        }));
+    }
+    defs.insert(
+        "interpolation".into(),
+        json!({"type": "string", "pattern": "\\$\\{[^}]+\\}", "description": "a ${...} reference to a variable or ${env.NAME}"}),
+    );
+    defs.insert(
+        "matrix".into(),
+        json!({
+            "description": "Sweep: each key is a (dotted) parameter path, each value a list; the stage runs once per combination.",
+            "type": "object",
+            "additionalProperties": {"anyOf": [{"type": "array", "minItems": 1}, {"$ref": "#/$defs/interpolation"}]}
+        }),
+    );
+    defs.insert(
+        "stage".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["kind"],
+            "properties": {
+                "kind": {"enum": registry.kinds(), "description": "The stage kind (`cbound stages` lists them)."},
+                "description": {"type": "string"},
+                "inputs": {
+                    "description": "Upstream stage ids whose outputs this stage reads; it runs once per upstream instance.",
+                    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+                },
+                "params": {"type": "object"},
+                "matrix": {"$ref": "#/$defs/matrix"},
+                "resources": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "cpus": {"type": "integer", "minimum": 1, "description": "CPU threads per instance, counted against --jobs."},
+                        "gpus": {"type": "integer", "minimum": 0, "description": "GPU slots per instance, counted against --gpus."}
+                    }
+                }
+            },
+            "allOf": branches,
+        }),
+    );
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://cbound.dev/schemas/pipeline.schema.json",
+        "title": "cbound pipeline",
+        "description": "A cbound pipeline: stages that load, augment, train, embed, estimate mutual information and compute bounds.",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["stages"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "Names the output directory outputs/<name>/. Defaults to the file name."},
+            "description": {"type": "string"},
+            "seed": {"anyOf": [{"type": "integer", "minimum": 0}, {"$ref": "#/$defs/interpolation"}], "description": "Pipeline seed; each instance's seed is derived from it and the instance id."},
+            "vars": {"type": "object", "description": "Variables for ${name} interpolation."},
+            "stages": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
+                "additionalProperties": {"$ref": "#/$defs/stage"}
+            }
+        },
+        "$defs": defs,
+    })
+}
+
+/// Lets every parameter be a `${...}` reference and drops `required` (see module docs).
+fn loosen(mut schema: Value) -> Value {
+    if let Value::Object(map) = &mut schema {
+        map.remove("$schema");
+        map.remove("required");
+        if let Some(Value::Object(props)) = map.get_mut("properties") {
+            for (_, prop) in props.iter_mut() {
+                let mut inner = std::mem::take(prop);
+                let mut outer = Map::new();
+                if let Value::Object(m) = &mut inner {
+                    for key in ["description", "default", "title"] {
+                        if let Some(v) = m.remove(key) {
+                            outer.insert(key.into(), v);
+                        }
+                    }
+                }
+                outer.insert(
+                    "anyOf".into(),
+                    json!([inner, {"$ref": "#/$defs/interpolation"}]),
+                );
+                *prop = Value::Object(outer);
+            }
+        }
+    }
+    schema
+}
+
+/// The schema as the checked-in file holds it.
+pub fn pipeline_schema_text(registry: &Registry) -> String {
+    let mut text = serde_json::to_string_pretty(&pipeline_schema(registry)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_branch_with_its_params() {
+        let registry = Registry::builtin();
+        let schema = pipeline_schema(&registry);
+        for kind in registry.kinds() {
+            let def = &schema["$defs"][format!("params_{kind}")];
+            assert_eq!(def["type"], "object", "{kind}");
+            assert_eq!(
+                def["additionalProperties"], false,
+                "{kind} must reject unknown params"
+            );
+        }
+    }
+}

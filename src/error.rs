@@ -1,0 +1,55 @@
+//! The errors a command can end with, and the exit code each maps to.
+
+use crate::artifact::store::StoreError;
+use crate::artifact::ArtifactError;
+use crate::config::ConfigErrors;
+
+/// Exit codes, stable for scripts: 0 success, 1 internal error, 2 bad configuration or
+/// usage, 3 one or more stage instances failed, 4 environment problem (output directory,
+/// lock), 130 interrupted.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const STAGE_FAILED: u8 = 3;
+    pub const ENVIRONMENT: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{failed} instance(s) failed; see above, and {results} for every instance's status")]
+    StagesFailed { failed: usize, results: String },
+    #[error("interrupted; finished instances are kept, run the same command again to resume")]
+    Interrupted,
+    #[error("{0}")]
+    Stale(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ConfigErrors> for Error {
+    fn from(e: ConfigErrors) -> Error {
+        Error::Config(e)
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => exit::CONFIG,
+            Error::Store(_) | Error::Artifact(_) => exit::ENVIRONMENT,
+            Error::StagesFailed { .. } => exit::STAGE_FAILED,
+            Error::Interrupted => exit::INTERRUPTED,
+            Error::Stale(_) | Error::Internal(_) => exit::INTERNAL,
+        }
+    }
+}

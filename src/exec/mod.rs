@@ -1,0 +1,65 @@
+//! Running the plan: a scheduler that walks the job graph and an [`Executor`] that runs
+//! ready jobs.
+//!
+//! The executor interface is deliberately narrow (try to submit, poll for events, cancel) and
+//! jobs are plain data, so a cluster scheduler can stand in for the local thread pool: a
+//! Slurm executor would turn a [`JobSpec`] into an array task that runs `cbound` on a node.
+
+mod instance;
+pub mod local;
+pub mod scheduler;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use instance::execute;
+
+use crate::artifact::{InstanceMeta, KeyInputs};
+use crate::config::Resources;
+use crate::stages::{InputArtifact, Progress};
+
+/// One instance to compute, with everything needed to do so on any machine that sees the
+/// output directory.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Index of the instance in the DAG; events refer to it.
+    pub job: usize,
+    pub pipeline: String,
+    pub stage: String,
+    pub instance: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub seed: u64,
+    pub labels: Vec<(String, serde_json::Value)>,
+    pub key: String,
+    pub key_inputs: KeyInputs,
+    pub inputs: Vec<InputArtifact>,
+    pub resources: Resources,
+    /// The pipeline's store root (outputs/<pipeline>).
+    pub store_root: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum JobEvent {
+    Started {
+        job: usize,
+    },
+    Progress {
+        job: usize,
+        progress: Progress,
+    },
+    Finished {
+        job: usize,
+        result: Result<Box<InstanceMeta>, String>,
+    },
+}
+
+pub trait Executor {
+    /// Starts the job if resources allow, otherwise hands it back.
+    fn try_submit(&mut self, job: Box<JobSpec>) -> Result<(), Box<JobSpec>>;
+    /// Waits up to `timeout` for events from running jobs.
+    fn poll(&mut self, timeout: Duration) -> Vec<JobEvent>;
+    /// Asks every running job to stop; they still report `Finished` (with an error).
+    fn cancel(&mut self);
+    fn running(&self) -> usize;
+}

@@ -1,0 +1,22 @@
+//! cbound: declarative pipelines that train contrastive encoders, estimate mutual
+//! information and compute information-theoretic bounds on downstream performance.
+//!
+//! Data flows one way: YAML ([`config`]) -> job graph with sweeps expanded ([`dag`]) ->
+//! plan with cache decisions ([`dag::plan`]) -> execution ([`exec`]) of stage kinds
+//! ([`stages`]) that write artifacts ([`artifact`]) -> run tables and progress ([`report`]).
+
+pub mod artifact;
+pub mod cli;
+pub mod config;
+pub mod dag;
+pub mod data;
+pub mod error;
+pub mod exec;
+pub mod mi;
+pub mod report;
+pub mod stages;
+
+/// This machine's name, for run records and lock files.
+pub fn host_name() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}

@@ -1,0 +1,859 @@
+//! Exact max-norm k-nearest-neighbour search and radius counting for the k-NN estimators.
+//!
+//! Two strategies with identical results:
+//! - brute force, parallel over blocks of query points, tiled so a block of
+//!   queries reuses a cache-resident tile of candidates, with conservative
+//!   fixed-point filters that auto-vectorise (see `BruteIndex`) and an exact
+//!   `f64` decision for whatever they cannot settle;
+//! - a k-d tree with bounding boxes (and a sorted array for 1-d radius counts)
+//!   for low dimension, where pruning beats scanning.
+//!
+//! Ties are broken by sample index, so "the k nearest" is always well defined:
+//! neighbours are ordered by `(distance, index)`. No N x N matrix is ever formed.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::matrix::Matrix;
+
+/// Which neighbour-search strategy the k-NN estimators use. Results are identical;
+/// only speed differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NeighbourSearch {
+    /// Sorted array for 1-d counts, k-d tree in low dimension, brute force
+    /// above; the crossover (measured, release build, Gaussian data) is
+    /// about 8-10 dimensions for k-NN search and 4-6 for radius counts,
+    /// later for larger N.
+    #[default]
+    Auto,
+    /// Always scan all points.
+    BruteForce,
+    /// Always use the k-d tree, whatever the dimension.
+    KdTree,
+}
+
+/// One neighbour of a query point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Neighbour {
+    pub dist: f64,
+    pub index: usize,
+}
+
+impl Neighbour {
+    const NONE: Neighbour = Neighbour {
+        dist: f64::INFINITY,
+        index: usize::MAX,
+    };
+
+    #[inline]
+    fn before(&self, other: &Neighbour) -> bool {
+        self.dist < other.dist || (self.dist == other.dist && self.index < other.index)
+    }
+}
+
+/// Inserts `cand` into the ascending list `best` (fixed length k) if it belongs there.
+#[inline]
+fn insert(best: &mut [Neighbour], cand: Neighbour) {
+    let k = best.len();
+    if !cand.before(&best[k - 1]) {
+        return;
+    }
+    let mut p = k - 1;
+    while p > 0 && cand.before(&best[p - 1]) {
+        best[p] = best[p - 1];
+        p -= 1;
+    }
+    best[p] = cand;
+}
+
+#[derive(Clone, Copy)]
+enum Plan {
+    Brute,
+    Tree,
+    Sorted1d,
+}
+
+fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
+    // Crossovers measured on Gaussian data (release build): radius counts
+    // with KSG-sized radii lose their tree advantage sooner than k-NN search,
+    // and both move to higher dimension as n grows.
+    let tree = if counting {
+        dim <= 4 || (dim <= 6 && n >= 4000)
+    } else {
+        dim <= 8 || (dim <= 10 && n >= 4000)
+    };
+    match search {
+        NeighbourSearch::BruteForce => Plan::Brute,
+        NeighbourSearch::KdTree => Plan::Tree,
+        NeighbourSearch::Auto if dim == 1 && counting => Plan::Sorted1d,
+        NeighbourSearch::Auto if tree => Plan::Tree,
+        NeighbourSearch::Auto => Plan::Brute,
+    }
+}
+
+/// The `k` nearest neighbours (excluding the point itself) of every row of `m`,
+/// flattened: entries `i*k .. (i+1)*k` belong to row `i`, ascending by `(dist, index)`.
+///
+/// Callers guarantee `k >= 1` and `m.rows() > k`; missing neighbours would show up
+/// as infinite distances.
+pub(crate) fn k_nearest(m: &Matrix, k: usize, search: NeighbourSearch) -> Vec<Neighbour> {
+    match plan(search, m.rows(), m.cols(), false) {
+        Plan::Brute => knn_brute(m, k),
+        Plan::Tree | Plan::Sorted1d => KdTree::build(m).knn_all(k),
+    }
+}
+
+/// For every row `i`, the number of other rows within `radii[i]` (max-norm):
+/// distance `< radii[i]` if `strict`, else `<=`.
+pub(crate) fn count_within(
+    m: &Matrix,
+    radii: &[f64],
+    strict: bool,
+    search: NeighbourSearch,
+) -> Vec<usize> {
+    match plan(search, m.rows(), m.cols(), true) {
+        Plan::Brute => count_brute(m, radii, strict),
+        Plan::Tree => KdTree::build(m).count_all(radii, strict),
+        Plan::Sorted1d => count_sorted_1d(m.as_slice(), radii, strict),
+    }
+}
+
+/// Max-norm distance from query `a` to row `j` (same formula everywhere, so all paths agree bit for bit).
+#[inline]
+pub(crate) fn max_dist(a: &[f64], b: &[f64]) -> f64 {
+    block_max(a, b)
+}
+
+// ---------------------------------------------------------------------------
+// Brute force
+// ---------------------------------------------------------------------------
+
+const QUERY_BLOCK: usize = 128;
+/// Candidates per tile; a multiple of `CHUNK`.
+const CANDIDATE_TILE: usize = 256;
+/// Candidates per first-stage chunk: 64 `u8` lanes, four SSE2 registers.
+const CHUNK: usize = 64;
+/// Coordinates per query checked in the vectorised first stage.
+const HEAD: usize = 16;
+/// Candidates checked exactly before the filtered scan starts (rounded up to
+/// a whole chunk), so the first tile is already filtered against a finite
+/// k-th-neighbour bound.
+const SEED_CANDIDATES: usize = 32;
+/// Second-stage quantisation: coordinates map to integers in [-QMAX16, QMAX16],
+/// so a difference of two always fits in `i16` without overflow.
+const QMAX16: f64 = 16383.0;
+/// First-stage quantisation: coordinates map to integers in [0, 255].
+const QMAX8: f64 = 255.0;
+/// Coordinates per second-stage panel (one 64-byte cache line of `i16`).
+const LANES: usize = 32;
+
+/// `LANES` consecutive quantised coordinates; 64-byte aligned so a panel is one cache line.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Panel([i16; LANES]);
+
+/// Brute-force search state for one point set: an 8-bit column-major copy of
+/// the points for the first stage, a 16-bit row-major copy for the second,
+/// and the exact `f64` rows for the final decision.
+///
+/// Why it is fast: a max-norm distance exceeds a bound as soon as one
+/// coordinate difference does, and the coordinates where the query is most
+/// extreme (farthest from the centre of that coordinate's range) are by far
+/// the most likely to do so. Each query therefore checks its own `HEAD` most
+/// extreme coordinates first, against 64 candidates at a time (column-major
+/// `u8` storage makes that a contiguous, branch-free loop that compiles to
+/// packed `psubusb`/`por`/`pmaxub`); on 128-d Gaussian data this discards
+/// 90-96% of candidates, against about 40% for the first 16 coordinates in
+/// storage order. Survivors are compared on all coordinates in 16-bit fixed
+/// point (whole cache-line panels, early exit), and only those the 16-bit
+/// comparison cannot decide are computed exactly in `f64`.
+///
+/// Exactness: with `q = round((x - c) * scale)` (c a per-coordinate offset,
+/// `scale` shared), each quantised coordinate is within 0.5 (plus
+/// floating-point rounding, covered by `slack`) of `(x - c) * scale`, so
+/// `|q_a - q_b| <= |x_a - x_b| * scale + 1 + slack` and
+/// `|x_a - x_b| * scale <= |q_a - q_b| + 1 + slack`. A candidate is dropped
+/// only when the first inequality proves its exact distance exceeds the
+/// bound, and counted without an exact check only when the second proves it
+/// is inside; every other case is decided in `f64`. The result is therefore
+/// the exact one.
+struct BruteIndex<'a> {
+    n: usize,
+    dim: usize,
+    rows: &'a [f64],
+    /// First stage: `cols8[d * n_pad + j]`, padded to a whole number of chunks.
+    cols8: Vec<u8>,
+    n_pad: usize,
+    scale8: f64,
+    slack8: f64,
+    /// Second stage: row `j` is `qrows[j * panels .. (j + 1) * panels]`.
+    qrows: Vec<Panel>,
+    panels: usize,
+    scale16: f64,
+    slack16: f64,
+    /// Centre of each coordinate's range (ranks coordinates by extremeness).
+    mid: Vec<f64>,
+}
+
+/// Per-thread candidate buffers: indices and their partial 16-bit distances.
+struct Scratch {
+    cand: Vec<usize>,
+    dq: Vec<i16>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            cand: Vec::with_capacity(CANDIDATE_TILE),
+            dq: Vec::with_capacity(CANDIDATE_TILE),
+        }
+    }
+}
+
+/// A query prepared for the first stage: its coordinates, most extreme
+/// first, and its 8-bit values on the leading `HEAD` of them.
+struct Query {
+    order: Vec<usize>,
+    /// Each head value repeated across a 16-byte vector, so the first stage
+    /// loads it instead of broadcasting it for every chunk.
+    head8: Vec<[u8; 16]>,
+}
+
+/// Quantisation threshold: never below `bound * scale + 1 + slack`.
+#[inline]
+fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
+    let t = (bound * scale * (1.0 + 1e-12) + 1.5 + slack).floor();
+    if t >= max {
+        max
+    } else {
+        t
+    }
+}
+
+impl<'a> BruteIndex<'a> {
+    fn new(m: &'a Matrix) -> BruteIndex<'a> {
+        let n = m.rows();
+        let dim = m.cols();
+        let mut lo = vec![f64::INFINITY; dim];
+        let mut hi = vec![f64::NEG_INFINITY; dim];
+        let mut max_abs = 0.0f64;
+        for row in m.iter_rows() {
+            for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+                *l = l.min(v);
+                *h = h.max(v);
+                max_abs = max_abs.max(v.abs());
+            }
+        }
+        // Distances are translation invariant per coordinate, so offsetting
+        // each coordinate by its own range keeps quantisation fine for data
+        // with large offsets; the scale is shared so thresholds are uniform.
+        let mid: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| 0.5 * (l + h)).collect();
+        let range = lo.iter().zip(&hi).fold(0.0f64, |a, (l, h)| a.max(h - l));
+        let range = if range > 0.0 {
+            range * (1.0 + 1e-9)
+        } else {
+            1.0
+        };
+        let scale8 = QMAX8 / range;
+        let scale16 = 2.0 * QMAX16 / range;
+        // Rounding in (x - offset) is at most a few ulps of max_abs.
+        let slack8 = 8.0 * f64::EPSILON * max_abs * scale8;
+        let slack16 = 8.0 * f64::EPSILON * max_abs * scale16;
+        let n_pad = n.div_ceil(CHUNK) * CHUNK;
+        let panels = dim.div_ceil(LANES);
+        // Padding entries are never reported: their lanes are masked out.
+        let mut cols8 = vec![0u8; n_pad * dim];
+        // Padding coordinates are 0 in every row, so they add 0 to every distance.
+        let mut qrows = vec![Panel([0; LANES]); n * panels];
+        for (j, row) in m.iter_rows().enumerate() {
+            for (d, &v) in row.iter().enumerate() {
+                // (v - lo) * scale8 is within [0, 255) and (v - mid) * scale16
+                // within (-QMAX16, QMAX16), so neither cast saturates.
+                cols8[d * n_pad + j] = ((v - lo[d]) * scale8).round() as u8;
+                qrows[j * panels + d / LANES].0[d % LANES] =
+                    ((v - mid[d]) * scale16).round() as i16;
+            }
+        }
+        BruteIndex {
+            n,
+            dim,
+            rows: m.as_slice(),
+            cols8,
+            n_pad,
+            scale8,
+            slack8,
+            qrows,
+            panels,
+            scale16,
+            slack16,
+            mid,
+        }
+    }
+
+    #[inline]
+    fn row(&self, i: usize) -> &[f64] {
+        &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+
+    fn threshold8(&self, bound: f64) -> u8 {
+        quantised_threshold(bound, self.scale8, self.slack8, QMAX8) as u8
+    }
+
+    fn threshold16(&self, bound: f64) -> i16 {
+        quantised_threshold(bound, self.scale16, self.slack16, f64::from(i16::MAX)) as i16
+    }
+
+    /// Prepares point `i` as a query: coordinates with the `HEAD` most
+    /// extreme first (in no particular order among themselves).
+    fn query(&self, i: usize) -> Query {
+        let row = self.row(i);
+        let mut order: Vec<usize> = (0..self.dim).collect();
+        let head = HEAD.min(self.dim);
+        if head < self.dim {
+            // A partial selection is enough: the first stage only needs the set.
+            order.select_nth_unstable_by(head - 1, |&a, &b| {
+                let sa = (row[a] - self.mid[a]).abs();
+                let sb = (row[b] - self.mid[b]).abs();
+                sb.total_cmp(&sa)
+            });
+        }
+        let head8 = order[..head]
+            .iter()
+            .map(|&d| [self.cols8[d * self.n_pad + i]; 16])
+            .collect();
+        Query { order, head8 }
+    }
+
+    /// First stage: collects in `scratch.cand` the candidates of `tile`
+    /// (chunk-aligned start) whose 8-bit differences to the query on its head
+    /// coordinates are all `<= thr`.
+    ///
+    /// With `cand_thr`, candidate `j` is kept if it passes `max(thr, cand_thr[j])`
+    /// (symmetric counting needs both ends' radii).
+    fn stage1(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        let np = self.n_pad;
+        let head = &q.order[..q.head8.len()];
+        scratch.cand.clear();
+        let mut c0 = tile.start;
+        while c0 < tile.end {
+            let mut acc = [0u8; CHUNK];
+            for (&d, a) in head.iter().zip(&q.head8) {
+                let col = &self.cols8[d * np + c0..d * np + c0 + CHUNK];
+                for (s16, c16) in acc.chunks_exact_mut(16).zip(col.chunks_exact(16)) {
+                    for ((s, &c), &a) in s16.iter_mut().zip(c16).zip(a) {
+                        let x = a.saturating_sub(c) | c.saturating_sub(a);
+                        *s = (*s).max(x);
+                    }
+                }
+            }
+            // A survivor bit mask, then a walk over set bits: the keep/drop
+            // outcome is unpredictable, so no per-candidate branch.
+            let mut mask = 0u64;
+            match cand_thr {
+                None => {
+                    for (l, &s) in acc.iter().enumerate() {
+                        mask |= u64::from(s <= thr) << l;
+                    }
+                }
+                Some(ct) => {
+                    for (l, (&s, &t)) in acc.iter().zip(&ct[c0..c0 + CHUNK]).enumerate() {
+                        mask |= u64::from(s <= thr.max(t)) << l;
+                    }
+                }
+            }
+            if c0 + CHUNK > self.n {
+                mask &= (1u64 << (self.n - c0)) - 1;
+            }
+            while mask != 0 {
+                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            c0 += CHUNK;
+        }
+    }
+
+    /// Second stage: keeps in `scratch.cand` the candidates whose 16-bit
+    /// distance to query `i` is `<= thr`, with that distance in `scratch.dq`.
+    ///
+    /// Panel by panel over the whole list with branch-free compaction, rather
+    /// than candidate by candidate with early exit: the exit branch is
+    /// unpredictable, and without it the loads for successive candidates
+    /// (mostly cache misses) overlap instead of serialising.
+    ///
+    /// With `cand_thr`, candidate `j` is kept if within `max(thr, cand_thr[j])`.
+    fn stage2(&self, i: usize, thr: i16, cand_thr: Option<&[i16]>, scratch: &mut Scratch) {
+        let p = self.panels;
+        let q = &self.qrows[i * p..(i + 1) * p];
+        let Scratch { cand, dq } = scratch;
+        dq.clear();
+        dq.resize(cand.len(), 0);
+        let mut len = cand.len();
+        for (panel, qp) in q.iter().enumerate() {
+            let mut w = 0;
+            for idx in 0..len {
+                let j = cand[idx];
+                let m = panel_absmax(qp, &self.qrows[j * p + panel]).max(dq[idx]);
+                let t = cand_thr.map_or(thr, |ct| thr.max(ct[j]));
+                cand[w] = j;
+                dq[w] = m;
+                w += usize::from(m <= t);
+            }
+            len = w;
+        }
+        cand.truncate(len);
+        dq.truncate(len);
+    }
+
+    /// True when a 16-bit distance `dq` proves the exact distance is `< r`.
+    #[inline]
+    fn certainly_within(&self, dq: i16, r: f64) -> bool {
+        f64::from(dq) + 1.0 + self.slack16 < r * self.scale16 * (1.0 - 1e-12)
+    }
+
+    /// Exact max-norm distance from `i` to `j`, visiting coordinates in
+    /// `order`; returns early with some value `> bound` once it exceeds `bound`.
+    #[inline]
+    fn exact_bounded(&self, i: usize, j: usize, order: &[usize], bound: f64) -> f64 {
+        let a = self.row(i);
+        let b = self.row(j);
+        let mut m = 0.0f64;
+        for chunk in order.chunks(4) {
+            for &d in chunk {
+                let x = (a[d] - b[d]).abs();
+                m = if x > m { x } else { m };
+            }
+            if m > bound {
+                return m;
+            }
+        }
+        m
+    }
+
+    /// Chunk-aligned tiles covering `from..n`.
+    fn tiles(&self, from: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+        (from..self.n_pad)
+            .step_by(CANDIDATE_TILE)
+            .map(move |t0| t0..(t0 + CANDIDATE_TILE).min(self.n_pad))
+    }
+}
+
+/// max over one panel of |a - b| (no overflow: |a|, |b| <= QMAX16 < 2^14).
+///
+/// Kept out of line: on its own LLVM compiles it to four packed
+/// `psubw`/`pmaxsw` pairs and one horizontal step, but inlined into the
+/// candidate loops its vectoriser chose lane-transposing `pinsrw` sequences
+/// that ran several times slower.
+#[inline(never)]
+fn panel_absmax(a: &Panel, b: &Panel) -> i16 {
+    let mut m = 0i16;
+    for (x, y) in a.0.iter().zip(&b.0) {
+        let d = x.wrapping_sub(*y);
+        m = m.max(d.max(d.wrapping_neg()));
+    }
+    m
+}
+
+/// Exact max-norm distance between two coordinate slices (max is exact, so
+/// every path agrees bit for bit with the textbook definition).
+#[inline]
+fn block_max(a: &[f64], b: &[f64]) -> f64 {
+    let mut m = 0.0f64;
+    for (&u, &v) in a.iter().zip(b) {
+        let d = (u - v).abs();
+        m = if d > m { d } else { m };
+    }
+    m
+}
+
+fn knn_brute(m: &Matrix, k: usize) -> Vec<Neighbour> {
+    let n = m.rows();
+    let mut out = vec![Neighbour::NONE; n * k];
+    if k == 0 || n == 0 {
+        return out;
+    }
+    let index = BruteIndex::new(m);
+    // Seeds end on a chunk boundary (or at n) so the tiles stay chunk-aligned.
+    let seed_end = n.min(SEED_CANDIDATES.max(2 * k + 2).div_ceil(CHUNK) * CHUNK);
+    out.par_chunks_mut(QUERY_BLOCK * k)
+        .enumerate()
+        .for_each(|(block, chunk)| {
+            let q0 = block * QUERY_BLOCK;
+            let mut queries = Vec::with_capacity(chunk.len() / k);
+            for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
+                let i = q0 + qi;
+                let q = index.query(i);
+                for j in (0..seed_end).filter(|&j| j != i) {
+                    let d = index.exact_bounded(i, j, &q.order, best[k - 1].dist);
+                    if d <= best[k - 1].dist {
+                        insert(best, Neighbour { dist: d, index: j });
+                    }
+                }
+                queries.push(q);
+            }
+            let mut scratch = Scratch::new();
+            for tile in index.tiles(seed_end) {
+                for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
+                    let i = q0 + qi;
+                    let q = &queries[qi];
+                    let bound = best[k - 1].dist;
+                    index.stage1(q, tile.clone(), index.threshold8(bound), None, &mut scratch);
+                    index.stage2(i, index.threshold16(bound), None, &mut scratch);
+                    for &j in &scratch.cand {
+                        if j == i {
+                            continue;
+                        }
+                        // The bound may have tightened since the filters ran.
+                        let bound = best[k - 1].dist;
+                        let d = index.exact_bounded(i, j, &q.order, bound);
+                        if d <= bound {
+                            insert(best, Neighbour { dist: d, index: j });
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Radius counts by brute force, each unordered pair visited once.
+///
+/// Counting is symmetric, so pair (i, j) with i < j is examined only from
+/// i's side, filtered against the larger of the two radii, and then decided
+/// for both ends: half the pairs of the one-sided scan, at the cost of a
+/// slightly weaker filter.
+fn count_brute(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
+    let n = m.rows();
+    let index = BruteIndex::new(m);
+    let mut thr8 = vec![0u8; index.n_pad];
+    for (t, &r) in thr8.iter_mut().zip(radii) {
+        *t = index.threshold8(r);
+    }
+    let thr16: Vec<i16> = radii.iter().map(|&r| index.threshold16(r)).collect();
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    // One counter array per group rather than per rayon split, to bound
+    // memory; groups take interleaved blocks because early blocks (more
+    // candidates j > i) cost more than late ones.
+    let groups = (2 * rayon::current_num_threads()).clamp(1, blocks.max(1));
+    let per_group: Vec<Vec<u32>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut counts = vec![0u32; n];
+            let mut scratch = Scratch::new();
+            for block in (g..blocks).step_by(groups) {
+                let q0 = block * QUERY_BLOCK;
+                let q1 = (q0 + QUERY_BLOCK).min(n);
+                let queries: Vec<Query> = (q0..q1).map(|i| index.query(i)).collect();
+                for tile in index.tiles(q0 / CHUNK * CHUNK) {
+                    for (qi, q) in queries.iter().enumerate() {
+                        let i = q0 + qi;
+                        let ri = radii[i];
+                        index.stage1(q, tile.clone(), thr8[i], Some(&thr8), &mut scratch);
+                        index.stage2(i, thr16[i], Some(&thr16), &mut scratch);
+                        for (&j, &dq) in scratch.cand.iter().zip(&scratch.dq) {
+                            if j <= i {
+                                continue;
+                            }
+                            let rj = radii[j];
+                            // One exact distance serves both ends when needed:
+                            // bounded by the larger radius, it is either exact
+                            // or above both.
+                            let mut exact = None;
+                            let mut decide = |r: f64, t16: i16| -> bool {
+                                if index.certainly_within(dq, r) {
+                                    return true;
+                                }
+                                if dq > t16 {
+                                    return false;
+                                }
+                                let d = *exact.get_or_insert_with(|| {
+                                    index.exact_bounded(i, j, &q.order, ri.max(rj))
+                                });
+                                d < r || (!strict && d == r)
+                            };
+                            if decide(ri, thr16[i]) {
+                                counts[i] += 1;
+                            }
+                            if decide(rj, thr16[j]) {
+                                counts[j] += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            counts
+        })
+        .collect();
+    let mut out = vec![0usize; n];
+    for counts in per_group {
+        for (o, c) in out.iter_mut().zip(counts) {
+            *o += c as usize;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Sorted array for 1-d radius counts
+// ---------------------------------------------------------------------------
+
+fn count_sorted_1d(values: &[f64], radii: &[f64], strict: bool) -> Vec<usize> {
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let sorted: Vec<f64> = order.iter().map(|&i| values[i]).collect();
+    let mut rank = vec![0usize; n];
+    for (p, &i) in order.iter().enumerate() {
+        rank[i] = p;
+    }
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let p = rank[i];
+            let v = sorted[p];
+            let r = radii[i];
+            // |x - v| is monotone in x on each side of v, so each side is a
+            // contiguous run found by binary search with the exact predicate.
+            let inside = |x: f64| {
+                let d = (v - x).abs();
+                d < r || (!strict && d == r)
+            };
+            let right = sorted[p + 1..].partition_point(|&x| inside(x));
+            let left = p - sorted[..p].partition_point(|&x| !inside(x));
+            left + right
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// k-d tree
+// ---------------------------------------------------------------------------
+
+const LEAF_SIZE: usize = 12;
+
+struct Node {
+    start: usize,
+    end: usize,
+    children: Option<(usize, usize)>,
+}
+
+struct KdTree {
+    dim: usize,
+    /// Rows reordered so every node owns a contiguous range.
+    pts: Vec<f64>,
+    /// Original row index of reordered position p.
+    ids: Vec<usize>,
+    /// Reordered position of original row i.
+    pos: Vec<usize>,
+    nodes: Vec<Node>,
+    /// Per node: `dim` lower bounds then `dim` upper bounds.
+    boxes: Vec<f64>,
+}
+
+impl KdTree {
+    fn build(m: &Matrix) -> KdTree {
+        let n = m.rows();
+        let dim = m.cols();
+        let data = m.as_slice();
+        let mut perm: Vec<usize> = (0..n).collect();
+        let mut nodes = vec![Node {
+            start: 0,
+            end: n,
+            children: None,
+        }];
+        let mut boxes: Vec<f64> = Vec::new();
+        let mut stack = vec![0usize];
+        while let Some(id) = stack.pop() {
+            let (s, e) = (nodes[id].start, nodes[id].end);
+            let mut lo = vec![f64::INFINITY; dim];
+            let mut hi = vec![f64::NEG_INFINITY; dim];
+            for &p in &perm[s..e] {
+                for (d, &v) in data[p * dim..(p + 1) * dim].iter().enumerate() {
+                    lo[d] = lo[d].min(v);
+                    hi[d] = hi[d].max(v);
+                }
+            }
+            let mut split = 0usize;
+            let mut spread = -1.0f64;
+            for d in 0..dim {
+                if hi[d] - lo[d] > spread {
+                    spread = hi[d] - lo[d];
+                    split = d;
+                }
+            }
+            // Nodes are created before they are visited, so the box slot may not exist yet.
+            if boxes.len() < (id + 1) * 2 * dim {
+                boxes.resize((id + 1) * 2 * dim, 0.0);
+            }
+            boxes[id * 2 * dim..id * 2 * dim + dim].copy_from_slice(&lo);
+            boxes[id * 2 * dim + dim..(id + 1) * 2 * dim].copy_from_slice(&hi);
+            if e - s <= LEAF_SIZE || spread <= 0.0 {
+                continue;
+            }
+            let mid = s + (e - s) / 2;
+            perm[s..e].select_nth_unstable_by(mid - s, |&a, &b| {
+                data[a * dim + split].total_cmp(&data[b * dim + split])
+            });
+            let l = nodes.len();
+            nodes.push(Node {
+                start: s,
+                end: mid,
+                children: None,
+            });
+            nodes.push(Node {
+                start: mid,
+                end: e,
+                children: None,
+            });
+            nodes[id].children = Some((l, l + 1));
+            stack.push(l + 1);
+            stack.push(l);
+        }
+        let mut pts = Vec::with_capacity(n * dim);
+        let mut pos = vec![0usize; n];
+        for (p, &i) in perm.iter().enumerate() {
+            pts.extend_from_slice(&data[i * dim..(i + 1) * dim]);
+            pos[i] = p;
+        }
+        KdTree {
+            dim,
+            pts,
+            ids: perm,
+            pos,
+            nodes,
+            boxes,
+        }
+    }
+
+    #[inline]
+    fn point(&self, p: usize) -> &[f64] {
+        &self.pts[p * self.dim..(p + 1) * self.dim]
+    }
+
+    /// Smallest and largest max-norm distance from `q` to any point of node `id`'s box.
+    #[inline]
+    fn box_dists(&self, id: usize, q: &[f64]) -> (f64, f64) {
+        let b = &self.boxes[id * 2 * self.dim..(id + 1) * 2 * self.dim];
+        let (lo, hi) = b.split_at(self.dim);
+        let mut near = 0.0f64;
+        let mut far = 0.0f64;
+        for ((&x, &l), &h) in q.iter().zip(lo).zip(hi) {
+            let below = l - x;
+            let above = x - h;
+            let gap = if below > 0.0 {
+                below
+            } else if above > 0.0 {
+                above
+            } else {
+                0.0
+            };
+            near = near.max(gap);
+            far = far.max((x - l).abs().max((x - h).abs()));
+        }
+        (near, far)
+    }
+
+    fn knn_all(&self, k: usize) -> Vec<Neighbour> {
+        let n = self.ids.len();
+        let mut out = vec![Neighbour::NONE; n * k];
+        if k == 0 || n == 0 {
+            return out;
+        }
+        out.par_chunks_mut(k).enumerate().for_each(|(i, best)| {
+            let p = self.pos[i];
+            self.knn_one(self.point(p), p, best);
+        });
+        out
+    }
+
+    fn knn_one(&self, q: &[f64], self_pos: usize, best: &mut [Neighbour]) {
+        let k = best.len();
+        let mut stack: Vec<(usize, f64)> = vec![(0, 0.0)];
+        while let Some((id, near)) = stack.pop() {
+            if near > best[k - 1].dist {
+                continue;
+            }
+            let node = &self.nodes[id];
+            match node.children {
+                None => {
+                    for p in node.start..node.end {
+                        if p == self_pos {
+                            continue;
+                        }
+                        let d = max_dist(q, self.point(p));
+                        insert(
+                            best,
+                            Neighbour {
+                                dist: d,
+                                index: self.ids[p],
+                            },
+                        );
+                    }
+                }
+                Some((l, r)) => {
+                    let dl = self.box_dists(l, q).0;
+                    let dr = self.box_dists(r, q).0;
+                    // Nearer child on top of the stack so the bound tightens early.
+                    if dl <= dr {
+                        stack.push((r, dr));
+                        stack.push((l, dl));
+                    } else {
+                        stack.push((l, dl));
+                        stack.push((r, dr));
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_all(&self, radii: &[f64], strict: bool) -> Vec<usize> {
+        (0..self.ids.len())
+            .into_par_iter()
+            .map(|i| {
+                let p = self.pos[i];
+                self.count_one(self.point(p), p, radii[i], strict)
+            })
+            .collect()
+    }
+
+    fn count_one(&self, q: &[f64], self_pos: usize, r: f64, strict: bool) -> usize {
+        let within = |d: f64| d < r || (!strict && d == r);
+        let mut count = 0usize;
+        let mut stack = vec![0usize];
+        while let Some(id) = stack.pop() {
+            let node = &self.nodes[id];
+            let (near, far) = self.box_dists(id, q);
+            if !within(near) {
+                continue;
+            }
+            if within(far) {
+                count += node.end - node.start;
+                if (node.start..node.end).contains(&self_pos) {
+                    count -= 1;
+                }
+                continue;
+            }
+            match node.children {
+                None => {
+                    for p in node.start..node.end {
+                        if p != self_pos && within(max_dist(q, self.point(p))) {
+                            count += 1;
+                        }
+                    }
+                }
+                Some((l, rr)) => {
+                    stack.push(l);
+                    stack.push(rr);
+                }
+            }
+        }
+        count
+    }
+}

@@ -1,0 +1,101 @@
+//! Mutual-information estimators behind one [`Estimator`] trait.
+//!
+//! All estimators report nats. None of them is a bound: k-NN (KSG), histogram
+//! and Gaussian estimates are point estimates with biases that depend on the
+//! data (see each module), so they are labelled [`BiasDirection::Estimate`].
+//! Certified lower/upper bounds (probes, InfoNCE, channel bounds) live
+//! elsewhere and use the other labels.
+
+pub mod bootstrap;
+pub mod discrete;
+pub mod error;
+pub mod gaussian;
+pub mod histogram;
+mod knn;
+pub mod ksg;
+pub mod ksg_cmi;
+pub mod linalg;
+pub mod matrix;
+pub mod preprocess;
+pub mod special;
+#[cfg(test)]
+mod testutil;
+
+pub use discrete::{Correction, DiscreteMi};
+pub use error::MiError;
+pub use gaussian::GaussianMi;
+pub use histogram::Histogram;
+pub use knn::NeighbourSearch;
+pub use ksg::{Ksg, KsgAlgorithm};
+pub use ksg_cmi::KsgCmi;
+pub use matrix::Matrix;
+
+/// What an estimate promises about the true value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BiasDirection {
+    /// Below the true MI (in expectation or with stated confidence).
+    LowerBound,
+    /// Above the true MI.
+    UpperBound,
+    /// A point estimate with no guaranteed direction.
+    Estimate,
+}
+
+/// One mutual-information estimate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiEstimate {
+    /// The estimate in nats.
+    pub nats: f64,
+    /// Number of samples used.
+    pub n: usize,
+    /// Dimensions of (x, y).
+    pub dims: (usize, usize),
+    /// What the number promises.
+    pub direction: BiasDirection,
+    /// Estimator settings and caveats worth carrying into a report.
+    pub note: Option<String>,
+}
+
+impl MiEstimate {
+    /// The estimate in bits.
+    pub fn bits(&self) -> f64 {
+        self.nats / std::f64::consts::LN_2
+    }
+}
+
+/// A mutual-information estimator I(X;Y) from paired samples (row i of x with row i of y).
+pub trait Estimator: Send + Sync {
+    /// Short stable name, e.g. "ksg1".
+    fn name(&self) -> &'static str;
+    /// What the estimates promise.
+    fn direction(&self) -> BiasDirection;
+    /// Estimates I(X;Y) in nats.
+    fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError>;
+}
+
+/// Shared input checks: same row count, at least one column each, all finite.
+/// Returns the number of rows.
+pub(crate) fn check_pair(x: &Matrix, y: &Matrix) -> Result<usize, MiError> {
+    if x.rows() != y.rows() {
+        return Err(MiError::RowMismatch {
+            a_name: "x",
+            a_rows: x.rows(),
+            b_name: "y",
+            b_rows: y.rows(),
+        });
+    }
+    check_one(x, "x")?;
+    check_one(y, "y")?;
+    Ok(x.rows())
+}
+
+pub(crate) fn check_one(m: &Matrix, which: &'static str) -> Result<(), MiError> {
+    if m.cols() == 0 || m.rows() == 0 {
+        return Err(MiError::Empty {
+            which,
+            rows: m.rows(),
+            cols: m.cols(),
+        });
+    }
+    m.check_finite(which)
+}

@@ -1,0 +1,109 @@
+//! What a running stage instance may see and do: its seed, its thread budget, its input
+//! artifacts, a directory for its outputs, a way to report progress and to notice Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::RecordBatch;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::StageError;
+use crate::artifact::{self, InstanceMeta};
+
+/// A finished upstream instance whose outputs this instance reads.
+#[derive(Debug, Clone)]
+pub struct InputArtifact {
+    pub stage: String,
+    pub instance: String,
+    pub dir: PathBuf,
+    pub meta: InstanceMeta,
+}
+
+impl InputArtifact {
+    /// Path of one of the upstream's output files, or an error naming what it does have.
+    pub fn file(&self, name: &str) -> Result<PathBuf, StageError> {
+        if self.meta.outputs.iter().any(|o| o.name == name) {
+            return Ok(self.dir.join(name));
+        }
+        let have: Vec<&str> = self.meta.outputs.iter().map(|o| o.name.as_str()).collect();
+        Err(StageError::Input(format!(
+            "`{}` has no output `{name}` (it has: {})",
+            self.instance,
+            have.join(", ")
+        )))
+    }
+}
+
+/// A progress report from inside a stage: `done` of `total` units, with a short note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub message: String,
+}
+
+pub struct StageContext<'a> {
+    pub instance: &'a str,
+    pub seed: u64,
+    /// Threads this instance may use: its CPU weight, so parallel instances do not
+    /// oversubscribe the machine.
+    pub threads: usize,
+    pub out_dir: &'a Path,
+    pub inputs: &'a [InputArtifact],
+    pub cancel: &'a AtomicBool,
+    pub progress_sink: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl StageContext<'_> {
+    /// A generator seeded from this instance's seed; the same pipeline seed and instance id
+    /// give the same stream on every machine (ChaCha is platform independent).
+    pub fn rng(&self) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(self.seed)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Long loops call this between units of work so Ctrl-C stops them promptly.
+    pub fn check_cancelled(&self) -> Result<(), StageError> {
+        if self.is_cancelled() {
+            Err(StageError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        (self.progress_sink)(Progress {
+            done,
+            total,
+            message: message.into(),
+        });
+    }
+
+    /// Writes `<out_dir>/<name>.parquet` atomically (zstd).
+    pub fn write_table(&self, name: &str, batch: &RecordBatch) -> Result<PathBuf, StageError> {
+        let path = self.out_dir.join(format!("{name}.parquet"));
+        artifact::write_parquet(&path, batch)?;
+        Ok(path)
+    }
+
+    /// The single input from stage `stage`, or a clear error.
+    pub fn input(&self, stage: &str) -> Result<&InputArtifact, StageError> {
+        self.inputs
+            .iter()
+            .find(|i| i.stage == stage)
+            .ok_or_else(|| {
+                StageError::Input(format!(
+                    "no input from stage `{stage}` (inputs: {})",
+                    self.inputs
+                        .iter()
+                        .map(|i| i.instance.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}

@@ -1,0 +1,254 @@
+//! Stage kinds: what a pipeline stage can do.
+//!
+//! Each kind lives in its own file and implements [`Stage`]: a typed parameter struct (which
+//! doubles as the source of the JSON Schema and of `cbound stages`), a version that is part of
+//! every cache key, and a `run` that sees only its parameters and a [`StageContext`]. Kinds are
+//! listed once, in [`Registry::builtin`]; adding one is a new file plus one line there
+//! (docs/adding-a-stage.md).
+
+pub mod command;
+mod context;
+pub mod synthetic;
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+pub use context::{InputArtifact, Progress, StageContext};
+
+use crate::artifact::ArtifactError;
+use crate::config::yaml::PathSeg;
+use crate::config::Resources;
+
+/// What a finished stage reports besides the files it wrote: scalar metrics, which become
+/// columns of the run's `results.parquet`.
+#[derive(Debug, Default, Clone)]
+pub struct StageOutput {
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl StageOutput {
+    pub fn metric(mut self, name: &str, value: f64) -> StageOutput {
+        self.metrics.insert(name.to_string(), value);
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("invalid parameters: {0}")]
+    Params(String),
+    #[error("input: {0}")]
+    Input(String),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A stage parameter that failed to deserialise: where inside `params`, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamError {
+    pub path: Vec<PathSeg>,
+    pub message: String,
+}
+
+/// One kind of stage. Implemented once per file under `src/stages/`.
+pub trait Stage: Send + Sync + 'static {
+    /// Parameters as written under `params:`. Use `#[serde(deny_unknown_fields)]` so typos
+    /// are errors, and doc comments: they become the schema's descriptions.
+    type Params: DeserializeOwned + JsonSchema;
+    /// The name used as `kind:` in pipelines.
+    const KIND: &'static str;
+    /// Bump when the stage's output changes for the same parameters: invalidates caches.
+    const VERSION: u32;
+    const SUMMARY: &'static str;
+    /// A YAML snippet of one stage of this kind, shown by `cbound stages`.
+    const EXAMPLE: &'static str;
+
+    /// Resources one instance needs unless the pipeline says otherwise.
+    fn resources(_params: &Self::Params) -> Resources {
+        Resources::default()
+    }
+
+    /// Files outside cbound's outputs whose content the result depends on (a data file, a
+    /// script). Their hashes join the cache key.
+    fn tracked_files(_params: &Self::Params) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn run(params: &Self::Params, ctx: &StageContext) -> Result<StageOutput, StageError>;
+}
+
+/// The object-safe face of [`Stage`] that the engine works with.
+pub trait DynStage: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn summary(&self) -> &'static str;
+    fn example(&self) -> &'static str;
+    fn params_schema(&self) -> serde_json::Value;
+    fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError>;
+    fn resources(&self, params: &serde_json::Value) -> Resources;
+    fn tracked_files(&self, params: &serde_json::Value) -> Vec<PathBuf>;
+    fn run(
+        &self,
+        params: &serde_json::Value,
+        ctx: &StageContext,
+    ) -> Result<StageOutput, StageError>;
+}
+
+struct Registered<S>(PhantomData<S>);
+
+fn register<S: Stage>() -> Box<dyn DynStage> {
+    Box::new(Registered::<S>(PhantomData))
+}
+
+fn parse_params<P: DeserializeOwned>(params: &serde_json::Value) -> Result<P, ParamError> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { .. }
+                | serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        ParamError {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Schema settings shared by `cbound schema` and `cbound stages`: subschemas inlined so a
+/// stage's parameter schema can be embedded anywhere without dangling `$ref`s.
+pub fn schema_settings() -> schemars::generate::SchemaSettings {
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.inline_subschemas = true;
+    settings
+}
+
+impl<S: Stage> DynStage for Registered<S> {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn summary(&self) -> &'static str {
+        S::SUMMARY
+    }
+    fn example(&self) -> &'static str {
+        S::EXAMPLE
+    }
+    fn params_schema(&self) -> serde_json::Value {
+        let schema = schema_settings()
+            .into_generator()
+            .into_root_schema_for::<S::Params>();
+        schema.to_value()
+    }
+    fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError> {
+        parse_params::<S::Params>(params).map(|_| ())
+    }
+    fn resources(&self, params: &serde_json::Value) -> Resources {
+        parse_params::<S::Params>(params)
+            .map(|p| S::resources(&p))
+            .unwrap_or_default()
+    }
+    fn tracked_files(&self, params: &serde_json::Value) -> Vec<PathBuf> {
+        parse_params::<S::Params>(params)
+            .map(|p| S::tracked_files(&p))
+            .unwrap_or_default()
+    }
+    fn run(
+        &self,
+        params: &serde_json::Value,
+        ctx: &StageContext,
+    ) -> Result<StageOutput, StageError> {
+        let params =
+            parse_params::<S::Params>(params).map_err(|e| StageError::Params(e.message))?;
+        S::run(&params, ctx)
+    }
+}
+
+/// Every stage kind cbound knows, in the order `cbound stages` lists them.
+pub struct Registry {
+    stages: Vec<Box<dyn DynStage>>,
+}
+
+impl Registry {
+    pub fn builtin() -> Registry {
+        Registry {
+            stages: vec![
+                register::<synthetic::Synthetic>(),
+                register::<command::Command>(),
+            ],
+        }
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn DynStage> {
+        self.stages
+            .iter()
+            .find(|s| s.kind() == kind)
+            .map(|s| s.as_ref())
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.stages.iter().map(|s| s.kind()).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &dyn DynStage> {
+        self.stages.iter().map(|s| s.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_unique_and_examples_are_valid_yaml() {
+        let registry = Registry::builtin();
+        let mut kinds = registry.kinds();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds.len(), registry.kinds().len());
+        for stage in registry.iter() {
+            let parsed = crate::config::yaml::parse(stage.example());
+            assert!(parsed.is_ok(), "example of {} is not YAML", stage.kind());
+            let schema = stage.params_schema();
+            assert_eq!(schema["type"], "object", "{}", stage.kind());
+        }
+    }
+
+    #[test]
+    fn param_errors_carry_a_path() {
+        let registry = Registry::builtin();
+        let synthetic = registry.get("synthetic").unwrap();
+        let err = synthetic
+            .check_params(&serde_json::json!({"n": "many"}))
+            .unwrap_err();
+        assert_eq!(err.path, vec![PathSeg::Key("n".into())]);
+        let err = synthetic
+            .check_params(&serde_json::json!({"nn": 5}))
+            .unwrap_err();
+        assert!(
+            err.message.contains("unknown field `nn`"),
+            "{}",
+            err.message
+        );
+    }
+}
