@@ -1,6 +1,7 @@
 //! The command line: argument definitions (clap derive) and one file per subcommand.
 
 mod dag;
+mod mi;
 mod plan;
 mod run;
 mod schema;
@@ -39,6 +40,8 @@ pub enum Command {
     Schema(schema::SchemaArgs),
     /// Print the stage graph as Graphviz DOT or Mermaid.
     Dag(dag::DagArgs),
+    /// Estimate mutual information between columns of a Parquet or CSV file.
+    Mi(mi::MiArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -62,6 +65,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Stages(args) => stages::stages(args),
         Command::Schema(args) => schema::schema(args),
         Command::Dag(args) => dag::dag(args),
+        Command::Mi(args) => mi::mi(args),
     }
 }
 

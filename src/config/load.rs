@@ -14,6 +14,7 @@ const STAGE_KEYS: &[&str] = &[
     "kind",
     "description",
     "inputs",
+    "gather",
     "params",
     "matrix",
     "resources",
@@ -404,12 +405,27 @@ fn parse_stage(
     let description = node
         .get("description")
         .and_then(|e| e.value.as_str().map(String::from));
+    let gather = match node.get("gather") {
+        None => false,
+        Some(e) => match e.value.kind {
+            NodeKind::Bool(b) => b,
+            _ => {
+                c.error(
+                    e.value.span,
+                    format!("{path}.gather"),
+                    "`gather` must be true or false",
+                );
+                false
+            }
+        },
+    };
     Some((
         StageDecl {
             id,
             kind: kind.map(|s| s.kind().to_string()).unwrap_or_default(),
             description,
             inputs,
+            gather,
             params: params_node.to_json(),
             matrix,
             resources,

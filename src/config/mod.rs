@@ -45,6 +45,9 @@ pub struct StageDecl {
     pub kind: String,
     pub description: Option<String>,
     pub inputs: Vec<String>,
+    /// Run once over every instance of the inputs (a summary across a sweep) instead of once
+    /// per upstream instance.
+    pub gather: bool,
     /// Parameters after interpolation, before the matrix is applied.
     pub params: serde_json::Value,
     pub matrix: Vec<MatrixAxis>,

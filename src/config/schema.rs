@@ -49,6 +49,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                     "description": "Upstream stage ids whose outputs this stage reads; it runs once per upstream instance.",
                     "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
                 },
+                "gather": {"type": "boolean", "description": "Run once over all instances of the inputs instead of once per upstream instance."},
                 "params": {"type": "object"},
                 "matrix": {"$ref": "#/$defs/matrix"},
                 "resources": {

@@ -125,7 +125,17 @@ impl Dag {
             // Every consistent combination of upstream instances.
             let mut combos: Vec<(Vec<usize>, BTreeMap<usize, usize>)> =
                 vec![(vec![], BTreeMap::new())];
-            for input in &decl.inputs {
+            if decl.gather {
+                // One instance reading all upstream instances; it descends from no sweep value.
+                let all = decl
+                    .inputs
+                    .iter()
+                    .filter_map(|i| index.get(i.as_str()))
+                    .flat_map(|&u| by_stage[u].iter().copied())
+                    .collect();
+                combos = vec![(all, BTreeMap::new())];
+            }
+            for input in decl.inputs.iter().filter(|_| !decl.gather) {
                 let Some(&u) = index.get(input.as_str()) else {
                     continue;
                 };
@@ -338,6 +348,15 @@ mod tests {
         // bound@n=2,... reads embed@n=2 and train@n=2, never a mismatched pair.
         let b = &d.instances[7];
         assert_eq!(b.inputs, vec![4, 2]);
+    }
+
+    #[test]
+    fn gather_runs_once_over_every_upstream_instance() {
+        let d = dag("stages:\n  a: {kind: synthetic, matrix: {n: [1, 2, 3]}}\n  b: {kind: synthetic, inputs: a}\n  all: {kind: synthetic, inputs: [a, b], gather: true}\n");
+        assert_eq!(d.instances.len(), 7);
+        let all = &d.instances[6];
+        assert_eq!(all.id, "all");
+        assert_eq!(all.inputs, vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -11,12 +11,15 @@ pub mod discrete;
 pub mod error;
 pub mod gaussian;
 pub mod histogram;
+pub mod infonce;
 mod knn;
 pub mod ksg;
 pub mod ksg_cmi;
 pub mod linalg;
 pub mod matrix;
 pub mod preprocess;
+pub mod probe;
+pub mod spec;
 pub mod special;
 #[cfg(test)]
 mod testutil;
@@ -25,10 +28,12 @@ pub use discrete::{Correction, DiscreteMi};
 pub use error::MiError;
 pub use gaussian::GaussianMi;
 pub use histogram::Histogram;
+pub use infonce::InfoNce;
 pub use knn::NeighbourSearch;
 pub use ksg::{Ksg, KsgAlgorithm};
 pub use ksg_cmi::KsgCmi;
 pub use matrix::Matrix;
+pub use probe::{Probe, ProbeResult};
 
 /// What an estimate promises about the true value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

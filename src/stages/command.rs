@@ -91,6 +91,7 @@ impl Stage for Command {
                     "dir": absolute(&i.dir),
                     "files": i.meta.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
                     "metrics": i.meta.metrics,
+                    "labels": i.meta.labels,
                 })
             })
             .collect();

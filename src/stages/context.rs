@@ -92,6 +92,12 @@ impl StageContext<'_> {
 
     /// The single input from stage `stage`, or a clear error.
     pub fn input(&self, stage: &str) -> Result<&InputArtifact, StageError> {
+        let n = self.inputs.iter().filter(|i| i.stage == stage).count();
+        if n > 1 {
+            return Err(StageError::Input(format!(
+                "{n} instances of `{stage}` are inputs here (a gathering stage): iterate over all inputs instead"
+            )));
+        }
         self.inputs
             .iter()
             .find(|i| i.stage == stage)

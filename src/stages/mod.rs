@@ -8,6 +8,7 @@
 
 pub mod command;
 mod context;
+pub mod estimate_mi;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -195,6 +196,7 @@ impl Registry {
             stages: vec![
                 register::<synthetic::Synthetic>(),
                 register::<command::Command>(),
+                register::<estimate_mi::EstimateMi>(),
             ],
         }
     }

@@ -108,7 +108,8 @@ pub fn py(code: &str, args: &[&str]) -> String {
 /// Reads a Parquet file with pyarrow and returns it as JSON rows.
 pub fn read_rows(path: &Path) -> Vec<serde_json::Value> {
     let text = py(
-        "import json,sys,pyarrow.parquet as pq\nprint(json.dumps(pq.read_table(sys.argv[1]).to_pylist(), default=str))",
+        // NaN has no JSON form: it arrives as null.
+        "import json,math,sys,pyarrow.parquet as pq\nrows=[{k:(None if isinstance(v,float) and math.isnan(v) else v) for k,v in r.items()} for r in pq.read_table(sys.argv[1]).to_pylist()]\nprint(json.dumps(rows, default=str))",
         &[path.to_str().unwrap()],
     );
     serde_json::from_str(&text).expect("json rows")

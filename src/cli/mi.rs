@@ -1,0 +1,155 @@
+//! `cbound mi`: estimate mutual information between columns of any Parquet or CSV file,
+//! outside a pipeline, with the same estimators and options as the `estimate_mi` stage.
+
+use std::path::PathBuf;
+
+use crate::data::table::Table;
+use crate::error::Error;
+use crate::mi::spec::{estimate, EstimatorSpec, IntervalSpec, Preprocess};
+use crate::mi::Matrix;
+use crate::stages::estimate_mi::{estimates_table, PairEstimate};
+
+#[derive(Debug, clap::Args)]
+pub struct MiArgs {
+    /// A .parquet or .csv file.
+    pub file: PathBuf,
+    /// Columns of X: names, globs (`x*`) or a list column, comma-separated.
+    #[arg(long)]
+    pub x: String,
+    /// Columns of Y.
+    #[arg(long)]
+    pub y: String,
+    /// Conditioning columns Z (for ksg_cmi).
+    #[arg(long)]
+    pub z: Option<String>,
+    /// Read Y (and Z) from this file instead (rows must correspond).
+    #[arg(long)]
+    pub y_file: Option<PathBuf>,
+    /// Estimators: `ksg`, `ksg:k=5,algorithm=2`, `ksg_cmi`, `histogram:bins=16`, `gaussian`,
+    /// `discrete`, `infonce:temperature=0.1,batch=256`, `probe`. Repeatable.
+    #[arg(long = "estimator", short = 'e', default_value = "ksg")]
+    pub estimators: Vec<String>,
+    /// Do not standardise continuous columns.
+    #[arg(long)]
+    pub no_standardise: bool,
+    /// Do not add the tie-breaking jitter before k-NN estimators.
+    #[arg(long)]
+    pub no_jitter: bool,
+    /// Apply asinh to continuous columns first.
+    #[arg(long)]
+    pub asinh: bool,
+    /// Estimate on a seeded subsample of at most this many rows.
+    #[arg(long)]
+    pub max_rows: Option<usize>,
+    /// Subsampling interval with this many replicates (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub interval_reps: usize,
+    /// Interval coverage.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write the estimates as Parquet (same columns as the stage's mi_estimates.parquet).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn matrix(table: &Table, spec: &str) -> Result<Matrix, Error> {
+    let sel = table
+        .select(spec)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    Matrix::new(sel.rows, sel.cols, sel.data).map_err(|e| Error::Internal(e.to_string()))
+}
+
+pub fn mi(args: MiArgs) -> Result<(), Error> {
+    let specs = args
+        .estimators
+        .iter()
+        .map(|s| EstimatorSpec::parse_cli(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Usage)?;
+    let table = Table::read(&args.file).map_err(|e| Error::Usage(e.to_string()))?;
+    let other = match &args.y_file {
+        Some(p) => Some(Table::read(p).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
+    let ytable = other.as_ref().unwrap_or(&table);
+    let x = matrix(&table, &args.x)?;
+    let y = matrix(ytable, &args.y)?;
+    let z = args.z.as_deref().map(|z| matrix(ytable, z)).transpose()?;
+    let pre = Preprocess {
+        standardise: !args.no_standardise,
+        jitter: !args.no_jitter,
+        asinh: args.asinh,
+        max_rows: args.max_rows,
+    };
+    let interval = (args.interval_reps > 0).then_some(IntervalSpec {
+        reps: args.interval_reps,
+        level: args.level,
+    });
+    let mut rows = Vec::new();
+    for spec in &specs {
+        let result = estimate(spec, &x, &y, z.as_ref(), &pre, interval.as_ref(), args.seed)
+            .map_err(|e| e.to_string());
+        rows.push(PairEstimate {
+            pair: "cli".to_string(),
+            estimator: spec.name().to_string(),
+            result,
+        });
+    }
+    if !args.json {
+        println!(
+            "{:<10} {:>9} {:>9} {:>21} {:<12} {:>7} {:>9} {:>8}",
+            "estimator", "nats", "bits", "interval (nats)", "kind", "n", "dims", "seconds"
+        );
+    }
+    let mut failed = 0;
+    for row in &rows {
+        let name = &row.estimator;
+        match &row.result {
+            Ok(r) if args.json => println!("{}", serde_json::to_string(r).unwrap_or_default()),
+            Ok(r) => {
+                let ci = match (r.ci_low, r.ci_high) {
+                    (Some(lo), Some(hi)) => format!("[{lo:.4}, {hi:.4}]"),
+                    _ => "-".into(),
+                };
+                println!(
+                    "{:<10} {:>9.4} {:>9.4} {:>21} {:<12} {:>7} {:>9} {:>8.3}",
+                    r.estimator,
+                    r.nats,
+                    r.nats / std::f64::consts::LN_2,
+                    ci,
+                    r.kind,
+                    r.n,
+                    format!("{}x{}", r.dim_x, r.dim_y),
+                    r.seconds
+                );
+                if let Some(note) = &r.note {
+                    println!("           {note}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if args.json {
+                    println!("{}", serde_json::json!({"estimator": name, "error": e}));
+                } else {
+                    println!("{name:<10} {:>9} error: {e}", "NaN");
+                }
+            }
+        }
+    }
+    if let Some(out) = &args.output {
+        let batch = estimates_table(&rows).map_err(|e| Error::Internal(e.to_string()))?;
+        crate::artifact::write_parquet(out, &batch)?;
+    }
+    if failed > 0 {
+        Err(Error::Usage(format!(
+            "{failed} estimator(s) could not run on this input (see above)"
+        )))
+    } else {
+        Ok(())
+    }
+}

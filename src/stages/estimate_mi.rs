@@ -1,0 +1,351 @@
+//! `estimate_mi`: mutual information between columns of upstream tables, by any of the
+//! estimators in [`crate::mi`], with preprocessing, resampling intervals and each estimate's
+//! direction (`lower_bound` or point `estimate`). Writes `mi_estimates.parquet`; each
+//! estimate also becomes a metric `<pair>.<estimator>` in nats.
+//!
+//! An estimator that cannot run on a pair (a histogram in 128 dimensions, a probe on
+//! non-label targets) gives a row with NaN and the reason, never a silent number; the other
+//! estimates are still made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Stage, StageContext, StageError, StageOutput};
+use crate::artifact::documented_schema;
+use crate::data::table::Table;
+use crate::mi::spec::{estimate, EstimateRow, EstimatorSpec, IntervalSpec, Preprocess};
+use crate::mi::Matrix;
+
+/// Columns of an upstream table.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRef {
+    /// Upstream stage; may be omitted when this stage has one input.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Table name (file without `.parquet`); may be omitted when the stage wrote one table.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Comma-separated column names, globs (`x*`) or list columns (`u`).
+    pub columns: String,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairSpec {
+    /// Names the pair in the output and in metric names, e.g. `uy` for I(U;Y).
+    pub name: String,
+    pub x: ColumnRef,
+    pub y: ColumnRef,
+    /// Conditioning variable, for `ksg_cmi`: I(X;Y|Z).
+    #[serde(default)]
+    pub z: Option<ColumnRef>,
+    /// Estimators for this pair; the stage's `estimators` when omitted.
+    #[serde(default)]
+    pub estimators: Option<Vec<EstimatorSpec>>,
+}
+
+fn default_estimators() -> Vec<EstimatorSpec> {
+    vec![EstimatorSpec::Ksg { k: 3, algorithm: 1 }]
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EstimateMiParams {
+    /// The quantities to estimate.
+    pub pairs: Vec<PairSpec>,
+    /// Estimators applied to every pair (default: KSG with k = 3).
+    #[serde(default = "default_estimators")]
+    pub estimators: Vec<EstimatorSpec>,
+    #[serde(default)]
+    pub preprocess: Preprocess,
+    /// Resampling interval for every estimate; none when omitted.
+    #[serde(default)]
+    pub interval: Option<IntervalSpec>,
+}
+
+pub struct EstimateMi;
+
+fn load_matrix(
+    ctx: &StageContext,
+    r: &ColumnRef,
+    cache: &mut HashMap<PathBuf, Table>,
+) -> Result<Matrix, StageError> {
+    let input = match &r.stage {
+        Some(s) => ctx.input(s)?,
+        None => match ctx.inputs {
+            [one] => one,
+            _ => {
+                return Err(StageError::Params(format!(
+                    "`stage` is required to pick among {} inputs",
+                    ctx.inputs.len()
+                )))
+            }
+        },
+    };
+    let file = match &r.table {
+        Some(t) => input.file(&format!("{t}.parquet"))?,
+        None => {
+            let tables: Vec<&str> = input
+                .meta
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .filter(|n| n.ends_with(".parquet"))
+                .collect();
+            match tables.as_slice() {
+                [one] => input.dir.join(one),
+                _ => {
+                    return Err(StageError::Params(format!(
+                        "`table` is required: `{}` has tables {}",
+                        input.instance,
+                        tables.join(", ")
+                    )))
+                }
+            }
+        }
+    };
+    if !cache.contains_key(&file) {
+        let table = Table::read(&file).map_err(|e| StageError::Input(e.to_string()))?;
+        cache.insert(file.clone(), table);
+    }
+    let table = &cache[&file];
+    let sel = table
+        .select(&r.columns)
+        .map_err(|e| StageError::Input(e.to_string()))?;
+    Matrix::new(sel.rows, sel.cols, sel.data).map_err(|e| StageError::Input(e.to_string()))
+}
+
+/// One (pair, estimator) outcome: a row, or why the estimator could not run.
+#[derive(Debug, Clone)]
+pub struct PairEstimate {
+    pub pair: String,
+    pub estimator: String,
+    pub result: Result<EstimateRow, String>,
+}
+
+/// `mi_estimates.parquet`, shared with `cbound mi --output`.
+pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError> {
+    let ok = |i: usize| rows[i].result.as_ref().ok();
+    let n = rows.len();
+    let f64col = |f: &dyn Fn(&EstimateRow) -> Option<f64>| -> ArrayRef {
+        Arc::new((0..n).map(|i| ok(i).and_then(f)).collect::<Float64Array>())
+    };
+    let strcol = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
+        Arc::new((0..n).map(f).collect::<StringArray>())
+    };
+    let columns: Vec<(Field, &str, ArrayRef)> = vec![
+        (
+            Field::new("pair", DataType::Utf8, false),
+            "pair name",
+            strcol(&|i| Some(rows[i].pair.clone())),
+        ),
+        (
+            Field::new("estimator", DataType::Utf8, false),
+            "estimator name",
+            strcol(&|i| Some(rows[i].estimator.clone())),
+        ),
+        (
+            Field::new("params", DataType::Utf8, true),
+            "estimator settings (JSON)",
+            strcol(&|i| ok(i).map(|r| r.params.clone())),
+        ),
+        (
+            Field::new("n", DataType::UInt64, true),
+            "rows used",
+            Arc::new(
+                (0..n)
+                    .map(|i| ok(i).map(|r| r.n as u64))
+                    .collect::<UInt64Array>(),
+            ),
+        ),
+        (
+            Field::new("dim_x", DataType::UInt64, true),
+            "columns of x",
+            Arc::new(
+                (0..n)
+                    .map(|i| ok(i).map(|r| r.dim_x as u64))
+                    .collect::<UInt64Array>(),
+            ),
+        ),
+        (
+            Field::new("dim_y", DataType::UInt64, true),
+            "columns of y",
+            Arc::new(
+                (0..n)
+                    .map(|i| ok(i).map(|r| r.dim_y as u64))
+                    .collect::<UInt64Array>(),
+            ),
+        ),
+        (
+            Field::new("nats", DataType::Float64, false),
+            "the estimate in nats (NaN when the estimator could not run: see error)",
+            Arc::new(
+                (0..n)
+                    .map(|i| ok(i).map(|r| r.nats).unwrap_or(f64::NAN))
+                    .collect::<Float64Array>(),
+            ),
+        ),
+        (
+            Field::new("bits", DataType::Float64, false),
+            "the estimate in bits",
+            Arc::new(
+                (0..n)
+                    .map(|i| {
+                        ok(i)
+                            .map(|r| r.nats / std::f64::consts::LN_2)
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect::<Float64Array>(),
+            ),
+        ),
+        (
+            Field::new("ci_low", DataType::Float64, true),
+            "interval lower end, nats",
+            f64col(&|r| r.ci_low),
+        ),
+        (
+            Field::new("ci_high", DataType::Float64, true),
+            "interval upper end, nats",
+            f64col(&|r| r.ci_high),
+        ),
+        (
+            Field::new("ci_level", DataType::Float64, true),
+            "interval coverage",
+            f64col(&|r| r.ci_level),
+        ),
+        (
+            Field::new("kind", DataType::Utf8, true),
+            "lower_bound, upper_bound or estimate: what the number promises",
+            strcol(&|i| ok(i).map(|r| r.kind.to_string())),
+        ),
+        (
+            Field::new("accuracy", DataType::Float64, true),
+            "held-out accuracy (probe)",
+            f64col(&|r| r.accuracy),
+        ),
+        (
+            Field::new("cap_nats", DataType::Float64, true),
+            "largest reportable value: log N (infonce), H(Z) (probe)",
+            f64col(&|r| r.cap_nats),
+        ),
+        (
+            Field::new("seconds", DataType::Float64, true),
+            "compute time",
+            f64col(&|r| Some(r.seconds)),
+        ),
+        (
+            Field::new("note", DataType::Utf8, true),
+            "estimator's remarks",
+            strcol(&|i| ok(i).and_then(|r| r.note.clone())),
+        ),
+        (
+            Field::new("error", DataType::Utf8, true),
+            "why the estimator could not run",
+            strcol(&|i| rows[i].result.as_ref().err().cloned()),
+        ),
+    ];
+    let schema = documented_schema(columns.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
+    RecordBatch::try_new(schema, columns.into_iter().map(|(_, _, a)| a).collect())
+        .map_err(|e| StageError::Failed(format!("building mi_estimates table: {e}")))
+}
+
+impl Stage for EstimateMi {
+    type Params = EstimateMiParams;
+    const KIND: &'static str = "estimate_mi";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
+    const EXAMPLE: &'static str = r#"estimate:
+  kind: estimate_mi
+  inputs: [data]
+  params:
+    pairs:
+      - {name: xy, x: {columns: "x*"}, y: {columns: "y*"}}
+    estimators: [{name: ksg, k: 3}, {name: gaussian}]
+    interval: {reps: 20, level: 0.9}
+"#;
+
+    fn run(params: &EstimateMiParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        if params.pairs.is_empty() {
+            return Err(StageError::Params(
+                "`pairs` is empty: name at least one pair to estimate".into(),
+            ));
+        }
+        let mut cache = HashMap::new();
+        let mut rows = Vec::new();
+        let total: usize = params
+            .pairs
+            .iter()
+            .map(|p| p.estimators.as_ref().unwrap_or(&params.estimators).len())
+            .sum();
+        let mut done = 0;
+        for (pi, pair) in params.pairs.iter().enumerate() {
+            let x = load_matrix(ctx, &pair.x, &mut cache)?;
+            let y = load_matrix(ctx, &pair.y, &mut cache)?;
+            let z = pair
+                .z
+                .as_ref()
+                .map(|z| load_matrix(ctx, z, &mut cache))
+                .transpose()?;
+            for (ei, spec) in pair
+                .estimators
+                .as_ref()
+                .unwrap_or(&params.estimators)
+                .iter()
+                .enumerate()
+            {
+                ctx.check_cancelled()?;
+                ctx.progress(
+                    done as u64,
+                    total as u64,
+                    format!("{} / {}", pair.name, spec.name()),
+                );
+                let seed =
+                    ctx.seed ^ ((pi as u64) << 32 | ei as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let result = estimate(
+                    spec,
+                    &x,
+                    &y,
+                    z.as_ref(),
+                    &params.preprocess,
+                    params.interval.as_ref(),
+                    seed,
+                )
+                .map_err(|e| e.to_string());
+                rows.push(PairEstimate {
+                    pair: pair.name.clone(),
+                    estimator: spec.name().to_string(),
+                    result,
+                });
+                done += 1;
+            }
+        }
+        ctx.write_table("mi_estimates", &estimates_table(&rows)?)?;
+        let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
+        for row in &rows {
+            let (pair, name) = (&row.pair, &row.estimator);
+            let (value, accuracy) = match &row.result {
+                Ok(r) => (r.nats, r.accuracy),
+                Err(_) => (f64::NAN, None),
+            };
+            let mut key = format!("{pair}.{name}");
+            let mut n = 2;
+            while metrics.contains_key(&key) {
+                key = format!("{pair}.{name}#{n}");
+                n += 1;
+            }
+            if let Some(a) = accuracy {
+                metrics.insert(format!("{key}.accuracy"), a);
+            }
+            metrics.insert(key, value);
+        }
+        Ok(StageOutput { metrics })
+    }
+}

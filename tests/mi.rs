@@ -1,0 +1,182 @@
+//! Mutual-information estimation through the real binary: the `estimate_mi` stage in a
+//! pipeline and `cbound mi` on Parquet and CSV files, read back with pyarrow.
+
+mod common;
+use common::{read_rows, Project};
+
+const PIPELINE: &str = r#"name: est
+seed: 3
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.75, n: 2000}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs:
+        - {name: xy, x: {columns: x0}, y: {columns: y0}}
+        - name: wide
+          x: {columns: "x*, y*"}
+          y: {columns: "y*, x*"}
+          estimators: [{name: histogram, bins: 4000}]
+      estimators: [{name: ksg, k: 3}, {name: gaussian}, {name: histogram, bins: 16}]
+      interval: {reps: 10, level: 0.9}
+"#;
+
+#[test]
+fn estimate_stage_writes_estimates_near_the_truth_and_explains_failures() {
+    let p = Project::new();
+    p.write("est.yaml", PIPELINE);
+    let run = p.cbound(&["run", "est.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("est").join("estimate/estimate");
+    let rows = read_rows(&dir.join("mi_estimates.parquet"));
+    assert_eq!(rows.len(), 4);
+    let truth = -0.5 * (1.0f64 - 0.75 * 0.75).ln();
+    for r in &rows[..3] {
+        let nats = r["nats"].as_f64().unwrap();
+        assert!((nats - truth).abs() < 0.08, "{r}");
+        assert_eq!(r["kind"], "estimate");
+        assert!(
+            r["ci_low"].as_f64().unwrap() <= nats && nats <= r["ci_high"].as_f64().unwrap(),
+            "{r}"
+        );
+        assert_eq!(r["n"], 2000);
+        assert!(r["error"].is_null());
+    }
+    // A histogram with 4000^4 cells is refused with the reason, not a silent number.
+    let wide = &rows[3];
+    assert_eq!(wide["pair"], "wide");
+    assert!(wide["error"].as_str().unwrap().contains("cells"), "{wide}");
+    let results = read_rows(&p.latest("est").join("results.parquet"));
+    let est = results.iter().find(|r| r["stage"] == "estimate").unwrap();
+    assert!(
+        (est["metric.xy.ksg"].as_f64().unwrap() - truth).abs() < 0.08,
+        "{est}"
+    );
+    assert!(est["metric.xy.gaussian"].as_f64().is_some());
+}
+
+#[test]
+fn mi_command_on_parquet_and_csv() {
+    let p = Project::new();
+    p.write("est.yaml", PIPELINE);
+    assert_eq!(p.cbound(&["run", "est.yaml", "--only", "data"]).code, 0);
+    let samples = p.latest("est").join("data/data/samples.parquet");
+    let samples = samples.to_str().unwrap();
+    let run = p.cbound(&[
+        "mi",
+        samples,
+        "--x",
+        "x0",
+        "--y",
+        "y0",
+        "-e",
+        "ksg",
+        "-e",
+        "gaussian",
+        "--output",
+        "out.parquet",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("ksg") && run.stdout.contains("gaussian"),
+        "{}",
+        run.all()
+    );
+    let rows = read_rows(&p.path().join("out.parquet"));
+    assert_eq!(rows.len(), 2);
+    assert!(
+        (rows[0]["nats"].as_f64().unwrap() - 0.4133).abs() < 0.08,
+        "{:?}",
+        rows[0]
+    );
+
+    let json = p.cbound(&[
+        "mi",
+        samples,
+        "--x",
+        "x*",
+        "--y",
+        "y*",
+        "-e",
+        "ksg:k=5,algorithm=2",
+        "--json",
+    ]);
+    assert_eq!(json.code, 0, "{}", json.all());
+    let line: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["estimator"], "ksg");
+    assert!(line["params"].as_str().unwrap().contains("\"k\":5"));
+
+    // Labels in a CSV: discrete MI and a probe.
+    let mut csv = String::from("u,label\n");
+    for i in 0..400 {
+        let c = i % 2;
+        csv.push_str(&format!(
+            "{},{}\n",
+            c as f64 * 10.0 + (i % 7) as f64 * 0.1,
+            if c == 0 { "cat" } else { "dog" }
+        ));
+    }
+    p.write("labels.csv", &csv);
+    let probe = p.cbound(&[
+        "mi",
+        "labels.csv",
+        "--x",
+        "u",
+        "--y",
+        "label",
+        "-e",
+        "probe",
+        "--json",
+    ]);
+    // `label` is text: the probe needs numeric class indices, and says so.
+    assert_eq!(probe.code, 2, "{}", probe.all());
+    assert!(probe.stderr.contains("expected numbers"), "{}", probe.all());
+}
+
+#[test]
+fn mi_command_bad_input() {
+    let p = Project::new();
+    p.write("t.csv", "a,b,c\n1,2,5\n2,1,5\n3,4,5\n");
+    let few = p.cbound(&["mi", "t.csv", "--x", "a", "--y", "b", "-e", "ksg"]);
+    assert_eq!(few.code, 2, "{}", few.all());
+    assert!(
+        few.stdout.contains("NaN error:") && few.stdout.contains("3"),
+        "{}",
+        few.all()
+    );
+    let constant = p.cbound(&["mi", "t.csv", "--x", "a", "--y", "c", "-e", "gaussian"]);
+    assert_eq!(constant.code, 2, "{}", constant.all());
+    assert!(
+        constant.stdout.to_lowercase().contains("constant"),
+        "{}",
+        constant.all()
+    );
+    let missing = p.cbound(&["mi", "t.csv", "--x", "zz", "--y", "b"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("no column matches `zz`"),
+        "{}",
+        missing.all()
+    );
+    p.write("u.csv", "b\n1\n2\n");
+    let mismatch = p.cbound(&[
+        "mi", "t.csv", "--x", "a", "--y", "b", "--y-file", "u.csv", "-e", "gaussian",
+    ]);
+    assert_eq!(mismatch.code, 2);
+    assert!(
+        mismatch.stdout.contains("3") && mismatch.stdout.contains("2"),
+        "{}",
+        mismatch.all()
+    );
+    let bad_estimator = p.cbound(&["mi", "t.csv", "--x", "a", "--y", "b", "-e", "ksg:kk=2"]);
+    assert_eq!(bad_estimator.code, 2);
+    assert!(
+        bad_estimator.stderr.contains("unknown field `kk`"),
+        "{}",
+        bad_estimator.all()
+    );
+}
