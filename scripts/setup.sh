@@ -16,6 +16,16 @@ for arg in "$@"; do
   esac
 done
 
+# Real data for the default pipelines: Fashion-MNIST from Debian (IDX, gzip; MIT licence).
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Fashion-MNIST (apt: dataset-fashion-mnist)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: Fashion-MNIST missing; run: sudo apt-get install dataset-fashion-mnist" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv

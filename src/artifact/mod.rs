@@ -126,16 +126,23 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
         path: path.to_path_buf(),
         source,
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(pq)?
-        .build()
-        .map_err(pq)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
+    // The reader's batches carry a schema without the file's schema-level metadata; put the
+    // full schema back so tables can describe themselves (shapes, normalisation).
+    let schema = builder.schema().clone();
+    let reader = builder.build().map_err(pq)?;
     reader
         .map(|batch| {
-            batch.map_err(|e| ArtifactError::Parquet {
+            let batch = batch.map_err(|e| ArtifactError::Parquet {
                 path: path.to_path_buf(),
                 source: e.into(),
-            })
+            })?;
+            batch
+                .with_schema(schema.clone())
+                .map_err(|e| ArtifactError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
         })
         .collect()
 }

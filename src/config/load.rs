@@ -81,7 +81,9 @@ fn check_keys(entries: &[Entry], path: &str, known: &[&str], what: &str, c: &mut
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
+    if key.is_empty() {
+        path.to_string()
+    } else if path.is_empty() {
         key.to_string()
     } else {
         format!("{path}.{key}")
@@ -399,7 +401,24 @@ fn parse_stage(
         .get("resources")
         .and_then(|e| parse_resources(e, &path, c));
 
-    if let Some(stage) = kind {
+    let base = params_node.to_json();
+    let mut reachable = true;
+    for axis in &matrix {
+        if let Err(message) = super::check_list_indices(&base, &axis.key) {
+            let span = node
+                .get("matrix")
+                .and_then(|m| m.value.get(&axis.key))
+                .map(|e| e.key_span)
+                .unwrap_or(entry.key_span);
+            c.error(
+                span,
+                format!("{path}.matrix.{}", axis.key),
+                format!("matrix key `{}`: {message}", axis.key),
+            );
+            reachable = false;
+        }
+    }
+    if let (Some(stage), true) = (kind, reachable) {
         check_params(stage, &params_node, &matrix, &matrix_spans, &path, c);
     }
     let description = node
@@ -474,7 +493,10 @@ fn parse_resources(e: &Entry, path: &str, c: &mut Collector) -> Option<Resources
 
 fn split_key(key: &str) -> Vec<PathSeg> {
     key.split('.')
-        .map(|k| PathSeg::Key(k.to_string()))
+        .map(|k| match k.parse::<usize>() {
+            Ok(i) => PathSeg::Index(i),
+            Err(_) => PathSeg::Key(k.to_string()),
+        })
         .collect()
 }
 
@@ -492,35 +514,47 @@ fn check_params(
     for axis in matrix {
         set_dotted(&mut first, &axis.key, axis.values[0].clone());
     }
-    let mut variants = vec![(first.clone(), vec![0; matrix.len()])];
+    // Related paths: the error sits at, inside, or (for values serde buffers, such as
+    // internally tagged enums) around the swept key.
+    let related = |path: &[PathSeg], key: &str| {
+        let k = split_key(key);
+        path.starts_with(&k) || k.starts_with(path) && !path.is_empty()
+    };
+    let report = |c: &mut Collector, err: &ParamProblem, axis: Option<(usize, usize)>| {
+        let (span, yaml_path) = match axis {
+            Some((a, j)) => (
+                matrix_spans[a][j],
+                format!("{stage_path}.matrix.{}[{j}]", matrix[a].key),
+            ),
+            None => (
+                params.span_at(&err.path),
+                join(&format!("{stage_path}.params"), &render_path(&err.path)),
+            ),
+        };
+        let (message, help) = explain(stage.kind(), &err.message);
+        match help {
+            Some(h) => c.error_with_help(span, yaml_path, message, h),
+            None => c.error(span, yaml_path, message),
+        }
+    };
+    let base_errors = all_param_errors(stage, first.clone());
+    for err in &base_errors {
+        let axis = matrix.iter().position(|axis| related(&err.path, &axis.key));
+        report(c, err, axis.map(|a| (a, 0)));
+    }
+    // Every other value of each axis, the rest at their first values: an error the first
+    // combination did not have is this value's fault.
     for (a, axis) in matrix.iter().enumerate() {
         for (j, value) in axis.values.iter().enumerate().skip(1) {
             let mut v = first.clone();
             set_dotted(&mut v, &axis.key, value.clone());
-            let mut choice = vec![0; matrix.len()];
-            choice[a] = j;
-            variants.push((v, choice));
-        }
-    }
-    for (value, choice) in variants {
-        for err in all_param_errors(stage, value) {
-            let in_axis = matrix
-                .iter()
-                .position(|axis| err.path.starts_with(&split_key(&axis.key)));
-            let (span, yaml_path) = match in_axis {
-                Some(a) => (
-                    matrix_spans[a][choice[a]],
-                    format!("{stage_path}.matrix.{}[{}]", matrix[a].key, choice[a]),
-                ),
-                None => (
-                    params.span_at(&err.path),
-                    join(&format!("{stage_path}.params"), &render_path(&err.path)),
-                ),
-            };
-            let (message, help) = explain(stage.kind(), &err.message);
-            match help {
-                Some(h) => c.error_with_help(span, yaml_path, message, h),
-                None => c.error(span, yaml_path, message),
+            for err in all_param_errors(stage, v) {
+                let seen = base_errors
+                    .iter()
+                    .any(|b| b.path == err.path && b.message == err.message);
+                if !seen {
+                    report(c, &err, Some((a, j)));
+                }
             }
         }
     }
@@ -816,6 +850,25 @@ mod tests {
         .unwrap();
         assert_eq!(ok.stages[0].params["n"], 50);
         assert_eq!(ok.seed, 3);
+    }
+
+    #[test]
+    fn matrix_keys_reach_into_lists() {
+        let text = "stages:\n  v:\n    kind: augment\n    params: {views: [[{op: gaussian_noise, std: 0.1}], []]}\n    matrix: {views.0.0.std: [0.1, 0.5]}\n";
+        let p = load_text(text).unwrap();
+        assert_eq!(p.stages[0].matrix[0].key, "views.0.0.std");
+        let m = messages(&text.replace("views.0.0.std", "views.5.0.std"));
+        assert!(
+            m[0].contains("`views` has 2 element(s), no element 5"),
+            "{}",
+            m[0]
+        );
+        let m = messages(&text.replace("[0.1, 0.5]", "[0.1, loud]"));
+        assert!(
+            m[0].contains("stages.v.matrix.views.0.0.std[1]"),
+            "{}",
+            m[0]
+        );
     }
 
     #[test]

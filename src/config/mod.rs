@@ -75,23 +75,58 @@ impl Pipeline {
 }
 
 /// Sets `value` at a dotted path inside a JSON object, creating objects on the way.
+/// A numeric segment indexes into an existing list (`views.0.0.std`), so a sweep can reach
+/// inside list-valued parameters.
 pub fn set_dotted(target: &mut serde_json::Value, key: &str, value: serde_json::Value) {
-    let mut node = target;
     let parts: Vec<&str> = key.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !node.is_object() {
-            *node = serde_json::Value::Object(Default::default());
-        }
-        let serde_json::Value::Object(map) = node else {
-            return;
+    set_parts(target, &parts, value);
+}
+
+/// Checks that every numeric segment of a dotted key indexes an existing list element
+/// (object keys may be created; list elements may not).
+pub fn check_list_indices(target: &serde_json::Value, key: &str) -> Result<(), String> {
+    let mut node = Some(target);
+    let mut walked = String::new();
+    for part in key.split('.') {
+        node = match (node, part.parse::<usize>()) {
+            (Some(serde_json::Value::Array(items)), Ok(i)) => match items.get(i) {
+                Some(item) => Some(item),
+                None => {
+                    return Err(format!(
+                        "`{walked}` has {} element(s), no element {i}",
+                        items.len()
+                    ));
+                }
+            },
+            (Some(serde_json::Value::Object(map)), _) => map.get(part),
+            _ => None,
         };
-        if i + 1 == parts.len() {
-            map.insert(part.to_string(), value);
-            return;
+        if !walked.is_empty() {
+            walked.push('.');
         }
-        node = map
-            .entry(part.to_string())
-            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        walked.push_str(part);
+    }
+    Ok(())
+}
+
+fn set_parts(node: &mut serde_json::Value, parts: &[&str], value: serde_json::Value) {
+    let Some((first, rest)) = parts.split_first() else {
+        *node = value;
+        return;
+    };
+    if let serde_json::Value::Array(items) = node {
+        if let Some(item) = first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            return set_parts(item, rest, value);
+        }
+    }
+    if !node.is_object() {
+        *node = serde_json::Value::Object(Default::default());
+    }
+    if let serde_json::Value::Object(map) = node {
+        let child = map
+            .entry(first.to_string())
+            .or_insert(serde_json::Value::Null);
+        set_parts(child, rest, value);
     }
 }
 

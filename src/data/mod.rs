@@ -14,6 +14,7 @@ pub mod error;
 pub mod ground_truth;
 pub mod idx;
 pub mod npy;
+pub mod parquet_io;
 pub mod table;
 
 pub use dataset::{compute_mean_std, Dataset, Features, Normalisation, SampleShape, Split};

@@ -6,9 +6,11 @@
 //! listed once, in [`Registry::builtin`]; adding one is a new file plus one line there
 //! (docs/adding-a-stage.md).
 
+pub mod augment;
 pub mod command;
 mod context;
 pub mod estimate_mi;
+pub mod load;
 pub mod synthetic;
 
 use std::collections::BTreeMap;
@@ -197,6 +199,8 @@ impl Registry {
                 register::<synthetic::Synthetic>(),
                 register::<command::Command>(),
                 register::<estimate_mi::EstimateMi>(),
+                register::<load::Load>(),
+                register::<augment::Augment>(),
             ],
         }
     }

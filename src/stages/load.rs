@@ -1,0 +1,341 @@
+//! `load`: brings a real dataset in — CIFAR-10/100 binary, IDX (MNIST, Fashion-MNIST), a
+//! Parquet table, or NPY/NPZ arrays — with split, class subset, limit, seeded stratified
+//! subsample and the normalisation later stages apply. Writes `dataset.parquet` (see
+//! [`crate::data::parquet_io`]); images stay bytes.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Stage, StageContext, StageError, StageOutput};
+use crate::data::cifar::{load_cifar10, load_cifar100, Cifar100Labels};
+use crate::data::idx::{load_idx_dir, FASHION_MNIST_LABEL_NAMES};
+use crate::data::npy::{load_npy, load_npz, ImageLayout, NpzKeys};
+use crate::data::parquet_io::write_dataset;
+use crate::data::table::Table;
+use crate::data::{Dataset, Features, Normalisation, Split};
+
+/// Where the README's setup puts Fashion-MNIST (Debian package `dataset-fashion-mnist`).
+pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// CIFAR-10 binary (data_batch_1..5.bin, test_batch.bin) in `path`.
+    Cifar10,
+    /// CIFAR-100 binary (train.bin, test.bin) in `path`.
+    Cifar100,
+    /// IDX files `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` in `path` (MNIST layout).
+    Idx,
+    /// IDX, with Fashion-MNIST's class names; `path` defaults to /usr/share/datasets/fashion-mnist.
+    FashionMnist,
+    /// A Parquet (or CSV) table: `feature_columns` (dense) or `image_column` + `image_shape`, and `label_column`.
+    Parquet,
+    /// A `.npy` feature array (`path`) and optional `.npy` labels (`labels_path`).
+    Npy,
+    /// A `.npz` archive with arrays `npz_x` and `npz_y`.
+    Npz,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitName {
+    #[default]
+    Train,
+    Test,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NormalisationName {
+    /// Images x/255; dense features unchanged.
+    #[default]
+    None,
+    /// Images x/255; dense samples min-max scaled to [0, 1].
+    Scale01,
+    /// Per channel (images) or per feature (dense), with statistics of the loaded data.
+    Standardise,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Cifar100LabelName {
+    #[default]
+    Fine,
+    Coarse,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadParams {
+    pub format: Format,
+    /// Directory (cifar10, cifar100, idx) or file (parquet, npy, npz).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub split: SplitName,
+    /// Keep only these classes.
+    #[serde(default)]
+    pub classes: Option<Vec<u32>>,
+    /// With `classes`: renumber them 0..k in the order given.
+    #[serde(default = "yes")]
+    pub relabel: bool,
+    /// Keep the first `limit` samples (after the class subset).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// A stratified subsample of this size, drawn with the instance seed.
+    #[serde(default)]
+    pub subsample: Option<usize>,
+    #[serde(default)]
+    pub normalisation: NormalisationName,
+    #[serde(default)]
+    pub cifar100_labels: Cifar100LabelName,
+    /// Parquet: numeric feature columns (names, globs, list columns).
+    #[serde(default)]
+    pub feature_columns: Option<String>,
+    /// Parquet: a column of raw image bytes (list or fixed-size list of uint8), C x H x W.
+    #[serde(default)]
+    pub image_column: Option<String>,
+    /// Parquet: [channels, height, width] of `image_column`.
+    #[serde(default)]
+    pub image_shape: Option<[usize; 3]>,
+    /// Parquet: the label column (integers 0..K-1, or strings); none for unlabelled data.
+    #[serde(default)]
+    pub label_column: Option<String>,
+    /// Parquet: number of classes; labels must be below it.
+    #[serde(default)]
+    pub num_classes: Option<usize>,
+    /// NPY: the label array.
+    #[serde(default)]
+    pub labels_path: Option<PathBuf>,
+    /// NPZ: member names.
+    #[serde(default = "default_npz_x")]
+    pub npz_x: String,
+    #[serde(default = "default_npz_y")]
+    pub npz_y: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_npz_x() -> String {
+    "x".into()
+}
+fn default_npz_y() -> Option<String> {
+    Some("y".into())
+}
+
+impl LoadParams {
+    fn resolved_path(&self) -> Result<PathBuf, StageError> {
+        match (&self.path, self.format) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Format::FashionMnist) => Ok(PathBuf::from(FASHION_MNIST_DIR)),
+            (None, f) => Err(StageError::Params(format!(
+                "`path` is required for format {f:?}"
+            ))),
+        }
+    }
+}
+
+/// Every regular file under `path` (or `path` itself), so the cache key follows the data.
+fn files_under(path: &Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageError> {
+    let input = |e: crate::data::table::TableError| StageError::Input(e.to_string());
+    let table = Table::read(path).map_err(input)?;
+    let (labels, names) = match &p.label_column {
+        Some(c) => {
+            let (codes, names) = table.labels(c).map_err(input)?;
+            (codes, Some(names))
+        }
+        None => (Vec::new(), None),
+    };
+    if let (Some(k), Some(&max)) = (p.num_classes, labels.iter().max()) {
+        if max as usize >= k {
+            return Err(StageError::Input(format!(
+                "{}: column `{}` has label {max}, but num_classes is {k} (labels must be 0..{})",
+                path.display(),
+                p.label_column.as_deref().unwrap_or(""),
+                k - 1
+            )));
+        }
+    }
+    let features = match (&p.feature_columns, &p.image_column) {
+        (Some(cols), None) => {
+            let sel = table.select(cols).map_err(input)?;
+            Features::Dense {
+                data: sel.data.iter().map(|&v| v as f32).collect(),
+                dim: sel.cols,
+            }
+        }
+        (None, Some(col)) => {
+            let [channels, height, width] = p.image_shape.ok_or_else(|| {
+                StageError::Params(
+                    "`image_shape: [channels, height, width]` is required with `image_column`"
+                        .into(),
+                )
+            })?;
+            let sel = table.select(col).map_err(input)?;
+            if sel.cols != channels * height * width {
+                return Err(StageError::Input(format!(
+                    "{}: column `{col}` holds {} values per row, image_shape {channels}x{height}x{width} needs {}",
+                    path.display(),
+                    sel.cols,
+                    channels * height * width
+                )));
+            }
+            if let Some(v) = sel
+                .data
+                .iter()
+                .find(|v| !(0.0..=255.0).contains(*v) || v.fract() != 0.0)
+            {
+                return Err(StageError::Input(format!(
+                    "{}: column `{col}` holds {v}, not a byte (0..255)",
+                    path.display()
+                )));
+            }
+            Features::Images {
+                data: sel.data.iter().map(|&v| v as u8).collect(),
+                channels,
+                height,
+                width,
+            }
+        }
+        _ => return Err(StageError::Params(
+            "give exactly one of `feature_columns` (dense features) or `image_column` (raw images)"
+                .into(),
+        )),
+    };
+    let num_classes = p.num_classes.or_else(|| names.as_ref().map(|n| n.len()));
+    let mut ds = Dataset::new(features, labels, num_classes)
+        .map_err(|e| StageError::Input(e.to_string()))?;
+    ds.label_names = names;
+    Ok(ds)
+}
+
+pub struct Load;
+
+impl Stage for Load {
+    type Params = LoadParams;
+    const KIND: &'static str = "load";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "Load a dataset (CIFAR-10/100, IDX, Parquet, NPY/NPZ) into dataset.parquet.";
+    const EXAMPLE: &'static str = r#"data:
+  kind: load
+  params: {format: fashion_mnist, split: train, subsample: 10000, normalisation: scale01}
+"#;
+
+    fn tracked_files(params: &LoadParams) -> Vec<PathBuf> {
+        let mut files = params
+            .resolved_path()
+            .map(|p| files_under(&p))
+            .unwrap_or_default();
+        files.extend(params.labels_path.iter().filter(|p| p.is_file()).cloned());
+        files
+    }
+
+    fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        let path = p.resolved_path()?;
+        let split = match p.split {
+            SplitName::Train => Split::Train,
+            SplitName::Test => Split::Test,
+        };
+        let data_err = |e: crate::data::DataError| StageError::Input(e.to_string());
+        ctx.progress(0, 3, "reading");
+        let mut ds = match p.format {
+            Format::Cifar10 => load_cifar10(&path, split).map_err(data_err)?,
+            Format::Cifar100 => load_cifar100(
+                &path,
+                split,
+                match p.cifar100_labels {
+                    Cifar100LabelName::Fine => Cifar100Labels::Fine,
+                    Cifar100LabelName::Coarse => Cifar100Labels::Coarse,
+                },
+            )
+            .map_err(data_err)?,
+            Format::Idx => load_idx_dir(&path, split).map_err(data_err)?,
+            Format::FashionMnist => {
+                let mut ds = load_idx_dir(&path, split).map_err(|e| {
+                    StageError::Input(format!("{e} (Fashion-MNIST is installed by scripts/setup.sh: apt-get install dataset-fashion-mnist)"))
+                })?;
+                ds.label_names = Some(
+                    FASHION_MNIST_LABEL_NAMES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                );
+                ds
+            }
+            Format::Parquet => read_parquet_dataset(p, &path)?,
+            Format::Npy => {
+                load_npy(&path, p.labels_path.as_deref(), ImageLayout::Auto).map_err(data_err)?
+            }
+            Format::Npz => load_npz(
+                &path,
+                &NpzKeys {
+                    x: p.npz_x.clone(),
+                    y: p.npz_y.clone(),
+                },
+                ImageLayout::Auto,
+            )
+            .map_err(data_err)?,
+        };
+        ctx.check_cancelled()?;
+        ctx.progress(1, 3, "selecting");
+        if let Some(classes) = &p.classes {
+            ds = ds.class_subset(classes, p.relabel).map_err(data_err)?;
+        }
+        if let Some(n) = p.limit {
+            ds = ds.limit(n);
+        }
+        if let Some(n) = p.subsample {
+            ds = ds.stratified_subsample(n, ctx.seed).map_err(data_err)?;
+        }
+        if ds.is_empty() {
+            return Err(StageError::Input(format!(
+                "{}: the {:?} split is empty after selection (classes {:?}, limit {:?})",
+                path.display(),
+                p.split,
+                p.classes,
+                p.limit
+            )));
+        }
+        let normalisation = match p.normalisation {
+            NormalisationName::None => Normalisation::None,
+            NormalisationName::Scale01 => Normalisation::Scale01,
+            NormalisationName::Standardise => {
+                Normalisation::standardise_from(&ds).map_err(data_err)?
+            }
+        };
+        ctx.progress(2, 3, "writing");
+        write_dataset(&ctx.out_dir.join("dataset.parquet"), &ds, &normalisation)
+            .map_err(data_err)?;
+        Ok(StageOutput::default()
+            .metric("n", ds.len() as f64)
+            .metric("dim", ds.dim() as f64)
+            .metric("classes", ds.class_count() as f64))
+    }
+}

@@ -1,0 +1,194 @@
+//! Data stages through the real binary, on small files the tests write in each real format:
+//! CIFAR-10 binary, IDX (gzip), Parquet; and the augment stage's views read back by pyarrow.
+
+mod common;
+use common::{read_rows, Project};
+
+use std::io::Write;
+
+/// Writes CIFAR-10 binary batches with `per_file` records each; pixel values encode the
+/// record so the test can check what was read.
+fn write_cifar10(p: &Project, per_file: usize) {
+    let dir = p.path().join("cifar");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
+    for (f, name) in names.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for r in 0..per_file {
+            bytes.push(((f * per_file + r) % 10) as u8);
+            bytes.extend(std::iter::repeat_n((f * 10 + r) as u8, 3072));
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn write_idx(p: &Project, n: usize, magic_override: Option<u32>) {
+    let dir = p.path().join("idx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut images = Vec::new();
+    images.extend(magic_override.unwrap_or(0x0803).to_be_bytes());
+    for v in [n as u32, 4, 4] {
+        images.extend(v.to_be_bytes());
+    }
+    for i in 0..n {
+        images.extend(std::iter::repeat_n((i * 20) as u8, 16));
+    }
+    let mut labels = Vec::new();
+    labels.extend(0x0801u32.to_be_bytes());
+    labels.extend((n as u32).to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 3) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&images)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
+}
+
+#[test]
+fn cifar_load_and_augment_views() {
+    let p = Project::new();
+    write_cifar10(&p, 4);
+    p.write(
+        "c.yaml",
+        r#"name: c
+seed: 5
+stages:
+  data:
+    kind: load
+    params: {format: cifar10, path: cifar, split: train, classes: [0, 1, 2, 3], normalisation: scale01}
+  views:
+    kind: augment
+    inputs: data
+    params:
+      epochs: 2
+      views:
+        - [{op: random_resized_crop, size: 16, scale: [0.5, 1.0]}, {op: horizontal_flip}, {op: color_jitter, brightness: 0.4, contrast: 0.4, saturation: 0.4}, {op: gaussian_noise, std: 0.1}]
+        - [{op: random_resized_crop, size: 16}, {op: grayscale, p: 1.0}]
+"#,
+    );
+    let run = p.cbound(&["run", "c.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let data = read_rows(&p.latest("c").join("data/data/dataset.parquet"));
+    // 20 training records, labels (f*4+r) % 10: classes 0..3 keep 8 of them.
+    assert_eq!(data.len(), 8);
+    assert!(data.iter().all(|r| r["label"].as_u64().unwrap() < 4));
+    assert_eq!(data[0]["image"].as_array().unwrap().len(), 3072);
+    let views = read_rows(&p.latest("c").join("views/views/views.parquet"));
+    assert_eq!(views.len(), 16, "two epochs of 8 samples");
+    let v0 = views[0]["view_0"].as_array().unwrap();
+    assert_eq!(v0.len(), 3 * 16 * 16);
+    // Grayscale view: the three channels are equal.
+    let v1: Vec<f64> = views[0]["view_1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(v1[..256], v1[256..512]);
+    // Epochs draw fresh randomness.
+    assert_ne!(views[0]["view_0"], views[8]["view_0"]);
+    assert_eq!(views[0]["id"], views[8]["id"]);
+}
+
+#[test]
+fn idx_gzip_and_parquet_loaders() {
+    let p = Project::new();
+    write_idx(&p, 30, None);
+    p.write(
+        "i.yaml",
+        "name: i\nstages:\n  data: {kind: load, params: {format: idx, path: idx, subsample: 12}}\n  copy:\n    kind: load\n    params: {format: parquet, path: table.csv, feature_columns: 'f*', label_column: label}\n",
+    );
+    p.write(
+        "table.csv",
+        "f0,f1,label\n0.5,1.5,a\n2.5,3.5,b\n4.5,5.5,a\n",
+    );
+    let run = p.cbound(&["run", "i.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // The table loader takes CSV as well as Parquet; string labels become class codes.
+    let copy = read_rows(&p.latest("i").join("copy/copy/dataset.parquet"));
+    assert_eq!(copy.len(), 3);
+    assert_eq!(copy[1]["x"], serde_json::json!([2.5, 3.5]));
+    assert_eq!(
+        copy.iter()
+            .map(|r| r["label"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 0]
+    );
+    let rows = read_rows(&p.latest("i").join("data/data/dataset.parquet"));
+    assert_eq!(rows.len(), 12);
+    let mut per_class = [0; 3];
+    for r in &rows {
+        per_class[r["label"].as_u64().unwrap() as usize] += 1;
+    }
+    assert_eq!(per_class, [4, 4, 4], "stratified subsample");
+}
+
+#[test]
+fn bad_data_files_are_named_with_what_was_expected() {
+    let p = Project::new();
+    write_cifar10(&p, 2);
+    // Truncate one batch mid-record.
+    let path = p.path().join("cifar/data_batch_3.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    write_idx(&p, 5, Some(0x0804));
+    p.write(
+        "bad.yaml",
+        r#"name: bad
+stages:
+  cifar: {kind: load, params: {format: cifar10, path: cifar}}
+  idx: {kind: load, params: {format: idx, path: idx}}
+  empty: {kind: load, params: {format: cifar10, path: cifar, split: test, classes: [9]}}
+  missing: {kind: load, params: {format: cifar10, path: nowhere}}
+"#,
+    );
+    let run = p.cbound(&["run", "bad.yaml", "--progress", "lines"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    let e = &run.stderr;
+    assert!(e.contains("data_batch_3.bin"), "{e}");
+    assert!(
+        e.contains("train-images-idx3-ubyte.gz") && e.to_lowercase().contains("magic"),
+        "{e}"
+    );
+    assert!(e.contains("empty after selection"), "{e}");
+    assert!(e.contains("nowhere"), "{e}");
+
+    write_cifar10(&p, 2);
+    p.write(
+        "crop.yaml",
+        "name: crop\nstages:\n  d: {kind: load, params: {format: cifar10, path: cifar}}\n  v: {kind: augment, inputs: d, params: {views: [[{op: random_resized_crop, size: 64}], []]}}\n",
+    );
+    let run = p.cbound(&["run", "crop.yaml", "--progress", "lines"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr.contains("64") && run.stderr.contains("32"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn real_fashion_mnist_when_installed() {
+    let dir = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.join("train-images-idx3-ubyte.gz").exists() {
+        eprintln!("skipped: Fashion-MNIST is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let p = Project::new();
+    p.write("f.yaml", "name: f\nstages:\n  d: {kind: load, params: {format: fashion_mnist, split: test, limit: 500}}\n");
+    let run = p.cbound(&["run", "f.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("f").join("results.parquet"));
+    assert_eq!(rows[0]["metric.n"], 500.0);
+    assert_eq!(rows[0]["metric.dim"], 784.0);
+}
