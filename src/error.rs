@@ -32,6 +32,9 @@ pub enum Error {
     Interrupted,
     #[error("{0}")]
     Stale(String),
+    /// Something outside cbound's control: network, disk, a missing installation.
+    #[error("{0}")]
+    Environment(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,7 +49,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::CONFIG,
-            Error::Store(_) | Error::Artifact(_) => exit::ENVIRONMENT,
+            Error::Store(_) | Error::Artifact(_) | Error::Environment(_) => exit::ENVIRONMENT,
             Error::StagesFailed { .. } => exit::STAGE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Stale(_) | Error::Internal(_) => exit::INTERNAL,

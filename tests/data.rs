@@ -192,3 +192,56 @@ fn real_fashion_mnist_when_installed() {
     assert_eq!(rows[0]["metric.n"], 500.0);
     assert_eq!(rows[0]["metric.dim"], 784.0);
 }
+
+/// Serves `body` for every request on 127.0.0.1, at most `limit` requests, then stops.
+fn serve(body: Vec<u8>, limit: usize) -> (String, std::thread::JoinHandle<usize>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut served = 0;
+        listener.set_nonblocking(false).unwrap();
+        for stream in listener.incoming().take(limit) {
+            let Ok(mut stream) = stream else { break };
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .ok();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+            served += 1;
+        }
+        served
+    });
+    (url, handle)
+}
+
+#[test]
+fn data_fetch_verifies_checksums_and_leaves_nothing_behind() {
+    let p = Project::new();
+    let unknown = p.cbound(&["data", "fetch", "imagenet"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
+    assert!(unknown.stderr.contains("cifar10"), "{}", unknown.all());
+    // A mirror serving the wrong bytes: the MD5 check refuses them.
+    let (url, server) = serve(b"not the CIFAR-10 archive".to_vec(), 1);
+    let run = p.cbound(&["data", "fetch", "cifar10", "--dest", "ds", "--mirror", &url]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stderr.to_lowercase().contains("md5") || run.stderr.contains("checksum"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(server.join().unwrap(), 1);
+    let left: Vec<_> = std::fs::read_dir(p.path().join("ds"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -180,3 +180,49 @@ fn mi_command_bad_input() {
         bad_estimator.all()
     );
 }
+
+#[test]
+fn mixture_truth_and_estimates_agree_in_direction() {
+    let p = Project::new();
+    p.write(
+        "mix.yaml",
+        r#"name: mix
+seed: 11
+stages:
+  data:
+    kind: synthetic
+    params: {task: mixture, classes: 4, dim: 2, spread: 3.0, noise: 1.0, n: 2000, mc_samples: 50000}
+    matrix: {nuisance: [0.0, 1.0]}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs:
+        - {name: xz, x: {columns: "x*"}, y: {columns: z}, estimators: [{name: probe}]}
+        - {name: xy_z, x: {columns: "x*"}, y: {columns: "y*"}, z: {columns: z}, estimators: [{name: ksg_cmi, discrete_z: true}]}
+"#,
+    );
+    let run = p.cbound(&["run", "mix.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("mix").join("results.parquet"));
+    let get = |id: &str, m: &str| {
+        rows.iter().find(|r| r["instance"] == id).unwrap()[m]
+            .as_f64()
+            .unwrap()
+    };
+    let i_xz = get("data@nuisance=0.0", "metric.true_i_xz");
+    assert!(i_xz > 0.3 && i_xz < 4f64.ln(), "{i_xz}");
+    assert_eq!(get("data@nuisance=0.0", "metric.true_i_xy_given_z"), 0.0);
+    assert!(get("data@nuisance=1.0", "metric.true_i_xy_given_z") > 0.1);
+    // The probe is a lower bound: it must not exceed the truth beyond sampling error.
+    let probe = get("estimate@nuisance=0.0", "metric.xz.probe");
+    assert!(
+        probe < i_xz + 0.05 && probe > 0.5 * i_xz,
+        "probe {probe} vs truth {i_xz}"
+    );
+    let cmi0 = get("estimate@nuisance=0.0", "metric.xy_z.ksg_cmi");
+    let cmi1 = get("estimate@nuisance=1.0", "metric.xy_z.ksg_cmi");
+    let truth1 = get("data@nuisance=1.0", "metric.true_i_xy_given_z");
+    assert!(cmi0.abs() < 0.05, "{cmi0}");
+    assert!((cmi1 - truth1).abs() < 0.1, "{cmi1} vs {truth1}");
+}

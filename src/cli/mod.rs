@@ -1,6 +1,7 @@
 //! The command line: argument definitions (clap derive) and one file per subcommand.
 
 mod dag;
+mod data;
 mod mi;
 mod plan;
 mod run;
@@ -42,6 +43,8 @@ pub enum Command {
     Dag(dag::DagArgs),
     /// Estimate mutual information between columns of a Parquet or CSV file.
     Mi(mi::MiArgs),
+    /// Datasets: `cbound data fetch cifar10|cifar100|mnist|fashion-mnist`.
+    Data(data::DataArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -66,6 +69,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Schema(args) => schema::schema(args),
         Command::Dag(args) => dag::dag(args),
         Command::Mi(args) => mi::mi(args),
+        Command::Data(args) => data::data(args),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Data: dataset readers (CIFAR binary, IDX, NPY/NPZ), the in-memory [`Dataset`] they all
-//! produce, the per-view augmentations that turn a dataset into contrastive batches,
+//! produce, downloads of the official archives, the per-view augmentations that turn a dataset into contrastive batches,
 //! ground-truth generators with known information quantities, and numeric column selection
 //! from tables.
 //!
@@ -11,8 +11,10 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
+pub mod fetch;
 pub mod ground_truth;
 pub mod idx;
+pub mod mixture;
 pub mod npy;
 pub mod parquet_io;
 pub mod table;
