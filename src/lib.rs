@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod mi;
+pub mod onnx;
 pub mod report;
 pub mod stages;
 
