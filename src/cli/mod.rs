@@ -2,6 +2,7 @@
 
 mod dag;
 mod data;
+mod doctor;
 mod mi;
 mod plan;
 mod run;
@@ -45,6 +46,8 @@ pub enum Command {
     Mi(mi::MiArgs),
     /// Datasets: `cbound data fetch cifar10|cifar100|mnist|fashion-mnist`.
     Data(data::DataArgs),
+    /// Show the ONNX Runtime library, its version and execution providers, and the GPU.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -70,6 +73,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Dag(args) => dag::dag(args),
         Command::Mi(args) => mi::mi(args),
         Command::Data(args) => data::data(args),
+        Command::Doctor(args) => doctor::doctor(args),
     }
 }
 

@@ -51,6 +51,10 @@ pub struct RunArgs {
     pub fail_fast: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// The ONNX Runtime library for train/embed stages (else CBOUND_ORT_LIB, ORT_DYLIB_PATH,
+    /// ./.venv, an installed Python onnxruntime).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
 }
 
 /// Instances selected by `--only` (closed under inputs) and forced by `--force` (closed
@@ -75,6 +79,10 @@ pub fn selection(
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
+    if let Some(lib) = &args.ort_lib {
+        // Read by the runtime loader when a stage first needs it; set before any thread starts.
+        std::env::set_var("CBOUND_ORT_LIB", lib);
+    }
     let registry = Arc::new(Registry::builtin());
     let path = &args.pipeline.pipeline;
     let pipeline = config::load(path, &args.pipeline.set, &registry)?;

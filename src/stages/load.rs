@@ -70,7 +70,8 @@ pub enum Cifar100LabelName {
 #[serde(deny_unknown_fields)]
 pub struct LoadParams {
     pub format: Format,
-    /// Directory (cifar10, cifar100, idx) or file (parquet, npy, npz).
+    /// Directory (cifar10, cifar100, idx) or file (parquet, npy, npz). For `parquet` it may be
+    /// omitted when the stage has one input: that stage's table is read.
     #[serde(default)]
     pub path: Option<PathBuf>,
     #[serde(default)]
@@ -258,7 +259,29 @@ impl Stage for Load {
     }
 
     fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-        let path = p.resolved_path()?;
+        // A table from an upstream stage (e.g. `synthetic`): `format: parquet` without `path`.
+        let path = match (p.format, &p.path, ctx.inputs) {
+            (Format::Parquet, None, [input]) => {
+                let tables: Vec<&str> = input
+                    .meta
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .filter(|n| n.ends_with(".parquet"))
+                    .collect();
+                match tables.as_slice() {
+                    [one] => input.dir.join(one),
+                    _ => {
+                        return Err(StageError::Params(format!(
+                            "`path` is required: `{}` has tables {}",
+                            input.instance,
+                            tables.join(", ")
+                        )))
+                    }
+                }
+            }
+            _ => p.resolved_path()?,
+        };
         let split = match p.split {
             SplitName::Train => Split::Train,
             SplitName::Test => Split::Test,

@@ -9,9 +9,11 @@
 pub mod augment;
 pub mod command;
 mod context;
+pub mod embed;
 pub mod estimate_mi;
 pub mod load;
 pub mod synthetic;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -201,6 +203,8 @@ impl Registry {
                 register::<estimate_mi::EstimateMi>(),
                 register::<load::Load>(),
                 register::<augment::Augment>(),
+                register::<train::Train>(),
+                register::<embed::Embed>(),
             ],
         }
     }

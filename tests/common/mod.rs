@@ -59,6 +59,10 @@ impl Project {
         cmd.args(args)
             .current_dir(self.path())
             .env_remove("RUST_LOG");
+        // Scratch projects have no .venv of their own: use the repository's ONNX Runtime.
+        if let Some(lib) = ort_lib() {
+            cmd.env("CBOUND_ORT_LIB", lib);
+        }
         cmd
     }
 
@@ -72,6 +76,26 @@ impl Project {
         let target = std::fs::read_link(&link).expect("latest link");
         link.parent().unwrap().join(target)
     }
+}
+
+/// The ONNX Runtime library in the repository's .venv (scripts/setup.sh installs it).
+pub fn ort_lib() -> Option<PathBuf> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let pythons = std::fs::read_dir(&lib).ok()?;
+    for py in pythons.flatten() {
+        let capi = py.path().join("site-packages/onnxruntime/capi");
+        if let Ok(entries) = std::fs::read_dir(&capi) {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("libonnxruntime.so.1")
+                {
+                    return Some(e.path());
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The Python interpreter of the project's environment (scripts/setup.sh makes it).

@@ -1,0 +1,40 @@
+//! `cbound doctor`: where ONNX Runtime was found, its version, its execution providers, and
+//! whether CUDA works here, with ONNX Runtime's own reason when it does not.
+
+use std::path::PathBuf;
+
+use crate::error::Error;
+use crate::onnx::runtime::{doctor as probe, LibrarySearch};
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Use this libonnxruntime.so instead of searching.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+}
+
+pub fn doctor(args: DoctorArgs) -> Result<(), Error> {
+    let report = probe(&LibrarySearch {
+        explicit: args.ort_lib,
+        ..LibrarySearch::default()
+    })
+    .map_err(|e| Error::Environment(e.to_string()))?;
+    println!("cbound {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "onnx runtime: {} ({:?})",
+        report.library.display(),
+        report.source
+    );
+    println!("version: {}", report.version);
+    println!("execution providers: {}", report.providers.join(", "));
+    match (report.cuda_usable, &report.cuda_detail) {
+        (true, _) => println!("cuda: usable"),
+        (false, Some(why)) => println!("cuda: not usable: {why}"),
+        (false, None) => println!("cuda: not usable"),
+    }
+    let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!("nvidia gpus visible: {gpus}");
+    Ok(())
+}

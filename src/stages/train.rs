@@ -1,0 +1,700 @@
+//! `train`: fits a contrastive encoder through our own ONNX training-step graph, executed by
+//! ONNX Runtime (see [`crate::onnx`]).
+//!
+//! Views are made fresh every epoch from the `views` spec with the shared augmentation code,
+//! batches are shuffled from the instance seed, and after every epoch a checkpoint
+//! (parameters, optimizer state, the curve so far) goes to `.checkpoint/` in the instance's
+//! staging directory, so a killed run resumes from its last finished epoch and ends with
+//! bitwise the same parameters. Outputs: `training_curve.parquet`, `train_step.onnx`,
+//! `encoder.onnx` (parameters baked in), `params.ckpt`, `model.json`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
+use arrow_schema::{DataType, Field};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::augment::{view_ops, OpSpec, ViewSpec};
+use super::{Stage, StageContext, StageError, StageOutput};
+use crate::artifact::{documented_schema, read_json, write_atomic, write_json};
+use crate::config::Resources;
+use crate::data::augment::make_views_into;
+use crate::data::parquet_io::read_dataset;
+use crate::data::SampleShape;
+use crate::onnx::loss::{LossConfig, LossKind};
+use crate::onnx::models::{
+    Activation, ContrastiveModel, ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind,
+};
+use crate::onnx::optim::{LrSchedule, OptimizerConfig};
+use crate::onnx::runtime::{self, Device, LibrarySearch, SessionOptions};
+use crate::onnx::step::{build_encoder, build_eval, build_train_step, ParamSource, StepConfig};
+use crate::onnx::{Checkpoint, RuntimeError, Trainer};
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationName {
+    #[default]
+    Relu,
+    Gelu,
+    Tanh,
+}
+
+impl ActivationName {
+    fn to_activation(self) -> Activation {
+        match self {
+            ActivationName::Relu => Activation::Relu,
+            ActivationName::Gelu => Activation::Gelu,
+            ActivationName::Tanh => Activation::Tanh,
+        }
+    }
+}
+
+fn study_hidden() -> Vec<usize> {
+    vec![512, 512]
+}
+fn d128() -> usize {
+    128
+}
+fn conv_channels() -> Vec<usize> {
+    vec![32, 64]
+}
+fn three() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+
+/// The encoder f; its input size follows the data.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EncoderSpec {
+    /// Fully connected: input -> hidden... -> output.
+    Mlp {
+        #[serde(default = "study_hidden")]
+        hidden: Vec<usize>,
+        #[serde(default = "d128")]
+        output: usize,
+        #[serde(default)]
+        activation: ActivationName,
+    },
+    /// Conv -> activation -> pool blocks, then a linear layer (images only).
+    Conv {
+        #[serde(default = "conv_channels")]
+        channels: Vec<usize>,
+        #[serde(default = "three")]
+        kernel: usize,
+        /// `max` or `average`.
+        #[serde(default)]
+        pool: PoolName,
+        #[serde(default = "two")]
+        pool_size: usize,
+        #[serde(default = "d128")]
+        output: usize,
+        #[serde(default)]
+        activation: ActivationName,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolName {
+    #[default]
+    Max,
+    Average,
+}
+
+impl Default for EncoderSpec {
+    fn default() -> Self {
+        EncoderSpec::Mlp {
+            hidden: study_hidden(),
+            output: d128(),
+            activation: ActivationName::Relu,
+        }
+    }
+}
+
+fn study_projector() -> Option<Vec<usize>> {
+    Some(vec![512, 128])
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    #[serde(default)]
+    pub encoder: EncoderSpec,
+    /// Projector g widths after the encoder output (hidden..., output); null for none.
+    #[serde(default = "study_projector")]
+    pub projector: Option<Vec<usize>>,
+    #[serde(default)]
+    pub projector_activation: ActivationName,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            encoder: EncoderSpec::default(),
+            projector: study_projector(),
+            projector_activation: ActivationName::Relu,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LossName {
+    /// The source study's InfoNCE: z1 z2^T / t, diagonal positives (N - 1 negatives).
+    #[default]
+    Infonce,
+    /// Symmetric NT-Xent (SimCLR): 2N samples, 2N - 2 negatives each.
+    NtXent,
+}
+
+fn default_temperature() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    #[serde(default)]
+    pub kind: LossName,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+impl Default for LossSpec {
+    fn default() -> Self {
+        LossSpec {
+            kind: LossName::Infonce,
+            temperature: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    #[default]
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    #[serde(default)]
+    pub kind: OptimizerName,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// SGD only.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+    #[serde(default)]
+    pub schedule: ScheduleName,
+    #[serde(default)]
+    pub warmup_epochs: u64,
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec {
+            kind: OptimizerName::Adam,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.9,
+            schedule: ScheduleName::Constant,
+            warmup_epochs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleName {
+    #[default]
+    Constant,
+    Warmup,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceName {
+    #[default]
+    Cpu,
+    /// CUDA; fails with ONNX Runtime's own error when unavailable.
+    Cuda,
+    /// CUDA when available, else CPU with a warning.
+    Auto,
+}
+
+fn default_epochs() -> u64 {
+    10
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_holdout() -> f64 {
+    0.1
+}
+fn study_views() -> ViewSpec {
+    vec![
+        vec![OpSpec::GaussianNoise { std: 0.1 }],
+        vec![OpSpec::GaussianNoise { std: 0.1 }],
+    ]
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default)]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub loss: LossSpec,
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    #[serde(default = "default_epochs")]
+    pub epochs: u64,
+    /// N: pairs per batch (the InfoNCE estimate is capped at log N).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Two views per sample, made fresh each epoch (default: the study's x + 0.1 N(0, 1) twice).
+    #[serde(default = "study_views")]
+    pub views: ViewSpec,
+    /// Fraction of samples held out for the InfoNCE estimate log N - L.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+    #[serde(default)]
+    pub device: DeviceName,
+}
+
+/// One row of `training_curve.parquet`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CurveRow {
+    pub epoch: u64,
+    pub loss: f64,
+    pub heldout_loss: f64,
+    /// log N - held-out loss: a lower bound on I(X;Y) in expectation, capped at log N.
+    pub heldout_infonce: f64,
+    pub lr: f64,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+}
+
+/// What the embed stage needs to run the encoder, written as `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub view_shape: Vec<usize>,
+    pub embedding_dim: usize,
+    pub params: usize,
+    pub steps: u64,
+}
+
+fn rt_err(e: RuntimeError) -> StageError {
+    match e {
+        RuntimeError::NonFiniteLoss { step, loss } => StageError::Failed(format!(
+            "loss became {loss} at step {step}; lower optimizer.lr, raise loss.temperature, or check the data for NaN/Inf"
+        )),
+        other => StageError::Failed(other.to_string()),
+    }
+}
+
+fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, StageError> {
+    let (encoder, out) = match &spec.encoder {
+        EncoderSpec::Mlp {
+            hidden,
+            output,
+            activation,
+        } => {
+            let mut dims = vec![input.numel()];
+            dims.extend(hidden);
+            dims.push(*output);
+            (
+                EncoderConfig::Mlp(MlpConfig {
+                    dims,
+                    activation: activation.to_activation(),
+                }),
+                *output,
+            )
+        }
+        EncoderSpec::Conv {
+            channels,
+            kernel,
+            pool,
+            pool_size,
+            output,
+            activation,
+        } => {
+            let SampleShape::Image {
+                channels: c,
+                height,
+                width,
+            } = input
+            else {
+                return Err(StageError::Params(format!(
+                    "a conv encoder needs images; the views are a {input}"
+                )));
+            };
+            (
+                EncoderConfig::Conv(ConvConfig {
+                    input: [c, height, width],
+                    channels: channels.clone(),
+                    kernel: *kernel,
+                    pool: match pool {
+                        PoolName::Max => PoolKind::Max,
+                        PoolName::Average => PoolKind::Average,
+                    },
+                    pool_size: *pool_size,
+                    out_dim: *output,
+                    activation: activation.to_activation(),
+                }),
+                *output,
+            )
+        }
+    };
+    let projector = spec.projector.as_ref().filter(|p| !p.is_empty()).map(|p| {
+        let mut dims = vec![out];
+        dims.extend(p);
+        MlpConfig {
+            dims,
+            activation: spec.projector_activation.to_activation(),
+        }
+    });
+    Ok(ModelConfig { encoder, projector })
+}
+
+/// ONNX Runtime, found the way `cbound doctor` reports it.
+pub fn load_runtime() -> Result<Arc<runtime::Runtime>, StageError> {
+    runtime::runtime(&LibrarySearch::default()).map_err(|e| StageError::Failed(e.to_string()))
+}
+
+pub fn device(d: DeviceName) -> Device {
+    match d {
+        DeviceName::Cpu => Device::Cpu,
+        DeviceName::Cuda => Device::Cuda,
+        DeviceName::Auto => Device::Auto,
+    }
+}
+
+fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageError> {
+    let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
+        Arc::new(rows.iter().map(get).collect::<Float64Array>())
+    };
+    let cols: Vec<(Field, &str, ArrayRef)> = vec![
+        (
+            Field::new("epoch", DataType::UInt64, false),
+            "epoch (0-based)",
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
+        ),
+        (
+            Field::new("loss", DataType::Float64, false),
+            "mean training loss over the epoch's batches",
+            f(&|r| r.loss),
+        ),
+        (
+            Field::new("heldout_loss", DataType::Float64, false),
+            "mean loss on held-out batches (no update)",
+            f(&|r| r.heldout_loss),
+        ),
+        (
+            Field::new("heldout_infonce", DataType::Float64, false),
+            "log N - held-out loss, nats: lower bound on I(X;Y) in expectation, capped at log N",
+            f(&|r| r.heldout_infonce),
+        ),
+        (
+            Field::new("n", DataType::UInt64, false),
+            "N, pairs per batch",
+            Arc::new(rows.iter().map(|_| batch as u64).collect::<UInt64Array>()),
+        ),
+        (
+            Field::new("lr", DataType::Float64, false),
+            "learning rate at the epoch's last step",
+            f(&|r| r.lr),
+        ),
+        (
+            Field::new("samples_per_s", DataType::Float64, false),
+            "training samples per second",
+            f(&|r| r.samples_per_s),
+        ),
+        (
+            Field::new("seconds", DataType::Float64, false),
+            "wall time of the epoch",
+            f(&|r| r.seconds),
+        ),
+    ];
+    let schema = documented_schema(cols.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
+    RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+        .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
+}
+
+fn ckpt_io(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(format!("checkpoint: {e}"))
+}
+
+pub struct Train;
+
+impl Stage for Train {
+    type Params = TrainParams;
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
+    const EXAMPLE: &'static str = r#"train:
+  kind: train
+  inputs: [data]
+  params:
+    model: {encoder: {kind: mlp, hidden: [512, 512], output: 128}, projector: [512, 128]}
+    loss: {kind: infonce, temperature: 0.1}
+    optimizer: {kind: adam, lr: 0.001}
+    epochs: 10
+    batch_size: 256
+    views: [[{op: gaussian_noise, std: 0.1}], [{op: gaussian_noise, std: 0.1}]]
+  matrix: {loss.temperature: [0.05, 0.1, 0.2, 0.5]}
+  resources: {cpus: 2}
+"#;
+
+    fn resources(_p: &TrainParams) -> Resources {
+        Resources { cpus: 2, gpus: 0 }
+    }
+
+    fn run(p: &TrainParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        let [input] = ctx.inputs else {
+            return Err(StageError::Params(format!(
+                "train reads one dataset (a load stage), got {} inputs",
+                ctx.inputs.len()
+            )));
+        };
+        let (ds, normalisation) = read_dataset(&input.file("dataset.parquet")?)
+            .map_err(|e| StageError::Input(e.to_string()))?;
+        let (ops, view_shape) = view_ops(&p.views, ds.sample_shape())?;
+        if ops.len() != 2 {
+            return Err(StageError::Params(format!(
+                "train uses exactly 2 views, got {}",
+                ops.len()
+            )));
+        }
+        if !(0.0..1.0).contains(&p.holdout) {
+            return Err(StageError::Params(format!(
+                "holdout must be in [0, 1), got {}",
+                p.holdout
+            )));
+        }
+        let b = p.batch_size;
+        let mut order: Vec<usize> = (0..ds.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed));
+        let n_hold = ((ds.len() as f64) * p.holdout).round() as usize;
+        let (held, train) = order.split_at(n_hold);
+        if train.len() < b || (p.holdout > 0.0 && held.len() < b) {
+            return Err(StageError::Params(format!(
+                "batch_size {b} needs at least {b} training and {b} held-out samples; the data has {} ({} held out at holdout {})",
+                ds.len(),
+                held.len(),
+                p.holdout
+            )));
+        }
+        let cfg = model_config(&p.model, view_shape)?;
+        let model = ContrastiveModel::new(&cfg).map_err(|e| StageError::Params(e.to_string()))?;
+        let loss = LossConfig {
+            kind: match p.loss.kind {
+                LossName::Infonce => LossKind::InfoNce,
+                LossName::NtXent => LossKind::NtXent,
+            },
+            temperature: p.loss.temperature,
+            ..LossConfig::study()
+        };
+        let o = &p.optimizer;
+        let optimizer = match o.kind {
+            OptimizerName::Adam => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: o.weight_decay,
+            },
+            OptimizerName::Adamw => OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: o.weight_decay,
+            },
+            OptimizerName::Sgd => OptimizerConfig::Sgd {
+                momentum: o.momentum,
+                weight_decay: o.weight_decay,
+                nesterov: false,
+            },
+        };
+        let steps_per_epoch = (train.len() / b) as u64;
+        let total = steps_per_epoch * p.epochs;
+        let warmup = o.warmup_epochs * steps_per_epoch;
+        let schedule = match o.schedule {
+            ScheduleName::Constant => LrSchedule::Constant { lr: o.lr },
+            ScheduleName::Warmup => LrSchedule::LinearWarmup { lr: o.lr, warmup },
+            ScheduleName::Cosine => LrSchedule::WarmupCosine {
+                lr: o.lr,
+                warmup,
+                total,
+                min_lr: 0.0,
+            },
+        };
+        let step_graph = build_train_step(&model, &StepConfig::new(b, loss, optimizer).stacked())
+            .map_err(|e| StageError::Params(e.to_string()))?;
+        let eval_graph =
+            build_eval(&model, b, &loss).map_err(|e| StageError::Params(e.to_string()))?;
+        write_atomic(
+            &ctx.out_dir.join("train_step.onnx"),
+            &step_graph.model_bytes,
+        )?;
+
+        let rt = load_runtime()?;
+        let opts = SessionOptions {
+            device: device(p.device),
+            intra_threads: ctx.threads.max(1),
+            ..SessionOptions::default()
+        };
+        let init = model
+            .init_params(ctx.seed)
+            .map_err(|e| StageError::Params(e.to_string()))?;
+        let mut trainer = Trainer::new(&rt, &step_graph, &init, &opts)
+            .and_then(|t| t.with_eval(&rt, &eval_graph))
+            .map_err(rt_err)?;
+        for w in trainer.warnings() {
+            tracing::warn!("{}: {w}", ctx.instance);
+        }
+
+        // Resume from the last finished epoch, if a previous attempt got that far.
+        let ckpt_dir = ctx.out_dir.join(".checkpoint");
+        let mut curve: Vec<CurveRow> = Vec::new();
+        if let (Ok(ck), Ok(saved)) = (
+            Checkpoint::load(&ckpt_dir.join("state.ckpt")),
+            read_json::<Vec<CurveRow>>(&ckpt_dir.join("curve.json")),
+        ) {
+            trainer.load_state(&ck).map_err(rt_err)?;
+            curve = saved;
+            tracing::info!("{}: resuming after epoch {}", ctx.instance, curve.len());
+        }
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| StageError::Io {
+            context: format!("creating {}", ckpt_dir.display()),
+            source: e,
+        })?;
+
+        let mut views: Vec<Vec<f32>> = Vec::new();
+        let held_seed = ctx.seed ^ 0x6865_6c64;
+        for epoch in curve.len() as u64..p.epochs {
+            let clock = Instant::now();
+            let mut order = train.to_vec();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                ctx.seed.wrapping_add(epoch + 1),
+            ));
+            let mut loss_sum = 0.0;
+            let mut lr = o.lr;
+            for (s, batch) in order.chunks_exact(b).enumerate() {
+                ctx.check_cancelled()?;
+                make_views_into(
+                    &ds,
+                    batch,
+                    &ops,
+                    ctx.seed,
+                    epoch,
+                    &normalisation,
+                    &mut views,
+                )
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+                lr = schedule.lr_at(trainer.steps_done());
+                loss_sum += trainer
+                    .step(&views[0], &views[1], lr as f32)
+                    .map_err(rt_err)? as f64;
+                if s % 10 == 0 {
+                    ctx.progress(
+                        epoch * steps_per_epoch + s as u64,
+                        total,
+                        format!("epoch {}/{}", epoch + 1, p.epochs),
+                    );
+                }
+            }
+            let train_secs = clock.elapsed().as_secs_f64();
+            // Held-out InfoNCE with views drawn from their own stream (fixed across epochs).
+            let mut held_sum = 0.0;
+            let mut held_batches = 0;
+            for batch in held.chunks_exact(b) {
+                make_views_into(&ds, batch, &ops, held_seed, 0, &normalisation, &mut views)
+                    .map_err(|e| StageError::Failed(e.to_string()))?;
+                held_sum += trainer.eval_loss(&views[0], &views[1]).map_err(rt_err)? as f64;
+                held_batches += 1;
+            }
+            let held_loss = if held_batches > 0 {
+                held_sum / held_batches as f64
+            } else {
+                f64::NAN
+            };
+            curve.push(CurveRow {
+                epoch,
+                loss: loss_sum / steps_per_epoch.max(1) as f64,
+                heldout_loss: held_loss,
+                heldout_infonce: (b as f64).ln() - held_loss,
+                lr,
+                samples_per_s: (steps_per_epoch as usize * b) as f64 / train_secs,
+                seconds: clock.elapsed().as_secs_f64(),
+            });
+            trainer
+                .state()
+                .save(&ckpt_dir.join("state.ckpt"))
+                .map_err(ckpt_io)?;
+            write_json(&ckpt_dir.join("curve.json"), &curve)?;
+        }
+
+        let params = trainer.params();
+        let encoder = build_encoder(&model, ParamSource::Baked(&params))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        write_atomic(&ctx.out_dir.join("encoder.onnx"), &encoder.model_bytes)?;
+        Checkpoint {
+            step: trainer.steps_done(),
+            tensors: params.clone(),
+        }
+        .save(&ctx.out_dir.join("params.ckpt"))
+        .map_err(ckpt_io)?;
+        write_json(
+            &ctx.out_dir.join("model.json"),
+            &ModelInfo {
+                view_shape: encoder.view_shape.clone(),
+                embedding_dim: encoder.embedding_dim,
+                params: params.iter().map(|t| t.data.len()).sum(),
+                steps: trainer.steps_done(),
+            },
+        )?;
+        ctx.write_table("training_curve", &curve_table(&curve, b)?)?;
+        let last = curve.last().cloned();
+        let mut out = StageOutput::default()
+            .metric("epochs", p.epochs as f64)
+            .metric("steps", trainer.steps_done() as f64)
+            .metric("log_n", (b as f64).ln());
+        if let Some(l) = last {
+            out = out
+                .metric("final_loss", l.loss)
+                .metric("heldout_infonce", l.heldout_infonce)
+                .metric("samples_per_s", l.samples_per_s);
+        }
+        Ok(out)
+    }
+}
+
+/// Reads `model.json` of a train instance.
+pub fn model_info(dir: &Path) -> Result<ModelInfo, StageError> {
+    read_json(&dir.join("model.json")).map_err(|e| StageError::Input(e.to_string()))
+}

@@ -1,0 +1,212 @@
+//! Training and embedding through the real binary and ONNX Runtime (the repository's .venv):
+//! a separable task learns, runs are bitwise reproducible, an interrupted training resumes
+//! to the same parameters, and bad input fails with the reason.
+
+mod common;
+use common::{read_rows, Project};
+
+use std::time::{Duration, Instant};
+
+fn pipeline(epochs: u64, extra: &str) -> String {
+    format!(
+        r#"name: t
+seed: 3
+stages:
+  mix:
+    kind: synthetic
+    params: {{task: mixture, classes: 4, dim: 8, spread: 3.0, noise: 0.5, n: 2000, mc_samples: 10000}}
+  data:
+    kind: load
+    inputs: mix
+    params: {{format: parquet, feature_columns: "x*", label_column: z}}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {{encoder: {{kind: mlp, hidden: [32], output: 8}}, projector: [32, 8]}}
+      epochs: {epochs}
+      batch_size: 64
+      holdout: 0.2
+      views: [[{{op: gaussian_noise, std: 0.3}}], [{{op: gaussian_noise, std: 0.3}}]]
+{extra}
+  embed:
+    kind: embed
+    inputs: [train, data]
+  estimate:
+    kind: estimate_mi
+    inputs: embed
+    params:
+      pairs: [{{name: uz, x: {{columns: u}}, y: {{columns: label}}, estimators: [{{name: probe}}]}}]
+"#
+    )
+}
+
+#[test]
+fn training_learns_embeds_and_is_bitwise_reproducible() {
+    let a = Project::new();
+    a.write("t.yaml", &pipeline(4, ""));
+    let run = a.cbound(&["run", "t.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let train_dir = a.latest("t").join("train/train");
+    let curve = read_rows(&train_dir.join("training_curve.parquet"));
+    assert_eq!(curve.len(), 4);
+    let first = &curve[0];
+    let last = &curve[3];
+    assert!(
+        last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap(),
+        "{curve:?}"
+    );
+    assert!(
+        last["heldout_infonce"].as_f64().unwrap() > first["heldout_infonce"].as_f64().unwrap(),
+        "{curve:?}"
+    );
+    assert!(last["heldout_infonce"].as_f64().unwrap() <= 64f64.ln());
+    for f in [
+        "encoder.onnx",
+        "train_step.onnx",
+        "params.ckpt",
+        "model.json",
+    ] {
+        assert!(train_dir.join(f).exists(), "{f}");
+    }
+    // The saved graphs are valid ONNX for an independent checker.
+    common::py(
+        "import onnx,sys\nfor p in sys.argv[1:]: onnx.checker.check_model(onnx.load(p), full_check=True)",
+        &[train_dir.join("encoder.onnx").to_str().unwrap(), train_dir.join("train_step.onnx").to_str().unwrap()],
+    );
+    let emb = read_rows(&a.latest("t").join("embed/embed/embeddings.parquet"));
+    assert_eq!(emb.len(), 2000);
+    assert_eq!(emb[0]["u"].as_array().unwrap().len(), 8);
+    let results = read_rows(&a.latest("t").join("results.parquet"));
+    let est = results.iter().find(|r| r["stage"] == "estimate").unwrap();
+    assert!(
+        est["metric.uz.probe.accuracy"].as_f64().unwrap() > 0.5,
+        "{est}"
+    );
+
+    let b = Project::new();
+    b.write("t.yaml", &pipeline(4, ""));
+    assert_eq!(b.cbound(&["run", "t.yaml", "--only", "train"]).code, 0);
+    let pa = std::fs::read(train_dir.join("params.ckpt")).unwrap();
+    let pb = std::fs::read(b.latest("t").join("train/train/params.ckpt")).unwrap();
+    assert!(pa == pb, "same seed must give bitwise-identical parameters");
+}
+
+#[test]
+fn interrupted_training_resumes_to_the_same_parameters() {
+    let reference = Project::new();
+    reference.write("t.yaml", &pipeline(12, ""));
+    assert_eq!(
+        reference.cbound(&["run", "t.yaml", "--only", "train"]).code,
+        0
+    );
+    let expected = std::fs::read(reference.latest("t").join("train/train/params.ckpt")).unwrap();
+
+    let p = Project::new();
+    p.write("t.yaml", &pipeline(12, ""));
+    let child = p
+        .command(&["run", "t.yaml", "--only", "train", "--progress", "none"])
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint, then Ctrl-C.
+    let staging = p.path().join("outputs/t/.cbound/staging");
+    let start = Instant::now();
+    let found = loop {
+        let hit = std::fs::read_dir(&staging).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join(".checkpoint/curve.json"))
+                .find(|c| c.exists())
+        });
+        if hit.is_some() || start.elapsed() > Duration::from_secs(60) {
+            break hit;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert!(found.is_some(), "no checkpoint appeared");
+    if out.status.code() == Some(130) {
+        let saved: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(found.unwrap()).unwrap()).unwrap();
+        assert!(!saved.is_empty() && saved.len() < 12);
+    }
+    let resumed = p.cbound(&["run", "t.yaml", "--only", "train"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.all());
+    let got = std::fs::read(p.latest("t").join("train/train/params.ckpt")).unwrap();
+    assert!(
+        got == expected,
+        "resumed training must end with the uninterrupted run's parameters"
+    );
+    let curve = read_rows(&p.latest("t").join("train/train/training_curve.parquet"));
+    assert_eq!(curve.len(), 12);
+}
+
+#[test]
+fn bad_training_input_fails_with_the_reason() {
+    let p = Project::new();
+    p.write("t.yaml", &pipeline(2, ""));
+    let bad = p.cbound(&[
+        "validate",
+        "t.yaml",
+        "--set",
+        "stages.train.params.model.encoder.activation=swish",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("swish"), "{}", bad.all());
+    let bad = p.cbound(&[
+        "validate",
+        "t.yaml",
+        "--set",
+        "stages.train.params.optimizer.kind=lion",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+
+    let nan = p.cbound(&[
+        "run",
+        "t.yaml",
+        "--only",
+        "train",
+        "--set",
+        "stages.train.params.optimizer.lr=1e30",
+        "--progress",
+        "lines",
+    ]);
+    assert_eq!(nan.code, 3, "{}", nan.all());
+    assert!(
+        nan.stderr.contains("at step") && nan.stderr.contains("lower optimizer.lr"),
+        "{}",
+        nan.all()
+    );
+
+    let big = p.cbound(&[
+        "run",
+        "t.yaml",
+        "--only",
+        "train",
+        "--set",
+        "stages.train.params.batch_size=5000",
+        "--progress",
+        "lines",
+    ]);
+    assert_eq!(big.code, 3);
+    assert!(big.stderr.contains("batch_size 5000"), "{}", big.all());
+
+    let missing = p.cbound(&[
+        "run",
+        "t.yaml",
+        "--only",
+        "train",
+        "--ort-lib",
+        "/nonexistent/libonnxruntime.so",
+        "--progress",
+        "lines",
+    ]);
+    assert_eq!(missing.code, 3, "{}", missing.all());
+    assert!(
+        missing.stderr.contains("scripts/setup.sh"),
+        "{}",
+        missing.all()
+    );
+}
