@@ -21,6 +21,26 @@ pub struct InputArtifact {
 }
 
 impl InputArtifact {
+    /// The upstream's one Parquet table; when it has several, an error asking for the
+    /// parameter `param` that names one.
+    pub fn only_table(&self, param: &str) -> Result<PathBuf, StageError> {
+        let tables: Vec<&str> = self
+            .meta
+            .outputs
+            .iter()
+            .map(|o| o.name.as_str())
+            .filter(|n| n.ends_with(".parquet"))
+            .collect();
+        match tables.as_slice() {
+            [one] => Ok(self.dir.join(one)),
+            _ => Err(StageError::Params(format!(
+                "`{param}` is required: `{}` has tables {}",
+                self.instance,
+                tables.join(", ")
+            ))),
+        }
+    }
+
     /// Path of one of the upstream's output files, or an error naming what it does have.
     pub fn file(&self, name: &str) -> Result<PathBuf, StageError> {
         if self.meta.outputs.iter().any(|o| o.name == name) {

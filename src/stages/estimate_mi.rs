@@ -91,25 +91,7 @@ fn load_matrix(
     };
     let file = match &r.table {
         Some(t) => input.file(&format!("{t}.parquet"))?,
-        None => {
-            let tables: Vec<&str> = input
-                .meta
-                .outputs
-                .iter()
-                .map(|o| o.name.as_str())
-                .filter(|n| n.ends_with(".parquet"))
-                .collect();
-            match tables.as_slice() {
-                [one] => input.dir.join(one),
-                _ => {
-                    return Err(StageError::Params(format!(
-                        "`table` is required: `{}` has tables {}",
-                        input.instance,
-                        tables.join(", ")
-                    )))
-                }
-            }
-        }
+        None => input.only_table("table")?,
     };
     if !cache.contains_key(&file) {
         let table = Table::read(&file).map_err(|e| StageError::Input(e.to_string()))?;

@@ -261,25 +261,7 @@ impl Stage for Load {
     fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         // A table from an upstream stage (e.g. `synthetic`): `format: parquet` without `path`.
         let path = match (p.format, &p.path, ctx.inputs) {
-            (Format::Parquet, None, [input]) => {
-                let tables: Vec<&str> = input
-                    .meta
-                    .outputs
-                    .iter()
-                    .map(|o| o.name.as_str())
-                    .filter(|n| n.ends_with(".parquet"))
-                    .collect();
-                match tables.as_slice() {
-                    [one] => input.dir.join(one),
-                    _ => {
-                        return Err(StageError::Params(format!(
-                            "`path` is required: `{}` has tables {}",
-                            input.instance,
-                            tables.join(", ")
-                        )))
-                    }
-                }
-            }
+            (Format::Parquet, None, [input]) => input.only_table("path")?,
             _ => p.resolved_path()?,
         };
         let split = match p.split {
