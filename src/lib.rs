@@ -6,6 +6,7 @@
 //! ([`stages`]) that write artifacts ([`artifact`]) -> run tables and progress ([`report`]).
 
 pub mod artifact;
+pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod dag;
