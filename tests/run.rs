@@ -240,6 +240,19 @@ stages:
     }
     assert_eq!(std::fs::read_dir(&objects).unwrap().count(), 4);
 
+    let why = p.cbound(&["plan", "flaky.yaml", "--why"]);
+    assert!(
+        why.stdout
+            .contains("step@rho=0.2   last attempt failed: `sh` exited with exit status: 1"),
+        "{}",
+        why.all()
+    );
+    assert!(
+        why.stdout
+            .contains("after@rho=0.2  waits for upstream: step@rho=0.2"),
+        "{}",
+        why.all()
+    );
     let second = p.cbound(&["run", "flaky.yaml", "--progress", "lines"]);
     assert_eq!(second.code, 0, "{}", second.all());
     let s = statuses(&read_rows(&p.latest("flaky").join("results.parquet")));

@@ -49,7 +49,20 @@ pub struct StoreLock {
 
 #[derive(Serialize, Deserialize)]
 struct LastKey {
+    /// Key of the instance's most recent successful result; empty if it never succeeded.
+    #[serde(default)]
     cache_key: String,
+    /// The most recent failed attempt, if it came after that result.
+    #[serde(default)]
+    failed: Option<FailedAttempt>,
+}
+
+/// A failed attempt, remembered so `plan --why` can say so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    pub cache_key: String,
+    /// First line of the error.
+    pub error: String,
 }
 
 /// Turns an instance id into a directory name (ids may hold any matrix value).
@@ -218,19 +231,56 @@ impl Store {
     pub fn remember(&self, stage: &str, instance: &str, key: &str) -> Result<(), ArtifactError> {
         let path = self.state_path(stage, instance);
         if let Ok(last) = read_json::<LastKey>(&path) {
-            if last.cache_key == key {
+            if last.cache_key == key && last.failed.is_none() {
                 return Ok(());
             }
         }
+        self.write_state(
+            &path,
+            LastKey {
+                cache_key: key.to_string(),
+                failed: None,
+            },
+        )
+    }
+
+    /// Records a failed attempt, keeping the pointer to the last good result.
+    pub fn remember_failure(
+        &self,
+        stage: &str,
+        instance: &str,
+        key: &str,
+        error: &str,
+    ) -> Result<(), ArtifactError> {
+        let path = self.state_path(stage, instance);
+        let cache_key = read_json::<LastKey>(&path)
+            .map(|l| l.cache_key)
+            .unwrap_or_default();
+        let error = error.lines().next().unwrap_or_default().to_string();
+        self.write_state(
+            &path,
+            LastKey {
+                cache_key,
+                failed: Some(FailedAttempt {
+                    cache_key: key.to_string(),
+                    error,
+                }),
+            },
+        )
+    }
+
+    /// The most recent failed attempt of an instance, if its last attempt failed.
+    pub fn last_failure(&self, stage: &str, instance: &str) -> Option<FailedAttempt> {
+        read_json::<LastKey>(&self.state_path(stage, instance))
+            .ok()?
+            .failed
+    }
+
+    fn write_state(&self, path: &Path, state: LastKey) -> Result<(), ArtifactError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        write_json(
-            &path,
-            &LastKey {
-                cache_key: key.to_string(),
-            },
-        )
+        write_json(path, &state)
     }
 
     /// Makes a fresh run directory named after the current time.

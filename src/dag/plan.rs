@@ -80,6 +80,8 @@ pub enum Reason {
     ResultMissing,
     /// A tracked file or stage problem prevents computing the key.
     KeyError(String),
+    /// The last attempt with this very key failed.
+    LastAttemptFailed(String),
 }
 
 impl fmt::Display for Reason {
@@ -100,6 +102,7 @@ impl fmt::Display for Reason {
             Reason::UpstreamRuns(names) => write!(f, "waits for upstream: {}", names.join(", ")),
             Reason::ResultMissing => write!(f, "cached result was deleted"),
             Reason::KeyError(e) => write!(f, "cannot compute cache key: {e}"),
+            Reason::LastAttemptFailed(e) => write!(f, "last attempt failed: {e}"),
         }
     }
 }
@@ -212,9 +215,12 @@ pub fn plan(
                 Err(e) => Decision::Run(Reason::KeyError(e)),
                 Ok(ki) => match store.lookup(&ki.key()) {
                     Some(meta) => Decision::Cached(Box::new(meta)),
-                    None => Decision::Run(match store.last_result(dag.stage_id(i), &inst.id) {
-                        Some(last) => explain_change(&last.key_inputs, &ki),
-                        None => Reason::New,
+                    None => Decision::Run(match store.last_failure(dag.stage_id(i), &inst.id) {
+                        Some(f) if f.cache_key == ki.key() => Reason::LastAttemptFailed(f.error),
+                        _ => match store.last_result(dag.stage_id(i), &inst.id) {
+                            Some(last) => explain_change(&last.key_inputs, &ki),
+                            None => Reason::New,
+                        },
                     }),
                 },
             }

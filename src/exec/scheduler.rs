@@ -99,6 +99,8 @@ pub fn run(
         })
         .collect();
     let mut ready: VecDeque<Box<JobSpec>> = VecDeque::new();
+    // Cache keys of submitted jobs, to record failed attempts for `plan --why`.
+    let mut keys: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
     let mut stopping = false;
     let mut interrupted = false;
     let stage_of = |i: usize| dag.stage_id(i).to_string();
@@ -215,6 +217,7 @@ pub fn run(
                         meta: (*meta).clone(),
                     })
                     .collect();
+                keys.insert(i, key.clone());
                 ready.push_back(Box::new(JobSpec {
                     job: i,
                     pipeline: dag.pipeline.name.clone(),
@@ -281,7 +284,15 @@ pub fn run(
                 JobEvent::Finished { job, result } => {
                     let outcome = match result {
                         Ok(meta) => Outcome::Done(meta),
-                        Err(e) => Outcome::Failed(e),
+                        Err(e) => {
+                            if let Some(key) = keys.get(&job) {
+                                let (stage, id) = (dag.stage_id(job), &dag.instances[job].id);
+                                if let Err(err) = store.remember_failure(stage, id, key, &e) {
+                                    tracing::warn!("recording the failure of {id}: {err}");
+                                }
+                            }
+                            Outcome::Failed(e)
+                        }
                     };
                     finish(job, &outcome, reporter);
                     if matches!(outcome, Outcome::Failed(_)) && options.fail_fast && !stopping {
