@@ -20,7 +20,10 @@ done
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing Fashion-MNIST (apt: dataset-fashion-mnist)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    # Not fatal: only the Fashion-MNIST pipelines need it, and their tests say when it is missing.
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; }; then
+      echo "setup: warning: could not install dataset-fashion-mnist" >&2
+    fi
   else
     echo "setup: Fashion-MNIST missing; run: sudo apt-get install dataset-fashion-mnist" >&2
   fi
