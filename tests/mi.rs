@@ -226,3 +226,108 @@ stages:
     assert!(cmi0.abs() < 0.05, "{cmi0}");
     assert!((cmi1 - truth1).abs() < 0.1, "{cmi1} vs {truth1}");
 }
+
+#[test]
+fn bound_stage_certifies_checks_truth_and_names_missing_terms() {
+    let p = Project::new();
+    p.write(
+        "b.yaml",
+        r#"name: b
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: mixture, classes: 4, dim: 2, spread: 3.0, noise: 1.0, n: 3000, mc_samples: 50000}
+    matrix: {nuisance: [0.0, 1.0]}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs:
+        - {name: uz, x: {columns: "x*"}, y: {columns: z}, estimators: [{name: probe}]}
+        - {name: uy, x: {columns: "x*"}, y: {columns: "y*"}, estimators: [{name: ksg}]}
+  bound:
+    kind: bound
+    inputs: [estimate, data]
+    params:
+      terms:
+        i_uz: {pair: uz, estimator: probe}
+        i_uy: {pair: uy, estimator: ksg}
+        i_xy_given_z: {metric: true_i_xy_given_z, kind: exact}
+        i_xz: {metric: true_i_xz, kind: exact}
+        i_yz: {metric: true_i_yz, kind: exact}
+        i_xy: {metric: true_i_xy, kind: exact}
+        h_z: {metric: true_h_z, kind: exact}
+      truth: {i_uz: {metric: true_i_xz}, i_uy: {metric: true_i_xy}}
+      assumptions: {u_is_function_of_x: true}
+      classes: 4
+      tolerance: 0.05
+  full:
+    kind: bound
+    inputs: [estimate, data]
+    params:
+      terms:
+        i_uz: {pair: uz, estimator: probe}
+        i_uy: {pair: uy, estimator: ksg}
+        i_xy_given_z: {metric: true_i_xy_given_z, kind: exact}
+        i_uy_given_xz: {value: 0.0}
+      truth: {i_uz: {metric: true_i_xz}}
+      tolerance: 0.05
+"#,
+    );
+    let run = p.cbound(&["run", "b.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for nuisance in ["0.0", "1.0"] {
+        let dir = p
+            .latest("b")
+            .join(format!("bound/bound@nuisance={nuisance}"));
+        let rows = read_rows(&dir.join("bounds.parquet"));
+        let by_name = |n: &str| rows.iter().find(|r| r["name"] == n).cloned();
+        // I(U;Y|X,Z) (0, since U = X) is not among the terms: the general valid bound says
+        // what would provide it instead of inventing a number.
+        assert!(
+            rows.iter().any(|r| r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("I(U;Y|X,Z)") && e.contains("exact value 0"))),
+            "{rows:?}"
+        );
+        for r in rows.iter().filter(|r| r["status"] == "valid") {
+            assert_ne!(
+                r["violated"], true,
+                "a valid bound contradicted the truth: {r}"
+            );
+        }
+        let dpi = rows
+            .iter()
+            .find(|r| r["side"] == "upper" && r["lhs"] == "I(U;Z)")
+            .expect("data-processing row");
+        assert_eq!(dpi["certified"], true, "{dpi}");
+        let theorem = rows.iter().find(|r| {
+            r["status"] == "as_stated" && r["statement"].as_str().unwrap_or("").contains("I(X;Z)")
+        });
+        assert!(theorem.is_some_and(|t| t["certified"] == false), "{rows:?}");
+        let _ = by_name;
+    }
+    for nuisance in ["0.0", "1.0"] {
+        let rows = read_rows(
+            &p.latest("b")
+                .join(format!("full/full@nuisance={nuisance}/bounds.parquet")),
+        );
+        let general = rows
+            .iter()
+            .find(|r| r["name"] == "valid_general")
+            .expect("valid_general computed");
+        assert_eq!(general["violated"], false, "{general}");
+        assert_eq!(general["status"], "valid");
+    }
+    let results = read_rows(&p.latest("b").join("results.parquet"));
+    let b0 = results
+        .iter()
+        .find(|r| r["instance"] == "bound@nuisance=0.0")
+        .unwrap();
+    assert_eq!(b0["metric.violations_valid"], 0.0, "{b0}");
+    let lower = b0["metric.accuracy_lower_bound"].as_f64().unwrap();
+    let measured = b0["metric.probe_accuracy"].as_f64().unwrap();
+    assert!(lower > 0.25 && lower < 1.0, "{b0}");
+    assert!(measured > 0.25, "{b0}");
+}

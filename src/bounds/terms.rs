@@ -110,7 +110,7 @@ impl Quantity {
                 "estimate_mi with ksg_cmi and z = label, or the known augmentation channel"
             }
             Quantity::IUYgivenXZ => {
-                "Term::exact(0.0, \"deterministic encoder\") when U = f(X), otherwise ksg_cmi on \
+                "the exact value 0 when U = f(X) (a deterministic encoder), otherwise ksg_cmi on \
                  (U, Y) given (X, label)"
             }
             Quantity::HZ => {
@@ -118,7 +118,7 @@ impl Quantity {
                  balanced classes"
             }
             Quantity::HZgivenXY => {
-                "Term::exact(0.0, \"label is a function of the views\") when it is, otherwise H(Z) \
+                "the exact value 0 when the label is a function of the views, otherwise H(Z) \
                  minus a probe lower bound on I(X,Y;Z) (upper bound)"
             }
         }

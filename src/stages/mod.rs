@@ -7,6 +7,7 @@
 //! (docs/adding-a-stage.md).
 
 pub mod augment;
+pub mod bound;
 pub mod command;
 mod context;
 pub mod embed;
@@ -201,6 +202,7 @@ impl Registry {
                 register::<synthetic::Synthetic>(),
                 register::<command::Command>(),
                 register::<estimate_mi::EstimateMi>(),
+                register::<bound::Bound>(),
                 register::<load::Load>(),
                 register::<augment::Augment>(),
                 register::<train::Train>(),

@@ -1,0 +1,454 @@
+//! `bound`: the information bounds on downstream performance, computed from upstream
+//! estimates (and, on synthetic data, checked against the exact values).
+//!
+//! Each quantity is taken either from an `estimate_mi` row (`{pair, estimator}`: its value and
+//! its direction, lower bound or estimate) or from any upstream metric (`{metric}`, e.g. a
+//! synthetic stage's `true_i_xz`). Every inequality of [`crate::bounds`] becomes a row of
+//! `bounds.parquet`: the study's as stated (never certified) and the valid ones, each
+//! `certified` only when every added term is a lower bound and every subtracted term an upper
+//! bound. With `truth`, each row is compared with the exact left-hand side and violations are
+//! counted. With `classes`, I(U;Z) becomes accuracy bounds (Feder-Merhav, Fano) beside the
+//! probe's measured accuracy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Stage, StageContext, StageError, StageOutput};
+use crate::artifact::{documented_schema, read_parquet};
+use crate::bounds::accuracy::{bayes_accuracy_lower_bound, fano_accuracy_upper_bound};
+use crate::bounds::inequalities::{
+    check_against_truth_with_tolerance, evaluate_all, Assumptions, Side, Status,
+};
+use crate::bounds::terms::{Direction, Quantity, Term, Terms};
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantityName {
+    IUz,
+    IUy,
+    IXy,
+    IXz,
+    IYz,
+    IXyGivenZ,
+    IUyGivenXz,
+    HZ,
+    HZGivenXy,
+}
+
+impl QuantityName {
+    fn quantity(self) -> Quantity {
+        match self {
+            QuantityName::IUz => Quantity::IUZ,
+            QuantityName::IUy => Quantity::IUY,
+            QuantityName::IXy => Quantity::IXY,
+            QuantityName::IXz => Quantity::IXZ,
+            QuantityName::IYz => Quantity::IYZ,
+            QuantityName::IXyGivenZ => Quantity::IXYgivenZ,
+            QuantityName::IUyGivenXz => Quantity::IUYgivenXZ,
+            QuantityName::HZ => Quantity::HZ,
+            QuantityName::HZGivenXy => Quantity::HZgivenXY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionName {
+    LowerBound,
+    UpperBound,
+    Estimate,
+    Exact,
+}
+
+impl DirectionName {
+    fn direction(self) -> Direction {
+        match self {
+            DirectionName::LowerBound => Direction::LowerBound,
+            DirectionName::UpperBound => Direction::UpperBound,
+            DirectionName::Estimate => Direction::Estimate,
+            DirectionName::Exact => Direction::Exact,
+        }
+    }
+}
+
+/// Where a quantity comes from: an estimate_mi row, or an upstream metric.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TermSource {
+    /// estimate_mi pair name.
+    #[serde(default)]
+    pub pair: Option<String>,
+    /// estimate_mi estimator name (with `pair`).
+    #[serde(default)]
+    pub estimator: Option<String>,
+    /// An upstream metric name (e.g. `true_i_xz` of a synthetic stage).
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// A known value in nats, exact by default (e.g. 0 for I(U;Y|X,Z) when U = f(X)).
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// What the number promises; default: the estimate's recorded kind, or `estimate` for metrics.
+    #[serde(default)]
+    pub kind: Option<DirectionName>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssumptionSpec {
+    /// U = f(X) is a deterministic encoder (true for every trained encoder).
+    #[serde(default)]
+    pub u_is_function_of_x: bool,
+    /// X and Y are independent given Z (true for the conditionally independent mixture).
+    #[serde(default)]
+    pub x_indep_y_given_z: bool,
+}
+
+fn default_tolerance() -> f64 {
+    1e-3
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BoundParams {
+    /// Quantity (`i_uz`, `i_uy`, `i_xy`, `i_xz`, `i_yz`, `i_xy_given_z`, `i_uy_given_xz`, `h_z`, `h_z_given_xy`) -> source.
+    pub terms: BTreeMap<QuantityName, TermSource>,
+    /// Exact values of left-hand sides (synthetic data) to check every inequality against.
+    #[serde(default)]
+    pub truth: BTreeMap<QuantityName, TermSource>,
+    #[serde(default)]
+    pub assumptions: AssumptionSpec,
+    /// alpha, beta, gamma of the study's multi-view form.
+    #[serde(default)]
+    pub weights: Option<[f64; 3]>,
+    /// Number of classes of Z, for the accuracy bounds.
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// Slack in nats before a bound exceeding the truth counts as a violation (Monte Carlo truth has error).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+}
+
+pub struct Bound;
+
+struct Resolved {
+    term: Term,
+    accuracy: Option<f64>,
+}
+
+fn resolve(
+    ctx: &StageContext,
+    q: QuantityName,
+    src: &TermSource,
+    force: Option<Direction>,
+) -> Result<Resolved, StageError> {
+    let what = q.quantity().symbol();
+    if let Some(v) = src.value {
+        if src.pair.is_some() || src.metric.is_some() {
+            return Err(StageError::Params(format!(
+                "{what}: give one of `value`, `metric`, or `pair` + `estimator`"
+            )));
+        }
+        let kind = force
+            .or(src.kind.map(DirectionName::direction))
+            .unwrap_or(Direction::Exact);
+        let term = Term::new(v, kind, "given").map_err(|e| StageError::Params(e.to_string()))?;
+        return Ok(Resolved {
+            term,
+            accuracy: None,
+        });
+    }
+    match (&src.pair, &src.estimator, &src.metric) {
+        (Some(pair), Some(estimator), None) => {
+            for input in ctx.inputs {
+                if !input
+                    .meta
+                    .outputs
+                    .iter()
+                    .any(|o| o.name == "mi_estimates.parquet")
+                {
+                    continue;
+                }
+                let path = input.dir.join("mi_estimates.parquet");
+                for batch in read_parquet(&path)? {
+                    let col = |name: &str| batch.column_by_name(name).cloned();
+                    let (Some(pairs), Some(ests), Some(nats)) =
+                        (col("pair"), col("estimator"), col("nats"))
+                    else {
+                        continue;
+                    };
+                    use arrow_array::cast::AsArray;
+                    let pairs = pairs.as_string::<i32>();
+                    let ests = ests.as_string::<i32>();
+                    let nats = nats.as_primitive::<arrow_array::types::Float64Type>();
+                    let kinds = col("kind");
+                    let accs = col("accuracy");
+                    for r in 0..batch.num_rows() {
+                        if pairs.value(r) != pair || ests.value(r) != estimator {
+                            continue;
+                        }
+                        let v = nats.value(r);
+                        if !v.is_finite() {
+                            return Err(StageError::Input(format!("{what}: `{pair}`/`{estimator}` in `{}` is NaN (the estimator could not run; see its error column)", input.instance)));
+                        }
+                        let recorded = kinds
+                            .as_ref()
+                            .map(|k| k.as_string::<i32>().value(r).to_string())
+                            .unwrap_or_default();
+                        let kind = force.or(src.kind.map(DirectionName::direction)).unwrap_or(
+                            match recorded.as_str() {
+                                "lower_bound" => Direction::LowerBound,
+                                "upper_bound" => Direction::UpperBound,
+                                _ => Direction::Estimate,
+                            },
+                        );
+                        let accuracy = accs.as_ref().and_then(|a| {
+                            let a = a.as_primitive::<arrow_array::types::Float64Type>();
+                            (!arrow_array::Array::is_null(a, r)).then(|| a.value(r))
+                        });
+                        let term = Term::new(v, kind, format!("{estimator} ({pair})"))
+                            .map_err(|e| StageError::Input(e.to_string()))?;
+                        return Ok(Resolved { term, accuracy });
+                    }
+                }
+            }
+            Err(StageError::Input(format!(
+                "{what}: no estimate_mi input has pair `{pair}` with estimator `{estimator}`"
+            )))
+        }
+        (None, None, Some(metric)) => {
+            let found = ctx
+                .inputs
+                .iter()
+                .find_map(|i| i.meta.metrics.get(metric).map(|v| (*v, &i.instance)));
+            let (v, from) = found.ok_or_else(|| {
+                StageError::Input(format!("{what}: no input reports metric `{metric}`"))
+            })?;
+            let kind = force
+                .or(src.kind.map(DirectionName::direction))
+                .unwrap_or(Direction::Estimate);
+            let term = Term::new(v, kind, format!("{metric} of {from}"))
+                .map_err(|e| StageError::Input(e.to_string()))?;
+            Ok(Resolved {
+                term,
+                accuracy: None,
+            })
+        }
+        _ => Err(StageError::Params(format!(
+            "{what}: give one of `value`, `metric`, or `pair` + `estimator`"
+        ))),
+    }
+}
+
+impl Stage for Bound {
+    type Params = BoundParams;
+    const KIND: &'static str = "bound";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "Information bounds on downstream performance: the study's inequalities as stated, the valid ones, certification, violations against truth, accuracy bounds (bounds.parquet).";
+    const EXAMPLE: &'static str = r#"bound:
+  kind: bound
+  inputs: [estimate, mixture]
+  params:
+    terms:
+      i_uz: {pair: uz, estimator: probe}
+      i_uy: {pair: uy, estimator: ksg}
+      i_xy_given_z: {metric: true_i_xy_given_z, kind: exact}
+    truth: {i_uz: {metric: true_i_xz}}
+    assumptions: {u_is_function_of_x: true}
+    classes: 4
+"#;
+
+    fn run(p: &BoundParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        let mut terms = Terms::new();
+        let mut probe_accuracy = None;
+        for (q, src) in &p.terms {
+            let r = resolve(ctx, *q, src, None)?;
+            if *q == QuantityName::IUz {
+                probe_accuracy = r.accuracy;
+            }
+            terms.insert(q.quantity(), r.term);
+        }
+        let mut truth = Terms::new();
+        for (q, src) in &p.truth {
+            truth.insert(
+                q.quantity(),
+                resolve(ctx, *q, src, Some(Direction::Exact))?.term,
+            );
+        }
+        let assumptions = Assumptions {
+            u_is_function_of_x: p.assumptions.u_is_function_of_x,
+            x_indep_y_given_z: p.assumptions.x_indep_y_given_z,
+        };
+        let rows = evaluate_all(&terms, &assumptions, p.weights.map(|w| (w[0], w[1], w[2])));
+        let mut out = StageOutput::default();
+        let (mut names, mut statements, mut status, mut side, mut lhs, mut values, mut certified) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut terms_json, mut truth_col, mut violated, mut margins, mut errors) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut violations, mut valid_violations) = (0, 0);
+        for row in rows {
+            match row {
+                Ok(r) => {
+                    let t = if p.truth.is_empty() {
+                        None
+                    } else {
+                        check_against_truth_with_tolerance(&r, &truth, p.tolerance).ok()
+                    };
+                    let v = t.as_ref().map(|v| v.is_some());
+                    if v == Some(true) {
+                        violations += 1;
+                        if r.status == Status::Valid {
+                            valid_violations += 1;
+                        }
+                    }
+                    out.metrics.insert(format!("bound.{}", r.name), r.value);
+                    names.push(Some(r.name.to_string()));
+                    statements.push(Some(r.statement.clone()));
+                    status.push(Some(
+                        if r.status == Status::Valid {
+                            "valid"
+                        } else {
+                            "as_stated"
+                        }
+                        .to_string(),
+                    ));
+                    side.push(Some(
+                        if r.side == Side::Lower {
+                            "lower"
+                        } else {
+                            "upper"
+                        }
+                        .to_string(),
+                    ));
+                    lhs.push(Some(r.lhs.symbol().to_string()));
+                    values.push(Some(r.value));
+                    certified.push(Some(r.certified));
+                    let used: serde_json::Map<String, serde_json::Value> = r
+                        .terms_used
+                        .iter()
+                        .map(|(q, t)| (q.symbol().to_string(), serde_json::json!({"nats": t.nats, "kind": format!("{:?}", t.kind), "source": t.source})))
+                        .collect();
+                    terms_json.push(Some(serde_json::Value::Object(used).to_string()));
+                    truth_col.push(truth.find(r.lhs).map(|t| t.nats));
+                    violated.push(v);
+                    margins.push(t.flatten().map(|v| v.margin));
+                    errors.push(None);
+                }
+                Err(e) => {
+                    names.push(None);
+                    statements.push(None);
+                    status.push(None);
+                    side.push(None);
+                    lhs.push(None);
+                    values.push(None);
+                    certified.push(None);
+                    terms_json.push(None);
+                    truth_col.push(None);
+                    violated.push(None);
+                    margins.push(None);
+                    errors.push(Some(e.to_string()));
+                }
+            }
+        }
+        let s = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let f = |v: Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v)) };
+        let b = |v: Vec<Option<bool>>| -> ArrayRef { Arc::new(BooleanArray::from(v)) };
+        let cols: Vec<(Field, &str, ArrayRef)> = vec![
+            (
+                Field::new("name", DataType::Utf8, true),
+                "inequality",
+                s(names),
+            ),
+            (
+                Field::new("statement", DataType::Utf8, true),
+                "the inequality in words",
+                s(statements),
+            ),
+            (
+                Field::new("status", DataType::Utf8, true),
+                "valid, or as_stated (the study's claim; not a bound)",
+                s(status),
+            ),
+            (
+                Field::new("side", DataType::Utf8, true),
+                "lower or upper bound on the left-hand side",
+                s(side),
+            ),
+            (
+                Field::new("lhs", DataType::Utf8, true),
+                "the bounded quantity",
+                s(lhs),
+            ),
+            (
+                Field::new("value_nats", DataType::Float64, true),
+                "the bound, nats",
+                f(values),
+            ),
+            (
+                Field::new("certified", DataType::Boolean, true),
+                "every added term a lower bound and every subtracted term an upper bound",
+                b(certified),
+            ),
+            (
+                Field::new("terms", DataType::Utf8, true),
+                "terms used, with value, direction and source (JSON)",
+                s(terms_json),
+            ),
+            (
+                Field::new("truth_nats", DataType::Float64, true),
+                "exact value of the left-hand side, when known",
+                f(truth_col),
+            ),
+            (
+                Field::new("violated", DataType::Boolean, true),
+                "the bound contradicts the truth (beyond the tolerance)",
+                b(violated),
+            ),
+            (
+                Field::new("margin_nats", DataType::Float64, true),
+                "by how much",
+                f(margins),
+            ),
+            (
+                Field::new("error", DataType::Utf8, true),
+                "why the row could not be computed (missing term and which estimator provides it)",
+                s(errors),
+            ),
+        ];
+        let schema = documented_schema(cols.iter().map(|(fl, d, _)| (fl.clone(), *d)).collect());
+        let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+            .map_err(|e| StageError::Failed(format!("building bounds table: {e}")))?;
+        ctx.write_table("bounds", &batch)?;
+        out.metrics.insert("violations".into(), violations as f64);
+        out.metrics
+            .insert("violations_valid".into(), valid_violations as f64);
+        if let (Some(k), Some(iuz)) = (p.classes, terms.find(Quantity::IUZ)) {
+            let h_z = terms
+                .find(Quantity::HZ)
+                .map(|t| t.nats)
+                .unwrap_or((k as f64).ln());
+            let err = |e: crate::bounds::BoundsError| StageError::Input(e.to_string());
+            if iuz.kind.is_lower() {
+                out.metrics.insert(
+                    "accuracy_lower_bound".into(),
+                    bayes_accuracy_lower_bound(iuz.nats, h_z, k).map_err(err)?,
+                );
+            }
+            if iuz.kind.is_upper() {
+                out.metrics.insert(
+                    "accuracy_upper_bound".into(),
+                    fano_accuracy_upper_bound(iuz.nats, h_z, k).map_err(err)?,
+                );
+            }
+        }
+        if let Some(a) = probe_accuracy {
+            out.metrics.insert("probe_accuracy".into(), a);
+        }
+        Ok(out)
+    }
+}
