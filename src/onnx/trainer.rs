@@ -516,24 +516,9 @@ impl Trainer {
                 detail: "no encoder graph attached (call Trainer::with_encoder)".into(),
             });
         };
-        let row: usize = enc.view_shape.iter().product();
-        if row == 0 || !x.len().is_multiple_of(row) {
-            return Err(RuntimeError::Size {
-                what: "encoder input (a whole number of rows)".into(),
-                expected: row,
-                got: x.len(),
-            });
-        }
-        let n = x.len() / row;
-        let mut out = Vec::with_capacity(n * enc.embedding_dim);
-        let chunk = chunk.max(1);
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            let shape = dims_with_batch(end - start, &enc.view_shape);
-            let xs = TensorRef::from_array_view((shape, &x[start * row..end * row]))
-                .map_err(ort_err("wrapping rows"))?;
-            let mut inputs = param_inputs(&self.specs, &self.slots[self.current], enc.num_params);
+        let (specs, slots) = (&self.specs, &self.slots[self.current]);
+        embed_in_chunks(x, chunk, &enc.view_shape, enc.embedding_dim, |xs, out| {
+            let mut inputs = param_inputs(specs, slots, enc.num_params);
             inputs.push((INPUT_X.into(), SessionInputValue::from(xs)));
             let outputs = enc
                 .session
@@ -543,9 +528,8 @@ impl Trainer {
                 .try_extract_tensor::<f32>()
                 .map_err(ort_err("reading embeddings"))?;
             out.extend_from_slice(u);
-            start = end;
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 
     /// Ends ONNX Runtime profiling of the step session and returns the trace file.
@@ -597,35 +581,50 @@ impl Embedder {
 
     /// Embeds whole rows of `x` (row-major) in chunks of at most `chunk` rows.
     pub fn embed(&mut self, x: &[f32], chunk: usize) -> Result<Vec<f32>, RuntimeError> {
-        let row: usize = self.view_shape.iter().product();
-        if row == 0 || !x.len().is_multiple_of(row) {
-            return Err(RuntimeError::Size {
-                what: "encoder input (a whole number of rows)".into(),
-                expected: row,
-                got: x.len(),
-            });
-        }
-        let n = x.len() / row;
-        let mut out = Vec::with_capacity(n * self.embedding_dim);
-        let chunk = chunk.max(1);
-        let mut start = 0;
-        while start < n {
-            let end = (start + chunk).min(n);
-            let shape = dims_with_batch(end - start, &self.view_shape);
-            let xs = TensorRef::from_array_view((shape, &x[start * row..end * row]))
-                .map_err(ort_err("wrapping rows"))?;
-            let outputs = self
-                .session
+        let session = &mut self.session;
+        embed_in_chunks(x, chunk, &self.view_shape, self.embedding_dim, |xs, out| {
+            let outputs = session
                 .run(ort::inputs![INPUT_X => xs])
                 .map_err(ort_err("running the encoder"))?;
             let (_, u) = outputs[OUTPUT_EMBEDDING]
                 .try_extract_tensor::<f32>()
                 .map_err(ort_err("reading embeddings"))?;
             out.extend_from_slice(u);
-            start = end;
-        }
-        Ok(out)
+            Ok(())
+        })
     }
+}
+
+/// Feeds whole rows of `x` to an encoder `chunk` rows at a time; `run` executes one chunk
+/// (with whatever other inputs its session needs) and appends the embeddings to `out`.
+fn embed_in_chunks(
+    x: &[f32],
+    chunk: usize,
+    view_shape: &[usize],
+    embedding_dim: usize,
+    mut run: impl FnMut(TensorRef<'_, f32>, &mut Vec<f32>) -> Result<(), RuntimeError>,
+) -> Result<Vec<f32>, RuntimeError> {
+    let row: usize = view_shape.iter().product();
+    if row == 0 || !x.len().is_multiple_of(row) {
+        return Err(RuntimeError::Size {
+            what: "encoder input (a whole number of rows)".into(),
+            expected: row,
+            got: x.len(),
+        });
+    }
+    let n = x.len() / row;
+    let mut out = Vec::with_capacity(n * embedding_dim);
+    let chunk = chunk.max(1);
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let shape = dims_with_batch(end - start, view_shape);
+        let xs = TensorRef::from_array_view((shape, &x[start * row..end * row]))
+            .map_err(ort_err("wrapping rows"))?;
+        run(xs, &mut out)?;
+        start = end;
+    }
+    Ok(out)
 }
 
 fn dims_with_batch(batch: usize, view: &[usize]) -> Vec<i64> {
