@@ -300,46 +300,53 @@ pub fn valid_conditional_independence(
 
 /// Data processing, valid when U is a function of X: I(U;Z) <= I(X;Z).
 pub fn data_processing_uz(terms: &Terms, a: &Assumptions) -> Result<BoundRow, BoundsError> {
-    const NAME: &str = "data_processing_uz";
-    require(
-        a.u_is_function_of_x,
-        NAME,
-        "U is computed from X alone",
-        "u_is_function_of_x",
-    )?;
-    combine(
-        Spec {
-            name: NAME,
-            statement: "I(U;Z) <= I(X;Z), for U = f(X)".into(),
-            lhs: Quantity::IUZ,
-            side: Side::Upper,
-            status: Status::Valid,
-            note: "data-processing inequality".into(),
-        },
-        &[(1.0, Quantity::IXZ)],
+    data_processing(
+        "data_processing_uz",
+        "I(U;Z) <= I(X;Z), for U = f(X)",
+        Quantity::IUZ,
+        Quantity::IXZ,
         terms,
+        a,
     )
 }
 
 /// Data processing, valid when U is a function of X: I(U;Y) <= I(X;Y).
 pub fn data_processing_uy(terms: &Terms, a: &Assumptions) -> Result<BoundRow, BoundsError> {
-    const NAME: &str = "data_processing_uy";
+    data_processing(
+        "data_processing_uy",
+        "I(U;Y) <= I(X;Y), for U = f(X)",
+        Quantity::IUY,
+        Quantity::IXY,
+        terms,
+        a,
+    )
+}
+
+/// `lhs <= rhs` because U = f(X) can carry no more about anything than X does.
+fn data_processing(
+    name: &'static str,
+    statement: &str,
+    lhs: Quantity,
+    rhs: Quantity,
+    terms: &Terms,
+    a: &Assumptions,
+) -> Result<BoundRow, BoundsError> {
     require(
         a.u_is_function_of_x,
-        NAME,
+        name,
         "U is computed from X alone",
         "u_is_function_of_x",
     )?;
     combine(
         Spec {
-            name: NAME,
-            statement: "I(U;Y) <= I(X;Y), for U = f(X)".into(),
-            lhs: Quantity::IUY,
+            name,
+            statement: statement.into(),
+            lhs,
             side: Side::Upper,
             status: Status::Valid,
             note: "data-processing inequality".into(),
         },
-        &[(1.0, Quantity::IXY)],
+        &[(1.0, rhs)],
         terms,
     )
 }
