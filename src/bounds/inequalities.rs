@@ -414,8 +414,8 @@ pub fn check_against_truth_with_tolerance(
 
 #[cfg(test)]
 mod tests {
+    use super::super::joint::{random_joint, Counterexample, Encoder, Joint, Lcg};
     use super::super::terms::Direction;
-    use super::super::testutil::{random_joint, Encoder, Joint, Lcg};
     use super::*;
     use std::f64::consts::LN_2;
 
@@ -445,31 +445,16 @@ mod tests {
         rows
     }
 
-    /// (a) U = X = Y = Z, one fair bit.
     fn all_equal() -> Joint {
-        Joint::new(vec![([0, 0, 0, 0], 1.0), ([1, 1, 1, 1], 1.0)])
+        Counterexample::GeneralAllEqual.joint()
     }
 
-    /// (b) X, Y independent fair bits, Z constant, U = Y.
     fn z_constant_u_is_y() -> Joint {
-        let mut cells = Vec::new();
-        for x in 0..2 {
-            for y in 0..2 {
-                cells.push(([y, x, y, 0], 1.0));
-            }
-        }
-        Joint::new(cells)
+        Counterexample::Theorem1ZConstant.joint()
     }
 
-    /// (c) X indep. Y, Z = Y, U = X.
     fn z_is_y_u_is_x() -> Joint {
-        let mut cells = Vec::new();
-        for x in 0..2 {
-            for y in 0..2 {
-                cells.push(([x, x, y, y], 1.0));
-            }
-        }
-        Joint::new(cells)
+        Counterexample::Theorem1ZIsY.joint()
     }
 
     #[test]

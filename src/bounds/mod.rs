@@ -12,9 +12,8 @@
 pub mod accuracy;
 pub mod error;
 pub mod inequalities;
+pub mod joint;
 pub mod terms;
-#[cfg(test)]
-mod testutil;
 
 pub use accuracy::{
     bayes_accuracy_lower_bound, fano_accuracy_upper_bound, feder_merhav_error_upper, tightness_gap,

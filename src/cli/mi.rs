@@ -95,6 +95,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         let result = estimate(spec, &x, &y, z.as_ref(), &pre, interval.as_ref(), args.seed)
             .map_err(|e| e.to_string());
         rows.push(PairEstimate {
+            epoch: None,
             pair: "cli".to_string(),
             estimator: spec.name().to_string(),
             result,

@@ -11,9 +11,10 @@
 //! probe's measured accuracy.
 
 use std::collections::BTreeMap;
+use std::f64::consts::LN_2;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -95,6 +96,83 @@ pub struct TermSource {
     /// What the number promises; default: the estimate's recorded kind, or `estimate` for metrics.
     #[serde(default)]
     pub kind: Option<DirectionName>,
+    /// Unit of a `metric` or `value`: default nats, bits for metrics named `*_bits`.
+    /// estimate_mi rows are read in nats. Terms in different units are refused.
+    #[serde(default)]
+    pub unit: Option<Unit>,
+}
+
+impl TermSource {
+    fn unit(&self) -> Unit {
+        match (&self.unit, &self.metric) {
+            (Some(u), _) => *u,
+            (None, Some(m)) if m.ends_with("_bits") => Unit::Bits,
+            _ => Unit::Nats,
+        }
+    }
+}
+
+/// Refuses terms in different units: a bits value subtracted from a nats value is a silent
+/// factor-of-0.69 error, exactly the mistake the study's code makes easy.
+fn common_unit<'a>(
+    sources: impl Iterator<Item = (QuantityName, &'a TermSource)>,
+) -> Result<Unit, StageError> {
+    let (mut nats, mut bits) = (vec![], vec![]);
+    for (q, src) in sources {
+        let name = q.quantity().symbol();
+        match src.unit() {
+            Unit::Nats => nats.push(name),
+            Unit::Bits => bits.push(name),
+        }
+    }
+    match (nats.is_empty(), bits.is_empty()) {
+        (_, true) => Ok(Unit::Nats),
+        (true, false) => Ok(Unit::Bits),
+        (false, false) => Err(StageError::Params(format!(
+            "terms mix units: {} in nats, {} in bits; give every term in one unit \
+             (estimate_mi rows are nats; set `unit:` on metrics and values)",
+            nats.join(", "),
+            bits.join(", ")
+        ))),
+    }
+}
+
+/// An assumption: asserted in the pipeline, or read from an upstream metric (1 = holds), so a
+/// sweep over synthetic tasks can carry each task's own facts.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Assume {
+    Given(bool),
+    FromMetric {
+        /// Upstream metric that is 1 when the assumption holds, 0 when not.
+        metric: String,
+    },
+}
+
+impl Default for Assume {
+    fn default() -> Self {
+        Assume::Given(false)
+    }
+}
+
+impl Assume {
+    fn holds(&self, ctx: &StageContext, what: &str) -> Result<bool, StageError> {
+        match self {
+            Assume::Given(b) => Ok(*b),
+            Assume::FromMetric { metric } => {
+                let v = ctx
+                    .inputs
+                    .iter()
+                    .find_map(|i| i.meta.metrics.get(metric).copied())
+                    .ok_or_else(|| {
+                        StageError::Input(format!(
+                            "assumption `{what}`: no input reports metric `{metric}`"
+                        ))
+                    })?;
+                Ok(v == 1.0)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -102,10 +180,17 @@ pub struct TermSource {
 pub struct AssumptionSpec {
     /// U = f(X) is a deterministic encoder (true for every trained encoder).
     #[serde(default)]
-    pub u_is_function_of_x: bool,
+    pub u_is_function_of_x: Assume,
     /// X and Y are independent given Z (true for the conditionally independent mixture).
     #[serde(default)]
-    pub x_indep_y_given_z: bool,
+    pub x_indep_y_given_z: Assume,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Nats,
+    Bits,
 }
 
 fn default_tolerance() -> f64 {
@@ -140,14 +225,29 @@ struct Resolved {
     accuracy: Option<f64>,
 }
 
+/// Which estimates to read: every row, or those of one encoder snapshot (`epoch` column).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Group {
+    epoch: Option<i64>,
+    /// Converts the source's unit to nats.
+    scale: f64,
+}
+
 fn resolve(
     ctx: &StageContext,
     q: QuantityName,
     src: &TermSource,
     force: Option<Direction>,
+    group: Group,
 ) -> Result<Resolved, StageError> {
     let what = q.quantity().symbol();
+    if src.pair.is_some() && src.unit == Some(Unit::Bits) {
+        return Err(StageError::Params(format!(
+            "{what}: estimate_mi rows are read in nats; drop `unit: bits`"
+        )));
+    }
     if let Some(v) = src.value {
+        let v = v * group.scale;
         if src.pair.is_some() || src.metric.is_some() {
             return Err(StageError::Params(format!(
                 "{what}: give one of `value`, `metric`, or `pair` + `estimator`"
@@ -187,9 +287,17 @@ fn resolve(
                     let nats = nats.as_primitive::<arrow_array::types::Float64Type>();
                     let kinds = col("kind");
                     let accs = col("accuracy");
+                    let epochs = col("epoch");
                     for r in 0..batch.num_rows() {
                         if pairs.value(r) != pair || ests.value(r) != estimator {
                             continue;
+                        }
+                        // A table without snapshots applies to every epoch group.
+                        if let (Some(e), Some(want)) = (&epochs, group.epoch) {
+                            let e = e.as_primitive::<arrow_array::types::Int64Type>();
+                            if arrow_array::Array::is_null(e, r) || e.value(r) != want {
+                                continue;
+                            }
                         }
                         let v = nats.value(r);
                         if !v.is_finite() {
@@ -216,8 +324,12 @@ fn resolve(
                     }
                 }
             }
+            let at = group
+                .epoch
+                .map(|e| format!(" at epoch {e}"))
+                .unwrap_or_default();
             Err(StageError::Input(format!(
-                "{what}: no estimate_mi input has pair `{pair}` with estimator `{estimator}`"
+                "{what}: no estimate_mi input has pair `{pair}` with estimator `{estimator}`{at}"
             )))
         }
         (None, None, Some(metric)) => {
@@ -228,6 +340,7 @@ fn resolve(
             let (v, from) = found.ok_or_else(|| {
                 StageError::Input(format!("{what}: no input reports metric `{metric}`"))
             })?;
+            let v = v * group.scale;
             let kind = force
                 .or(src.kind.map(DirectionName::direction))
                 .unwrap_or(Direction::Estimate);
@@ -247,7 +360,7 @@ fn resolve(
 impl Stage for Bound {
     type Params = BoundParams;
     const KIND: &'static str = "bound";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Information bounds on downstream performance: the study's inequalities as stated, the valid ones, certification, violations against truth, accuracy bounds (bounds.parquet).";
     const EXAMPLE: &'static str = r#"bound:
@@ -264,191 +377,312 @@ impl Stage for Bound {
 "#;
 
     fn run(p: &BoundParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-        let mut terms = Terms::new();
-        let mut probe_accuracy = None;
-        for (q, src) in &p.terms {
-            let r = resolve(ctx, *q, src, None)?;
-            if *q == QuantityName::IUz {
-                probe_accuracy = r.accuracy;
+        let unit = common_unit(
+            p.terms
+                .iter()
+                .chain(p.truth.iter())
+                .map(|(q, src)| (*q, src)),
+        )?;
+        let scale = if unit == Unit::Bits { LN_2 } else { 1.0 };
+        let assumptions = Assumptions {
+            u_is_function_of_x: p
+                .assumptions
+                .u_is_function_of_x
+                .holds(ctx, "u_is_function_of_x")?,
+            x_indep_y_given_z: p
+                .assumptions
+                .x_indep_y_given_z
+                .holds(ctx, "x_indep_y_given_z")?,
+        };
+        let epochs = snapshot_epochs(ctx)?;
+        let mut table = BoundsTable::default();
+        let mut out = StageOutput::default();
+        for (gi, epoch) in epochs.iter().enumerate() {
+            let group = Group {
+                epoch: *epoch,
+                scale,
+            };
+            // The last snapshot is the final encoder: its bounds become the metrics.
+            let last = gi + 1 == epochs.len();
+            let (terms, probe_accuracy) =
+                evaluate_group(p, ctx, group, &assumptions, &mut table, &mut out, last)?;
+            if last {
+                accuracy_metrics(p, &terms, probe_accuracy, &mut out)?;
             }
-            terms.insert(q.quantity(), r.term);
         }
-        let mut truth = Terms::new();
-        for (q, src) in &p.truth {
-            truth.insert(
-                q.quantity(),
-                resolve(ctx, *q, src, Some(Direction::Exact))?.term,
+        let with_epoch = epochs.iter().any(|e| e.is_some());
+        ctx.write_table("bounds", &table.batch(with_epoch)?)?;
+        out.metrics
+            .insert("violations".into(), table.violations as f64);
+        out.metrics
+            .insert("violations_valid".into(), table.valid_violations as f64);
+        Ok(out)
+    }
+}
+
+/// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
+/// order; `[None]` when they carry no epochs.
+fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
+    let mut epochs = std::collections::BTreeSet::new();
+    for input in ctx.inputs {
+        if !input
+            .meta
+            .outputs
+            .iter()
+            .any(|o| o.name == "mi_estimates.parquet")
+        {
+            continue;
+        }
+        for batch in read_parquet(&input.dir.join("mi_estimates.parquet"))? {
+            if let Some(e) = batch.column_by_name("epoch") {
+                use arrow_array::cast::AsArray;
+                let e = e.as_primitive::<arrow_array::types::Int64Type>();
+                epochs.extend(e.iter().flatten());
+            }
+        }
+    }
+    if epochs.is_empty() {
+        Ok(vec![None])
+    } else {
+        Ok(epochs.into_iter().map(Some).collect())
+    }
+}
+
+/// Accuracy bounds from I(U;Z) of the final encoder, beside the probe's accuracy.
+fn accuracy_metrics(
+    p: &BoundParams,
+    terms: &Terms,
+    probe_accuracy: Option<f64>,
+    out: &mut StageOutput,
+) -> Result<(), StageError> {
+    if let (Some(k), Some(iuz)) = (p.classes, terms.find(Quantity::IUZ)) {
+        let h_z = terms
+            .find(Quantity::HZ)
+            .map(|t| t.nats)
+            .unwrap_or((k as f64).ln());
+        let err = |e: crate::bounds::BoundsError| StageError::Input(e.to_string());
+        if iuz.kind.is_lower() {
+            out.metrics.insert(
+                "accuracy_lower_bound".into(),
+                bayes_accuracy_lower_bound(iuz.nats, h_z, k).map_err(err)?,
             );
         }
-        let assumptions = Assumptions {
-            u_is_function_of_x: p.assumptions.u_is_function_of_x,
-            x_indep_y_given_z: p.assumptions.x_indep_y_given_z,
-        };
-        let rows = evaluate_all(&terms, &assumptions, p.weights.map(|w| (w[0], w[1], w[2])));
-        let mut out = StageOutput::default();
-        let (mut names, mut statements, mut status, mut side, mut lhs, mut values, mut certified) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        let (mut terms_json, mut truth_col, mut violated, mut margins, mut errors) =
-            (vec![], vec![], vec![], vec![], vec![]);
-        let (mut violations, mut valid_violations) = (0, 0);
-        for row in rows {
-            match row {
-                Ok(r) => {
-                    let t = if p.truth.is_empty() {
-                        None
-                    } else {
-                        check_against_truth_with_tolerance(&r, &truth, p.tolerance).ok()
-                    };
-                    let v = t.as_ref().map(|v| v.is_some());
-                    if v == Some(true) {
-                        violations += 1;
-                        if r.status == Status::Valid {
-                            valid_violations += 1;
-                        }
+        if iuz.kind.is_upper() {
+            out.metrics.insert(
+                "accuracy_upper_bound".into(),
+                fano_accuracy_upper_bound(iuz.nats, h_z, k).map_err(err)?,
+            );
+        }
+    }
+    if let Some(a) = probe_accuracy {
+        out.metrics.insert("probe_accuracy".into(), a);
+    }
+    Ok(())
+}
+
+/// Columns of `bounds.parquet`, one entry per row.
+#[derive(Default)]
+struct BoundsTable {
+    epoch: Vec<Option<i64>>,
+    names: Vec<Option<String>>,
+    statements: Vec<Option<String>>,
+    status: Vec<Option<String>>,
+    side: Vec<Option<String>>,
+    lhs: Vec<Option<String>>,
+    values: Vec<Option<f64>>,
+    certified: Vec<Option<bool>>,
+    terms_json: Vec<Option<String>>,
+    truth: Vec<Option<f64>>,
+    violated: Vec<Option<bool>>,
+    margins: Vec<Option<f64>>,
+    errors: Vec<Option<String>>,
+    violations: usize,
+    valid_violations: usize,
+}
+
+/// Evaluates every inequality for one snapshot group, appending its rows.
+fn evaluate_group(
+    p: &BoundParams,
+    ctx: &StageContext,
+    group: Group,
+    assumptions: &Assumptions,
+    table: &mut BoundsTable,
+    out: &mut StageOutput,
+    metrics: bool,
+) -> Result<(Terms, Option<f64>), StageError> {
+    let mut terms = Terms::new();
+    let mut probe_accuracy = None;
+    for (q, src) in &p.terms {
+        let r = resolve(ctx, *q, src, None, group)?;
+        if *q == QuantityName::IUz {
+            probe_accuracy = r.accuracy;
+        }
+        terms.insert(q.quantity(), r.term);
+    }
+    let mut truth = Terms::new();
+    for (q, src) in &p.truth {
+        truth.insert(
+            q.quantity(),
+            resolve(ctx, *q, src, Some(Direction::Exact), group)?.term,
+        );
+    }
+    let rows = evaluate_all(&terms, assumptions, p.weights.map(|w| (w[0], w[1], w[2])));
+    let t = table;
+    for row in rows {
+        t.epoch.push(group.epoch);
+        match row {
+            Ok(r) => {
+                let check = if p.truth.is_empty() {
+                    None
+                } else {
+                    check_against_truth_with_tolerance(&r, &truth, p.tolerance).ok()
+                };
+                let v = check.as_ref().map(|v| v.is_some());
+                if v == Some(true) {
+                    t.violations += 1;
+                    if r.status == Status::Valid {
+                        t.valid_violations += 1;
                     }
+                }
+                if metrics {
                     out.metrics.insert(format!("bound.{}", r.name), r.value);
-                    names.push(Some(r.name.to_string()));
-                    statements.push(Some(r.statement.clone()));
-                    status.push(Some(
-                        if r.status == Status::Valid {
-                            "valid"
-                        } else {
-                            "as_stated"
-                        }
-                        .to_string(),
-                    ));
-                    side.push(Some(
-                        if r.side == Side::Lower {
-                            "lower"
-                        } else {
-                            "upper"
-                        }
-                        .to_string(),
-                    ));
-                    lhs.push(Some(r.lhs.symbol().to_string()));
-                    values.push(Some(r.value));
-                    certified.push(Some(r.certified));
-                    let used: serde_json::Map<String, serde_json::Value> = r
-                        .terms_used
-                        .iter()
-                        .map(|(q, t)| (q.symbol().to_string(), serde_json::json!({"nats": t.nats, "kind": format!("{:?}", t.kind), "source": t.source})))
-                        .collect();
-                    terms_json.push(Some(serde_json::Value::Object(used).to_string()));
-                    truth_col.push(truth.find(r.lhs).map(|t| t.nats));
-                    violated.push(v);
-                    margins.push(t.flatten().map(|v| v.margin));
-                    errors.push(None);
                 }
-                Err(e) => {
-                    names.push(None);
-                    statements.push(None);
-                    status.push(None);
-                    side.push(None);
-                    lhs.push(None);
-                    values.push(None);
-                    certified.push(None);
-                    terms_json.push(None);
-                    truth_col.push(None);
-                    violated.push(None);
-                    margins.push(None);
-                    errors.push(Some(e.to_string()));
-                }
+                t.names.push(Some(r.name.to_string()));
+                t.statements.push(Some(r.statement.clone()));
+                t.status.push(Some(
+                    if r.status == Status::Valid {
+                        "valid"
+                    } else {
+                        "as_stated"
+                    }
+                    .to_string(),
+                ));
+                t.side.push(Some(
+                    if r.side == Side::Lower {
+                        "lower"
+                    } else {
+                        "upper"
+                    }
+                    .to_string(),
+                ));
+                t.lhs.push(Some(r.lhs.symbol().to_string()));
+                t.values.push(Some(r.value));
+                t.certified.push(Some(r.certified));
+                let used: serde_json::Map<String, serde_json::Value> = r
+                    .terms_used
+                    .iter()
+                    .map(|(q, t)| {
+                        (
+                            q.symbol().to_string(),
+                            serde_json::json!({"nats": t.nats, "kind": format!("{:?}", t.kind), "source": t.source}),
+                        )
+                    })
+                    .collect();
+                t.terms_json
+                    .push(Some(serde_json::Value::Object(used).to_string()));
+                t.truth.push(truth.find(r.lhs).map(|t| t.nats));
+                t.violated.push(v);
+                t.margins.push(check.flatten().map(|v| v.margin));
+                t.errors.push(None);
+            }
+            Err(e) => {
+                t.names.push(None);
+                t.statements.push(None);
+                t.status.push(None);
+                t.side.push(None);
+                t.lhs.push(None);
+                t.values.push(None);
+                t.certified.push(None);
+                t.terms_json.push(None);
+                t.truth.push(None);
+                t.violated.push(None);
+                t.margins.push(None);
+                t.errors.push(Some(e.to_string()));
             }
         }
-        let s = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
-        let f = |v: Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v)) };
-        let b = |v: Vec<Option<bool>>| -> ArrayRef { Arc::new(BooleanArray::from(v)) };
-        let cols: Vec<(Field, &str, ArrayRef)> = vec![
+    }
+    Ok((terms, probe_accuracy))
+}
+
+impl BoundsTable {
+    fn batch(&self, with_epoch: bool) -> Result<RecordBatch, StageError> {
+        let s = |v: &Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v.clone())) };
+        let f = |v: &Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v.clone())) };
+        let b = |v: &Vec<Option<bool>>| -> ArrayRef { Arc::new(BooleanArray::from(v.clone())) };
+        let mut cols: Vec<(Field, &str, ArrayRef)> = vec![
             (
                 Field::new("name", DataType::Utf8, true),
                 "inequality",
-                s(names),
+                s(&self.names),
             ),
             (
                 Field::new("statement", DataType::Utf8, true),
                 "the inequality in words",
-                s(statements),
+                s(&self.statements),
             ),
             (
                 Field::new("status", DataType::Utf8, true),
                 "valid, or as_stated (the study's claim; not a bound)",
-                s(status),
+                s(&self.status),
             ),
             (
                 Field::new("side", DataType::Utf8, true),
                 "lower or upper bound on the left-hand side",
-                s(side),
+                s(&self.side),
             ),
             (
                 Field::new("lhs", DataType::Utf8, true),
                 "the bounded quantity",
-                s(lhs),
+                s(&self.lhs),
             ),
             (
                 Field::new("value_nats", DataType::Float64, true),
                 "the bound, nats",
-                f(values),
+                f(&self.values),
             ),
             (
                 Field::new("certified", DataType::Boolean, true),
                 "every added term a lower bound and every subtracted term an upper bound",
-                b(certified),
+                b(&self.certified),
             ),
             (
                 Field::new("terms", DataType::Utf8, true),
                 "terms used, with value, direction and source (JSON)",
-                s(terms_json),
+                s(&self.terms_json),
             ),
             (
                 Field::new("truth_nats", DataType::Float64, true),
                 "exact value of the left-hand side, when known",
-                f(truth_col),
+                f(&self.truth),
             ),
             (
                 Field::new("violated", DataType::Boolean, true),
                 "the bound contradicts the truth (beyond the tolerance)",
-                b(violated),
+                b(&self.violated),
             ),
             (
                 Field::new("margin_nats", DataType::Float64, true),
                 "by how much",
-                f(margins),
+                f(&self.margins),
             ),
             (
                 Field::new("error", DataType::Utf8, true),
                 "why the row could not be computed (missing term and which estimator provides it)",
-                s(errors),
+                s(&self.errors),
             ),
         ];
+        if with_epoch {
+            cols.insert(
+                0,
+                (
+                    Field::new("epoch", DataType::Int64, true),
+                    "training epoch of the encoder snapshot the estimates came from",
+                    Arc::new(Int64Array::from(self.epoch.clone())),
+                ),
+            );
+        }
         let schema = documented_schema(cols.iter().map(|(fl, d, _)| (fl.clone(), *d)).collect());
-        let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
-            .map_err(|e| StageError::Failed(format!("building bounds table: {e}")))?;
-        ctx.write_table("bounds", &batch)?;
-        out.metrics.insert("violations".into(), violations as f64);
-        out.metrics
-            .insert("violations_valid".into(), valid_violations as f64);
-        if let (Some(k), Some(iuz)) = (p.classes, terms.find(Quantity::IUZ)) {
-            let h_z = terms
-                .find(Quantity::HZ)
-                .map(|t| t.nats)
-                .unwrap_or((k as f64).ln());
-            let err = |e: crate::bounds::BoundsError| StageError::Input(e.to_string());
-            if iuz.kind.is_lower() {
-                out.metrics.insert(
-                    "accuracy_lower_bound".into(),
-                    bayes_accuracy_lower_bound(iuz.nats, h_z, k).map_err(err)?,
-                );
-            }
-            if iuz.kind.is_upper() {
-                out.metrics.insert(
-                    "accuracy_upper_bound".into(),
-                    fano_accuracy_upper_bound(iuz.nats, h_z, k).map_err(err)?,
-                );
-            }
-        }
-        if let Some(a) = probe_accuracy {
-            out.metrics.insert("probe_accuracy".into(), a);
-        }
-        Ok(out)
+        RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+            .map_err(|e| StageError::Failed(format!("building bounds table: {e}")))
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -72,11 +72,13 @@ pub struct EstimateMiParams {
 
 pub struct EstimateMi;
 
+/// Columns as a matrix, with the table's `epoch` column when it has one (an embed stage's
+/// encoder snapshots: rows of different epochs must never be pooled into one estimate).
 fn load_matrix(
     ctx: &StageContext,
     r: &ColumnRef,
     cache: &mut HashMap<PathBuf, Table>,
-) -> Result<Matrix, StageError> {
+) -> Result<(Matrix, Option<Vec<i64>>), StageError> {
     let input = match &r.stage {
         Some(s) => ctx.input(s)?,
         None => match ctx.inputs {
@@ -101,13 +103,51 @@ fn load_matrix(
     let sel = table
         .select(&r.columns)
         .map_err(|e| StageError::Input(e.to_string()))?;
-    Matrix::new(sel.rows, sel.cols, sel.data).map_err(|e| StageError::Input(e.to_string()))
+    let epochs = if table.column_names().iter().any(|c| c == "epoch") {
+        let e = table
+            .select("epoch")
+            .map_err(|e| StageError::Input(e.to_string()))?;
+        Some(e.data.iter().map(|&v| v as i64).collect())
+    } else {
+        None
+    };
+    let m =
+        Matrix::new(sel.rows, sel.cols, sel.data).map_err(|e| StageError::Input(e.to_string()))?;
+    Ok((m, epochs))
+}
+
+/// A snapshot's epoch (none without snapshots) and its row indices.
+type EpochRows = (Option<i64>, Vec<usize>);
+
+/// Row indices of each snapshot, in epoch order; one group of all rows without snapshots.
+fn epoch_groups(
+    pair: &str,
+    epochs: &[Option<Vec<i64>>],
+    rows: usize,
+) -> Result<Vec<EpochRows>, StageError> {
+    let mut known = epochs.iter().flatten();
+    let Some(first) = known.next() else {
+        return Ok(vec![(None, (0..rows).collect())]);
+    };
+    if known.any(|e| e != first) {
+        return Err(StageError::Input(format!(
+            "pair `{pair}`: its columns come from tables with different epoch snapshots; \
+             take them from one embed table"
+        )));
+    }
+    let mut groups: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, e) in first.iter().enumerate() {
+        groups.entry(*e).or_default().push(i);
+    }
+    Ok(groups.into_iter().map(|(e, idx)| (Some(e), idx)).collect())
 }
 
 /// One (pair, estimator) outcome: a row, or why the estimator could not run.
 #[derive(Debug, Clone)]
 pub struct PairEstimate {
     pub pair: String,
+    /// The encoder snapshot the rows came from, when the table has an `epoch` column.
+    pub epoch: Option<i64>,
     pub estimator: String,
     pub result: Result<EstimateRow, String>,
 }
@@ -122,7 +162,7 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
     let strcol = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
         Arc::new((0..n).map(f).collect::<StringArray>())
     };
-    let columns: Vec<(Field, &str, ArrayRef)> = vec![
+    let mut columns: Vec<(Field, &str, ArrayRef)> = vec![
         (
             Field::new("pair", DataType::Utf8, false),
             "pair name",
@@ -233,6 +273,16 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
             strcol(&|i| rows[i].result.as_ref().err().cloned()),
         ),
     ];
+    if rows.iter().any(|r| r.epoch.is_some()) {
+        columns.insert(
+            0,
+            (
+                Field::new("epoch", DataType::Int64, true),
+                "training epoch of the encoder snapshot (embed with snapshots)",
+                Arc::new(rows.iter().map(|r| r.epoch).collect::<Int64Array>()),
+            ),
+        );
+    }
     let schema = documented_schema(columns.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
     RecordBatch::try_new(schema, columns.into_iter().map(|(_, _, a)| a).collect())
         .map_err(|e| StageError::Failed(format!("building mi_estimates table: {e}")))
@@ -269,49 +319,63 @@ impl Stage for EstimateMi {
             .sum();
         let mut done = 0;
         for (pi, pair) in params.pairs.iter().enumerate() {
-            let x = load_matrix(ctx, &pair.x, &mut cache)?;
-            let y = load_matrix(ctx, &pair.y, &mut cache)?;
-            let z = pair
-                .z
-                .as_ref()
-                .map(|z| load_matrix(ctx, z, &mut cache))
-                .transpose()?;
-            for (ei, spec) in pair
-                .estimators
-                .as_ref()
-                .unwrap_or(&params.estimators)
-                .iter()
-                .enumerate()
-            {
-                ctx.check_cancelled()?;
-                ctx.progress(
-                    done as u64,
-                    total as u64,
-                    format!("{} / {}", pair.name, spec.name()),
-                );
-                let seed =
-                    ctx.seed ^ ((pi as u64) << 32 | ei as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let result = estimate(
-                    spec,
-                    &x,
-                    &y,
-                    z.as_ref(),
-                    &params.preprocess,
-                    params.interval.as_ref(),
-                    seed,
-                )
-                .map_err(|e| e.to_string());
-                rows.push(PairEstimate {
-                    pair: pair.name.clone(),
-                    estimator: spec.name().to_string(),
-                    result,
-                });
-                done += 1;
+            let (x, ex) = load_matrix(ctx, &pair.x, &mut cache)?;
+            let (y, ey) = load_matrix(ctx, &pair.y, &mut cache)?;
+            let (z, ez) = match pair.z.as_ref() {
+                Some(z) => {
+                    let (m, e) = load_matrix(ctx, z, &mut cache)?;
+                    (Some(m), e)
+                }
+                None => (None, None),
+            };
+            let groups = epoch_groups(&pair.name, &[ex, ey, ez], x.rows())?;
+            let estimators = pair.estimators.as_ref().unwrap_or(&params.estimators);
+            let total_here = total + estimators.len() * (groups.len() - 1);
+            for (epoch, idx) in &groups {
+                let subset = |m: &Matrix| -> Result<Matrix, StageError> {
+                    if epoch.is_none() {
+                        return Ok(m.clone());
+                    }
+                    m.select_rows(idx)
+                        .map_err(|e| StageError::Input(format!("pair `{}`: {e}", pair.name)))
+                };
+                let (x, y) = (subset(&x)?, subset(&y)?);
+                let z = z.as_ref().map(&subset).transpose()?;
+                for (ei, spec) in estimators.iter().enumerate() {
+                    ctx.check_cancelled()?;
+                    let at = epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default();
+                    ctx.progress(
+                        done as u64,
+                        total_here as u64,
+                        format!("{} / {}{at}", pair.name, spec.name()),
+                    );
+                    let seed = ctx.seed
+                        ^ ((pi as u64) << 32 | ei as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let result = estimate(
+                        spec,
+                        &x,
+                        &y,
+                        z.as_ref(),
+                        &params.preprocess,
+                        params.interval.as_ref(),
+                        seed,
+                    )
+                    .map_err(|e| e.to_string());
+                    rows.push(PairEstimate {
+                        pair: pair.name.clone(),
+                        epoch: *epoch,
+                        estimator: spec.name().to_string(),
+                        result,
+                    });
+                    done += 1;
+                }
             }
         }
         ctx.write_table("mi_estimates", &estimates_table(&rows)?)?;
         let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
-        for row in &rows {
+        // Metrics describe the final encoder: with snapshots, the last epoch's estimates.
+        let last = rows.iter().filter_map(|r| r.epoch).max();
+        for row in rows.iter().filter(|r| r.epoch == last) {
             let (pair, name) = (&row.pair, &row.estimator);
             let (value, accuracy) = match &row.result {
                 Ok(r) => (r.nats, r.accuracy),

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{Stage, StageContext, StageError, StageOutput};
 use crate::artifact::documented_schema;
+use crate::bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg};
+use crate::bounds::Quantity;
 use crate::data::ground_truth::GaussianTask;
 use crate::data::mixture::MixtureTask;
 
@@ -29,6 +31,33 @@ pub enum TaskName {
     /// Y = m_Z + nuisance N + noise E2 (X, Y independent given Z when nuisance = 0). Writes a
     /// label column `z`; I(X;Z), I(Y;Z), I(X;Y), I(X;Y|Z) by Monte Carlo with the exact density.
     Mixture,
+    /// Discrete (U, X, Y, Z) drawn from an explicit joint table (`case`): every bound term is
+    /// exact. Writes integer columns `u`, `x`, `y`, `z`.
+    Discrete,
+}
+
+/// Which joint table the `discrete` task samples.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscreteCase {
+    /// U = X = Y = Z, one fair bit: refutes the study's general bound.
+    GeneralCounterexample,
+    /// X, Y independent fair bits, Z constant, U = Y: refutes Theorem 1.
+    Theorem1ZConstant,
+    /// X, Y independent fair bits, Z = Y, U = X: refutes Theorem 1 with U = f(X).
+    Theorem1ZIsY,
+    /// A random table from `table_seed` over alphabets of size `alphabet` (U: `u_alphabet`).
+    Random,
+}
+
+/// How U depends on X in a random discrete table.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderKind {
+    /// U = f(X) for a random f.
+    Deterministic,
+    /// U drawn from a random p(u|x).
+    Stochastic,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -70,6 +99,37 @@ pub struct SyntheticParams {
     /// Mixture: Monte Carlo samples for the true information quantities (200k: about 1e-3 nats).
     #[serde(default = "default_mc")]
     pub mc_samples: usize,
+    /// Discrete: which joint table.
+    #[serde(default = "default_case")]
+    pub case: DiscreteCase,
+    /// Discrete, random case: alphabet size of X, Y and Z.
+    #[serde(default = "default_alphabet")]
+    pub alphabet: usize,
+    /// Discrete, random case: alphabet size of U.
+    #[serde(default = "default_u_alphabet")]
+    pub u_alphabet: usize,
+    /// Discrete, random case: U = f(X) or a random channel p(u|x).
+    #[serde(default = "default_encoder")]
+    pub encoder: EncoderKind,
+    /// Discrete, random case: make X and Y independent given Z.
+    #[serde(default)]
+    pub conditionally_independent: bool,
+    /// Discrete, random case: seed of the table (the samples use the instance seed).
+    #[serde(default)]
+    pub table_seed: u64,
+}
+
+fn default_case() -> DiscreteCase {
+    DiscreteCase::Random
+}
+fn default_alphabet() -> usize {
+    3
+}
+fn default_u_alphabet() -> usize {
+    2
+}
+fn default_encoder() -> EncoderKind {
+    EncoderKind::Deterministic
 }
 
 fn default_classes() -> usize {
@@ -108,8 +168,8 @@ impl SyntheticParams {
 
     pub fn task(&self) -> GaussianTask {
         match self.task {
-            // Only reached for Gaussian tasks; run() handles the mixture first.
-            TaskName::Mixture => GaussianTask::Bivariate { rho: 0.0 },
+            // Only reached for Gaussian tasks; run() handles the others first.
+            TaskName::Mixture | TaskName::Discrete => GaussianTask::Bivariate { rho: 0.0 },
             TaskName::Bivariate => GaussianTask::Bivariate {
                 rho: self.rho.unwrap_or(0.75),
             },
@@ -130,6 +190,94 @@ impl SyntheticParams {
 }
 
 pub struct Synthetic;
+
+impl SyntheticParams {
+    /// The joint table of the `discrete` task.
+    pub fn joint(&self) -> Result<Joint, StageError> {
+        let named = |c: Counterexample| Ok(c.joint());
+        match self.case {
+            DiscreteCase::GeneralCounterexample => named(Counterexample::GeneralAllEqual),
+            DiscreteCase::Theorem1ZConstant => named(Counterexample::Theorem1ZConstant),
+            DiscreteCase::Theorem1ZIsY => named(Counterexample::Theorem1ZIsY),
+            DiscreteCase::Random => {
+                // The tables grow as alphabet^3 * u_alphabet cells; beyond 32 values the exact
+                // sums stop being instant and a plug-in check needs far more samples anyway.
+                if !(2..=32).contains(&self.alphabet) || !(2..=32).contains(&self.u_alphabet) {
+                    return Err(StageError::Params(format!(
+                        "`alphabet` ({}) and `u_alphabet` ({}) must be between 2 and 32",
+                        self.alphabet, self.u_alphabet
+                    )));
+                }
+                let encoder = match self.encoder {
+                    EncoderKind::Deterministic => Encoder::Deterministic,
+                    EncoderKind::Stochastic => Encoder::Stochastic,
+                };
+                let mut rng = Lcg::new(self.table_seed ^ 0xd15c_7e7e);
+                Ok(random_joint(
+                    &mut rng,
+                    self.alphabet,
+                    self.u_alphabet,
+                    encoder,
+                    self.conditionally_independent,
+                ))
+            }
+        }
+    }
+}
+
+fn run_discrete(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+    let joint = params.joint()?;
+    let mut rng = ctx.rng();
+    let samples = joint.sample(params.n, &mut rng);
+    let mut fields = vec![(
+        Field::new("id", DataType::UInt64, false),
+        "sample index".to_string(),
+    )];
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(UInt64Array::from_iter_values(0..params.n as u64))];
+    for (j, name) in ["u", "x", "y", "z"].iter().enumerate() {
+        fields.push((
+            Field::new(*name, DataType::UInt32, false),
+            format!("{} (discrete)", name.to_uppercase()),
+        ));
+        columns.push(Arc::new(UInt32Array::from_iter_values(
+            samples.iter().map(|c| c[j] as u32),
+        )));
+    }
+    let schema = documented_schema(
+        fields
+            .iter()
+            .map(|(f, doc)| (f.clone(), doc.as_str()))
+            .collect(),
+    );
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
+    ctx.write_table("samples", &batch)?;
+    let terms = joint.terms();
+    let exact = |q: Quantity| terms.find(q).map(|t| t.nats).unwrap_or(f64::NAN);
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let mut out = StageOutput::default();
+    for (name, q) in [
+        ("true_i_uz", Quantity::IUZ),
+        ("true_i_uy", Quantity::IUY),
+        ("true_i_xy", Quantity::IXY),
+        ("true_i_xz", Quantity::IXZ),
+        ("true_i_yz", Quantity::IYZ),
+        ("true_i_xy_given_z", Quantity::IXYgivenZ),
+        ("true_i_uy_given_xz", Quantity::IUYgivenXZ),
+        ("true_h_z", Quantity::HZ),
+        ("true_h_z_given_xy", Quantity::HZgivenXY),
+    ] {
+        out = out.metric(name, exact(q));
+    }
+    Ok(out
+        .metric("u_is_function_of_x", flag(joint.u_is_function_of_x()))
+        .metric(
+            "x_indep_y_given_z",
+            flag(exact(Quantity::IXYgivenZ) < 1e-12),
+        )
+        .metric("n", params.n as f64))
+}
 
 fn run_mixture(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
     let task = params.mixture();
@@ -188,6 +336,10 @@ fn run_mixture(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutp
         .metric("true_i_xy", t.i_xy)
         .metric("true_i_xy_given_z", t.i_xy_given_z)
         .metric("true_h_z", t.h_z)
+        .metric(
+            "x_indep_y_given_z",
+            if task.nuisance == 0.0 { 1.0 } else { 0.0 },
+        )
         .metric("mc_stderr_i_xz", t.std_err[0])
         .metric("mc_stderr_i_yz", t.std_err[1])
         .metric("mc_stderr_i_xy", t.std_err[2])
@@ -200,7 +352,7 @@ impl Stage for Synthetic {
     type Params = SyntheticParams;
     const KIND: &'static str = "synthetic";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Sample a Gaussian task with known mutual information (samples.parquet; metric true_mi_nats).";
+    const SUMMARY: &'static str = "Sample a task with known information quantities: Gaussian, multi-view mixture or discrete joint table (samples.parquet; metrics true_*).";
     const EXAMPLE: &'static str = r#"truth:
   kind: synthetic
   params: {task: dense, dim: 3, rho: 0.5, n: 5000}
@@ -211,8 +363,10 @@ impl Stage for Synthetic {
         if params.n == 0 {
             return Err(StageError::Params("`n` must be at least 1".into()));
         }
-        if params.task == TaskName::Mixture {
-            return run_mixture(params, ctx);
+        match params.task {
+            TaskName::Mixture => return run_mixture(params, ctx),
+            TaskName::Discrete => return run_discrete(params, ctx),
+            _ => {}
         }
         let task = params.task();
         task.validate()

@@ -1,0 +1,151 @@
+//! The bounds pipeline end to end: `pipelines/verify-bounds.yaml` (shrunk with `--set`) must
+//! reproduce the counterexamples to the study's general bound and Theorem 1 and show no
+//! violation of the valid bounds; and the bound stage's bad-input errors.
+
+mod common;
+use common::{read_rows, Project};
+
+fn repo_pipeline(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pipelines")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn verify_bounds_reproduces_the_counterexamples_and_no_valid_bound_fails() {
+    let p = Project::new();
+    p.write("verify-bounds.yaml", &repo_pipeline("verify-bounds.yaml"));
+    let run = p.cbound(&[
+        "run",
+        "verify-bounds.yaml",
+        "--set",
+        "stages.random.matrix.table_seed=[0, 1, 2, 3]",
+        "--set",
+        "stages.mixture.matrix.noise=[1.0]",
+        "--set",
+        "stages.mixture.params.mc_samples=40000",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("verify-bounds");
+    let bounds = |instance: &str| {
+        let stage = instance.split('@').next().unwrap();
+        read_rows(&dir.join(stage).join(instance).join("bounds.parquet"))
+    };
+    let violated = |rows: &[serde_json::Value], name: &str| {
+        let row = rows
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {rows:?}"));
+        row["violated"] == true
+    };
+    // U = X = Y = Z, one fair bit: the general bound claims 2 bits against 1.
+    let general = bounds("counterexample_bounds@case=general_counterexample");
+    assert!(violated(&general, "study_general"), "{general:?}");
+    let row = general
+        .iter()
+        .find(|r| r["name"] == "study_general")
+        .unwrap();
+    assert!((row["value_nats"].as_f64().unwrap() - 2.0 * std::f64::consts::LN_2).abs() < 1e-9);
+    assert!((row["truth_nats"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-9);
+    // Both Theorem 1 counterexamples: 1 bit claimed, I(U;Z) = 0.
+    for case in ["theorem1_z_constant", "theorem1_z_is_y"] {
+        let rows = bounds(&format!("counterexample_bounds@case={case}"));
+        assert!(violated(&rows, "study_theorem1"), "{case}: {rows:?}");
+        for r in rows.iter().filter(|r| r["status"] == "as_stated") {
+            assert_eq!(r["certified"], false, "{r}");
+        }
+    }
+    // Z = Y, U = X is a deterministic encoder: the deterministic-encoder bound is computed.
+    let z_is_y = bounds("counterexample_bounds@case=theorem1_z_is_y");
+    assert!(z_is_y.iter().any(|r| r["name"] == "valid_deterministic"));
+    let z_const = bounds("counterexample_bounds@case=theorem1_z_constant");
+    assert!(
+        z_const
+            .iter()
+            .all(|r| r["name"] != "valid_deterministic" || r["error"].is_string()),
+        "U = Y is not a function of X, so the deterministic bound must not be claimed: {z_const:?}"
+    );
+
+    let results = read_rows(&dir.join("results.parquet"));
+    let bound_rows: Vec<_> = results.iter().filter(|r| r["kind"] == "bound").collect();
+    assert_eq!(bound_rows.len(), 3 + 16 + 3, "{results:?}");
+    let mut study = 0.0;
+    for r in &bound_rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(
+            r["metric.violations_valid"], 0.0,
+            "a valid bound failed: {r}"
+        );
+        study += r["metric.violations"].as_f64().unwrap();
+    }
+    let random_study: f64 = bound_rows
+        .iter()
+        .filter(|r| r["stage"] == "random_bounds")
+        .map(|r| r["metric.violations"].as_f64().unwrap())
+        .sum();
+    assert!(study >= 3.0, "{study}");
+    assert!(
+        random_study > 0.0,
+        "random tables should also refute the study"
+    );
+}
+
+#[test]
+fn bound_refuses_mixed_units_and_names_missing_terms() {
+    let p = Project::new();
+    p.write(
+        "u.yaml",
+        r#"name: u
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.5, n: 100}
+  mixed:
+    kind: bound
+    inputs: data
+    params:
+      terms:
+        i_uz: {metric: true_mi_nats, kind: lower_bound}
+        i_uy: {metric: true_mi_bits, kind: lower_bound}
+        i_xy_given_z: {value: 0.0}
+"#,
+    );
+    let run = p.cbound(&["run", "u.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all().contains("terms mix units") && run.all().contains("I(U;Y)"),
+        "{}",
+        run.all()
+    );
+
+    p.write(
+        "m.yaml",
+        r#"name: m
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.5, n: 100}
+  missing:
+    kind: bound
+    inputs: data
+    params:
+      terms:
+        i_uy: {metric: true_mi_nats, kind: lower_bound}
+"#,
+    );
+    let run = p.cbound(&["run", "m.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("m").join("missing/missing/bounds.parquet"));
+    let general = rows
+        .iter()
+        .find(|r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("I(X;Y|Z)") && e.contains("ksg_cmi"))
+        })
+        .unwrap_or_else(|| panic!("no row names the missing I(X;Y|Z): {rows:?}"));
+    assert!(general["value_nats"].is_null());
+}
