@@ -210,3 +210,124 @@ fn bad_training_input_fails_with_the_reason() {
         missing.all()
     );
 }
+
+/// Snapshots every 2 epochs flow through embed (one block per snapshot, with the second view),
+/// estimate_mi (one estimate per snapshot) and bound (one set of rows per snapshot; metrics of
+/// the final encoder), so I(U;Y) and the bounds can be followed over training.
+#[test]
+fn snapshots_follow_estimates_and_bounds_over_epochs() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        r#"name: s
+seed: 4
+stages:
+  mix:
+    kind: synthetic
+    params: {task: mixture, classes: 4, dim: 4, spread: 3.0, noise: 0.5, n: 1200, mc_samples: 10000}
+  data:
+    kind: load
+    inputs: mix
+    params: {format: parquet, feature_columns: "x*", label_column: z}
+  views:
+    kind: augment
+    inputs: data
+    params: {views: [[], [{op: gaussian_noise, std: 0.3}]], epochs: 1}
+  channel:
+    kind: estimate_mi
+    inputs: views
+    params:
+      pairs:
+        - {name: xy_given_z, x: {columns: view_0}, y: {columns: view_1}, z: {columns: label},
+           estimators: [{name: gaussian_channel, noise_std: 0.3}]}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {encoder: {kind: mlp, hidden: [16], output: 8}, projector: [16, 8]}
+      epochs: 5
+      snapshot_every: 2
+      batch_size: 64
+      holdout: 0.2
+      views: [[{op: gaussian_noise, std: 0.3}], [{op: gaussian_noise, std: 0.3}]]
+  embed:
+    kind: embed
+    inputs: [train, data]
+    params: {second_view: [{op: gaussian_noise, std: 0.3}], snapshots: true, include_input: true}
+  estimate:
+    kind: estimate_mi
+    inputs: embed
+    params:
+      pairs:
+        - {name: uz, x: {columns: u}, y: {columns: label}, estimators: [{name: probe, steps: 50}]}
+        - {name: uy, x: {columns: u}, y: {columns: u_view}, estimators: [{name: infonce, temperature: 0.1, batch: 64}]}
+  bound:
+    kind: bound
+    inputs: [estimate, channel]
+    params:
+      terms:
+        i_uz: {pair: uz, estimator: probe}
+        i_uy: {pair: uy, estimator: infonce}
+        i_xy_given_z: {pair: xy_given_z, estimator: gaussian_channel}
+      assumptions: {u_is_function_of_x: true}
+      classes: 4
+"#,
+    );
+    let run = p.cbound(&["run", "s.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("s");
+    let curve = read_rows(&dir.join("train/train/training_curve.parquet"));
+    let epochs: Vec<u64> = curve.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4, 5], "epochs completed, 1-based");
+    for e in [0, 2, 4, 5] {
+        assert!(
+            dir.join(format!("train/train/encoder_epoch{e}.onnx")).exists(),
+            "snapshot {e}"
+        );
+    }
+    let emb = read_rows(&dir.join("embed/embed/embeddings.parquet"));
+    assert_eq!(emb.len(), 4 * 1200);
+    let mut seen: Vec<i64> = emb.iter().map(|r| r["epoch"].as_i64().unwrap()).collect();
+    seen.dedup();
+    assert_eq!(seen, vec![0, 2, 4, 5]);
+    // The views are the same for every snapshot: only the encoder changes.
+    assert_eq!(emb[0]["y"], emb[1200]["y"]);
+    assert_ne!(emb[0]["u"], emb[3 * 1200]["u"]);
+    assert_eq!(emb[0]["u_view"].as_array().unwrap().len(), 8);
+
+    let est = read_rows(&dir.join("estimate/estimate/mi_estimates.parquet"));
+    assert_eq!(est.len(), 2 * 4, "{est:?}");
+    let infonce = |e: i64| {
+        est.iter()
+            .find(|r| r["pair"] == "uy" && r["epoch"] == e)
+            .and_then(|r| r["nats"].as_f64())
+            .unwrap()
+    };
+    for e in [0, 2, 4, 5] {
+        let v = infonce(e);
+        assert!(v.is_finite() && v <= (64f64).ln() + 1e-9, "epoch {e}: {v}");
+    }
+    assert_ne!(infonce(0), infonce(5), "each snapshot is estimated on its own rows");
+    let channel = read_rows(&dir.join("channel/channel/mi_estimates.parquet"));
+    assert_eq!(channel[0]["kind"], "upper_bound");
+    assert!(channel[0]["epoch"].is_null(), "augment epochs are not snapshots");
+
+    let bounds = read_rows(&dir.join("bound/bound/bounds.parquet"));
+    let det: Vec<&serde_json::Value> = bounds
+        .iter()
+        .filter(|r| r["name"] == "valid_deterministic")
+        .collect();
+    assert_eq!(det.len(), 4);
+    for r in &det {
+        assert_eq!(r["certified"], true, "{r}");
+    }
+    let results = read_rows(&dir.join("results.parquet"));
+    let bound = results.iter().find(|r| r["stage"] == "bound").unwrap();
+    let uz5 = est
+        .iter()
+        .find(|r| r["pair"] == "uz" && r["epoch"] == 5)
+        .unwrap();
+    assert_eq!(bound["metric.probe_accuracy"], uz5["accuracy"]);
+    let lower = bound["metric.accuracy_lower_bound"].as_f64().unwrap();
+    assert!(lower > 0.25 && lower <= bound["metric.probe_accuracy"].as_f64().unwrap() + 0.05);
+}

@@ -17,6 +17,7 @@ const STAGE_KEYS: &[&str] = &[
     "gather",
     "params",
     "matrix",
+    "matrix_mode",
     "resources",
 ];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
@@ -424,6 +425,22 @@ fn parse_stage(
     let description = node
         .get("description")
         .and_then(|e| e.value.as_str().map(String::from));
+    let one_at_a_time = match node.get("matrix_mode") {
+        None => false,
+        Some(e) => match e.value.as_str() {
+            Some("cross") => false,
+            Some("one_at_a_time") => true,
+            _ => {
+                c.error_with_help(
+                    e.value.span,
+                    format!("{path}.matrix_mode"),
+                    "`matrix_mode` must be `cross` or `one_at_a_time`",
+                    "one_at_a_time varies each matrix axis alone, the others at their params value",
+                );
+                false
+            }
+        },
+    };
     let gather = match node.get("gather") {
         None => false,
         Some(e) => match e.value.kind {
@@ -447,6 +464,7 @@ fn parse_stage(
             gather,
             params: params_node.to_json(),
             matrix,
+            one_at_a_time,
             resources,
         },
         input_spans,

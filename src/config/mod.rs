@@ -51,6 +51,9 @@ pub struct StageDecl {
     /// Parameters after interpolation, before the matrix is applied.
     pub params: serde_json::Value,
     pub matrix: Vec<MatrixAxis>,
+    /// `matrix_mode: one_at_a_time`: each axis varies alone, the others keep their `params`
+    /// value (an ablation), instead of the cross product of all axes.
+    pub one_at_a_time: bool,
     /// Resources from the pipeline file; `None` means the stage kind's default.
     pub resources: Option<Resources>,
 }

@@ -21,6 +21,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "then": {"properties": {
                 "params": {"$ref": format!("#/$defs/{def_name}")},
                 "matrix": {"$ref": "#/$defs/matrix"},
+                "matrix_mode": {"enum": ["cross", "one_at_a_time"], "description": "`cross` (default): every combination of the matrix axes. `one_at_a_time`: each axis varies alone while the others keep their `params` values (an ablation)."},
             }}
         }));
     }
@@ -52,6 +53,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                 "gather": {"type": "boolean", "description": "Run once over all instances of the inputs instead of once per upstream instance."},
                 "params": {"type": "object"},
                 "matrix": {"$ref": "#/$defs/matrix"},
+                "matrix_mode": {"enum": ["cross", "one_at_a_time"], "description": "`cross` (default): every combination of the matrix axes. `one_at_a_time`: each axis varies alone while the others keep their `params` values (an ablation)."},
                 "resources": {
                     "type": "object",
                     "additionalProperties": false,

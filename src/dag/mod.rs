@@ -88,8 +88,24 @@ fn stage_order(p: &Pipeline) -> Vec<usize> {
     order
 }
 
-/// Cross product of the stage's own matrix axes, in file order (last axis fastest).
-fn matrix_combinations(axes: &[crate::config::MatrixAxis]) -> Vec<Vec<usize>> {
+/// The stage's own matrix choices: per instance, the value index of each axis, or `None` for
+/// an axis left at its `params` value. Cross product in file order (last axis fastest), or
+/// with `one_at_a_time` each axis alone in turn.
+fn matrix_combinations(
+    axes: &[crate::config::MatrixAxis],
+    one_at_a_time: bool,
+) -> Vec<Vec<Option<usize>>> {
+    if one_at_a_time && !axes.is_empty() {
+        let mut combos = Vec::new();
+        for (a, axis) in axes.iter().enumerate() {
+            for j in 0..axis.values.len() {
+                let mut c = vec![None; axes.len()];
+                c[a] = Some(j);
+                combos.push(c);
+            }
+        }
+        return combos;
+    }
     let mut combos = vec![vec![]];
     for axis in axes {
         combos = combos
@@ -97,7 +113,7 @@ fn matrix_combinations(axes: &[crate::config::MatrixAxis]) -> Vec<Vec<usize>> {
             .flat_map(|c| {
                 (0..axis.values.len()).map(move |j| {
                     let mut next = c.clone();
-                    next.push(j);
+                    next.push(Some(j));
                     next
                 })
             })
@@ -158,14 +174,15 @@ impl Dag {
                 }
                 combos = next;
             }
-            let own = matrix_combinations(&decl.matrix);
+            let own = matrix_combinations(&decl.matrix, decl.one_at_a_time);
             let stage = registry.get(&decl.kind);
             for (chosen, lineage) in &combos {
                 for (m, choice) in own.iter().enumerate() {
                     let mut lineage = lineage.clone();
                     let mut params = decl.params.clone();
                     let mut mine = Vec::new();
-                    for (axis, &j) in decl.matrix.iter().zip(choice) {
+                    for (axis, j) in decl.matrix.iter().zip(choice) {
+                        let Some(j) = *j else { continue };
                         set_dotted(&mut params, &axis.key, axis.values[j].clone());
                         mine.push((axis.key.clone(), axis.values[j].clone()));
                     }
@@ -320,6 +337,34 @@ mod tests {
         assert_eq!(d.instances[0].id, "a@rho=0.1,n=100");
         assert_eq!(d.instances[5].id, "a@rho=0.5,n=300");
         assert_eq!(d.instances[4].params["n"], 200);
+    }
+
+    #[test]
+    fn one_at_a_time_varies_each_axis_alone_at_the_params_defaults() {
+        let d = dag(concat!(
+            "stages:\n",
+            "  a:\n",
+            "    kind: synthetic\n",
+            "    params: {rho: 0.5, n: 200}\n",
+            "    matrix: {rho: [0.1, 0.5], n: [100, 200, 300]}\n",
+            "    matrix_mode: one_at_a_time\n",
+            "  b: {kind: synthetic, inputs: a}\n",
+        ));
+        let a: Vec<&Instance> = d.instances.iter().filter(|i| i.stage == 0).collect();
+        assert_eq!(a.len(), 5);
+        assert_eq!(a[0].id, "a@rho=0.1");
+        assert_eq!(
+            (a[0].params["rho"].as_f64(), a[0].params["n"].as_i64()),
+            (Some(0.1), Some(200))
+        );
+        assert_eq!(a[4].id, "a@n=300");
+        assert_eq!(
+            (a[4].params["rho"].as_f64(), a[4].params["n"].as_i64()),
+            (Some(0.5), Some(300))
+        );
+        // Downstream follows each ablation instance, labelled by the one axis it varies.
+        assert!(ids(&d).contains(&"b@n=100"));
+        assert_eq!(d.instances.len(), 10);
     }
 
     #[test]

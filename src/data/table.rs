@@ -84,6 +84,13 @@ impl Table {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 
+    /// A key of the Parquet schema metadata (cbound's own tables describe themselves there).
+    pub fn schema_metadata(&self, key: &str) -> Option<String> {
+        self.batches
+            .first()
+            .and_then(|b| b.schema().metadata().get(key).cloned())
+    }
+
     pub fn column_names(&self) -> Vec<String> {
         self.batches
             .first()

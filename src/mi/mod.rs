@@ -7,6 +7,7 @@
 //! elsewhere and use the other labels.
 
 pub mod bootstrap;
+pub mod channel;
 pub mod discrete;
 pub mod error;
 pub mod gaussian;

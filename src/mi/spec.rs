@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::bootstrap::{subsample_interval, SubsampleConfig};
+use super::channel::gaussian_channel_bound;
 use super::discrete::Correction;
 use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
 use super::{
@@ -80,6 +81,9 @@ pub enum EstimatorSpec {
         #[serde(default = "default_batch")]
         batch: usize,
     },
+    /// Upper bound on I(X;Y) (or I(X;Y|Z) with `z` labels) for the augmentation Y = X + noise_std * E:
+    /// 1/2 log det(I + Cov(X|z) / noise_std^2). x: the clean input, y: its noise view (checked).
+    GaussianChannel { noise_std: f64 },
     /// Softmax-regression probe: I(U;Z) >= H(Z) - held-out cross-entropy (a lower bound); y must be labels.
     Probe {
         #[serde(default = "default_train_fraction")]
@@ -116,6 +120,7 @@ impl EstimatorSpec {
         match self {
             EstimatorSpec::Ksg { .. } => "ksg",
             EstimatorSpec::KsgCmi { .. } => "ksg_cmi",
+            EstimatorSpec::GaussianChannel { .. } => "gaussian_channel",
             EstimatorSpec::Histogram { .. } => "histogram",
             EstimatorSpec::Gaussian => "gaussian",
             EstimatorSpec::Discrete { .. } => "discrete",
@@ -125,10 +130,13 @@ impl EstimatorSpec {
     }
 
     /// Whether x and y are continuous features (to be preprocessed) or labels/projections.
+    /// The channel bound is in the units of the augmentation's noise: never rescaled.
     fn continuous_x(&self) -> bool {
         !matches!(
             self,
-            EstimatorSpec::Discrete { .. } | EstimatorSpec::Infonce { .. }
+            EstimatorSpec::Discrete { .. }
+                | EstimatorSpec::Infonce { .. }
+                | EstimatorSpec::GaussianChannel { .. }
         )
     }
 
@@ -138,6 +146,7 @@ impl EstimatorSpec {
             EstimatorSpec::Discrete { .. }
                 | EstimatorSpec::Infonce { .. }
                 | EstimatorSpec::Probe { .. }
+                | EstimatorSpec::GaussianChannel { .. }
         )
     }
 
@@ -191,11 +200,12 @@ impl EstimatorSpec {
                 l2: *l2,
                 seed,
             }),
-            EstimatorSpec::KsgCmi { .. } => {
+            EstimatorSpec::KsgCmi { .. } | EstimatorSpec::GaussianChannel { .. } => {
+                // Both read z, so estimate() handles them before building a two-sample estimator.
                 return Err(MiError::InvalidParameter {
-                    name: "z",
-                    reason: "ksg_cmi estimates I(X;Y|Z): give a `z`".into(),
-                })
+                    name: "estimator",
+                    reason: format!("{} is not a two-sample estimator", self.name()),
+                });
             }
         })
     }
@@ -301,6 +311,16 @@ fn prepare(m: &Matrix, pre: &Preprocess, neighbours: bool, seed: u64) -> Result<
     Ok(m)
 }
 
+/// Rows of a label matrix as hashable class codes (equal rows, equal codes).
+fn label_codes(z: &Matrix) -> Vec<u64> {
+    z.iter_rows()
+        .map(|r| {
+            r.iter()
+                .fold(0u64, |h, v| h.rotate_left(17) ^ (v + 0.0).to_bits())
+        })
+        .collect()
+}
+
 /// Runs one estimator on (x, y[, z]).
 pub fn estimate(
     spec: &EstimatorSpec,
@@ -353,6 +373,15 @@ pub fn estimate(
         seconds: 0.0,
         note: None,
     };
+    if let EstimatorSpec::GaussianChannel { noise_std } = spec {
+        let labels = z.as_ref().map(label_codes);
+        let e = gaussian_channel_bound(&x, &y, labels.as_deref(), *noise_std)?;
+        row.nats = e.nats;
+        row.kind = kind_name(e.direction);
+        row.note = e.note;
+        row.seconds = start.elapsed().as_secs_f64();
+        return Ok(row);
+    }
     if let EstimatorSpec::KsgCmi { k, discrete_z } = spec {
         let z = z.ok_or_else(|| MiError::InvalidParameter {
             name: "z",
@@ -360,14 +389,7 @@ pub fn estimate(
         })?;
         let est = KsgCmi::new(*k)?;
         let e = if *discrete_z {
-            let labels: Vec<u64> = z
-                .iter_rows()
-                .map(|r| {
-                    r.iter()
-                        .fold(0u64, |h, v| h.rotate_left(17) ^ (v + 0.0).to_bits())
-                })
-                .collect();
-            est.estimate_discrete(&x, &y, &labels)?
+            est.estimate_discrete(&x, &y, &label_codes(&z))?
         } else {
             let z = prepare(&z, pre, true, seed ^ 0x51)?;
             est.estimate_continuous(&x, &y, &z)?

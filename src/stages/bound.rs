@@ -23,7 +23,7 @@ use super::{Stage, StageContext, StageError, StageOutput};
 use crate::artifact::{documented_schema, read_parquet};
 use crate::bounds::accuracy::{bayes_accuracy_lower_bound, fano_accuracy_upper_bound};
 use crate::bounds::inequalities::{
-    check_against_truth_with_tolerance, evaluate_all, Assumptions, Side, Status,
+    check_against_truth_with_tolerance, evaluate_all, Assumptions, BoundRow, Side, Status,
 };
 use crate::bounds::terms::{Direction, Quantity, Term, Terms};
 
@@ -404,10 +404,10 @@ impl Stage for Bound {
             };
             // The last snapshot is the final encoder: its bounds become the metrics.
             let last = gi + 1 == epochs.len();
-            let (terms, probe_accuracy) =
+            let (terms, rows, probe_accuracy) =
                 evaluate_group(p, ctx, group, &assumptions, &mut table, &mut out, last)?;
             if last {
-                accuracy_metrics(p, &terms, probe_accuracy, &mut out)?;
+                accuracy_metrics(p, &terms, &rows, probe_accuracy, &mut out)?;
             }
         }
         let with_epoch = epochs.iter().any(|e| e.is_some());
@@ -448,29 +448,52 @@ fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
     }
 }
 
-/// Accuracy bounds from I(U;Z) of the final encoder, beside the probe's accuracy.
+/// Accuracy bounds from the tightest certified bounds on I(U;Z) of the final encoder (a
+/// lower-bound term such as the probe, or a certified valid inequality), beside the probe's
+/// measured accuracy. Uncertified numbers never become accuracy bounds.
 fn accuracy_metrics(
     p: &BoundParams,
     terms: &Terms,
+    rows: &[BoundRow],
     probe_accuracy: Option<f64>,
     out: &mut StageOutput,
 ) -> Result<(), StageError> {
-    if let (Some(k), Some(iuz)) = (p.classes, terms.find(Quantity::IUZ)) {
+    let certified = |side: Side| {
+        rows.iter()
+            .filter(move |r| {
+                r.status == Status::Valid && r.certified && r.side == side && r.lhs == Quantity::IUZ
+            })
+            .map(|r| r.value)
+    };
+    let iuz = terms.find(Quantity::IUZ);
+    let lower = certified(Side::Lower)
+        .chain(iuz.filter(|t| t.kind.is_lower()).map(|t| t.nats))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let upper = certified(Side::Upper)
+        .chain(iuz.filter(|t| t.kind.is_upper()).map(|t| t.nats))
+        .fold(f64::INFINITY, f64::min);
+    if lower.is_finite() {
+        out.metrics.insert("iuz_lower_nats".into(), lower.max(0.0));
+    }
+    if upper.is_finite() {
+        out.metrics.insert("iuz_upper_nats".into(), upper);
+    }
+    if let Some(k) = p.classes {
         let h_z = terms
             .find(Quantity::HZ)
             .map(|t| t.nats)
             .unwrap_or((k as f64).ln());
         let err = |e: crate::bounds::BoundsError| StageError::Input(e.to_string());
-        if iuz.kind.is_lower() {
+        if lower.is_finite() {
             out.metrics.insert(
                 "accuracy_lower_bound".into(),
-                bayes_accuracy_lower_bound(iuz.nats, h_z, k).map_err(err)?,
+                bayes_accuracy_lower_bound(lower.max(0.0).min(h_z), h_z, k).map_err(err)?,
             );
         }
-        if iuz.kind.is_upper() {
+        if upper.is_finite() {
             out.metrics.insert(
                 "accuracy_upper_bound".into(),
-                fano_accuracy_upper_bound(iuz.nats, h_z, k).map_err(err)?,
+                fano_accuracy_upper_bound(upper.min(h_z), h_z, k).map_err(err)?,
             );
         }
     }
@@ -509,7 +532,7 @@ fn evaluate_group(
     table: &mut BoundsTable,
     out: &mut StageOutput,
     metrics: bool,
-) -> Result<(Terms, Option<f64>), StageError> {
+) -> Result<(Terms, Vec<BoundRow>, Option<f64>), StageError> {
     let mut terms = Terms::new();
     let mut probe_accuracy = None;
     for (q, src) in &p.terms {
@@ -528,6 +551,7 @@ fn evaluate_group(
     }
     let rows = evaluate_all(&terms, assumptions, p.weights.map(|w| (w[0], w[1], w[2])));
     let t = table;
+    let mut ok_rows = Vec::new();
     for row in rows {
         t.epoch.push(group.epoch);
         match row {
@@ -584,6 +608,7 @@ fn evaluate_group(
                 t.violated.push(v);
                 t.margins.push(check.flatten().map(|v| v.margin));
                 t.errors.push(None);
+                ok_rows.push(r);
             }
             Err(e) => {
                 t.names.push(None);
@@ -601,7 +626,7 @@ fn evaluate_group(
             }
         }
     }
-    Ok((terms, probe_accuracy))
+    Ok((terms, ok_rows, probe_accuracy))
 }
 
 impl BoundsTable {

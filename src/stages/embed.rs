@@ -1,17 +1,19 @@
 //! `embed`: runs a trained encoder (`encoder.onnx` of a `train` instance) over a dataset and
 //! writes U = f(X) as `embeddings.parquet` (`id`, `label`, `u` fixed_size_list<float32>),
-//! optionally with the input view it encoded (`x`), so that estimators can pair U with X, a
-//! view Y or the label Z.
+//! optionally with a second view's encoding U_Y = f(Y) (`u_view`), the inputs (`x`, `y`), and
+//! with `snapshots` one block per encoder snapshot (`epoch`), so that estimators can pair U
+//! with X, a view Y or the label Z, and follow them over training.
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::augment::OpSpec;
-use super::train::{device, load_runtime, model_info, DeviceName};
+use super::estimate_mi::SNAPSHOT_KEY;
+use super::train::{device, load_runtime, model_info, snapshot_epochs, snapshot_file, DeviceName};
 use super::{Stage, StageContext, StageError, StageOutput};
 use crate::data::augment::{make_views_into, output_shape};
 use crate::data::parquet_io::{float_list_array, read_dataset};
@@ -29,9 +31,18 @@ pub struct EmbedParams {
     /// Ops applied to each sample before encoding (e.g. the study's noise view); none: the clean sample.
     #[serde(default)]
     pub view: Vec<OpSpec>,
-    /// Also write the encoded input as column `x`.
+    /// A second view Y of each sample (e.g. the training augmentation): writes U_Y = f(Y) as
+    /// column `u_view`, so estimators can bound I(U;Y) (e.g. infonce on `u` and `u_view`).
+    #[serde(default)]
+    pub second_view: Option<Vec<OpSpec>>,
+    /// Also write the encoded input as column `x` (and the second view as `y`).
     #[serde(default)]
     pub include_input: bool,
+    /// Encode with every snapshot the train stage saved (`snapshot_every`), not only the final
+    /// encoder: one block of rows per snapshot, told apart by an `epoch` column, which
+    /// estimate_mi and bound then follow.
+    #[serde(default)]
+    pub snapshots: bool,
     /// Only the first `limit` samples.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -44,10 +55,20 @@ pub struct EmbedParams {
 
 pub struct Embed;
 
+/// The growing columns of `embeddings.parquet`, row-major lists.
+#[derive(Default)]
+struct Columns {
+    epoch: Vec<Option<i64>>,
+    u: Vec<f32>,
+    u_view: Vec<f32>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
 impl Stage for Embed {
     type Params = EmbedParams;
     const KIND: &'static str = "embed";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Encode a dataset with a trained encoder: embeddings.parquet with U = f(X).";
     const EXAMPLE: &'static str = r#"embed:
@@ -96,15 +117,21 @@ impl Stage for Embed {
                 info.view_shape
             )));
         }
-        let bytes = std::fs::read(model.dir.join("encoder.onnx")).map_err(|e| StageError::Io {
-            context: "reading encoder.onnx".into(),
-            source: e,
-        })?;
-        let graph = EncoderGraph {
-            model_bytes: bytes,
-            view_shape: info.view_shape.clone(),
-            embedding_dim: info.embedding_dim,
-            params: vec![],
+        let encoders: Vec<(Option<i64>, String)> = if p.snapshots {
+            let names: Vec<String> = model.meta.outputs.iter().map(|o| o.name.clone()).collect();
+            let epochs = snapshot_epochs(&names);
+            if epochs.is_empty() {
+                return Err(StageError::Input(format!(
+                    "`{}` saved no encoder snapshots: set `snapshot_every` in its train stage, or drop `snapshots`",
+                    model.instance
+                )));
+            }
+            epochs
+                .into_iter()
+                .map(|e| (Some(e as i64), snapshot_file(e)))
+                .collect()
+        } else {
+            vec![(None, "encoder.onnx".to_string())]
         };
         let rt = load_runtime()?;
         let opts = SessionOptions {
@@ -112,59 +139,129 @@ impl Stage for Embed {
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };
-        let mut embedder =
-            Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))?;
+        let mut view_ops = vec![ops];
+        if let Some(second) = &p.second_view {
+            let second: Vec<_> = second.iter().map(OpSpec::to_op).collect();
+            let shape2 = output_shape(ds.sample_shape(), &second)
+                .map_err(|e| StageError::Params(e.to_string()))?;
+            if shape2.numel() != want {
+                return Err(StageError::Params(format!(
+                    "second_view gives {} values per sample ({shape2}), but the encoder takes {want}",
+                    shape2.numel()
+                )));
+            }
+            view_ops.push(second);
+        }
         let n = ds.len();
         let d = info.embedding_dim;
-        let mut u = Vec::with_capacity(n * d);
-        let mut xs = Vec::new();
-        let mut views = Vec::new();
+        let blocks = encoders.len();
+        let mut cols = Columns::default();
         let indices: Vec<usize> = (0..n).collect();
         let chunk = p.chunk.max(1);
-        for (c, batch) in indices.chunks(chunk).enumerate() {
-            ctx.check_cancelled()?;
-            ctx.progress((c * chunk) as u64, n as u64, "encoding");
-            make_views_into(
-                &ds,
-                batch,
-                std::slice::from_ref(&ops),
-                ctx.seed,
-                0,
-                &normalisation,
-                &mut views,
-            )
-            .map_err(|e| StageError::Failed(e.to_string()))?;
-            u.extend(
-                embedder
-                    .embed(&views[0], chunk)
-                    .map_err(|e| StageError::Failed(e.to_string()))?,
-            );
-            if p.include_input {
-                xs.extend_from_slice(&views[0]);
+        let mut views = Vec::new();
+        for (b, (epoch, file)) in encoders.iter().enumerate() {
+            let bytes = std::fs::read(model.dir.join(file)).map_err(|e| StageError::Io {
+                context: format!("reading {file} of `{}`", model.instance),
+                source: e,
+            })?;
+            let graph = EncoderGraph {
+                model_bytes: bytes,
+                view_shape: info.view_shape.clone(),
+                embedding_dim: info.embedding_dim,
+                params: vec![],
+            };
+            let mut embedder =
+                Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))?;
+            for (c, batch) in indices.chunks(chunk).enumerate() {
+                ctx.check_cancelled()?;
+                ctx.progress(
+                    (b * n + c * chunk) as u64,
+                    (blocks * n) as u64,
+                    match epoch {
+                        Some(e) => format!("encoding (epoch {e})"),
+                        None => "encoding".to_string(),
+                    },
+                );
+                // The same views for every snapshot (seeded by sample, not by block), so the
+                // epochs differ only in the encoder.
+                make_views_into(
+                    &ds,
+                    batch,
+                    &view_ops,
+                    ctx.seed,
+                    0,
+                    &normalisation,
+                    &mut views,
+                )
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+                let embed = |embedder: &mut Embedder, v: &[f32]| {
+                    embedder
+                        .embed(v, chunk)
+                        .map_err(|e| StageError::Failed(e.to_string()))
+                };
+                cols.u.extend(embed(&mut embedder, &views[0])?);
+                if view_ops.len() > 1 {
+                    cols.u_view.extend(embed(&mut embedder, &views[1])?);
+                }
+                if p.include_input {
+                    cols.x.extend_from_slice(&views[0]);
+                    if view_ops.len() > 1 {
+                        cols.y.extend_from_slice(&views[1]);
+                    }
+                }
+                cols.epoch.extend(std::iter::repeat_n(*epoch, batch.len()));
             }
         }
-        if let Some(bad) = u.iter().position(|v| !v.is_finite()) {
+        if let Some(bad) = cols
+            .u
+            .iter()
+            .chain(&cols.u_view)
+            .position(|v| !v.is_finite())
+        {
             return Err(StageError::Failed(format!(
                 "embedding of sample {} is not finite",
-                bad / d
+                (bad / d) % n
             )));
         }
-        let mut fields = vec![Field::new("id", DataType::UInt64, false)];
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(ds.ids.clone()))];
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if p.snapshots {
+            fields.push(Field::new("epoch", DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from(cols.epoch)));
+        }
+        let repeat =
+            |v: &[u64]| -> Vec<u64> { (0..blocks).flat_map(|_| v.iter().copied()).collect() };
+        fields.push(Field::new("id", DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from(repeat(&ds.ids))));
         if ds.is_labelled() {
+            let labels: Vec<u32> = (0..blocks)
+                .flat_map(|_| ds.labels.iter().copied())
+                .collect();
             fields.push(Field::new("label", DataType::UInt32, false));
-            columns.push(Arc::new(UInt32Array::from(ds.labels.clone())));
+            columns.push(Arc::new(UInt32Array::from(labels)));
         }
-        let u = float_list_array(u, d).map_err(|e| StageError::Failed(e.to_string()))?;
-        fields.push(Field::new("u", u.data_type().clone(), false));
-        columns.push(Arc::new(u));
-        if p.include_input {
-            let x = float_list_array(xs, want).map_err(|e| StageError::Failed(e.to_string()))?;
-            fields.push(Field::new("x", x.data_type().clone(), false));
-            columns.push(Arc::new(x));
+        let lists = [
+            ("u", cols.u, d),
+            ("u_view", cols.u_view, d),
+            ("x", cols.x, want),
+            ("y", cols.y, want),
+        ];
+        for (name, values, width) in lists {
+            if values.is_empty() {
+                continue;
+            }
+            let a =
+                float_list_array(values, width).map_err(|e| StageError::Failed(e.to_string()))?;
+            fields.push(Field::new(name, a.data_type().clone(), false));
+            columns.push(Arc::new(a));
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| StageError::Failed(format!("building embeddings table: {e}")))?;
+        let mut meta = std::collections::HashMap::new();
+        if p.snapshots {
+            meta.insert(SNAPSHOT_KEY.to_string(), "true".to_string());
+        }
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, meta)), columns)
+                .map_err(|e| StageError::Failed(format!("building embeddings table: {e}")))?;
         ctx.write_table("embeddings", &batch)?;
         Ok(StageOutput::default()
             .metric("n", n as f64)

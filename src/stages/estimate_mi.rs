@@ -72,6 +72,9 @@ pub struct EstimateMiParams {
 
 pub struct EstimateMi;
 
+/// Schema metadata key of tables whose `epoch` column tells encoder snapshots apart.
+pub const SNAPSHOT_KEY: &str = "cbound.snapshots";
+
 /// Columns as a matrix, with the table's `epoch` column when it has one (an embed stage's
 /// encoder snapshots: rows of different epochs must never be pooled into one estimate).
 fn load_matrix(
@@ -103,7 +106,9 @@ fn load_matrix(
     let sel = table
         .select(&r.columns)
         .map_err(|e| StageError::Input(e.to_string()))?;
-    let epochs = if table.column_names().iter().any(|c| c == "epoch") {
+    // Only an embed table's snapshot epochs; an augment table's `epoch` counts passes of
+    // fresh views, not encoders, and bounds must not try to match it to a snapshot.
+    let epochs = if table.schema_metadata(SNAPSHOT_KEY).as_deref() == Some("true") {
         let e = table
             .select("epoch")
             .map_err(|e| StageError::Input(e.to_string()))?;

@@ -284,6 +284,10 @@ pub struct TrainParams {
     pub holdout: f64,
     #[serde(default)]
     pub device: DeviceName,
+    /// Also save the encoder every this many epochs (and before training, as epoch 0) as
+    /// `encoder_epoch<E>.onnx`, for `embed` with `snapshots: true`; 0: only the final encoder.
+    #[serde(default)]
+    pub snapshot_every: u64,
 }
 
 /// One row of `training_curve.parquet`.
@@ -401,7 +405,7 @@ fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageErro
     let cols: Vec<(Field, &str, ArrayRef)> = vec![
         (
             Field::new("epoch", DataType::UInt64, false),
-            "epoch (0-based)",
+            "epochs completed (1 = after the first), as in encoder snapshots",
             Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
         ),
         (
@@ -454,7 +458,7 @@ pub struct Train;
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:
@@ -594,6 +598,9 @@ impl Stage for Train {
             source: e,
         })?;
 
+        if p.snapshot_every > 0 && curve.is_empty() {
+            save_snapshot(ctx, &model, &trainer, 0)?;
+        }
         let mut views: Vec<Vec<f32>> = Vec::new();
         let held_seed = ctx.seed ^ 0x6865_6c64;
         for epoch in curve.len() as u64..p.epochs {
@@ -644,7 +651,7 @@ impl Stage for Train {
                 f64::NAN
             };
             curve.push(CurveRow {
-                epoch,
+                epoch: epoch + 1,
                 loss: loss_sum / steps_per_epoch.max(1) as f64,
                 heldout_loss: held_loss,
                 heldout_infonce: (b as f64).ln() - held_loss,
@@ -657,6 +664,11 @@ impl Stage for Train {
                 .save(&ckpt_dir.join("state.ckpt"))
                 .map_err(ckpt_io)?;
             write_json(&ckpt_dir.join("curve.json"), &curve)?;
+            if p.snapshot_every > 0
+                && ((epoch + 1) % p.snapshot_every == 0 || epoch + 1 == p.epochs)
+            {
+                save_snapshot(ctx, &model, &trainer, epoch + 1)?;
+            }
         }
 
         let params = trainer.params();
@@ -692,6 +704,44 @@ impl Stage for Train {
         }
         Ok(out)
     }
+}
+
+/// Writes the encoder as it is after `epoch` epochs. It goes straight to the output directory,
+/// which survives an interrupted attempt, so a resumed run keeps its earlier snapshots.
+fn save_snapshot(
+    ctx: &StageContext,
+    model: &ContrastiveModel,
+    trainer: &Trainer,
+    epoch: u64,
+) -> Result<(), StageError> {
+    let params = trainer.params();
+    let encoder = build_encoder(model, ParamSource::Baked(&params))
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    write_atomic(
+        &ctx.out_dir.join(snapshot_file(epoch)),
+        &encoder.model_bytes,
+    )?;
+    Ok(())
+}
+
+/// File name of the encoder snapshot after `epoch` epochs.
+pub fn snapshot_file(epoch: u64) -> String {
+    format!("encoder_epoch{epoch}.onnx")
+}
+
+/// The snapshot epochs a train instance wrote, ascending.
+pub fn snapshot_epochs(outputs: &[String]) -> Vec<u64> {
+    let mut epochs: Vec<u64> = outputs
+        .iter()
+        .filter_map(|name| {
+            name.strip_prefix("encoder_epoch")?
+                .strip_suffix(".onnx")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs
 }
 
 /// Reads `model.json` of a train instance.
