@@ -203,11 +203,8 @@ fn bound_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
     }
     let name = t.str(r, "name")?;
     let lhs = t.str(r, "lhs").unwrap_or("?");
-    let side = match t.str(r, "side") {
-        Some("upper") => "<=",
-        _ => ">=",
-    };
-    Some(format!("{prefix}{name}: {lhs} {side}"))
+    let side = t.str(r, "side").unwrap_or("bound");
+    Some(format!("{prefix}{name} ({side} bound on {lhs})"))
 }
 
 /// "I(U;Y) and the bounds over epochs": estimates and valid bounds per epoch when the

@@ -112,3 +112,89 @@ pub fn generate(run_dir: &Path, out: Option<&Path>) -> Result<Written, ReportErr
         notes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+
+    use super::*;
+    use crate::artifact::write_parquet;
+
+    fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(cols).unwrap()
+    }
+
+    fn text(v: &[&str]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    /// The lead's planned layout: estimates and bounds of encoder snapshots carry an `epoch`
+    /// (null on the final rows). Such a run gets curves over epochs.
+    #[test]
+    fn tables_with_epochs_get_a_plot_over_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        write_parquet(
+            &run.join("results.parquet"),
+            &batch(vec![
+                ("stage", text(&["estimate", "bound"])),
+                ("instance", text(&["estimate", "bound"])),
+                ("kind", text(&["estimate_mi", "bound"])),
+                ("status", text(&["ok", "ok"])),
+                (
+                    "metric.probe_accuracy",
+                    Arc::new(Float64Array::from(vec![None, Some(0.8)])),
+                ),
+                (
+                    "metric.accuracy_lower_bound",
+                    Arc::new(Float64Array::from(vec![None, Some(0.6)])),
+                ),
+            ]),
+        )
+        .unwrap();
+        let est = run.join("estimate/estimate");
+        std::fs::create_dir_all(&est).unwrap();
+        write_parquet(
+            &est.join("mi_estimates.parquet"),
+            &batch(vec![
+                (
+                    "epoch",
+                    Arc::new(Int64Array::from(vec![Some(0), Some(2), None])),
+                ),
+                ("pair", text(&["uy", "uy", "uy"])),
+                ("estimator", text(&["infonce", "infonce", "infonce"])),
+                ("nats", Arc::new(Float64Array::from(vec![0.3, 0.9, 1.0]))),
+            ]),
+        )
+        .unwrap();
+        let bound = run.join("bound/bound");
+        std::fs::create_dir_all(&bound).unwrap();
+        write_parquet(
+            &bound.join("bounds.parquet"),
+            &batch(vec![
+                ("epoch", Arc::new(Int64Array::from(vec![0, 2]))),
+                ("name", text(&["valid_general", "valid_general"])),
+                ("status", text(&["valid", "valid"])),
+                ("side", text(&["lower", "lower"])),
+                ("lhs", text(&["I(U;Z)", "I(U;Z)"])),
+                ("value_nats", Arc::new(Float64Array::from(vec![0.1, 0.5]))),
+            ]),
+        )
+        .unwrap();
+        let w = generate(run, None).unwrap();
+        let names: Vec<String> = w
+            .files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"mi_bounds_epochs.svg".into()), "{names:?}");
+        assert!(names.contains(&"bound_vs_accuracy.png".into()), "{names:?}");
+        assert!(!names.contains(&"mi_bounds_final.svg".into()), "{names:?}");
+        assert!(w.notes.iter().any(|n| n.contains("no train stage")));
+        // The table shows the final row of each bound only.
+        let html = std::fs::read_to_string(run.join("report/report.html")).unwrap();
+        assert_eq!(html.matches("<td>valid_general</td>").count(), 1, "{html}");
+    }
+}

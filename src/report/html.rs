@@ -199,9 +199,11 @@ pub fn render(run: &Run, plots: &[Plot], notes: &[String], bounds: &[(usize, Tab
 
 fn stages(run: &Run) -> Vec<String> {
     let mut out: Vec<String> = vec![];
-    for i in &run.instances {
-        if !out.contains(&i.stage) {
-            out.push(i.stage.clone());
+    for r in 0..run.results.len() {
+        if let Some(s) = run.results.str(r, "stage") {
+            if !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
         }
     }
     out
