@@ -431,8 +431,8 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
             String::new()
         }
     };
-    let mut accuracy: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut bounds: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut accuracy = ByLabel::new();
+    let mut bounds = ByLabel::new();
     for ((n, inst, _), x) in rows.iter().zip(&xs) {
         for (metric, label) in [
             ("accuracy_lower_bound", "accuracy lower bound"),
@@ -495,8 +495,8 @@ fn estimate_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure,
     }
     let (axis, xs) = factor_axis(&rows.iter().map(|r| r.1).collect::<Vec<_>>());
     distinct_enough(factor, &xs)?;
-    let mut accuracy: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut nats: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut accuracy = ByLabel::new();
+    let mut nats = ByLabel::new();
     for ((t, _), x) in rows.iter().zip(&xs) {
         for r in final_rows(t) {
             let Some(k) = estimate_key(t, r, "") else {
@@ -544,10 +544,13 @@ fn distinct_enough(factor: &str, xs: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// Points per series label.
+type ByLabel = BTreeMap<String, Vec<(f64, f64)>>;
+
 fn factor_panels<const N: usize>(
     factor: &str,
     axis: &XAxis,
-    parts: [(&str, &str, BTreeMap<String, Vec<(f64, f64)>>); N],
+    parts: [(&str, &str, ByLabel); N],
 ) -> Vec<Panel> {
     parts
         .into_iter()

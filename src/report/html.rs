@@ -189,7 +189,7 @@ pub fn render(run: &Run, plots: &[Plot], notes: &[String], bounds: &[(usize, Tab
     }
     h.push_str("<h2 id=\"parameters\">Parameters</h2>\n");
     for stage in stages(run) {
-        let _ = write!(h, "<details><summary>{}</summary>\n", escape(&stage));
+        let _ = writeln!(h, "<details><summary>{}</summary>", escape(&stage));
         results_table(&mut h, run, &stage, |c| c.starts_with("param."));
         h.push_str("</details>\n");
     }
