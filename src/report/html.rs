@@ -149,7 +149,8 @@ pub fn render(run: &Run, plots: &[Plot], notes: &[String], bounds: &[(usize, Tab
         let svg = p.svg.find("<svg").map(|i| &p.svg[i..]).unwrap_or("");
         let _ = writeln!(
             h,
-            "<figure id=\"fig-{}\">\n<h3>{}</h3>\n{svg}\n<figcaption>{} \
+            // The title is drawn in the plot; aria-label keeps it for screen readers.
+            "<figure id=\"fig-{}\" aria-label=\"{}\">\n{svg}\n<figcaption>{} \
              (<code>{}.png</code>, <code>{}.svg</code>)</figcaption>\n</figure>",
             escape(&p.name),
             escape(&p.title),
