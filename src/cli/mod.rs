@@ -5,6 +5,7 @@ mod data;
 mod doctor;
 mod mi;
 mod plan;
+mod report;
 mod run;
 mod schema;
 mod stages;
@@ -48,6 +49,8 @@ pub enum Command {
     Data(data::DataArgs),
     /// Show the ONNX Runtime library, its version and execution providers, and the GPU.
     Doctor(doctor::DoctorArgs),
+    /// Plots (PNG, SVG) and a self-contained report.html from a finished run directory.
+    Report(report::ReportArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -74,6 +77,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Mi(args) => mi::mi(args),
         Command::Data(args) => data::data(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Report(args) => report::report(args),
     }
 }
 
