@@ -3,6 +3,7 @@
 mod dag;
 mod data;
 mod doctor;
+mod exec_instance;
 mod mi;
 mod plan;
 mod run;
@@ -48,6 +49,9 @@ pub enum Command {
     Data(data::DataArgs),
     /// Show the ONNX Runtime library, its version and execution providers, and the GPU.
     Doctor(doctor::DoctorArgs),
+    /// Internal: compute one instance of a Slurm job array (what `--executor slurm` submits).
+    #[command(hide = true)]
+    ExecInstance(exec_instance::ExecInstanceArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -74,6 +78,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Mi(args) => mi::mi(args),
         Command::Data(args) => data::data(args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::ExecInstance(args) => exec_instance::exec_instance(args),
     }
 }
 
