@@ -627,11 +627,7 @@ fn parse_executor(node: &Node, c: &mut Collector) -> ExecutorDecl {
             "kind" => match f.value.as_str() {
                 Some("local") => decl.kind = ExecutorKind::Local,
                 Some("slurm") => decl.kind = ExecutorKind::Slurm,
-                _ => c.error(
-                    f.value.span,
-                    at,
-                    "`kind` must be `local` or `slurm`",
-                ),
+                _ => c.error(f.value.span, at, "`kind` must be `local` or `slurm`"),
             },
             "max_parallel" => match f.value.kind {
                 NodeKind::Int(i) if i >= 1 => decl.max_parallel = Some(i as usize),

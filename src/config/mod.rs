@@ -53,8 +53,16 @@ impl ClusterResources {
         ClusterResources {
             memory: self.memory.clone().or_else(|| defaults.memory.clone()),
             time: self.time.clone().or_else(|| defaults.time.clone()),
-            partition: self.partition.clone().or_else(|| defaults.partition.clone()),
-            sbatch: defaults.sbatch.iter().chain(&self.sbatch).cloned().collect(),
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| defaults.partition.clone()),
+            sbatch: defaults
+                .sbatch
+                .iter()
+                .chain(&self.sbatch)
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -132,7 +132,11 @@ pub struct Submission {
 /// Splits the plan into job arrays: instances cached (with cached inputs) are settled, as are
 /// those whose key cannot be computed and those downstream of them; the rest are grouped by
 /// stage, each group waiting for the groups holding its instances' inputs.
-pub fn submission(dag: &Dag, decisions: &[Decision], selected: &dyn Fn(usize) -> bool) -> Submission {
+pub fn submission(
+    dag: &Dag,
+    decisions: &[Decision],
+    selected: &dyn Fn(usize) -> bool,
+) -> Submission {
     let mut group_of: HashMap<usize, usize> = HashMap::new();
     let mut group_of_stage: HashMap<usize, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
@@ -144,7 +148,11 @@ pub fn submission(dag: &Dag, decisions: &[Decision], selected: &dyn Fn(usize) ->
             settled_ok.insert(i, false);
             continue;
         }
-        if let Some(&u) = inst.inputs.iter().find(|u| settled_ok.get(u) == Some(&false)) {
+        if let Some(&u) = inst
+            .inputs
+            .iter()
+            .find(|u| settled_ok.get(u) == Some(&false))
+        {
             let outcome = Outcome::Skipped(format!("input {} did not finish", dag.instances[u].id));
             settled.push((i, outcome));
             settled_ok.insert(i, false);
@@ -206,7 +214,9 @@ pub fn sbatch_args(spec: &ArraySpec) -> Vec<String> {
         format!(
             "--array=0-{}{}",
             spec.tasks.saturating_sub(1),
-            spec.max_parallel.map(|k| format!("%{k}")).unwrap_or_default()
+            spec.max_parallel
+                .map(|k| format!("%{k}"))
+                .unwrap_or_default()
         ),
         format!("--job-name={}", spec.job_name),
         format!("--chdir={}", spec.workdir.display()),
@@ -285,7 +295,11 @@ fn array_spec<'a>(
     ArraySpec {
         tasks: group.instances.len(),
         max_parallel: settings.max_parallel,
-        job_name: format!("cbound:{}:{}", dag.pipeline.name, dag.stage_id(group.instances[0])),
+        job_name: format!(
+            "cbound:{}:{}",
+            dag.pipeline.name,
+            dag.stage_id(group.instances[0])
+        ),
         resources,
         cluster,
         after,
@@ -295,7 +309,10 @@ fn array_spec<'a>(
 }
 
 fn slurm_dir(store_root: &Path, run_id: &str) -> PathBuf {
-    absolute(store_root).join(".cbound").join("slurm").join(run_id)
+    absolute(store_root)
+        .join(".cbound")
+        .join("slurm")
+        .join(run_id)
 }
 
 /// The `sbatch` command lines a run would submit, for `cbound plan --executor slurm`. Job ids
@@ -429,7 +446,10 @@ fn compute_task(
             InputSource::Cached { cache_key } => cache_key.clone(),
             InputSource::Task { result } => {
                 let r: TaskResult = read_json(result).map_err(|e| {
-                    format!("input {} has no result ({e}): did its task run?", input.instance)
+                    format!(
+                        "input {} has no result ({e}): did its task run?",
+                        input.instance
+                    )
                 })?;
                 match (r.cache_key, r.error) {
                     (Some(key), None) => key,
@@ -443,9 +463,12 @@ fn compute_task(
                 }
             }
         };
-        let meta = store
-            .lookup(&key)
-            .ok_or_else(|| format!("input {}: result {key} is missing from the store", input.instance))?;
+        let meta = store.lookup(&key).ok_or_else(|| {
+            format!(
+                "input {}: result {key} is missing from the store",
+                input.instance
+            )
+        })?;
         upstream.push(meta);
     }
     let refs: Vec<&InstanceMeta> = upstream.iter().collect();
@@ -663,9 +686,11 @@ pub fn run(
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         for (index, &i) in group.instances.iter().enumerate() {
             let task = task_file(dag, i, &decisions, &tasks, &task_of, &store_root, options);
-            write_json(&task_path(&dir, index, ".json"), &task).map_err(|e| SlurmError::TaskFile {
-                path: task_path(&dir, index, ".json"),
-                message: e.to_string(),
+            write_json(&task_path(&dir, index, ".json"), &task).map_err(|e| {
+                SlurmError::TaskFile {
+                    path: task_path(&dir, index, ".json"),
+                    message: e.to_string(),
+                }
             })?;
             task_of.insert(i, tasks.len());
             tasks.push(Task {
@@ -869,7 +894,9 @@ pub fn run(
     if let Ok(queue) = read_queue() {
         let leftover: BTreeSet<String> = queue
             .into_iter()
-            .filter(|e| job_ids.contains(&e.job) && matches!(e.state.as_str(), "PENDING" | "RUNNING"))
+            .filter(|e| {
+                job_ids.contains(&e.job) && matches!(e.state.as_str(), "PENDING" | "RUNNING")
+            })
             .map(|e| e.job)
             .collect();
         scancel(&leftover.into_iter().collect::<Vec<_>>());
@@ -936,23 +963,26 @@ fn task_file(
 }
 
 /// The outcome of a task that wrote its result.
-fn task_outcome(
-    store: &Store,
-    result: TaskResult,
-    task: &Task,
-    job: &str,
-) -> Outcome {
+fn task_outcome(store: &Store, result: TaskResult, task: &Task, job: &str) -> Outcome {
     let err_path = task_path(&task.dir, task.index, ".err");
     if let Some(error) = result.error {
         // The task prints its error to stderr too; add only what else it said there
         // (warnings, a panic's backtrace).
+        let first = error.lines().next().unwrap_or_default().trim();
         let extra: Vec<String> = tail(&err_path, 20)
             .into_iter()
-            .filter(|l| !error.contains(l.trim()))
+            .filter(|l| !error.contains(l.trim()) && !(!first.is_empty() && l.contains(first)))
             .collect();
-        let mut message = format!("{error}\n(Slurm job {job}_{}, log {})", task.index, err_path.display());
+        let mut message = format!(
+            "{error}\n(Slurm job {job}_{}, log {})",
+            task.index,
+            err_path.display()
+        );
         if !extra.is_empty() {
-            message.push_str(&format!("\nlast lines of its stderr:\n{}", extra.join("\n")));
+            message.push_str(&format!(
+                "\nlast lines of its stderr:\n{}",
+                extra.join("\n")
+            ));
         }
         return Outcome::Failed(message);
     }
@@ -987,17 +1017,22 @@ fn vanished(
     if stopping {
         return Outcome::Skipped("run stopped before it finished".into());
     }
-    let failed_input = dag.instances[i]
-        .inputs
-        .iter()
-        .find(|&&u| matches!(outcomes[u], Some(Outcome::Failed(_)) | Some(Outcome::Skipped(_))));
+    let failed_input = dag.instances[i].inputs.iter().find(|&&u| {
+        matches!(
+            outcomes[u],
+            Some(Outcome::Failed(_)) | Some(Outcome::Skipped(_))
+        )
+    });
     if let Some(&u) = failed_input {
         return Outcome::Skipped(format!("input {} did not finish", dag.instances[u].id));
     }
     let id = format!("{job}_{}", task.index);
-    let info = slurm("scontrol", &["show".into(), "job".into(), "-o".into(), id.clone()])
-        .map(|text| parse_scontrol(&text))
-        .unwrap_or_default();
+    let info = slurm(
+        "scontrol",
+        &["show".into(), "job".into(), "-o".into(), id.clone()],
+    )
+    .map(|text| parse_scontrol(&text))
+    .unwrap_or_default();
     let state = info.get("JobState").map(String::as_str).unwrap_or("");
     let reason = info.get("Reason").map(String::as_str).unwrap_or("");
     if reason == "DependencyNeverSatisfied" || (state == "CANCELLED" && reason == "Dependency") {
@@ -1117,7 +1152,13 @@ mod tests {
     #[test]
     fn shell_lines_quote_what_a_shell_would_split() {
         assert_eq!(
-            shell_line("sbatch", &["--chdir=/my dir".into(), "--dependency=afterok:$JOB_a".into()]),
+            shell_line(
+                "sbatch",
+                &[
+                    "--chdir=/my dir".into(),
+                    "--dependency=afterok:$JOB_a".into()
+                ]
+            ),
             "sbatch '--chdir=/my dir' --dependency=afterok:$JOB_a"
         );
         assert_eq!(shell_line("x", &["it's".into()]), r"x 'it'\''s'");
