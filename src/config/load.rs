@@ -1033,6 +1033,68 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_load_and_leave_cpu_defaults_alone() {
+        let p = load_text(
+            "name: p\nexecutor: {kind: slurm, max_parallel: 4, partition: short, sbatch: [--qos=low]}\nstages:\n  a:\n    kind: synthetic\n    resources: {memory: 8G, time: \"1:00:00\", gpus: 1}\n  b:\n    kind: synthetic\n    resources: {memory: 512}\n",
+        )
+        .unwrap();
+        assert_eq!(p.executor.kind, ExecutorKind::Slurm);
+        assert_eq!(p.executor.max_parallel, Some(4));
+        assert_eq!(p.executor.defaults.partition.as_deref(), Some("short"));
+        assert_eq!(p.executor.defaults.sbatch, vec!["--qos=low"]);
+        let a = p.stage("a").unwrap();
+        assert_eq!(a.cluster.memory.as_deref(), Some("8G"));
+        assert_eq!(a.cluster.time.as_deref(), Some("1:00:00"));
+        assert_eq!(a.resources, Some(Resources { cpus: 1, gpus: 1 }));
+        let b = p.stage("b").unwrap();
+        assert_eq!(b.cluster.memory.as_deref(), Some("512"));
+        // Only cluster settings: the stage kind still decides CPUs and GPUs.
+        assert_eq!(b.resources, None);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_errors_with_help() {
+        let errors = messages(
+            "name: p\nexecutor: {kind: pbs, max_parallel: 0, walltime: 3}\nstages:\n  a:\n    kind: synthetic\n    resources: {memory: lots, time: soon, sbatch: [qos=high]}\n",
+        );
+        let all = errors.join("\n");
+        for part in [
+            "`kind` must be `local` or `slurm`",
+            "`max_parallel` must be a positive integer",
+            "walltime",
+            "`memory` must be a size",
+            "`time` must be a Slurm time limit",
+            "must be one flag starting with `-`",
+        ] {
+            assert!(all.contains(part), "missing {part}:\n{all}");
+        }
+    }
+
+    #[test]
+    fn slurm_time_formats() {
+        for ok in [
+            "30",
+            "30:00",
+            "2:00:00",
+            "1-12",
+            "1-12:30",
+            "1-12:30:00",
+            "UNLIMITED",
+        ] {
+            assert!(valid_time(ok), "{ok}");
+        }
+        for bad in ["", "1h", "1:2:3:4", "-5", "a-1"] {
+            assert!(!valid_time(bad), "{bad}");
+        }
+        assert!(
+            valid_memory("4G")
+                && valid_memory("4096")
+                && !valid_memory("G")
+                && !valid_memory("4GB")
+        );
+    }
+
+    #[test]
     fn malformed_yaml_is_one_error_with_position() {
         let m = messages("stages:\n  a: {kind: synthetic\n");
         assert_eq!(m.len(), 1);
