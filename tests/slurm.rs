@@ -325,7 +325,7 @@ stages:
     params: {argv: ["true"]}
 "#,
     );
-    let mut child = with_conf(p.command(&[
+    let child = with_conf(p.command(&[
         "run",
         "sleepy.yaml",
         "--executor",

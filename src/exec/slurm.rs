@@ -267,6 +267,11 @@ pub fn shell_line(program: &str, args: &[String]) -> String {
         .join(" ")
 }
 
+/// Quotes a word for `sh`, whatever it holds.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
 /// The shell variable `plan` uses for a stage's not-yet-known array job id.
 fn job_var(stage: &str) -> String {
     let name: String = stage
@@ -662,10 +667,12 @@ pub fn run(
     reporter: &mut dyn Reporter,
     interrupt: &AtomicBool,
 ) -> Result<RunSummary, SlurmError> {
-    // Fail before writing anything if the tools are missing.
-    slurm("sbatch", &["--version".to_string()])?;
     let decisions = plan(dag, store, registry, options.forced);
     let sub = submission(dag, &decisions, &|i| options.selected.contains(&i));
+    if !sub.groups.is_empty() {
+        // Fail before writing anything if the tools are missing.
+        slurm("sbatch", &["--version".to_string()])?;
+    }
     let mut outcomes: Vec<Option<Outcome>> = vec![None; dag.instances.len()];
     for (i, outcome) in sub.settled {
         record(dag, store, options.run_dir, i, &outcome, reporter);
@@ -707,8 +714,8 @@ pub fn run(
             "#!/bin/sh\n# cbound: each task of this array computes one instance of stage `{}` (pipeline `{}`, run {run_id}).\nexec {} exec-instance --task-dir {}\n",
             decl.id,
             dag.pipeline.name,
-            shell_line(&settings.cbound.display().to_string(), &[]),
-            shell_line(&dir.display().to_string(), &[]),
+            sh_quote(&settings.cbound.display().to_string()),
+            sh_quote(&dir.display().to_string()),
         );
         let script_path = dir.join("task.sh");
         write_atomic(&script_path, script.as_bytes()).map_err(|e| SlurmError::TaskFile {
@@ -971,7 +978,11 @@ fn task_outcome(store: &Store, result: TaskResult, task: &Task, job: &str) -> Ou
         let first = error.lines().next().unwrap_or_default().trim();
         let extra: Vec<String> = tail(&err_path, 20)
             .into_iter()
-            .filter(|l| !error.contains(l.trim()) && !(!first.is_empty() && l.contains(first)))
+            .filter(|l| {
+                let repeats_error =
+                    error.contains(l.trim()) || (!first.is_empty() && l.contains(first));
+                !repeats_error
+            })
             .collect();
         let mut message = format!(
             "{error}\n(Slurm job {job}_{}, log {})",
