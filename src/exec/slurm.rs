@@ -684,63 +684,66 @@ pub fn run(
     let mut job_ids: Vec<String> = Vec::new();
     let mut tasks: Vec<Task> = Vec::new();
     let mut task_of: HashMap<usize, usize> = HashMap::new();
-    for (g, group) in sub.groups.iter().enumerate() {
-        if interrupt.load(Ordering::Relaxed) {
-            break;
-        }
-        let decl = &dag.pipeline.stages[group.stage];
-        let dir = base.join(dir_name(&decl.id));
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        for (index, &i) in group.instances.iter().enumerate() {
-            let task = task_file(dag, i, &decisions, &tasks, &task_of, &store_root, options);
-            write_json(&task_path(&dir, index, ".json"), &task).map_err(|e| {
-                SlurmError::TaskFile {
-                    path: task_path(&dir, index, ".json"),
-                    message: e.to_string(),
-                }
-            })?;
-            task_of.insert(i, tasks.len());
-            tasks.push(Task {
-                instance: i,
-                group: g,
-                index,
-                dir: dir.clone(),
-                started: false,
-                progress: None,
-                gone: 0,
-            });
-        }
-        let script = format!(
+    let mut submit = || -> Result<(), SlurmError> {
+        for (g, group) in sub.groups.iter().enumerate() {
+            if interrupt.load(Ordering::Relaxed) {
+                break;
+            }
+            let decl = &dag.pipeline.stages[group.stage];
+            let dir = base.join(dir_name(&decl.id));
+            std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+            for (index, &i) in group.instances.iter().enumerate() {
+                let task = task_file(dag, i, &decisions, &tasks, &task_of, &store_root, options);
+                write_json(&task_path(&dir, index, ".json"), &task).map_err(|e| {
+                    SlurmError::TaskFile {
+                        path: task_path(&dir, index, ".json"),
+                        message: e.to_string(),
+                    }
+                })?;
+                task_of.insert(i, tasks.len());
+                tasks.push(Task {
+                    instance: i,
+                    group: g,
+                    index,
+                    dir: dir.clone(),
+                    started: false,
+                    progress: None,
+                    gone: 0,
+                });
+            }
+            let script = format!(
             "#!/bin/sh\n# cbound: each task of this array computes one instance of stage `{}` (pipeline `{}`, run {run_id}).\nexec {} exec-instance --task-dir {}\n",
             decl.id,
             dag.pipeline.name,
             sh_quote(&settings.cbound.display().to_string()),
             sh_quote(&dir.display().to_string()),
         );
-        let script_path = dir.join("task.sh");
-        write_atomic(&script_path, script.as_bytes()).map_err(|e| SlurmError::TaskFile {
-            path: script_path.clone(),
-            message: e.to_string(),
-        })?;
-        let cluster = decl.cluster.or(&settings.defaults);
-        let after = group.after.iter().map(|&a| job_ids[a].clone()).collect();
-        let args = sbatch_args(&array_spec(dag, group, settings, &cluster, after, &dir));
-        tracing::debug!("{}", shell_line("sbatch", &args));
-        let submitted = slurm("sbatch", &args).and_then(|out| parse_job_id(&out));
-        match submitted {
-            Ok(id) => job_ids.push(id),
-            Err(e) => {
-                // Leave nothing behind in the queue that this run can no longer follow.
-                scancel(&job_ids);
-                return Err(match e {
+            let script_path = dir.join("task.sh");
+            write_atomic(&script_path, script.as_bytes()).map_err(|e| SlurmError::TaskFile {
+                path: script_path.clone(),
+                message: e.to_string(),
+            })?;
+            let cluster = decl.cluster.or(&settings.defaults);
+            let after = group.after.iter().map(|&a| job_ids[a].clone()).collect();
+            let args = sbatch_args(&array_spec(dag, group, settings, &cluster, after, &dir));
+            tracing::debug!("{}", shell_line("sbatch", &args));
+            let id = slurm("sbatch", &args)
+                .and_then(|out| parse_job_id(&out))
+                .map_err(|e| match e {
                     SlurmError::Command { message, .. } => SlurmError::Rejected {
                         stage: decl.id.clone(),
                         message,
                     },
                     other => other,
-                });
-            }
+                })?;
+            job_ids.push(id);
         }
+        Ok(())
+    };
+    if let Err(e) = submit() {
+        // Leave nothing behind in the queue that this run can no longer follow.
+        scancel(&job_ids);
+        return Err(e);
     }
     let submitted_all = job_ids.len() == sub.groups.len();
 
@@ -845,10 +848,16 @@ pub fn run(
                 // Out of the queue without a result: allow a shared filesystem a moment to
                 // show the file, then ask Slurm how it ended.
                 task.gone += 1;
+                tracing::debug!(
+                    instance,
+                    gone = task.gone,
+                    "not in the Slurm queue, no result yet"
+                );
                 if task.gone < 3 && !stopping {
                     None
                 } else {
-                    Some(vanished(dag, i, &outcomes, task, job, stopping))
+                    // `None` while Slurm still has it (squeue can miss a task for a moment).
+                    vanished(dag, i, &outcomes, task, job, stopping)
                 }
             };
             if let Some(outcome) = outcome {
@@ -1016,7 +1025,8 @@ fn task_outcome(store: &Store, result: TaskResult, task: &Task, job: &str) -> Ou
     }
 }
 
-/// The outcome of a task that left the queue without writing a result.
+/// The outcome of a task that left the queue without writing a result; `None` while Slurm
+/// says it is not over yet.
 fn vanished(
     dag: &Dag,
     i: usize,
@@ -1024,9 +1034,9 @@ fn vanished(
     task: &Task,
     job: &str,
     stopping: bool,
-) -> Outcome {
+) -> Option<Outcome> {
     if stopping {
-        return Outcome::Skipped("run stopped before it finished".into());
+        return Some(Outcome::Skipped("run stopped before it finished".into()));
     }
     let failed_input = dag.instances[i].inputs.iter().find(|&&u| {
         matches!(
@@ -1035,7 +1045,10 @@ fn vanished(
         )
     });
     if let Some(&u) = failed_input {
-        return Outcome::Skipped(format!("input {} did not finish", dag.instances[u].id));
+        return Some(Outcome::Skipped(format!(
+            "input {} did not finish",
+            dag.instances[u].id
+        )));
     }
     let id = format!("{job}_{}", task.index);
     let info = slurm(
@@ -1046,10 +1059,28 @@ fn vanished(
     .unwrap_or_default();
     let state = info.get("JobState").map(String::as_str).unwrap_or("");
     let reason = info.get("Reason").map(String::as_str).unwrap_or("");
+    let ended = matches!(
+        state,
+        "" | "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "OUT_OF_MEMORY"
+            | "NODE_FAIL"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "PREEMPTED"
+    );
+    // A task that completed wrote its result before exiting: give a shared filesystem's
+    // caches up to ten seconds to show it.
+    let waiting_for_file = state == "COMPLETED" && task.gone < 20;
+    if !ended || waiting_for_file {
+        return None;
+    }
     if reason == "DependencyNeverSatisfied" || (state == "CANCELLED" && reason == "Dependency") {
-        return Outcome::Skipped(format!(
+        return Some(Outcome::Skipped(format!(
             "Slurm cancelled job {id}: a task of an array it waits for (afterok) failed"
-        ));
+        )));
     }
     let err_path = task_path(&task.dir, task.index, ".err");
     let how = if state.is_empty() {
@@ -1070,7 +1101,9 @@ fn vanished(
             lines.join("\n")
         )
     };
-    Outcome::Failed(format!("Slurm job {id} {how} without a result; {stderr}"))
+    Some(Outcome::Failed(format!(
+        "Slurm job {id} {how} without a result; {stderr}"
+    )))
 }
 
 fn scancel(job_ids: &[String]) {
