@@ -5,6 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --no-build
+# The Slurm integration tests (tests/slurm.rs) need a cluster: start a one-node one here
+# (packages, munged, slurmctld, slurmd) where that is possible, i.e. as root with apt-get.
+# CBOUND_SLURM=required (as CI sets it) makes a missing cluster a failure instead of a skip.
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    if cluster_env="$(tests/slurm/start.sh | tail -n 1)"; then
+        eval "$cluster_env" # export SLURM_CONF=...
+        export CBOUND_SLURM="${CBOUND_SLURM:-required}"
+    elif [ "${CBOUND_SLURM:-}" = required ]; then
+        echo "test.sh: the Slurm test cluster did not start (CBOUND_SLURM=required)" >&2
+        exit 1
+    else
+        echo "test.sh: the Slurm test cluster did not start; Slurm tests will be skipped" >&2
+    fi
+else
+    echo "test.sh: not root with apt-get, so no Slurm test cluster; Slurm tests will be skipped unless one runs (tests/slurm/start.sh)" >&2
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

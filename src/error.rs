@@ -3,6 +3,7 @@
 use crate::artifact::store::StoreError;
 use crate::artifact::ArtifactError;
 use crate::config::ConfigErrors;
+use crate::exec::slurm::SlurmError;
 
 /// Exit codes, stable for scripts: 0 success, 1 internal error, 2 bad configuration or
 /// usage, 3 one or more stage instances failed, 4 environment problem (output directory,
@@ -26,6 +27,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Slurm(#[from] SlurmError),
     #[error("{failed} instance(s) failed; see above, and {results} for every instance's status")]
     StagesFailed { failed: usize, results: String },
     #[error("interrupted; finished instances are kept, run the same command again to resume")]
@@ -49,7 +52,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::CONFIG,
-            Error::Store(_) | Error::Artifact(_) | Error::Environment(_) => exit::ENVIRONMENT,
+            Error::Slurm(SlurmError::InstanceFailed { .. }) => exit::STAGE_FAILED,
+            Error::Store(_) | Error::Artifact(_) | Error::Environment(_) | Error::Slurm(_) => {
+                exit::ENVIRONMENT
+            }
             Error::StagesFailed { .. } => exit::STAGE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Stale(_) | Error::Internal(_) => exit::INTERNAL,

@@ -3,6 +3,7 @@
 mod dag;
 mod data;
 mod doctor;
+mod exec_instance;
 mod mi;
 mod plan;
 mod report;
@@ -51,6 +52,9 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Plots (PNG, SVG) and a self-contained report.html from a finished run directory.
     Report(report::ReportArgs),
+    /// Internal: compute one instance of a Slurm job array (what `--executor slurm` submits).
+    #[command(hide = true)]
+    ExecInstance(exec_instance::ExecInstanceArgs),
 }
 
 /// Arguments shared by commands that read a pipeline.
@@ -78,6 +82,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Data(args) => data::data(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Report(args) => report::report(args),
+        Command::ExecInstance(args) => exec_instance::exec_instance(args),
     }
 }
 

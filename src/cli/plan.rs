@@ -3,10 +3,11 @@
 
 use crate::artifact::store::Store;
 use crate::cli::PipelineArgs;
-use crate::config;
+use crate::config::{self, ExecutorKind};
 use crate::dag::plan::{plan as decide, Decision};
 use crate::dag::Dag;
 use crate::error::Error;
+use crate::exec::slurm::{plan_lines, SlurmSettings};
 use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +20,10 @@ pub struct PlanArgs {
     /// Plan only these stages or instances (and what they need).
     #[arg(long, value_name = "STAGE")]
     pub only: Vec<String>,
+    /// With `slurm`, also print the sbatch commands a run would submit (default: the
+    /// pipeline's `executor.kind`).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
     /// Plan as if these stages or instances (and everything downstream) were forced.
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
@@ -59,5 +64,25 @@ pub fn plan(args: PlanArgs) -> Result<(), Error> {
         cached + to_run,
         dag.pipeline.name
     );
+    if args.executor.unwrap_or(dag.pipeline.executor.kind) == ExecutorKind::Slurm {
+        let settings = SlurmSettings::new(&dag.pipeline.executor)?;
+        let lines = plan_lines(
+            &dag,
+            &decisions,
+            &|i| selected.contains(&i),
+            &settings,
+            store.root(),
+        );
+        if lines.is_empty() {
+            println!("nothing to submit to Slurm");
+        } else {
+            println!(
+                "sbatch commands, in order ($RUN is the run's id, $JOB_<stage> an array's job id, both known only when submitting):"
+            );
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
     Ok(())
 }

@@ -11,11 +11,12 @@ use std::time::{Instant, SystemTime};
 use crate::artifact::store::Store;
 use crate::artifact::{write_atomic, write_json};
 use crate::cli::PipelineArgs;
-use crate::config;
+use crate::config::{self, ExecutorKind};
 use crate::dag::Dag;
 use crate::error::Error;
 use crate::exec::local::LocalExecutor;
 use crate::exec::scheduler::{self, RunOptions};
+use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
 use crate::report::results::write_results;
 use crate::report::{Reporter, RunEvent};
@@ -34,6 +35,11 @@ pub enum ProgressMode {
 pub struct RunArgs {
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Where instances run (default: the pipeline's `executor.kind`, else local). With
+    /// `slurm`, every stage becomes a job array submitted from here; --jobs and --gpus do not
+    /// apply (each stage's `resources:` are requested from Slurm).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
     /// CPU slots shared by all running instances (default: all cores).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
@@ -110,6 +116,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         "started": humantime::format_rfc3339_millis(started).to_string(),
         "status": "running",
         "instances": dag.instances.len(),
+        "executor": args.executor.unwrap_or(dag.pipeline.executor.kind).name(),
         "selected": selected.len(),
     });
     write_json(&run_dir.join("run.json"), &record)?;
@@ -154,12 +161,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         stages: stage_counts,
     });
 
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let mut executor = LocalExecutor::new(Arc::clone(&registry), jobs, args.gpus);
+    let executor = args.executor.unwrap_or(dag.pipeline.executor.kind);
     let options = RunOptions {
         selected: &selected,
         forced: &forced,
@@ -167,15 +169,45 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         gpus: args.gpus,
         run_dir: Some(&run_dir),
     };
-    let summary = scheduler::run(
-        &dag,
-        &registry,
-        &store,
-        &mut executor,
-        &options,
-        reporter.as_mut(),
-        &interrupt,
-    );
+    let summary = match executor {
+        ExecutorKind::Local => {
+            let jobs = args.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let mut executor = LocalExecutor::new(Arc::clone(&registry), jobs, args.gpus);
+            scheduler::run(
+                &dag,
+                &registry,
+                &store,
+                &mut executor,
+                &options,
+                reporter.as_mut(),
+                &interrupt,
+            )
+        }
+        ExecutorKind::Slurm => {
+            let settings = SlurmSettings::new(&dag.pipeline.executor)?;
+            let summary = slurm::run(
+                &dag,
+                &registry,
+                &store,
+                &options,
+                &settings,
+                &run_id,
+                reporter.as_mut(),
+                &interrupt,
+            );
+            if let Err(e) = &summary {
+                reporter.finish();
+                record["status"] = serde_json::json!("failed");
+                record["error"] = serde_json::json!(e.to_string());
+                write_json(&run_dir.join("run.json"), &record)?;
+            }
+            summary?
+        }
+    };
     reporter.finish();
 
     let results: PathBuf = run_dir.join("results.parquet");

@@ -1,15 +1,18 @@
 //! Reads a pipeline file into a validated [`Pipeline`], collecting every error in one pass.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::diagnostics::{did_you_mean, Collector, ConfigErrors};
 use super::interp::{apply_overrides, Interpolator};
 use super::yaml::{self, render_path, Entry, Node, NodeKind, PathSeg, Span};
-use super::{set_dotted, MatrixAxis, Pipeline, Resources, StageDecl};
+use super::{
+    set_dotted, ClusterResources, ExecutorDecl, ExecutorKind, MatrixAxis, Pipeline, Resources,
+    StageDecl,
+};
 use crate::stages::{DynStage, Registry};
 
-const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "stages"];
+const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "executor", "stages"];
 const STAGE_KEYS: &[&str] = &[
     "kind",
     "description",
@@ -20,7 +23,16 @@ const STAGE_KEYS: &[&str] = &[
     "matrix_mode",
     "resources",
 ];
-const RESOURCE_KEYS: &[&str] = &["cpus", "gpus"];
+const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "memory", "time", "partition", "sbatch"];
+const EXECUTOR_KEYS: &[&str] = &[
+    "kind",
+    "max_parallel",
+    "memory",
+    "time",
+    "partition",
+    "sbatch",
+    "cbound",
+];
 
 /// Loads and validates a pipeline file, with `--set` overrides applied first.
 pub fn load(
@@ -193,6 +205,14 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         }
     };
 
+    let executor = match root.get("executor") {
+        None => ExecutorDecl::default(),
+        Some(e) => {
+            let node = interp.interpolate(&e.value, "executor", c);
+            parse_executor(&node, c)
+        }
+    };
+
     let mut stages = Vec::new();
     let mut spans: HashMap<String, (Span, Vec<Span>)> = HashMap::new();
     match root.get("stages") {
@@ -230,6 +250,7 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         seed,
         source: path.to_path_buf(),
         vars,
+        executor,
         stages,
     })
 }
@@ -398,9 +419,10 @@ fn parse_stage(
         }
     }
 
-    let resources = node
+    let (resources, cluster) = node
         .get("resources")
-        .and_then(|e| parse_resources(e, &path, c));
+        .map(|e| parse_resources(e, &path, c))
+        .unwrap_or_default();
 
     let base = params_node.to_json();
     let mut reachable = true;
@@ -466,47 +488,186 @@ fn parse_stage(
             matrix,
             one_at_a_time,
             resources,
+            cluster,
         },
         input_spans,
     ))
 }
 
-fn parse_resources(e: &Entry, path: &str, c: &mut Collector) -> Option<Resources> {
+/// The `resources:` of a stage: CPUs and GPUs (for every executor; `None` when neither is
+/// given, so the stage kind's default applies) and the cluster-only settings.
+fn parse_resources(
+    e: &Entry,
+    path: &str,
+    c: &mut Collector,
+) -> (Option<Resources>, ClusterResources) {
     let path = format!("{path}.resources");
     let Some(fields) = e.value.as_map() else {
         c.error(
             e.value.span,
             &path,
-            "`resources` must be a mapping like `{cpus: 2, gpus: 1}`",
+            "`resources` must be a mapping like `{cpus: 2, gpus: 1, memory: 8G}`",
         );
-        return None;
+        return (None, ClusterResources::default());
     };
     check_keys(fields, &path, RESOURCE_KEYS, "resource", c);
     let mut res = Resources::default();
+    let mut counted = false;
+    let mut cluster = ClusterResources::default();
     for f in fields {
+        let key = f.key.as_str();
+        if !matches!(key, "cpus" | "gpus") {
+            parse_cluster_field(f, &path, &mut cluster, c);
+            continue;
+        }
+        counted = true;
         let value = match f.value.kind {
             NodeKind::Int(i) if i >= 0 => i as usize,
             _ => {
                 c.error(
                     f.value.span,
-                    join(&path, &f.key),
-                    format!("`{}` must be a non-negative integer", f.key),
+                    join(&path, key),
+                    format!("`{key}` must be a non-negative integer"),
                 );
                 continue;
             }
         };
-        match f.key.as_str() {
+        match key {
             "cpus" if value == 0 => c.error(
                 f.value.span,
                 join(&path, "cpus"),
                 "`cpus` must be at least 1",
             ),
             "cpus" => res.cpus = value,
-            "gpus" => res.gpus = value,
-            _ => {}
+            _ => res.gpus = value,
         }
     }
-    Some(res)
+    (counted.then_some(res), cluster)
+}
+
+/// `memory`, `time`, `partition` or `sbatch`, in a stage's `resources:` or in `executor:`;
+/// other keys are ignored here (the caller reports unknown ones).
+fn parse_cluster_field(f: &Entry, path: &str, out: &mut ClusterResources, c: &mut Collector) {
+    let at = join(path, &f.key);
+    // Slurm accepts `--mem=4096` and `--time=30`: a bare number is fine.
+    let scalar = match &f.value.kind {
+        NodeKind::Str(s) => Some(s.trim().to_string()),
+        NodeKind::Int(i) if *i > 0 => Some(i.to_string()),
+        _ => None,
+    };
+    match f.key.as_str() {
+        "memory" => match scalar.filter(|s| valid_memory(s)) {
+            Some(s) => out.memory = Some(s),
+            None => c.error_with_help(
+                f.value.span,
+                at,
+                "`memory` must be a size like `4G`, `500M` or a number of megabytes",
+                "it becomes sbatch --mem",
+            ),
+        },
+        "time" => match scalar.filter(|s| valid_time(s)) {
+            Some(s) => out.time = Some(s),
+            None => c.error_with_help(
+                f.value.span,
+                at,
+                "`time` must be a Slurm time limit like `30` (minutes), `2:00:00` or `1-12:00:00`",
+                "it becomes sbatch --time",
+            ),
+        },
+        "partition" => match scalar.filter(|s| !s.is_empty() && !s.contains(char::is_whitespace)) {
+            Some(s) => out.partition = Some(s),
+            None => c.error(f.value.span, at, "`partition` must be a partition name"),
+        },
+        "sbatch" => {
+            let items: Vec<&Node> = match &f.value.kind {
+                NodeKind::Seq(items) => items.iter().collect(),
+                NodeKind::Str(_) => vec![&f.value],
+                _ => Vec::new(),
+            };
+            if items.is_empty() && !matches!(&f.value.kind, NodeKind::Seq(_)) {
+                c.error_with_help(
+                    f.value.span,
+                    &at,
+                    "`sbatch` must be a list of sbatch flags",
+                    "e.g. `sbatch: [--qos=high, --account=lab]`",
+                );
+            }
+            for item in items {
+                match item.as_str() {
+                    Some(flag) if flag.starts_with('-') => out.sbatch.push(flag.to_string()),
+                    _ => c.error_with_help(
+                        item.span,
+                        &at,
+                        "each `sbatch` entry must be one flag starting with `-`",
+                        "write flags with their value joined: `--qos=high`",
+                    ),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn valid_memory(s: &str) -> bool {
+    let digits = s.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Slurm's formats: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, or `UNLIMITED`.
+fn valid_time(s: &str) -> bool {
+    if s.eq_ignore_ascii_case("unlimited") || s.eq_ignore_ascii_case("infinite") {
+        return true;
+    }
+    let (days, clock) = match s.split_once('-') {
+        Some((d, rest)) => (Some(d), rest),
+        None => (None, s),
+    };
+    let number = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = clock.split(':').collect();
+    days.is_none_or(number) && parts.len() <= 3 && parts.iter().all(|p| number(p))
+}
+
+fn parse_executor(node: &Node, c: &mut Collector) -> ExecutorDecl {
+    let mut decl = ExecutorDecl::default();
+    let Some(fields) = node.as_map() else {
+        c.error_with_help(
+            node.span,
+            "executor",
+            format!("`executor` must be a mapping, not {}", node.type_name()),
+            "e.g. `executor: {kind: slurm, max_parallel: 8, partition: gpu}`",
+        );
+        return decl;
+    };
+    check_keys(fields, "executor", EXECUTOR_KEYS, "executor setting", c);
+    for f in fields {
+        let at = join("executor", &f.key);
+        match f.key.as_str() {
+            "kind" => match f.value.as_str() {
+                Some("local") => decl.kind = ExecutorKind::Local,
+                Some("slurm") => decl.kind = ExecutorKind::Slurm,
+                _ => c.error(f.value.span, at, "`kind` must be `local` or `slurm`"),
+            },
+            "max_parallel" => match f.value.kind {
+                NodeKind::Int(i) if i >= 1 => decl.max_parallel = Some(i as usize),
+                _ => c.error_with_help(
+                    f.value.span,
+                    at,
+                    "`max_parallel` must be a positive integer",
+                    "it caps the running tasks of each job array (sbatch --array=0-N%K)",
+                ),
+            },
+            "cbound" => match f.value.as_str() {
+                Some(p) if !p.is_empty() => decl.cbound = Some(PathBuf::from(p)),
+                _ => c.error(
+                    f.value.span,
+                    at,
+                    "`cbound` must be the path of the cbound binary on the cluster nodes",
+                ),
+            },
+            _ => parse_cluster_field(f, "executor", &mut decl.defaults, c),
+        }
+    }
+    decl
 }
 
 fn split_key(key: &str) -> Vec<PathSeg> {
@@ -886,6 +1047,68 @@ mod tests {
             m[0].contains("stages.v.matrix.views.0.0.std[1]"),
             "{}",
             m[0]
+        );
+    }
+
+    #[test]
+    fn cluster_settings_load_and_leave_cpu_defaults_alone() {
+        let p = load_text(
+            "name: p\nexecutor: {kind: slurm, max_parallel: 4, partition: short, sbatch: [--qos=low]}\nstages:\n  a:\n    kind: synthetic\n    resources: {memory: 8G, time: \"1:00:00\", gpus: 1}\n  b:\n    kind: synthetic\n    resources: {memory: 512}\n",
+        )
+        .unwrap();
+        assert_eq!(p.executor.kind, ExecutorKind::Slurm);
+        assert_eq!(p.executor.max_parallel, Some(4));
+        assert_eq!(p.executor.defaults.partition.as_deref(), Some("short"));
+        assert_eq!(p.executor.defaults.sbatch, vec!["--qos=low"]);
+        let a = p.stage("a").unwrap();
+        assert_eq!(a.cluster.memory.as_deref(), Some("8G"));
+        assert_eq!(a.cluster.time.as_deref(), Some("1:00:00"));
+        assert_eq!(a.resources, Some(Resources { cpus: 1, gpus: 1 }));
+        let b = p.stage("b").unwrap();
+        assert_eq!(b.cluster.memory.as_deref(), Some("512"));
+        // Only cluster settings: the stage kind still decides CPUs and GPUs.
+        assert_eq!(b.resources, None);
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_errors_with_help() {
+        let errors = messages(
+            "name: p\nexecutor: {kind: pbs, max_parallel: 0, walltime: 3}\nstages:\n  a:\n    kind: synthetic\n    resources: {memory: lots, time: soon, sbatch: [qos=high]}\n",
+        );
+        let all = errors.join("\n");
+        for part in [
+            "`kind` must be `local` or `slurm`",
+            "`max_parallel` must be a positive integer",
+            "walltime",
+            "`memory` must be a size",
+            "`time` must be a Slurm time limit",
+            "must be one flag starting with `-`",
+        ] {
+            assert!(all.contains(part), "missing {part}:\n{all}");
+        }
+    }
+
+    #[test]
+    fn slurm_time_formats() {
+        for ok in [
+            "30",
+            "30:00",
+            "2:00:00",
+            "1-12",
+            "1-12:30",
+            "1-12:30:00",
+            "UNLIMITED",
+        ] {
+            assert!(valid_time(ok), "{ok}");
+        }
+        for bad in ["", "1h", "1:2:3:4", "-5", "a-1"] {
+            assert!(!valid_time(bad), "{bad}");
+        }
+        assert!(
+            valid_memory("4G")
+                && valid_memory("4096")
+                && !valid_memory("G")
+                && !valid_memory("4GB")
         );
     }
 

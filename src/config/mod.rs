@@ -31,6 +31,75 @@ impl Default for Resources {
     }
 }
 
+/// What a stage instance asks a cluster scheduler for beyond CPUs and GPUs; the local
+/// executor ignores it. Values are passed to `sbatch` as written (Slurm's own formats), so a
+/// Slurm user reads them as they would in a batch script.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterResources {
+    /// `--mem`, e.g. `4G` or `500M` (a bare number is megabytes).
+    pub memory: Option<String>,
+    /// `--time`, e.g. `30` (minutes), `2:00:00`, `1-12:00:00`.
+    pub time: Option<String>,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// Further `sbatch` flags, e.g. `[--qos=high, --account=lab]`.
+    pub sbatch: Vec<String>,
+}
+
+impl ClusterResources {
+    /// These settings with `defaults` filling what is not set; extra flags of both apply,
+    /// the defaults' first (so a stage's flag wins where sbatch takes the last one).
+    pub fn or(&self, defaults: &ClusterResources) -> ClusterResources {
+        ClusterResources {
+            memory: self.memory.clone().or_else(|| defaults.memory.clone()),
+            time: self.time.clone().or_else(|| defaults.time.clone()),
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| defaults.partition.clone()),
+            sbatch: defaults
+                .sbatch
+                .iter()
+                .chain(&self.sbatch)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Where instances run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Threads on this machine.
+    #[default]
+    Local,
+    /// Slurm job arrays, one per stage; this machine submits and follows them.
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Slurm => "slurm",
+        }
+    }
+}
+
+/// The pipeline's `executor:` block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutorDecl {
+    /// Used unless `--executor` says otherwise.
+    pub kind: ExecutorKind,
+    /// At most this many tasks of one job array run at once (`--array=0-N%K`).
+    pub max_parallel: Option<usize>,
+    /// Cluster settings for every stage that does not set its own.
+    pub defaults: ClusterResources,
+    /// The `cbound` binary the cluster nodes run (default: this one, which must then be on
+    /// a filesystem the nodes see).
+    pub cbound: Option<PathBuf>,
+}
+
 /// One swept parameter of a stage: `matrix: {temperature: [0.1, 0.2]}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatrixAxis {
@@ -56,6 +125,8 @@ pub struct StageDecl {
     pub one_at_a_time: bool,
     /// Resources from the pipeline file; `None` means the stage kind's default.
     pub resources: Option<Resources>,
+    /// Memory, time limit, partition and extra flags for a cluster scheduler.
+    pub cluster: ClusterResources,
 }
 
 /// A pipeline that passed validation: every stage kind exists, every parameter
@@ -67,6 +138,7 @@ pub struct Pipeline {
     pub seed: u64,
     pub source: PathBuf,
     pub vars: serde_json::Map<String, serde_json::Value>,
+    pub executor: ExecutorDecl,
     /// In file order.
     pub stages: Vec<StageDecl>,
 }

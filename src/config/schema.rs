@@ -38,6 +38,18 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
         }),
     );
     defs.insert(
+        "memory".into(),
+        json!({"anyOf": [{"type": "string", "pattern": "^[0-9]+[KMGTkmgt]?$"}, {"type": "integer", "minimum": 1}], "description": "Memory per instance on a cluster (sbatch --mem), e.g. 4G; a number is megabytes."}),
+    );
+    defs.insert(
+        "time".into(),
+        json!({"anyOf": [{"type": "string"}, {"type": "integer", "minimum": 1}], "description": "Time limit per instance on a cluster (sbatch --time): minutes, H:M:S or D-H:M:S."}),
+    );
+    defs.insert(
+        "sbatch".into(),
+        json!({"type": "array", "items": {"type": "string", "pattern": "^-"}, "description": "Extra sbatch flags, each with its value joined: --qos=high."}),
+    );
+    defs.insert(
         "stage".into(),
         json!({
             "type": "object",
@@ -59,7 +71,11 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "cpus": {"type": "integer", "minimum": 1, "description": "CPU threads per instance, counted against --jobs."},
-                        "gpus": {"type": "integer", "minimum": 0, "description": "GPU slots per instance, counted against --gpus."}
+                        "gpus": {"type": "integer", "minimum": 0, "description": "GPU slots per instance, counted against --gpus (on Slurm: --gres=gpu:N)."},
+                        "memory": {"$ref": "#/$defs/memory"},
+                        "time": {"$ref": "#/$defs/time"},
+                        "partition": {"type": "string", "description": "Slurm partition (--partition)."},
+                        "sbatch": {"$ref": "#/$defs/sbatch"}
                     }
                 }
             },
@@ -79,6 +95,20 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "description": {"type": "string"},
             "seed": {"anyOf": [{"type": "integer", "minimum": 0}, {"$ref": "#/$defs/interpolation"}], "description": "Pipeline seed; each instance's seed is derived from it and the instance id."},
             "vars": {"type": "object", "description": "Variables for ${name} interpolation."},
+            "executor": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "Where instances run; `cbound run --executor` overrides `kind`.",
+                "properties": {
+                    "kind": {"enum": ["local", "slurm"], "description": "local (threads here, the default) or slurm (one job array per stage)."},
+                    "max_parallel": {"type": "integer", "minimum": 1, "description": "Running tasks per job array at most (sbatch --array=0-N%K)."},
+                    "memory": {"$ref": "#/$defs/memory"},
+                    "time": {"$ref": "#/$defs/time"},
+                    "partition": {"type": "string", "description": "Default Slurm partition."},
+                    "sbatch": {"$ref": "#/$defs/sbatch"},
+                    "cbound": {"type": "string", "description": "The cbound binary on the cluster nodes (default: the submitting one, on a shared filesystem)."}
+                }
+            },
             "stages": {
                 "type": "object",
                 "minProperties": 1,

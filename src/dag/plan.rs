@@ -24,12 +24,29 @@ pub fn key_inputs(
     upstream: &[&InstanceMeta],
 ) -> Result<KeyInputs, String> {
     let inst = &dag.instances[instance];
-    let kind = dag.kind(instance);
+    key_inputs_of(
+        dag.kind(instance),
+        &inst.params,
+        inst.seed,
+        registry,
+        upstream,
+    )
+}
+
+/// [`key_inputs`] from the instance's parts, for a cluster node that has no DAG: it learns
+/// its upstream results only when its job array task starts.
+pub fn key_inputs_of(
+    kind: &str,
+    params: &serde_json::Value,
+    seed: u64,
+    registry: &Registry,
+    upstream: &[&InstanceMeta],
+) -> Result<KeyInputs, String> {
     let stage = registry
         .get(kind)
         .ok_or_else(|| format!("unknown stage kind `{kind}`"))?;
     let mut files = Vec::new();
-    for path in stage.tracked_files(&inst.params) {
+    for path in stage.tracked_files(params) {
         files.push(KeyFile {
             path: path.to_string_lossy().into_owned(),
             digest: hash_tracked(&path)?,
@@ -39,8 +56,8 @@ pub fn key_inputs(
         kind: kind.to_string(),
         kind_version: stage.version(),
         cbound_version: CBOUND_VERSION.to_string(),
-        seed: inst.seed,
-        params: inst.params.clone(),
+        seed,
+        params: params.clone(),
         inputs: upstream
             .iter()
             .map(|m| KeyInput {

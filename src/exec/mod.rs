@@ -2,12 +2,14 @@
 //! ready jobs.
 //!
 //! The executor interface is deliberately narrow (try to submit, poll for events, cancel) and
-//! jobs are plain data, so a cluster scheduler can stand in for the local thread pool: a
-//! Slurm executor would turn a [`JobSpec`] into an array task that runs `cbound` on a node.
+//! jobs are plain data. The Slurm executor ([`slurm`]) does not go through this trait: it
+//! hands the whole plan to the cluster as job arrays with dependencies, and shares the cache
+//! decisions, the outcome bookkeeping and [`execute`] with the local path.
 
 mod instance;
 pub mod local;
 pub mod scheduler;
+pub mod slurm;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -72,6 +72,48 @@ impl RunSummary {
     }
 }
 
+/// Bookkeeping for an instance whose outcome is known, shared by every executor: remember
+/// its key (for `plan --why`), link it into the run directory, and tell the reporter.
+pub fn record(
+    dag: &Dag,
+    store: &Store,
+    run_dir: Option<&Path>,
+    i: usize,
+    outcome: &Outcome,
+    reporter: &mut dyn Reporter,
+) {
+    if let Some(meta) = outcome.meta() {
+        let stage = dag.stage_id(i);
+        let remembered = store.remember(stage, &meta.instance, &meta.cache_key);
+        let linked = run_dir
+            .map(|dir| store.link_into_run(dir, stage, &meta.instance, &meta.cache_key))
+            .unwrap_or(Ok(()));
+        if let Err(e) = remembered.and(linked) {
+            tracing::warn!("bookkeeping for {} failed: {e}", meta.instance);
+        }
+    }
+    let (stage, instance) = (dag.stage_id(i), dag.instances[i].id.as_str());
+    match outcome {
+        Outcome::Done(m) => reporter.event(RunEvent::Finished {
+            stage,
+            instance,
+            seconds: m.seconds,
+        }),
+        Outcome::Cached(_) => reporter.event(RunEvent::Cached { stage, instance }),
+        Outcome::Failed(error) => reporter.event(RunEvent::Failed {
+            stage,
+            instance,
+            error,
+        }),
+        Outcome::Skipped(reason) => reporter.event(RunEvent::Skipped {
+            stage,
+            instance,
+            reason,
+        }),
+        Outcome::NotSelected => {}
+    }
+}
+
 enum State {
     Pending,
     Queued,
@@ -106,37 +148,7 @@ pub fn run(
     let stage_of = |i: usize| dag.stage_id(i).to_string();
 
     let finish = |i: usize, outcome: &Outcome, reporter: &mut dyn Reporter| {
-        if let Some(meta) = outcome.meta() {
-            let stage = dag.stage_id(i);
-            let remembered = store.remember(stage, &meta.instance, &meta.cache_key);
-            let linked = options
-                .run_dir
-                .map(|dir| store.link_into_run(dir, stage, &meta.instance, &meta.cache_key))
-                .unwrap_or(Ok(()));
-            if let Err(e) = remembered.and(linked) {
-                tracing::warn!("bookkeeping for {} failed: {e}", meta.instance);
-            }
-        }
-        let (stage, instance) = (dag.stage_id(i), dag.instances[i].id.as_str());
-        match outcome {
-            Outcome::Done(m) => reporter.event(RunEvent::Finished {
-                stage,
-                instance,
-                seconds: m.seconds,
-            }),
-            Outcome::Cached(_) => reporter.event(RunEvent::Cached { stage, instance }),
-            Outcome::Failed(error) => reporter.event(RunEvent::Failed {
-                stage,
-                instance,
-                error,
-            }),
-            Outcome::Skipped(reason) => reporter.event(RunEvent::Skipped {
-                stage,
-                instance,
-                reason,
-            }),
-            Outcome::NotSelected => {}
-        }
+        record(dag, store, options.run_dir, i, outcome, reporter)
     };
 
     loop {

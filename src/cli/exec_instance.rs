@@ -1,0 +1,38 @@
+//! `cbound exec-instance` (hidden): what each task of a Slurm job array runs on its node. It
+//! computes the one instance its task file describes and commits it to the shared store; see
+//! [`crate::exec::slurm`].
+
+use std::path::PathBuf;
+
+use crate::error::Error;
+use crate::exec::slurm::run_task;
+use crate::stages::Registry;
+
+#[derive(Debug, clap::Args)]
+pub struct ExecInstanceArgs {
+    /// The job array's directory of task files (`.cbound/slurm/<run>/<stage>`).
+    #[arg(long)]
+    pub task_dir: PathBuf,
+    /// Which task to run; by default `$SLURM_ARRAY_TASK_ID`.
+    #[arg(long)]
+    pub index: Option<usize>,
+}
+
+pub fn exec_instance(args: ExecInstanceArgs) -> Result<(), Error> {
+    let index = match args.index {
+        Some(i) => i,
+        None => std::env::var("SLURM_ARRAY_TASK_ID")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Error::Usage(
+                    "no task index: pass --index, or run inside a Slurm job array (SLURM_ARRAY_TASK_ID)"
+                        .into(),
+                )
+            })?,
+    };
+    let registry = Registry::builtin();
+    // A failed instance ends the task non-zero (exit 3), so `afterok` holds dependents back;
+    // its message goes to the task's stderr log as well as its result file.
+    Ok(run_task(&args.task_dir, index, &registry)?)
+}

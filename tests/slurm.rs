@@ -1,0 +1,363 @@
+//! `--executor slurm` against a real one-node Slurm cluster (tests/slurm/start.sh starts one;
+//! scripts/test.sh does so before `cargo test` where it can): the same results table as a
+//! local run, caching across executors, a failed task reported with its stderr, Ctrl-C
+//! leaving nothing in the queue, and the sbatch commands `plan` prints.
+//!
+//! Without a cluster the cluster tests are skipped with a message, unless
+//! `CBOUND_SLURM=required` (set by scripts/test.sh when it started one), which turns a
+//! missing cluster into a failure.
+
+mod common;
+use common::{read_rows, Project};
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The config tests/slurm/start.sh renders, when the environment does not name one.
+const DEFAULT_CONF: &str = "/tmp/cbound-slurm/slurm.conf";
+
+fn slurm_conf() -> Option<String> {
+    std::env::var("SLURM_CONF").ok().or_else(|| {
+        Path::new(DEFAULT_CONF)
+            .exists()
+            .then(|| DEFAULT_CONF.into())
+    })
+}
+
+/// Whether a cluster answers; panics if one is required and does not.
+fn cluster() -> bool {
+    let mut sinfo = Command::new("sinfo");
+    sinfo.args(["-h", "-o", "%T"]);
+    if let Some(conf) = slurm_conf() {
+        sinfo.env("SLURM_CONF", conf);
+    }
+    let up = match sinfo.output() {
+        Ok(out) if out.status.success() => {
+            let states = String::from_utf8_lossy(&out.stdout);
+            states
+                .lines()
+                .any(|s| matches!(s.trim(), "idle" | "mixed" | "allocated"))
+        }
+        _ => false,
+    };
+    if !up {
+        let why = "no Slurm cluster answers (sinfo); start one with tests/slurm/start.sh (as root)";
+        assert!(
+            std::env::var("CBOUND_SLURM").as_deref() != Ok("required"),
+            "CBOUND_SLURM=required: {why}"
+        );
+        eprintln!("skipping Slurm test: {why}");
+    }
+    up
+}
+
+fn with_conf(mut cmd: Command) -> Command {
+    if let Some(conf) = slurm_conf() {
+        cmd.env("SLURM_CONF", conf);
+    }
+    cmd
+}
+
+fn cbound(p: &Project, args: &[&str]) -> common::Run {
+    let out = with_conf(p.command(args)).output().expect("run cbound");
+    common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Job ids in the queue whose name is one this pipeline's arrays get.
+fn queued_jobs(pipeline: &str) -> Vec<String> {
+    let out = with_conf({
+        let mut c = Command::new("squeue");
+        c.args(["-h", "-o", "%i|%j|%T"]);
+        c
+    })
+    .output()
+    .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("|cbound:{pipeline}:")))
+        .map(String::from)
+        .collect()
+}
+
+/// Six `data` instances and six `post` instances, one array each, `post` after `data`.
+const SWEEP: &str = r#"name: slurm-sweep
+seed: 11
+executor: {max_parallel: 3, memory: 100M, time: "5"}
+stages:
+  data:
+    kind: synthetic
+    params: {task: dense, n: 150}
+    matrix: {dim: [1, 2], rho: [0.2, 0.4, 0.6]}
+  post:
+    kind: command
+    inputs: [data]
+    params:
+      argv: [sh, -c, 'echo "{\"rows\": 150}" > "$CBOUND_OUT/metrics.json"; cp "{input.data}/samples.parquet" "{out}/copy.parquet"']
+"#;
+
+/// Rows keyed by instance, without what legitimately differs between two runs.
+fn comparable(path: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut rows: Vec<(String, serde_json::Value)> = read_rows(path)
+        .into_iter()
+        .map(|mut r| {
+            let obj = r.as_object_mut().expect("row object");
+            obj.remove("run_id");
+            obj.remove("seconds");
+            (obj["instance"].as_str().unwrap_or_default().to_string(), r)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+#[test]
+fn plan_prints_the_sbatch_commands_with_dependencies_and_gpus() {
+    let p = Project::new();
+    let gpu = SWEEP.replace(
+        "  post:\n    kind: command\n",
+        "  post:\n    kind: command\n    resources: {gpus: 1, cpus: 2, partition: gpu, sbatch: [--qos=high]}\n",
+    );
+    p.write("sweep.yaml", &gpu);
+    // Needs no cluster: nothing is submitted.
+    let plan = p.cbound(&["plan", "sweep.yaml", "--executor", "slurm"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let lines: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|l| l.contains("=$(sbatch "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", plan.all());
+    assert!(
+        lines[0].starts_with("JOB_data=$(sbatch --parsable --array=0-5%3 "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("--mem=100M --time=5"), "{}", lines[0]);
+    assert!(!lines[0].contains("--dependency"), "{}", lines[0]);
+    for part in [
+        "--array=0-5%3",
+        "--cpus-per-task=2",
+        "--gres=gpu:1",
+        "--partition=gpu",
+        "--dependency=afterok:$JOB_data",
+        "--kill-on-invalid-dep=yes",
+        "--qos=high",
+        "/.cbound/slurm/$RUN/post/task.sh)",
+    ] {
+        assert!(lines[1].contains(part), "missing {part}: {}", lines[1]);
+    }
+    // The local executor's plan prints no sbatch lines.
+    let local = p.cbound(&["plan", "sweep.yaml"]);
+    assert!(!local.stdout.contains("sbatch"), "{}", local.all());
+}
+
+#[test]
+fn slurm_results_equal_local_results_and_caching_spans_executors() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write("sweep.yaml", SWEEP);
+    let local = cbound(&p, &["run", "sweep.yaml", "--out", "local"]);
+    assert_eq!(local.code, 0, "{}", local.all());
+
+    let clock = Instant::now();
+    let slurm = cbound(
+        &p,
+        &["run", "sweep.yaml", "--out", "slurm", "--executor", "slurm"],
+    );
+    let seconds = clock.elapsed().as_secs_f64();
+    assert_eq!(slurm.code, 0, "{}", slurm.all());
+    eprintln!("12 instances through Slurm in {seconds:.1}s");
+    assert!(
+        slurm.stderr.contains("12 ran, 0 cached, 0 failed"),
+        "{}",
+        slurm.all()
+    );
+    let results = |out: &str| {
+        let link = p.path().join(out).join("slurm-sweep").join("latest");
+        let target = std::fs::read_link(&link).expect("latest link");
+        link.parent().unwrap().join(target).join("results.parquet")
+    };
+    let (a, b) = (comparable(&results("local")), comparable(&results("slurm")));
+    assert_eq!(a.len(), 12);
+    // Same instances, statuses, cache keys (so the nodes computed the same keys), params,
+    // sweep values and metrics.
+    assert_eq!(a, b);
+    assert!(b.iter().all(|(_, r)| r["status"] == "ok"), "{b:?}");
+    assert!(b.iter().any(|(_, r)| r["metric.rows"] == 150.0), "{b:?}");
+
+    // Finished locally means not submitted: only `post` goes to Slurm.
+    let partial = cbound(
+        &p,
+        &["run", "sweep.yaml", "--out", "mixed", "--only", "data"],
+    );
+    assert_eq!(partial.code, 0, "{}", partial.all());
+    let mixed = cbound(
+        &p,
+        &["run", "sweep.yaml", "--out", "mixed", "--executor", "slurm"],
+    );
+    assert_eq!(mixed.code, 0, "{}", mixed.all());
+    assert!(
+        mixed.stderr.contains("6 ran, 6 cached, 0 failed"),
+        "{}",
+        mixed.all()
+    );
+    let slurm_dir = p.path().join("mixed/slurm-sweep/.cbound/slurm");
+    let run = std::fs::read_dir(&slurm_dir)
+        .expect("task files")
+        .flatten()
+        .next()
+        .expect("one run");
+    assert!(!run.path().join("data").exists(), "data was submitted");
+    assert!(run.path().join("post/5.json").exists());
+    // And the other way round: all of it cached for the local executor.
+    let again = cbound(&p, &["run", "sweep.yaml", "--out", "mixed"]);
+    assert!(again.stderr.contains("0 ran, 12 cached"), "{}", again.all());
+}
+
+#[test]
+fn a_failed_task_is_reported_with_its_stderr() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "fail.yaml",
+        r#"name: slurm-fail
+stages:
+  work:
+    kind: command
+    matrix: {env.X: ["1", "2"]}
+    params:
+      argv: [sh, -c, 'if [ "$X" = 2 ]; then echo "kaboom: disk on fire" >&2; exit 4; fi']
+  after:
+    kind: command
+    inputs: [work]
+    params: {argv: ["true"]}
+"#,
+    );
+    let run = cbound(
+        &p,
+        &[
+            "run",
+            "fail.yaml",
+            "--executor",
+            "slurm",
+            "--progress",
+            "lines",
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr.contains("FAILED  work@env.X=2") && run.stderr.contains("kaboom: disk on fire"),
+        "{}",
+        run.all()
+    );
+    let rows = read_rows(&p.latest("slurm-fail").join("results.parquet"));
+    let status = |id: &str| {
+        rows.iter()
+            .find(|r| r["instance"] == id)
+            .map(|r| r["status"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(status("work@env.X=1").as_deref(), Some("ok"));
+    assert_eq!(status("work@env.X=2").as_deref(), Some("failed"));
+    assert_eq!(status("after@env.X=2").as_deref(), Some("skipped"));
+    let error = rows
+        .iter()
+        .find(|r| r["instance"] == "work@env.X=2")
+        .and_then(|r| r["error"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("kaboom: disk on fire"), "{error}");
+    // `plan --why` knows the last attempt failed, as after a local run.
+    let why = p.cbound(&["plan", "fail.yaml", "--why"]);
+    assert!(why.stdout.contains("last attempt failed"), "{}", why.all());
+    assert!(queued_jobs("slurm-fail").is_empty());
+}
+
+#[test]
+fn a_task_that_dies_without_a_result_is_reported_with_its_stderr() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    // The nodes cannot run this `cbound`: the task's shell says so on its stderr.
+    p.write(
+        "broken.yaml",
+        r#"name: slurm-broken
+executor: {kind: slurm, cbound: /nonexistent/cbound}
+stages:
+  data: {kind: synthetic, params: {n: 10}}
+"#,
+    );
+    let run = cbound(&p, &["run", "broken.yaml", "--progress", "lines"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr.contains("without a result") && run.stderr.contains("/nonexistent/cbound"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_every_submitted_job() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "sleepy.yaml",
+        r#"name: slurm-sleepy
+stages:
+  nap:
+    kind: command
+    matrix: {env.X: ["1", "2", "3", "4"]}
+    params: {argv: [sleep, "120"]}
+  after:
+    kind: command
+    inputs: [nap]
+    params: {argv: ["true"]}
+"#,
+    );
+    let child = with_conf(p.command(&[
+        "run",
+        "sleepy.yaml",
+        "--executor",
+        "slurm",
+        "--progress",
+        "lines",
+    ]))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start cbound");
+    // Wait until a task runs, so cancelling has running and pending work to stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !queued_jobs("slurm-sleepy")
+        .iter()
+        .any(|l| l.ends_with("|RUNNING"))
+    {
+        assert!(Instant::now() < deadline, "no task started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait cbound");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("cancelling the submitted Slurm jobs"),
+        "{stderr}"
+    );
+    // The submitter waits for its jobs to leave the queue before exiting.
+    assert_eq!(queued_jobs("slurm-sleepy"), Vec::<String>::new());
+}
