@@ -281,7 +281,8 @@ stages:
     assert_eq!(epochs, vec![1, 2, 3, 4, 5], "epochs completed, 1-based");
     for e in [0, 2, 4, 5] {
         assert!(
-            dir.join(format!("train/train/encoder_epoch{e}.onnx")).exists(),
+            dir.join(format!("train/train/encoder_epoch{e}.onnx"))
+                .exists(),
             "snapshot {e}"
         );
     }
@@ -307,10 +308,17 @@ stages:
         let v = infonce(e);
         assert!(v.is_finite() && v <= (64f64).ln() + 1e-9, "epoch {e}: {v}");
     }
-    assert_ne!(infonce(0), infonce(5), "each snapshot is estimated on its own rows");
+    assert_ne!(
+        infonce(0),
+        infonce(5),
+        "each snapshot is estimated on its own rows"
+    );
     let channel = read_rows(&dir.join("channel/channel/mi_estimates.parquet"));
     assert_eq!(channel[0]["kind"], "upper_bound");
-    assert!(channel[0]["epoch"].is_null(), "augment epochs are not snapshots");
+    assert!(
+        channel[0]["epoch"].is_null(),
+        "augment epochs are not snapshots"
+    );
 
     let bounds = read_rows(&dir.join("bound/bound/bounds.parquet"));
     let det: Vec<&serde_json::Value> = bounds
