@@ -21,7 +21,6 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "then": {"properties": {
                 "params": {"$ref": format!("#/$defs/{def_name}")},
                 "matrix": {"$ref": "#/$defs/matrix"},
-                "matrix_mode": {"enum": ["cross", "one_at_a_time"], "description": "`cross` (default): every combination of the matrix axes. `one_at_a_time`: each axis varies alone while the others keep their `params` values (an ablation)."},
             }}
         }));
     }
@@ -120,14 +119,29 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
     })
 }
 
-/// Lets every parameter be a `${...}` reference and drops `required` (see module docs).
+/// Lets every parameter, at any depth (an augmentation op's `std`, an estimator's settings),
+/// be a `${...}` reference and drops `required` (see module docs).
 fn loosen(mut schema: Value) -> Value {
     if let Value::Object(map) = &mut schema {
         map.remove("$schema");
         map.remove("required");
+        for (key, child) in map.iter_mut() {
+            if key == "properties" {
+                continue;
+            }
+            match child {
+                Value::Object(_) => *child = loosen(std::mem::take(child)),
+                Value::Array(items) => {
+                    for item in items.iter_mut() {
+                        *item = loosen(std::mem::take(item));
+                    }
+                }
+                _ => {}
+            }
+        }
         if let Some(Value::Object(props)) = map.get_mut("properties") {
             for (_, prop) in props.iter_mut() {
-                let mut inner = std::mem::take(prop);
+                let mut inner = loosen(std::mem::take(prop));
                 let mut outer = Map::new();
                 if let Value::Object(m) = &mut inner {
                     for key in ["description", "default", "title"] {
