@@ -149,3 +149,46 @@ stages:
         .unwrap_or_else(|| panic!("no row names the missing I(X;Y|Z): {rows:?}"));
     assert!(general["value_nats"].is_null());
 }
+
+#[test]
+fn contradictory_terms_are_flagged_and_certify_no_accuracy() {
+    let p = Project::new();
+    p.write(
+        "c.yaml",
+        r#"name: c
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.5, n: 100}
+  bound:
+    kind: bound
+    inputs: data
+    params:
+      terms:
+        i_uz: {value: 0.5, kind: lower_bound}
+        i_uy: {value: 2.0, kind: lower_bound}
+        i_xy: {value: 1.0, kind: exact}
+        i_xy_given_z: {value: 0.0}
+      assumptions: {u_is_function_of_x: true}
+      classes: 4
+"#,
+    );
+    let run = p.cbound(&["run", "c.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("c").join("bound/bound/bounds.parquet"));
+    let clash = rows
+        .iter()
+        .find(|r| r["status"] == "inconsistent")
+        .unwrap_or_else(|| {
+            panic!("I(U;Y) >= 2 against I(U;Y) <= I(X;Y) = 1 must be flagged: {rows:?}")
+        });
+    let text = clash["error"].as_str().unwrap();
+    assert!(
+        text.contains("I(U;Y)") && text.contains("data_processing_uy"),
+        "{text}"
+    );
+    let results = read_rows(&p.latest("c").join("results.parquet"));
+    let b = results.iter().find(|r| r["stage"] == "bound").unwrap();
+    assert_eq!(b["metric.inconsistencies"], 1.0, "{b}");
+    assert!(b["metric.accuracy_lower_bound"].is_null(), "{b}");
+}

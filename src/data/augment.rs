@@ -123,6 +123,9 @@ pub enum Op {
     GaussianNoise(GaussianNoise),
     /// Images and dense vectors.
     RandomMask(RandomMask),
+    /// Start from the sample's paired view ([`Dataset::paired`]) instead of the sample; only
+    /// as a view's first op.
+    Paired,
 }
 
 impl Op {
@@ -136,6 +139,7 @@ impl Op {
             Op::Cutout(_) => "cutout",
             Op::GaussianNoise(_) => "gaussian_noise",
             Op::RandomMask(_) => "random_mask",
+            Op::Paired => "paired",
         }
     }
 
@@ -254,6 +258,7 @@ impl Op {
                 check_p(op, o.p)?;
                 Ok(input)
             }
+            Op::Paired => Ok(input),
         }
     }
 }
@@ -287,8 +292,31 @@ fn check_range(op: &'static str, name: &str, r: (f32, f32), max: f32) -> Result<
 
 /// The shape a sample of shape `input` has after `ops`, checking every op on the way.
 pub fn output_shape(input: SampleShape, ops: &[Op]) -> Result<SampleShape, DataError> {
+    if ops.iter().skip(1).any(|op| *op == Op::Paired) {
+        return Err(DataError::InvalidOp {
+            op: "paired",
+            reason: "it replaces the sample, so it must be the first op of its view".into(),
+        });
+    }
     ops.iter()
         .try_fold(input, |shape, op| op.output_shape(shape))
+}
+
+/// Where a view starts (the sample, or its paired view) and the ops that follow.
+fn view_source<'a>(
+    dataset: &'a Dataset,
+    ops: &'a [Op],
+) -> Result<(&'a Features, &'a [Op]), DataError> {
+    match ops.split_first() {
+        Some((Op::Paired, rest)) => match &dataset.paired {
+            Some(p) => Ok((p, rest)),
+            None => Err(DataError::InvalidOp {
+                op: "paired",
+                reason: "the dataset has no paired views: load it with `view_columns`".into(),
+            }),
+        },
+        _ => Ok((&dataset.features, ops)),
+    }
 }
 
 fn splitmix64(mut z: u64) -> u64 {
@@ -359,7 +387,9 @@ pub fn make_views_into(
     // Everything is checked before any buffer is touched, so an error leaves `views` as it
     // was.
     let mut plans = Vec::with_capacity(ops_per_view.len());
+    let mut sources = Vec::with_capacity(ops_per_view.len());
     for (v, ops) in ops_per_view.iter().enumerate() {
+        sources.push(view_source(dataset, ops)?);
         let shape = output_shape(input, ops)?;
         if shape.numel() == 0 {
             return Err(DataError::InvalidArgument(format!(
@@ -369,11 +399,8 @@ pub fn make_views_into(
         plans.push((shape.numel(), normalisation.prepare(shape)?));
     }
     views.resize_with(ops_per_view.len(), Vec::new);
-    for (v, ((ops, (out_dim, norm)), batch)) in ops_per_view
-        .iter()
-        .zip(&plans)
-        .zip(views.iter_mut())
-        .enumerate()
+    for (v, (((features, ops), (out_dim, norm)), batch)) in
+        sources.iter().zip(&plans).zip(views.iter_mut()).enumerate()
     {
         // Every value is overwritten below, so only growth needs filling.
         batch.resize(indices.len() * out_dim, 0.0);
@@ -383,7 +410,7 @@ pub fn make_views_into(
             .with_min_len(8)
             .for_each_init(Scratch::default, |scratch, (out, &i)| {
                 let mut rng = sample_rng(seed, epoch, i as u64, v as u64);
-                run_pipeline(dataset, i, ops, &mut rng, scratch, norm, out);
+                run_pipeline(features, i, ops, &mut rng, scratch, norm, out);
             });
     }
     Ok(())
@@ -418,8 +445,9 @@ pub fn augment_sample(
     }
     let norm = normalisation.prepare(shape)?;
     let mut rng = sample_rng(seed, epoch, index as u64, view);
+    let (features, ops) = view_source(dataset, ops)?;
     run_pipeline(
-        dataset,
+        features,
         index,
         ops,
         &mut rng,
@@ -453,7 +481,7 @@ struct Dims {
 /// Callers have validated `ops` against the dataset (via [`output_shape`]) and `index`
 /// against its length, so nothing here can fail.
 fn run_pipeline(
-    dataset: &Dataset,
+    features: &Features,
     index: usize,
     ops: &[Op],
     rng: &mut ChaCha8Rng,
@@ -461,8 +489,8 @@ fn run_pipeline(
     norm: &Normaliser,
     out: &mut [f32],
 ) {
-    let dim = dataset.dim();
-    match &dataset.features {
+    let dim = features.dim();
+    match features {
         Features::Images {
             data,
             height,
@@ -568,6 +596,8 @@ fn apply_image_op(op: &Op, d: &mut Dims, s: &mut Scratch, rng: &mut ChaCha8Rng) 
         }
         Op::GaussianNoise(o) => add_noise(&mut s.cur, o.std, rng),
         Op::RandomMask(o) => random_mask(&mut s.cur, o.p, rng),
+        // Consumed by `view_source` before the ops run.
+        Op::Paired => {}
     }
 }
 
@@ -1015,6 +1045,33 @@ impl Ziggurat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_views_start_from_the_second_view_and_only_first() {
+        let mut ds = dense(3, 2, 1.0);
+        let views = [vec![], vec![Op::Paired]];
+        let err = make_views(&ds, &[0, 1], &views, 1, 0, &Normalisation::None).unwrap_err();
+        assert!(err.to_string().contains("view_columns"), "{err}");
+        ds.paired = Some(Features::Dense {
+            data: vec![5.0; 6],
+            dim: 2,
+        });
+        let v = make_views(&ds, &[0, 2], &views, 1, 0, &Normalisation::None).unwrap();
+        assert_eq!(v[0], vec![1.0; 4]);
+        assert_eq!(v[1], vec![5.0; 4]);
+        let noisy = [vec![
+            Op::Paired,
+            Op::GaussianNoise(GaussianNoise { std: 1.0 }),
+        ]];
+        let v = make_views(&ds, &[0], &noisy, 1, 0, &Normalisation::None).unwrap();
+        assert!(v[0].iter().all(|&x| x != 5.0));
+        let late = [vec![
+            Op::GaussianNoise(GaussianNoise { std: 1.0 }),
+            Op::Paired,
+        ]];
+        let err = make_views(&ds, &[0], &late, 1, 0, &Normalisation::None).unwrap_err();
+        assert!(err.to_string().contains("first op"), "{err}");
+    }
 
     fn images(n: usize, c: usize, h: usize, w: usize) -> Dataset {
         let data = (0..n * c * h * w)

@@ -209,6 +209,10 @@ pub struct Dataset {
     /// so that results can be traced back to source records.
     pub ids: Vec<u64>,
     pub label_names: Option<Vec<String>>,
+    /// A second view of every sample, shaped like `features`, when the data comes in pairs
+    /// (e.g. the two views of the synthetic mixture, independent given the label). The
+    /// augmentation op `paired` starts a view from it.
+    pub paired: Option<Features>,
 }
 
 /// How raw features become the floats a model sees.
@@ -391,6 +395,7 @@ impl Dataset {
             num_classes,
             ids: (0..n as u64).collect(),
             label_names: None,
+            paired: None,
         };
         ds.validate()?;
         Ok(ds)
@@ -424,6 +429,17 @@ impl Dataset {
                 "dataset: expected {n} ids, found {}",
                 self.ids.len()
             )));
+        }
+        if let Some(p) = &self.paired {
+            if p.shape() != self.sample_shape() || p.data_len() != self.features.data_len() {
+                return Err(DataError::InvalidArgument(format!(
+                    "dataset: the paired view must match the features ({} per sample, {} values), found {} per sample, {} values",
+                    self.sample_shape(),
+                    self.features.data_len(),
+                    p.shape(),
+                    p.data_len()
+                )));
+            }
         }
         if let Some(k) = self.num_classes {
             if let Some((i, &l)) = self
@@ -558,6 +574,7 @@ impl Dataset {
             num_classes: self.num_classes,
             ids: indices.iter().map(|&i| self.ids[i]).collect(),
             label_names: self.label_names.clone(),
+            paired: self.paired.as_ref().map(|p| p.gather(indices)),
         })
     }
 
@@ -565,6 +582,9 @@ impl Dataset {
     pub fn limit(mut self, n: usize) -> Dataset {
         if n < self.len() {
             self.features.truncate(n);
+            if let Some(p) = &mut self.paired {
+                p.truncate(n);
+            }
             self.labels.truncate(n);
             self.ids.truncate(n);
         }

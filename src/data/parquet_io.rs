@@ -107,26 +107,34 @@ pub fn dataset_batch(
         fields.push(Field::new("label", DataType::UInt32, false));
         columns.push(Arc::new(UInt32Array::from(ds.labels.clone())));
     }
-    let (name, list) = match &ds.features {
-        Features::Images { data, .. } => (
-            "image",
-            list_of(
-                Arc::new(UInt8Array::from(data.clone())),
-                DataType::UInt8,
-                ds.dim(),
-            )?,
-        ),
-        Features::Dense { data, dim } => (
-            "x",
-            list_of(
-                Arc::new(Float32Array::from(data.clone())),
-                DataType::Float32,
-                *dim,
-            )?,
-        ),
-    };
-    fields.push(Field::new(name, list.data_type().clone(), false));
-    columns.push(Arc::new(list));
+    // The paired view, when present, sits beside the features as `image_view` / `x_view`.
+    for (features, suffix) in [(Some(&ds.features), ""), (ds.paired.as_ref(), "_view")] {
+        let Some(features) = features else { continue };
+        let (name, list) = match features {
+            Features::Images { data, .. } => (
+                "image",
+                list_of(
+                    Arc::new(UInt8Array::from(data.clone())),
+                    DataType::UInt8,
+                    ds.dim(),
+                )?,
+            ),
+            Features::Dense { data, dim } => (
+                "x",
+                list_of(
+                    Arc::new(Float32Array::from(data.clone())),
+                    DataType::Float32,
+                    *dim,
+                )?,
+            ),
+        };
+        fields.push(Field::new(
+            format!("{name}{suffix}"),
+            list.data_type().clone(),
+            false,
+        ));
+        columns.push(Arc::new(list));
+    }
     let mut meta = HashMap::new();
     meta.insert(
         "cbound.shape".to_string(),
@@ -190,6 +198,10 @@ pub fn read_dataset(path: &Path) -> Result<(Dataset, Normalisation), DataError> 
     let mut labels = Vec::new();
     let mut bytes = Vec::new();
     let mut floats = Vec::new();
+    let (mut paired_bytes, mut paired_floats) = (Vec::new(), Vec::new());
+    let has_paired = ["image_view", "x_view"]
+        .iter()
+        .any(|c| schema.column_with_name(c).is_some());
     for b in &batches {
         let col = |name: &str| b.column_by_name(name);
         ids.extend(
@@ -211,26 +223,38 @@ pub fn read_dataset(path: &Path) -> Result<(Dataset, Normalisation), DataError> 
         } else {
             return Err(bad(path, "columns", "an `image` or `x` column", "neither"));
         }
+        if let Some(img) = col("image_view") {
+            let list = img.as_fixed_size_list();
+            paired_bytes.extend(list.values().as_primitive::<UInt8Type>().values().iter());
+        } else if let Some(x) = col("x_view") {
+            let list = x.as_fixed_size_list();
+            paired_floats.extend(list.values().as_primitive::<Float32Type>().values().iter());
+        }
     }
-    let features = match shape.get("kind").and_then(|k| k.as_str()) {
-        Some("image") => Features::Images {
+    let kind = shape.get("kind").and_then(|k| k.as_str());
+    let make = |bytes: Vec<u8>, floats: Vec<f32>| match kind {
+        Some("image") => Ok(Features::Images {
             data: bytes,
             channels: dim_of("channels"),
             height: dim_of("height"),
             width: dim_of("width"),
-        },
-        Some("dense") => Features::Dense {
+        }),
+        Some("dense") => Ok(Features::Dense {
             data: floats,
             dim: dim_of("dim"),
-        },
-        other => {
-            return Err(bad(
-                path,
-                "cbound.shape",
-                "image or dense",
-                format!("{other:?}"),
-            ))
-        }
+        }),
+        other => Err(bad(
+            path,
+            "cbound.shape",
+            "image or dense",
+            format!("{other:?}"),
+        )),
+    };
+    let features = make(bytes, floats)?;
+    let paired = if has_paired {
+        Some(make(paired_bytes, paired_floats)?)
+    } else {
+        None
     };
     let num_classes = meta.get("cbound.num_classes").and_then(|s| s.parse().ok());
     let label_names = meta
@@ -239,6 +263,7 @@ pub fn read_dataset(path: &Path) -> Result<(Dataset, Normalisation), DataError> 
     let mut ds = Dataset::new(features, labels, num_classes)?;
     ds.ids = ids;
     ds.label_names = label_names;
+    ds.paired = paired;
     ds.validate()?;
     Ok((ds, normalisation))
 }
@@ -297,6 +322,22 @@ mod tests {
         .unwrap();
         write_dataset(&path, &dense, &Normalisation::None).unwrap();
         assert_eq!(read_dataset(&path).unwrap().0, dense);
+
+        let mut paired = dense.clone();
+        paired.paired = Some(Features::Dense {
+            data: vec![9.0, 8.0, 7.0, 6.0],
+            dim: 2,
+        });
+        write_dataset(&path, &paired, &Normalisation::None).unwrap();
+        let back = read_dataset(&path).unwrap().0;
+        assert_eq!(back, paired);
+        assert_eq!(
+            back.subset(&[1]).unwrap().paired,
+            Some(Features::Dense {
+                data: vec![7.0, 6.0],
+                dim: 2
+            })
+        );
     }
 
     #[test]

@@ -349,10 +349,36 @@ pub fn build_encoder(
     model: &ContrastiveModel,
     source: ParamSource<'_>,
 ) -> Result<EncoderGraph, StepError> {
-    let mut g = Graph::new("cbound_encoder");
+    build_forward(model, source, false)
+}
+
+/// Builds the projection graph `z = g(f(x))` (the space the contrastive critic scores), with
+/// the same interface as the encoder graph: input `x`, output `u` of the projection size.
+pub fn build_projection(
+    model: &ContrastiveModel,
+    source: ParamSource<'_>,
+) -> Result<EncoderGraph, StepError> {
+    build_forward(model, source, true)
+}
+
+fn build_forward(
+    model: &ContrastiveModel,
+    source: ParamSource<'_>,
+    project: bool,
+) -> Result<EncoderGraph, StepError> {
+    let mut g = Graph::new(if project {
+        "cbound_projection"
+    } else {
+        "cbound_encoder"
+    });
     let mut specs = Vec::new();
     let mut values = Vec::new();
-    for p in model.encoder.params() {
+    let wanted = if project {
+        model.param_specs()
+    } else {
+        model.encoder.params().to_vec()
+    };
+    for p in &wanted {
         match source {
             ParamSource::Inputs => {
                 values.push(g.input(&p.name, DType::F32, &p.shape)?);
@@ -383,13 +409,20 @@ pub fn build_encoder(
     let view = model.input_shape().to_vec();
     let x = g.input(INPUT_X, DType::F32, &batched(1, &view))?;
     g.mark_batch_dim(x);
-    let u = model.encoder.forward(&mut g, x, &values)?;
+    let (u, dim) = if project {
+        (model.forward(&mut g, x, &values)?.1, model.projection_dim())
+    } else {
+        (
+            model.encoder.forward(&mut g, x, &values)?,
+            model.embedding_dim(),
+        )
+    };
     let u = g.output(u, OUTPUT_EMBEDDING)?;
     g.mark_batch_dim(u);
     Ok(EncoderGraph {
         model_bytes: g.to_model_bytes(OPSET)?,
         view_shape: view,
-        embedding_dim: model.embedding_dim(),
+        embedding_dim: dim,
         params: specs,
     })
 }

@@ -86,6 +86,9 @@ pub enum OpSpec {
     GaussianNoise { std: f32 },
     /// Zero each value with probability `p`. Images and vectors.
     RandomMask { p: f32 },
+    /// Start this view from the sample's paired view (data loaded with `view_columns`, e.g. the
+    /// mixture's Y); first op of a view only.
+    Paired,
 }
 
 impl OpSpec {
@@ -123,6 +126,7 @@ impl OpSpec {
             OpSpec::Cutout { size, p } => Op::Cutout(augment::Cutout { size, p }),
             OpSpec::GaussianNoise { std } => Op::GaussianNoise(augment::GaussianNoise { std }),
             OpSpec::RandomMask { p } => Op::RandomMask(augment::RandomMask { p }),
+            OpSpec::Paired => Op::Paired,
         }
     }
 }

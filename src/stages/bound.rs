@@ -404,9 +404,11 @@ impl Stage for Bound {
             };
             // The last snapshot is the final encoder: its bounds become the metrics.
             let last = gi + 1 == epochs.len();
+            let before = table.inconsistencies;
             let (terms, rows, probe_accuracy) =
                 evaluate_group(p, ctx, group, &assumptions, &mut table, &mut out, last)?;
-            if last {
+            // Contradictory terms certify nothing, so no accuracy bound is derived from them.
+            if last && table.inconsistencies == before {
                 accuracy_metrics(p, &terms, &rows, probe_accuracy, &mut out)?;
             }
         }
@@ -416,6 +418,8 @@ impl Stage for Bound {
             .insert("violations".into(), table.violations as f64);
         out.metrics
             .insert("violations_valid".into(), table.valid_violations as f64);
+        out.metrics
+            .insert("inconsistencies".into(), table.inconsistencies as f64);
         Ok(out)
     }
 }
@@ -521,6 +525,7 @@ struct BoundsTable {
     errors: Vec<Option<String>>,
     violations: usize,
     valid_violations: usize,
+    inconsistencies: usize,
 }
 
 /// Evaluates every inequality for one snapshot group, appending its rows.
@@ -626,7 +631,51 @@ fn evaluate_group(
             }
         }
     }
+    for clash in inconsistencies(&terms, &ok_rows, p.tolerance) {
+        t.epoch.push(group.epoch);
+        t.names.push(Some("consistency".into()));
+        t.statements.push(Some(clash.clone()));
+        t.status.push(Some("inconsistent".into()));
+        for v in [&mut t.side, &mut t.lhs, &mut t.terms_json] {
+            v.push(None);
+        }
+        for v in [&mut t.values, &mut t.truth, &mut t.margins] {
+            v.push(None);
+        }
+        t.certified.push(None);
+        t.violated.push(None);
+        t.errors.push(Some(clash));
+        t.inconsistencies += 1;
+    }
     Ok((terms, ok_rows, probe_accuracy))
+}
+
+/// Terms that contradict a certified bound on the same quantity: a claimed lower bound above a
+/// certified upper bound (or the reverse) means some estimator's promise failed, typically a
+/// critic or probe scored on the samples it was trained on. Such a run certifies nothing.
+fn inconsistencies(terms: &Terms, rows: &[BoundRow], tolerance: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (q, term) in terms.iter() {
+        for r in rows
+            .iter()
+            .filter(|r| r.lhs == q && r.status == Status::Valid && r.certified)
+        {
+            let (clash, relation) = match r.side {
+                Side::Upper if term.kind.is_lower() => (term.nats > r.value + tolerance, "above"),
+                Side::Lower if term.kind.is_upper() => (term.nats < r.value - tolerance, "below"),
+                _ => (false, ""),
+            };
+            if clash {
+                out.push(format!(
+                    "{q} from {} is {:.4} nats, {relation} the certified bound {:.4} of {}: an estimator's \
+                     assumption failed (e.g. a critic or probe scored on its own training samples); \
+                     nothing here is certified until it is resolved",
+                    term.source, term.nats, r.value, r.name
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl BoundsTable {
@@ -647,7 +696,7 @@ impl BoundsTable {
             ),
             (
                 Field::new("status", DataType::Utf8, true),
-                "valid, or as_stated (the study's claim; not a bound)",
+                "valid, as_stated (the study's claim; not a bound), or inconsistent (a term contradicts a certified bound)",
                 s(&self.status),
             ),
             (

@@ -43,6 +43,10 @@ pub struct EmbedParams {
     /// estimate_mi and bound then follow.
     #[serde(default)]
     pub snapshots: bool,
+    /// Also write the projections z = g(f(x)) (column `z`, and `z_view` for the second view):
+    /// the space the training critic scores, where `infonce` gives its tightest bound.
+    #[serde(default)]
+    pub projections: bool,
     /// Only the first `limit` samples.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -61,6 +65,8 @@ struct Columns {
     epoch: Vec<Option<i64>>,
     u: Vec<f32>,
     u_view: Vec<f32>,
+    z: Vec<f32>,
+    z_view: Vec<f32>,
     x: Vec<f32>,
     y: Vec<f32>,
 }
@@ -117,6 +123,16 @@ impl Stage for Embed {
                 info.view_shape
             )));
         }
+        let projection_dim = match (p.projections, info.projection_dim) {
+            (false, _) => None,
+            (true, Some(k)) => Some(k),
+            (true, None) => {
+                return Err(StageError::Input(format!(
+                    "`{}` has no projection graph (trained by an older cbound, or without a projector); drop `projections`",
+                    model.instance
+                )))
+            }
+        };
         let encoders: Vec<(Option<i64>, String)> = if p.snapshots {
             let names: Vec<String> = model.meta.outputs.iter().map(|o| o.name.clone()).collect();
             let epochs = snapshot_epochs(&names);
@@ -128,7 +144,7 @@ impl Stage for Embed {
             }
             epochs
                 .into_iter()
-                .map(|e| (Some(e as i64), snapshot_file(e)))
+                .map(|e| (Some(e as i64), snapshot_file("encoder", e)))
                 .collect()
         } else {
             vec![(None, "encoder.onnx".to_string())]
@@ -172,6 +188,27 @@ impl Stage for Embed {
             };
             let mut embedder =
                 Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))?;
+            let mut projector = match projection_dim {
+                None => None,
+                Some(k) => {
+                    let file = file.replacen("encoder", "projection", 1);
+                    let bytes =
+                        std::fs::read(model.dir.join(&file)).map_err(|e| StageError::Io {
+                            context: format!("reading {file} of `{}`", model.instance),
+                            source: e,
+                        })?;
+                    let graph = EncoderGraph {
+                        model_bytes: bytes,
+                        view_shape: info.view_shape.clone(),
+                        embedding_dim: k,
+                        params: vec![],
+                    };
+                    Some(
+                        Embedder::new(&rt, &graph, &opts)
+                            .map_err(|e| StageError::Failed(e.to_string()))?,
+                    )
+                }
+            };
             for (c, batch) in indices.chunks(chunk).enumerate() {
                 ctx.check_cancelled()?;
                 ctx.progress(
@@ -202,6 +239,12 @@ impl Stage for Embed {
                 cols.u.extend(embed(&mut embedder, &views[0])?);
                 if view_ops.len() > 1 {
                     cols.u_view.extend(embed(&mut embedder, &views[1])?);
+                }
+                if let Some(proj) = projector.as_mut() {
+                    cols.z.extend(embed(proj, &views[0])?);
+                    if view_ops.len() > 1 {
+                        cols.z_view.extend(embed(proj, &views[1])?);
+                    }
                 }
                 if p.include_input {
                     cols.x.extend_from_slice(&views[0]);
@@ -243,6 +286,8 @@ impl Stage for Embed {
         let lists = [
             ("u", cols.u, d),
             ("u_view", cols.u_view, d),
+            ("z", cols.z, projection_dim.unwrap_or(1)),
+            ("z_view", cols.z_view, projection_dim.unwrap_or(1)),
             ("x", cols.x, want),
             ("y", cols.y, want),
         ];

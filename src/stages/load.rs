@@ -95,6 +95,10 @@ pub struct LoadParams {
     /// Parquet: numeric feature columns (names, globs, list columns).
     #[serde(default)]
     pub feature_columns: Option<String>,
+    /// Parquet: numeric columns of a second view of each sample, paired with
+    /// `feature_columns` (e.g. the mixture's `y*`); augmentation ops reach it with `{op: paired}`.
+    #[serde(default)]
+    pub view_columns: Option<String>,
     /// Parquet: a column of raw image bytes (list or fixed-size list of uint8), C x H x W.
     #[serde(default)]
     pub image_column: Option<String>,
@@ -229,10 +233,35 @@ fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageErr
                 .into(),
         )),
     };
+    let paired = match (&p.view_columns, &features) {
+        (None, _) => None,
+        (Some(cols), Features::Dense { dim, .. }) => {
+            let sel = table.select(cols).map_err(input)?;
+            if sel.cols != *dim {
+                return Err(StageError::Input(format!(
+                    "{}: view_columns `{cols}` give {} values per row, feature_columns give {dim}; a view must match its sample",
+                    path.display(),
+                    sel.cols
+                )));
+            }
+            Some(Features::Dense {
+                data: sel.data.iter().map(|&v| v as f32).collect(),
+                dim: sel.cols,
+            })
+        }
+        (Some(_), Features::Images { .. }) => {
+            return Err(StageError::Params(
+                "`view_columns` pairs dense features; it cannot be used with `image_column`".into(),
+            ))
+        }
+    };
     let num_classes = p.num_classes.or_else(|| names.as_ref().map(|n| n.len()));
     let mut ds = Dataset::new(features, labels, num_classes)
         .map_err(|e| StageError::Input(e.to_string()))?;
     ds.label_names = names;
+    ds.paired = paired;
+    ds.validate()
+        .map_err(|e| StageError::Input(e.to_string()))?;
     Ok(ds)
 }
 
@@ -259,6 +288,12 @@ impl Stage for Load {
     }
 
     fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        if p.view_columns.is_some() && p.format != Format::Parquet {
+            return Err(StageError::Params(
+                "`view_columns` reads paired views from a Parquet/CSV table (`format: parquet`)"
+                    .into(),
+            ));
+        }
         // A table from an upstream stage (e.g. `synthetic`): `format: parquet` without `path`.
         let path = match (p.format, &p.path, ctx.inputs) {
             (Format::Parquet, None, [input]) => input.only_table("path")?,

@@ -6,7 +6,8 @@
 //! (parameters, optimizer state, the curve so far) goes to `.checkpoint/` in the instance's
 //! staging directory, so a killed run resumes from its last finished epoch and ends with
 //! bitwise the same parameters. Outputs: `training_curve.parquet`, `train_step.onnx`,
-//! `encoder.onnx` (parameters baked in), `params.ckpt`, `model.json`.
+//! `encoder.onnx` (f, parameters baked in), `projection.onnx` (g o f, where the critic
+//! scores), `params.ckpt`, `model.json`, and with `snapshot_every` both graphs per snapshot.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +34,9 @@ use crate::onnx::models::{
 };
 use crate::onnx::optim::{LrSchedule, OptimizerConfig};
 use crate::onnx::runtime::{self, Device, LibrarySearch, SessionOptions};
-use crate::onnx::step::{build_encoder, build_eval, build_train_step, ParamSource, StepConfig};
+use crate::onnx::step::{
+    build_encoder, build_eval, build_projection, build_train_step, ParamSource, StepConfig,
+};
 use crate::onnx::{Checkpoint, RuntimeError, Trainer};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -308,6 +311,9 @@ pub struct CurveRow {
 pub struct ModelInfo {
     pub view_shape: Vec<usize>,
     pub embedding_dim: usize,
+    /// Size of the projector's output z = g(f(x)), written as `projection.onnx`.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
     pub params: usize,
     pub steps: u64,
 }
@@ -675,6 +681,12 @@ impl Stage for Train {
         let encoder = build_encoder(&model, ParamSource::Baked(&params))
             .map_err(|e| StageError::Failed(e.to_string()))?;
         write_atomic(&ctx.out_dir.join("encoder.onnx"), &encoder.model_bytes)?;
+        let projection = build_projection(&model, ParamSource::Baked(&params))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        write_atomic(
+            &ctx.out_dir.join("projection.onnx"),
+            &projection.model_bytes,
+        )?;
         Checkpoint {
             step: trainer.steps_done(),
             tensors: params.clone(),
@@ -686,6 +698,7 @@ impl Stage for Train {
             &ModelInfo {
                 view_shape: encoder.view_shape.clone(),
                 embedding_dim: encoder.embedding_dim,
+                projection_dim: Some(projection.embedding_dim),
                 params: params.iter().map(|t| t.data.len()).sum(),
                 steps: trainer.steps_done(),
             },
@@ -718,15 +731,21 @@ fn save_snapshot(
     let encoder = build_encoder(model, ParamSource::Baked(&params))
         .map_err(|e| StageError::Failed(e.to_string()))?;
     write_atomic(
-        &ctx.out_dir.join(snapshot_file(epoch)),
+        &ctx.out_dir.join(snapshot_file("encoder", epoch)),
         &encoder.model_bytes,
+    )?;
+    let projection = build_projection(model, ParamSource::Baked(&params))
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    write_atomic(
+        &ctx.out_dir.join(snapshot_file("projection", epoch)),
+        &projection.model_bytes,
     )?;
     Ok(())
 }
 
-/// File name of the encoder snapshot after `epoch` epochs.
-pub fn snapshot_file(epoch: u64) -> String {
-    format!("encoder_epoch{epoch}.onnx")
+/// File name of the `encoder` or `projection` snapshot after `epoch` epochs.
+pub fn snapshot_file(graph: &str, epoch: u64) -> String {
+    format!("{graph}_epoch{epoch}.onnx")
 }
 
 /// The snapshot epochs a train instance wrote, ascending.
