@@ -14,7 +14,8 @@
 use std::collections::BTreeMap;
 
 use super::error::MiError;
-use super::linalg::{logdet_spd, sample_covariance, LinalgError};
+use super::gaussian::logdet;
+use super::linalg::sample_covariance;
 use super::matrix::Matrix;
 use super::{check_pair, BiasDirection, MiEstimate};
 
@@ -85,18 +86,7 @@ pub fn gaussian_channel_bound(
         for j in 0..d {
             m[j * d + j] += 1.0;
         }
-        let logdet = logdet_spd(&m, d).map_err(|e| match e {
-            LinalgError::NotPositiveDefinite { pivot, value } => MiError::Singular {
-                which: "I + Cov(X|z)/s^2",
-                pivot,
-                value,
-            },
-            LinalgError::NotSquare { n, len } => MiError::ShapeMismatch {
-                rows: n,
-                cols: n,
-                len,
-            },
-        })?;
+        let logdet = logdet(&m, d, "I + Cov(X|z)/s^2")?;
         total += idx.len() as f64 / n as f64 * 0.5 * logdet;
     }
     let mut note = format!(

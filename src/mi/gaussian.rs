@@ -12,6 +12,22 @@ use super::linalg::{logdet_spd, sample_covariance, submatrix, LinalgError};
 use super::matrix::Matrix;
 use super::{check_pair, BiasDirection, Estimator, MiEstimate};
 
+/// log det of a symmetric positive-definite `k x k` block, naming the block when it is not.
+pub(crate) fn logdet(m: &[f64], k: usize, which: &'static str) -> Result<f64, MiError> {
+    logdet_spd(m, k).map_err(|e| match e {
+        LinalgError::NotPositiveDefinite { pivot, value } => MiError::Singular {
+            which,
+            pivot,
+            value,
+        },
+        LinalgError::NotSquare { n, len } => MiError::ShapeMismatch {
+            rows: n,
+            cols: n,
+            len,
+        },
+    })
+}
+
 /// The log-determinant estimator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GaussianMi;
@@ -29,20 +45,7 @@ pub fn mi_from_covariance(cov: &[f64], dx: usize, dy: usize) -> Result<f64, MiEr
     }
     let xi: Vec<usize> = (0..dx).collect();
     let yi: Vec<usize> = (dx..d).collect();
-    let ld = |m: &[f64], k: usize, which: &'static str| {
-        logdet_spd(m, k).map_err(|e| match e {
-            LinalgError::NotPositiveDefinite { pivot, value } => MiError::Singular {
-                which,
-                pivot,
-                value,
-            },
-            LinalgError::NotSquare { n, len } => MiError::ShapeMismatch {
-                rows: n,
-                cols: n,
-                len,
-            },
-        })
-    };
+    let ld = logdet;
     let lx = ld(&submatrix(cov, d, &xi), dx, "x")?;
     let ly = ld(&submatrix(cov, d, &yi), dy, "y")?;
     let lxy = ld(cov, d, "joint (x, y)")?;

@@ -264,17 +264,8 @@ fn resolve(
     }
     match (&src.pair, &src.estimator, &src.metric) {
         (Some(pair), Some(estimator), None) => {
-            for input in ctx.inputs {
-                if !input
-                    .meta
-                    .outputs
-                    .iter()
-                    .any(|o| o.name == "mi_estimates.parquet")
-                {
-                    continue;
-                }
-                let path = input.dir.join("mi_estimates.parquet");
-                for batch in read_parquet(&path)? {
+            for (input, batches) in estimate_tables(ctx)? {
+                for batch in batches {
                     let col = |name: &str| batch.column_by_name(name).cloned();
                     let (Some(pairs), Some(ests), Some(nats)) =
                         (col("pair"), col("estimator"), col("nats"))
@@ -424,20 +415,33 @@ impl Stage for Bound {
     }
 }
 
-/// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
-/// order; `[None]` when they carry no epochs.
-fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
-    let mut epochs = std::collections::BTreeSet::new();
+/// Every input that wrote `mi_estimates.parquet`, with the table's batches.
+fn estimate_tables<'a>(
+    ctx: &StageContext<'a>,
+) -> Result<Vec<(&'a super::InputArtifact, Vec<RecordBatch>)>, StageError> {
+    let mut out = Vec::new();
     for input in ctx.inputs {
-        if !input
+        if input
             .meta
             .outputs
             .iter()
             .any(|o| o.name == "mi_estimates.parquet")
         {
-            continue;
+            out.push((
+                input,
+                read_parquet(&input.dir.join("mi_estimates.parquet"))?,
+            ));
         }
-        for batch in read_parquet(&input.dir.join("mi_estimates.parquet"))? {
+    }
+    Ok(out)
+}
+
+/// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
+/// order; `[None]` when they carry no epochs.
+fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
+    let mut epochs = std::collections::BTreeSet::new();
+    for (_, batches) in estimate_tables(ctx)? {
+        for batch in batches {
             if let Some(e) = batch.column_by_name("epoch") {
                 use arrow_array::cast::AsArray;
                 let e = e.as_primitive::<arrow_array::types::Int64Type>();

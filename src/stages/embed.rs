@@ -176,39 +176,23 @@ impl Stage for Embed {
         let chunk = p.chunk.max(1);
         let mut views = Vec::new();
         for (b, (epoch, file)) in encoders.iter().enumerate() {
-            let bytes = std::fs::read(model.dir.join(file)).map_err(|e| StageError::Io {
-                context: format!("reading {file} of `{}`", model.instance),
-                source: e,
-            })?;
-            let graph = EncoderGraph {
-                model_bytes: bytes,
-                view_shape: info.view_shape.clone(),
-                embedding_dim: info.embedding_dim,
-                params: vec![],
+            let open = |file: &str, dim: usize| -> Result<Embedder, StageError> {
+                let bytes = std::fs::read(model.dir.join(file)).map_err(|e| StageError::Io {
+                    context: format!("reading {file} of `{}`", model.instance),
+                    source: e,
+                })?;
+                let graph = EncoderGraph {
+                    model_bytes: bytes,
+                    view_shape: info.view_shape.clone(),
+                    embedding_dim: dim,
+                    params: vec![],
+                };
+                Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))
             };
-            let mut embedder =
-                Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))?;
-            let mut projector = match projection_dim {
-                None => None,
-                Some(k) => {
-                    let file = file.replacen("encoder", "projection", 1);
-                    let bytes =
-                        std::fs::read(model.dir.join(&file)).map_err(|e| StageError::Io {
-                            context: format!("reading {file} of `{}`", model.instance),
-                            source: e,
-                        })?;
-                    let graph = EncoderGraph {
-                        model_bytes: bytes,
-                        view_shape: info.view_shape.clone(),
-                        embedding_dim: k,
-                        params: vec![],
-                    };
-                    Some(
-                        Embedder::new(&rt, &graph, &opts)
-                            .map_err(|e| StageError::Failed(e.to_string()))?,
-                    )
-                }
-            };
+            let mut embedder = open(file, info.embedding_dim)?;
+            let mut projector = projection_dim
+                .map(|k| open(&file.replacen("encoder", "projection", 1), k))
+                .transpose()?;
             for (c, batch) in indices.chunks(chunk).enumerate() {
                 ctx.check_cancelled()?;
                 ctx.progress(

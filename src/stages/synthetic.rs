@@ -191,6 +191,24 @@ impl SyntheticParams {
 
 pub struct Synthetic;
 
+/// Writes `samples.parquet` with each column's description in the field metadata.
+fn write_samples(
+    ctx: &StageContext,
+    fields: &[(Field, String)],
+    columns: Vec<ArrayRef>,
+) -> Result<(), StageError> {
+    let schema = documented_schema(
+        fields
+            .iter()
+            .map(|(f, doc)| (f.clone(), doc.as_str()))
+            .collect(),
+    );
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
+    ctx.write_table("samples", &batch)?;
+    Ok(())
+}
+
 impl SyntheticParams {
     /// The joint table of the `discrete` task.
     pub fn joint(&self) -> Result<Joint, StageError> {
@@ -244,15 +262,7 @@ fn run_discrete(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOut
             samples.iter().map(|c| c[j] as u32),
         )));
     }
-    let schema = documented_schema(
-        fields
-            .iter()
-            .map(|(f, doc)| (f.clone(), doc.as_str()))
-            .collect(),
-    );
-    let batch = RecordBatch::try_new(schema, columns)
-        .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
-    ctx.write_table("samples", &batch)?;
+    write_samples(ctx, &fields, columns)?;
     let terms = joint.terms();
     let exact = |q: Quantity| terms.find(q).map(|t| t.nats).unwrap_or(f64::NAN);
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
@@ -314,15 +324,7 @@ fn run_mixture(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutp
             )));
         }
     }
-    let schema = documented_schema(
-        fields
-            .iter()
-            .map(|(f, doc)| (f.clone(), doc.as_str()))
-            .collect(),
-    );
-    let batch = RecordBatch::try_new(schema, columns)
-        .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
-    ctx.write_table("samples", &batch)?;
+    write_samples(ctx, &fields, columns)?;
     ctx.check_cancelled()?;
     ctx.progress(1, 2, "Monte Carlo truth");
     // Its own seed stream: the truth does not depend on n.
@@ -392,15 +394,7 @@ impl Stage for Synthetic {
                 )));
             }
         }
-        let schema = documented_schema(
-            fields
-                .iter()
-                .map(|(f, d)| (f.clone(), d.as_str()))
-                .collect(),
-        );
-        let batch = RecordBatch::try_new(schema, columns)
-            .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
-        ctx.write_table("samples", &batch)?;
+        write_samples(ctx, &fields, columns)?;
         let mi = task.true_mi();
         let (dx, dy) = task.dims();
         Ok(StageOutput::default()
