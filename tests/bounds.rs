@@ -192,3 +192,70 @@ stages:
     assert_eq!(b["metric.inconsistencies"], 1.0, "{b}");
     assert!(b["metric.accuracy_lower_bound"].is_null(), "{b}");
 }
+
+/// The README's main pipeline, shrunk: every stage runs, the conditional-independence bound
+/// is certified from held-out pairs and consistent with the exact ceiling I(X;Z).
+#[test]
+fn quickstart_certifies_a_bound_consistent_with_the_truth() {
+    let p = Project::new();
+    p.write("quickstart.yaml", &repo_pipeline("quickstart.yaml"));
+    let run = p.cbound(&[
+        "run",
+        "quickstart.yaml",
+        "--set",
+        "stages.train.params.epochs=3",
+        "--set",
+        "stages.mixture.params.n=2000",
+        "--set",
+        "stages.mixture.params.mc_samples=20000",
+        "--set",
+        "stages.test_mixture.params.n=1200",
+        "--set",
+        "stages.test_mixture.params.mc_samples=20000",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("quickstart");
+    let results = read_rows(&dir.join("results.parquet"));
+    for kind in [
+        "synthetic",
+        "load",
+        "augment",
+        "train",
+        "embed",
+        "estimate_mi",
+        "bound",
+    ] {
+        assert!(
+            results
+                .iter()
+                .any(|r| r["kind"] == kind && r["status"] == "ok"),
+            "{kind} did not run: {results:?}"
+        );
+    }
+    let truth_xz = results
+        .iter()
+        .find(|r| r["stage"] == "mixture")
+        .and_then(|r| r["metric.true_i_xz"].as_f64())
+        .unwrap();
+    for b in results.iter().filter(|r| r["kind"] == "bound") {
+        assert_eq!(b["metric.violations_valid"], 0.0, "{b}");
+        assert_eq!(b["metric.inconsistencies"], 0.0, "{b}");
+        let lower = b["metric.iuz_lower_nats"].as_f64().unwrap();
+        assert!(lower <= truth_xz + 0.05, "{lower} > I(X;Z) = {truth_xz}");
+        let (lo, hi) = (
+            b["metric.accuracy_lower_bound"].as_f64().unwrap(),
+            b["metric.accuracy_upper_bound"].as_f64().unwrap(),
+        );
+        assert!(0.25 <= lo && lo <= hi && hi <= 1.0, "{lo} {hi}");
+        let instance = b["instance"].as_str().unwrap();
+        let rows = read_rows(&dir.join("bound").join(instance).join("bounds.parquet"));
+        let ci: Vec<_> = rows
+            .iter()
+            .filter(|r| r["name"] == "valid_conditional_independence")
+            .collect();
+        assert_eq!(ci.len(), 3, "snapshots at epochs 0, 2, 3: {rows:?}");
+        assert!(ci.iter().all(|r| r["certified"] == true), "{ci:?}");
+    }
+}
