@@ -235,6 +235,7 @@ struct Group {
 
 fn resolve(
     ctx: &StageContext,
+    estimates: &[EstimateTable],
     q: QuantityName,
     src: &TermSource,
     force: Option<Direction>,
@@ -264,7 +265,7 @@ fn resolve(
     }
     match (&src.pair, &src.estimator, &src.metric) {
         (Some(pair), Some(estimator), None) => {
-            for (input, batches) in estimate_tables(ctx)? {
+            for (input, batches) in estimates {
                 for batch in batches {
                     let col = |name: &str| batch.column_by_name(name).cloned();
                     let (Some(pairs), Some(ests), Some(nats)) =
@@ -385,7 +386,9 @@ impl Stage for Bound {
                 .x_indep_y_given_z
                 .holds(ctx, "x_indep_y_given_z")?,
         };
-        let epochs = snapshot_epochs(ctx)?;
+        // Read once: every snapshot group and every term looks values up in them.
+        let estimates = estimate_tables(ctx)?;
+        let epochs = snapshot_epochs(&estimates);
         let mut table = BoundsTable::default();
         let mut out = StageOutput::default();
         for (gi, epoch) in epochs.iter().enumerate() {
@@ -396,8 +399,16 @@ impl Stage for Bound {
             // The last snapshot is the final encoder: its bounds become the metrics.
             let last = gi + 1 == epochs.len();
             let before = table.inconsistencies;
-            let (terms, rows, probe_accuracy) =
-                evaluate_group(p, ctx, group, &assumptions, &mut table, &mut out, last)?;
+            let (terms, rows, probe_accuracy) = evaluate_group(
+                p,
+                ctx,
+                &estimates,
+                group,
+                &assumptions,
+                &mut table,
+                &mut out,
+                last,
+            )?;
             // Contradictory terms certify nothing, so no accuracy bound is derived from them.
             if last && table.inconsistencies == before {
                 accuracy_metrics(p, &terms, &rows, probe_accuracy, &mut out)?;
@@ -415,10 +426,11 @@ impl Stage for Bound {
     }
 }
 
+/// An input that wrote `mi_estimates.parquet`, with the table's batches.
+type EstimateTable<'a> = (&'a super::InputArtifact, Vec<RecordBatch>);
+
 /// Every input that wrote `mi_estimates.parquet`, with the table's batches.
-fn estimate_tables<'a>(
-    ctx: &StageContext<'a>,
-) -> Result<Vec<(&'a super::InputArtifact, Vec<RecordBatch>)>, StageError> {
+fn estimate_tables<'a>(ctx: &StageContext<'a>) -> Result<Vec<EstimateTable<'a>>, StageError> {
     let mut out = Vec::new();
     for input in ctx.inputs {
         if input
@@ -438,9 +450,9 @@ fn estimate_tables<'a>(
 
 /// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
 /// order; `[None]` when they carry no epochs.
-fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
+fn snapshot_epochs(estimates: &[EstimateTable]) -> Vec<Option<i64>> {
     let mut epochs = std::collections::BTreeSet::new();
-    for (_, batches) in estimate_tables(ctx)? {
+    for (_, batches) in estimates {
         for batch in batches {
             if let Some(e) = batch.column_by_name("epoch") {
                 use arrow_array::cast::AsArray;
@@ -450,9 +462,9 @@ fn snapshot_epochs(ctx: &StageContext) -> Result<Vec<Option<i64>>, StageError> {
         }
     }
     if epochs.is_empty() {
-        Ok(vec![None])
+        vec![None]
     } else {
-        Ok(epochs.into_iter().map(Some).collect())
+        epochs.into_iter().map(Some).collect()
     }
 }
 
@@ -533,9 +545,11 @@ struct BoundsTable {
 }
 
 /// Evaluates every inequality for one snapshot group, appending its rows.
+#[allow(clippy::too_many_arguments)]
 fn evaluate_group(
     p: &BoundParams,
     ctx: &StageContext,
+    estimates: &[EstimateTable],
     group: Group,
     assumptions: &Assumptions,
     table: &mut BoundsTable,
@@ -545,7 +559,7 @@ fn evaluate_group(
     let mut terms = Terms::new();
     let mut probe_accuracy = None;
     for (q, src) in &p.terms {
-        let r = resolve(ctx, *q, src, None, group)?;
+        let r = resolve(ctx, estimates, *q, src, None, group)?;
         if *q == QuantityName::IUz {
             probe_accuracy = r.accuracy;
         }
@@ -555,7 +569,7 @@ fn evaluate_group(
     for (q, src) in &p.truth {
         truth.insert(
             q.quantity(),
-            resolve(ctx, *q, src, Some(Direction::Exact), group)?.term,
+            resolve(ctx, estimates, *q, src, Some(Direction::Exact), group)?.term,
         );
     }
     let rows = evaluate_all(&terms, assumptions, p.weights.map(|w| (w[0], w[1], w[2])));

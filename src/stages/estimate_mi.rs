@@ -317,7 +317,7 @@ impl Stage for EstimateMi {
         }
         let mut cache = HashMap::new();
         let mut rows = Vec::new();
-        let total: usize = params
+        let mut total: usize = params
             .pairs
             .iter()
             .map(|p| p.estimators.as_ref().unwrap_or(&params.estimators).len())
@@ -335,7 +335,8 @@ impl Stage for EstimateMi {
             };
             let groups = epoch_groups(&pair.name, &[ex, ey, ez], x.rows())?;
             let estimators = pair.estimators.as_ref().unwrap_or(&params.estimators);
-            let total_here = total + estimators.len() * (groups.len() - 1);
+            // Each further snapshot repeats the pair's estimators; the bar grows to match.
+            total += estimators.len() * (groups.len() - 1);
             for (epoch, idx) in &groups {
                 let subset = |m: &Matrix| -> Result<Matrix, StageError> {
                     if epoch.is_none() {
@@ -351,7 +352,7 @@ impl Stage for EstimateMi {
                     let at = epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default();
                     ctx.progress(
                         done as u64,
-                        total_here as u64,
+                        total as u64,
                         format!("{} / {}{at}", pair.name, spec.name()),
                     );
                     let seed = ctx.seed
