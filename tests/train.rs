@@ -239,7 +239,7 @@ stages:
     params:
       pairs:
         - {name: xy_given_z, x: {columns: view_0}, y: {columns: view_1}, z: {columns: label},
-           estimators: [{name: gaussian_channel, noise_std: 0.3}]}
+           estimators: [{name: gaussian_channel, noise_std: 0.3, feature_range: [-50.0, 50.0]}]}
   train:
     kind: train
     inputs: data
@@ -326,8 +326,14 @@ stages:
         .filter(|r| r["name"] == "valid_deterministic")
         .collect();
     assert_eq!(det.len(), 4);
+    // Every term has a confidence bound, so every row is certified; with 18 held-out InfoNCE
+    // batches and a wide declared feature range the certified values are vacuous.
     for r in &det {
-        assert_eq!(r["certified"], true, "{r}");
+        assert!(
+            r["certification"] == "certified" || r["certification"] == "vacuous",
+            "{r}"
+        );
+        assert!(r["certified_nats"].as_f64().unwrap() < r["value_nats"].as_f64().unwrap());
     }
     let results = read_rows(&dir.join("results.parquet"));
     let bound = results.iter().find(|r| r["stage"] == "bound").unwrap();

@@ -1,9 +1,10 @@
 //! The inequalities relating I(U;Z) to view and label information: the
 //! source study's claims reproduced as stated (they are false, see
-//! `shared/reference/bounds.md`), and the valid replacements.
+//! docs/bounds.md), and the valid replacements.
 //!
-//! Each function turns [`Terms`] into a [`BoundRow`]: the right-hand side's
-//! value, whether it is certified (every input points the right way), and the
+//! Each function turns [`Terms`] into a [`BoundRow`]: the right-hand side's point value,
+//! its certified value (the same sum over the terms' confidence bounds, when the inequality
+//! is valid, every term points the right way and every term has a confidence bound), and the
 //! terms it used, so a report can trace a number back to its estimators.
 
 use super::error::BoundsError;
@@ -50,18 +51,64 @@ pub struct BoundRow {
     pub lhs: Quantity,
     /// Whether the value is a lower or an upper bound on `lhs`.
     pub side: Side,
-    /// The right-hand side's value in nats.
+    /// The right-hand side's value in nats, from the terms' point values.
     pub value: f64,
     /// Proved or the study's claim.
     pub status: Status,
     /// True only for a valid inequality whose added terms point toward the
-    /// claimed side and subtracted terms away from it; otherwise the value is
-    /// an estimate of the bound.
+    /// claimed side and subtracted terms away from it, each with a confidence bound (or
+    /// exact); otherwise the value is an estimate of the bound.
     pub certified: bool,
+    /// The right-hand side from the terms' confidence bounds: holds (jointly with the other
+    /// certified values of the instance) with the bound stage's confidence. `Some` exactly
+    /// when `certified`.
+    pub certified_value: Option<f64>,
     /// The inputs, in the order they appear in the statement.
     pub terms_used: Vec<(Quantity, Term)>,
     /// Caveats for the report.
     pub note: String,
+}
+
+/// What a row establishes, in the words of `bounds.parquet`'s `certification` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Certification {
+    /// A valid inequality whose certified value holds with the stated confidence and says
+    /// something (a lower bound above zero).
+    Certified,
+    /// Certified, but at or below the trivial value (a lower bound on information <= 0): true
+    /// and useless, so never shown as a result.
+    Vacuous,
+    /// A valid inequality evaluated on point values (some term is an estimate or has no
+    /// confidence bound): an estimate of the bound, not a bound.
+    Estimate,
+    /// The study's inequality as stated: false in general, so not a bound.
+    NotABound,
+}
+
+impl Certification {
+    /// The name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Certification::Certified => "certified",
+            Certification::Vacuous => "vacuous",
+            Certification::Estimate => "estimate",
+            Certification::NotABound => "not_a_bound",
+        }
+    }
+}
+
+impl BoundRow {
+    /// What the row establishes.
+    pub fn certification(&self) -> Certification {
+        match (self.status, self.certified_value) {
+            (Status::AsStated, _) => Certification::NotABound,
+            (Status::Valid, None) => Certification::Estimate,
+            (Status::Valid, Some(v)) if self.side == Side::Lower && v <= 0.0 => {
+                Certification::Vacuous
+            }
+            (Status::Valid, Some(_)) => Certification::Certified,
+        }
+    }
 }
 
 /// A bound crossing the exact value of its left-hand side.
@@ -94,6 +141,7 @@ struct Spec {
 /// certification.
 fn combine(spec: Spec, parts: &[(f64, Quantity)], terms: &Terms) -> Result<BoundRow, BoundsError> {
     let mut value = 0.0;
+    let mut certified_sum = Some(0.0);
     let mut directions_ok = true;
     let mut used = Vec::with_capacity(parts.len());
     for &(coef, q) in parts {
@@ -106,11 +154,14 @@ fn combine(spec: Spec, parts: &[(f64, Quantity)], terms: &Terms) -> Result<Bound
             } else {
                 t.kind.is_upper()
             };
+            certified_sum = certified_sum.zip(t.certified).map(|(s, c)| s + coef * c);
         }
         used.push((q, t.clone()));
     }
-    // A false inequality certifies nothing, whatever its inputs promise.
-    let certified = spec.status == Status::Valid && directions_ok;
+    // A false inequality certifies nothing, whatever its inputs promise; a valid one only
+    // when every term points the right way with a confidence bound.
+    let certified_value = certified_sum.filter(|_| spec.status == Status::Valid && directions_ok);
+    let certified = certified_value.is_some();
     Ok(BoundRow {
         name: spec.name,
         statement: spec.statement,
@@ -119,6 +170,7 @@ fn combine(spec: Spec, parts: &[(f64, Quantity)], terms: &Terms) -> Result<Bound
         value,
         status: spec.status,
         certified,
+        certified_value,
         terms_used: used,
         note: spec.note,
     })
@@ -387,27 +439,39 @@ pub fn check_against_truth_with_tolerance(
     truth: &Terms,
     tolerance_nats: f64,
 ) -> Result<Option<Violation>, BoundsError> {
+    check_value_against_truth(row.lhs, row.side, row.value, truth, tolerance_nats)
+}
+
+/// Compares a bound `value` on `lhs` (lower or upper, as `side`) with the exact value in
+/// `truth`, with `tolerance_nats` of slack: used for point values and certified values alike.
+pub fn check_value_against_truth(
+    lhs: Quantity,
+    side: Side,
+    value: f64,
+    truth: &Terms,
+    tolerance_nats: f64,
+) -> Result<Option<Violation>, BoundsError> {
     if !tolerance_nats.is_finite() || tolerance_nats < 0.0 {
         return Err(BoundsError::InvalidParameter {
             name: "tolerance_nats",
             reason: format!("must be finite and >= 0, got {tolerance_nats}"),
         });
     }
-    let t = truth.get(row.lhs, "check_against_truth")?;
+    let t = truth.get(lhs, "check_against_truth")?;
     if t.kind != super::terms::Direction::Exact {
         return Err(BoundsError::TruthNotExact {
-            quantity: row.lhs,
+            quantity: lhs,
             kind: t.kind,
             origin: t.source.clone(),
         });
     }
-    let margin = match row.side {
-        Side::Lower => row.value - t.nats,
-        Side::Upper => t.nats - row.value,
+    let margin = match side {
+        Side::Lower => value - t.nats,
+        Side::Upper => t.nats - value,
     };
     Ok((margin > tolerance_nats).then_some(Violation {
         margin,
-        bound: row.value,
+        bound: value,
         truth: t.nats,
     }))
 }
@@ -537,6 +601,15 @@ mod tests {
             for r in valid_rows(&t, &a) {
                 assert!(violated(&r, &t).is_none(), "case {i}: {} violated", r.name);
                 assert!(r.certified, "exact inputs certify a valid bound");
+                assert_eq!(r.certified_value, Some(r.value));
+                let c = r.certification();
+                assert!(
+                    c == Certification::Certified || c == Certification::Vacuous,
+                    "{c:?}"
+                );
+                if c == Certification::Vacuous {
+                    assert!(r.side == Side::Lower && r.value <= 0.0);
+                }
             }
             general_bad += usize::from(violated(&study_general(&t).unwrap(), &t).is_some());
             theorem1_bad += usize::from(violated(&study_theorem1(&t).unwrap(), &t).is_some());
@@ -557,8 +630,12 @@ mod tests {
         );
     }
 
+    /// A term whose confidence bound equals its value (as if certified at any level).
     fn term(nats: f64, kind: Direction) -> Term {
-        Term::new(nats, kind, "test").unwrap()
+        Term::new(nats, kind, "test")
+            .unwrap()
+            .with_certified(nats)
+            .unwrap()
     }
 
     #[test]
@@ -596,6 +673,45 @@ mod tests {
             .with(Quantity::IYZ, term(0.3, Direction::LowerBound));
         let r = study_multiview(&mv, 1.0, 0.0, 1.0).unwrap();
         assert!(!r.certified, "as-stated rows are never certified");
+        assert_eq!(r.certification(), Certification::NotABound);
+        // A lower bound by direction alone, without a confidence bound, certifies nothing:
+        // its point value is below the truth only on average.
+        let point_only = base.clone().with(
+            Quantity::IUY,
+            Term::new(1.0, Direction::LowerBound, "probe").unwrap(),
+        );
+        let r = valid_general(&point_only).unwrap();
+        assert!(!r.certified && r.certified_value.is_none());
+        assert_eq!(r.certification(), Certification::Estimate);
+        // Certified values combine like point values, each in its own direction.
+        let both = base
+            .clone()
+            .with(
+                Quantity::IUY,
+                term(1.0, Direction::LowerBound)
+                    .with_certified(0.7)
+                    .unwrap(),
+            )
+            .with(
+                Quantity::IXYgivenZ,
+                term(0.2, Direction::UpperBound)
+                    .with_certified(0.4)
+                    .unwrap(),
+            );
+        let r = valid_general(&both).unwrap();
+        assert!((r.value - 0.8).abs() < 1e-15);
+        assert!((r.certified_value.unwrap() - 0.3).abs() < 1e-15);
+        assert_eq!(r.certification(), Certification::Certified);
+        let vac = both.clone().with(
+            Quantity::IXYgivenZ,
+            term(0.2, Direction::UpperBound)
+                .with_certified(0.9)
+                .unwrap(),
+        );
+        assert_eq!(
+            valid_general(&vac).unwrap().certification(),
+            Certification::Vacuous
+        );
     }
 
     #[test]

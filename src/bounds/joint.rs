@@ -131,7 +131,7 @@ impl Joint {
     }
 }
 
-/// The reference counterexamples to the study's inequalities (shared/reference/bounds.md).
+/// The reference counterexamples to the study's inequalities (docs/bounds.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counterexample {
     /// U = X = Y = Z, one fair bit: the general bound claims 2 bits, I(U;Z) is 1 bit.

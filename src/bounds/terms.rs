@@ -132,14 +132,21 @@ impl fmt::Display for Quantity {
 }
 
 /// One information quantity's value in nats, with what it promises and where it came from.
+///
+/// `nats` is the point value an estimator measured. A lower- or upper-bound estimator's point
+/// value holds only on average; `certified` is the value that holds with the bound stage's
+/// confidence (a one-sided confidence bound in the direction of `kind`), and only it may enter
+/// a certified bound. Exact values are their own certified value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Term {
-    /// The value in nats.
+    /// The point value in nats.
     pub nats: f64,
     /// What the value promises about the true quantity.
     pub kind: Direction,
     /// Provenance, e.g. "probe", "infonce", "ksg", "truth".
     pub source: String,
+    /// The confidence bound in the direction of `kind`, when one exists.
+    pub certified: Option<f64>,
 }
 
 impl Term {
@@ -153,7 +160,25 @@ impl Term {
                 value: nats,
             });
         }
-        Ok(Term { nats, kind, source })
+        let certified = (kind == Direction::Exact).then_some(nats);
+        Ok(Term {
+            nats,
+            kind,
+            source,
+            certified,
+        })
+    }
+
+    /// The term with a confidence bound `value` in the direction of its kind.
+    pub fn with_certified(mut self, value: f64) -> Result<Self, BoundsError> {
+        if !value.is_finite() {
+            return Err(BoundsError::NonFinite {
+                what: format!("certified value of `{}`", self.source),
+                value,
+            });
+        }
+        self.certified = Some(value);
+        Ok(self)
     }
 
     /// A term from a value in bits (NPEET and many papers report bits).

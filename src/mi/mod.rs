@@ -1,13 +1,16 @@
 //! Mutual-information estimators behind one [`Estimator`] trait.
 //!
-//! All estimators report nats. None of them is a bound: k-NN (KSG), histogram
-//! and Gaussian estimates are point estimates with biases that depend on the
-//! data (see each module), so they are labelled [`BiasDirection::Estimate`].
-//! Certified lower/upper bounds (probes, InfoNCE, channel bounds) live
-//! elsewhere and use the other labels.
+//! All estimators report nats. k-NN (KSG), histogram and Gaussian estimates are point
+//! estimates with biases that depend on the data (see each module), so they are labelled
+//! [`BiasDirection::Estimate`]. The probe, InfoNCE and the Gaussian channel point one way
+//! (lower, lower, upper), but their point values hold only on average; each also records a
+//! [`certificate::Certificate`] from which a confidence bound is computed
+//! ([`confidence`] holds the statistics).
 
 pub mod bootstrap;
+pub mod certificate;
 pub mod channel;
+pub mod confidence;
 pub mod discrete;
 pub mod error;
 pub mod gaussian;

@@ -5,12 +5,19 @@
 //! not flattered by overfitting. Unlike InfoNCE it is not capped by log N. H(Z) is the plug-in
 //! entropy of all labels (exact for the empirical label distribution; with K classes and
 //! N >> K its error is O(K/N)). The probe's held-out accuracy is reported beside it.
+//!
+//! That point value is below the truth only on average. For a bound that holds with stated
+//! confidence the fit also records a [`Certificate`]: the held-out losses of the probe mixed
+//! with a uniform floor (so each loss is bounded), the label counts and the number of correct
+//! held-out predictions, from which `bound` computes confidence bounds at its level.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::certificate::Certificate;
+use super::confidence::BoundedSample;
 use super::{check_pair, BiasDirection, Estimator, Matrix, MiError, MiEstimate};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,8 +28,15 @@ pub struct Probe {
     pub steps: usize,
     /// L2 penalty on the weights.
     pub l2: f64,
+    /// Uniform floor eps of the certified loss: q_eps = (1 - eps) q + eps / K, so each
+    /// held-out loss is at most log(K / eps).
+    pub floor: f64,
     pub seed: u64,
 }
+
+/// Default uniform floor of the certified loss: costs at most -log(1 - eps) = 0.01 nats of
+/// cross-entropy, and bounds each loss by log(100 K).
+pub const DEFAULT_FLOOR: f64 = 0.01;
 
 impl Default for Probe {
     fn default() -> Probe {
@@ -30,6 +44,7 @@ impl Default for Probe {
             train_fraction: 0.8,
             steps: 300,
             l2: 1e-4,
+            floor: DEFAULT_FLOOR,
             seed: 0,
         }
     }
@@ -46,6 +61,8 @@ pub struct ProbeResult {
     pub n_train: usize,
     pub n_test: usize,
     pub classes: usize,
+    /// What a confidence bound needs (see the module doc).
+    pub certificate: Certificate,
 }
 
 fn labels_of(z: &Matrix) -> Result<Vec<usize>, MiError> {
@@ -83,6 +100,12 @@ impl Probe {
                     "must lie strictly between 0 and 1, got {}",
                     self.train_fraction
                 ),
+            });
+        }
+        if !(self.floor > 0.0 && self.floor < 1.0) {
+            return Err(MiError::InvalidParameter {
+                name: "floor",
+                reason: format!("must lie strictly between 0 and 1, got {}", self.floor),
             });
         }
         let labels = labels_of(z)?;
@@ -184,9 +207,12 @@ impl Probe {
         let mut p = vec![0.0; k];
         let mut ce = 0.0;
         let mut correct = 0usize;
+        let mut floored = Vec::with_capacity(xtest.len());
+        let uniform = self.floor / k as f64;
         for (x, &y) in xtest.iter().zip(&ytest) {
             softmax(&w, x, k, &mut p);
             ce -= p[y].max(1e-300).ln();
+            floored.push(-((1.0 - self.floor) * p[y] + uniform).ln());
             let best = p
                 .iter()
                 .enumerate()
@@ -205,6 +231,7 @@ impl Probe {
                 q * q.ln()
             })
             .sum::<f64>();
+        let loss = BoundedSample::from_values(&floored, 0.0, (k as f64 / self.floor).ln())?;
         Ok(ProbeResult {
             mi_lower_bound: entropy - ce,
             entropy,
@@ -213,6 +240,14 @@ impl Probe {
             n_train,
             n_test,
             classes: counts.iter().filter(|&&c| c > 0).count(),
+            certificate: Certificate::Probe {
+                loss,
+                floor: self.floor,
+                classes: k,
+                label_counts: counts.iter().map(|&c| c as u64).collect(),
+                correct: correct as u64,
+                n_test: n_test as u64,
+            },
         })
     }
 }

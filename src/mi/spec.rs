@@ -40,6 +40,9 @@ fn default_steps() -> usize {
 fn default_l2() -> f64 {
     1e-4
 }
+fn default_floor() -> f64 {
+    super::probe::DEFAULT_FLOOR
+}
 
 /// One estimator with its settings, written `{name: ksg, k: 3}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,7 +86,14 @@ pub enum EstimatorSpec {
     },
     /// Upper bound on I(X;Y) (or I(X;Y|Z) with `z` labels) for the augmentation Y = X + noise_std * E:
     /// 1/2 log det(I + Cov(X|z) / noise_std^2). x: the clean input, y: its noise view (checked).
-    GaussianChannel { noise_std: f64 },
+    GaussianChannel {
+        noise_std: f64,
+        /// `[low, high]` that every feature of x lies in (e.g. of normalised pixels). With it the
+        /// row also certifies an upper bound (through the trace); without it the plug-in value
+        /// is only an estimate, since it is biased low.
+        #[serde(default)]
+        feature_range: Option<[f64; 2]>,
+    },
     /// Softmax-regression probe: I(U;Z) >= H(Z) - held-out cross-entropy (a lower bound); y must be labels.
     Probe {
         #[serde(default = "default_train_fraction")]
@@ -92,6 +102,10 @@ pub enum EstimatorSpec {
         steps: usize,
         #[serde(default = "default_l2")]
         l2: f64,
+        /// Uniform floor eps mixed into the probe for its confidence bound (each held-out loss
+        /// is then at most log(K / eps)).
+        #[serde(default = "default_floor")]
+        floor: f64,
     },
 }
 
@@ -194,10 +208,12 @@ impl EstimatorSpec {
                 train_fraction,
                 steps,
                 l2,
+                floor,
             } => Box::new(Probe {
                 train_fraction: *train_fraction,
                 steps: *steps,
                 l2: *l2,
+                floor: *floor,
                 seed,
             }),
             EstimatorSpec::KsgCmi { .. } | EstimatorSpec::GaussianChannel { .. } => {
@@ -280,6 +296,8 @@ pub struct EstimateRow {
     pub cap_nats: Option<f64>,
     pub seconds: f64,
     pub note: Option<String>,
+    /// What a confidence bound on the quantity needs (probe, infonce, gaussian_channel).
+    pub certificate: Option<super::certificate::Certificate>,
 }
 
 fn kind_name(d: BiasDirection) -> &'static str {
@@ -372,13 +390,20 @@ pub fn estimate(
         cap_nats: None,
         seconds: 0.0,
         note: None,
+        certificate: None,
     };
-    if let EstimatorSpec::GaussianChannel { noise_std } = spec {
+    if let EstimatorSpec::GaussianChannel {
+        noise_std,
+        feature_range,
+    } = spec
+    {
         let labels = z.as_ref().map(label_codes);
-        let e = gaussian_channel_bound(&x, &y, labels.as_deref(), *noise_std)?;
+        let (e, certificate) =
+            gaussian_channel_bound(&x, &y, labels.as_deref(), *noise_std, *feature_range, seed)?;
         row.nats = e.nats;
         row.kind = kind_name(e.direction);
         row.note = e.note;
+        row.certificate = certificate;
         row.seconds = start.elapsed().as_secs_f64();
         return Ok(row);
     }
@@ -411,13 +436,15 @@ pub fn estimate(
         train_fraction,
         steps,
         l2,
+        floor,
     } = spec
     {
-        // Fitted once here (not through the trait) to keep its accuracy and H(Z).
+        // Fitted once here (not through the trait) to keep its accuracy, H(Z), certificate.
         let r = Probe {
             train_fraction: *train_fraction,
             steps: *steps,
             l2: *l2,
+            floor: *floor,
             seed,
         }
         .fit(&x, &y)?;
@@ -429,13 +456,20 @@ pub fn estimate(
             "H(Z) {:.4} - held-out cross-entropy {:.4}; held-out accuracy on {} rows",
             r.entropy, r.cross_entropy, r.n_test
         ));
+        row.certificate = Some(r.certificate);
     } else {
         let e = est.estimate(&x, &y)?;
         row.nats = e.nats;
         row.kind = kind_name(e.direction);
         row.note = e.note;
-        if let EstimatorSpec::Infonce { batch, .. } = spec {
+        if let EstimatorSpec::Infonce {
+            temperature, batch, ..
+        } = spec
+        {
             row.cap_nats = Some((*batch as f64).ln());
+            let mut critic = InfoNce::new(*temperature, *batch)?;
+            critic.seed = seed;
+            row.certificate = critic.certificate(&x, &y)?;
         }
     }
     if let Some(iv) = interval {

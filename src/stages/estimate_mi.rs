@@ -1,7 +1,9 @@
 //! `estimate_mi`: mutual information between columns of upstream tables, by any of the
 //! estimators in [`crate::mi`], with preprocessing, resampling intervals and each estimate's
-//! direction (`lower_bound` or point `estimate`). Writes `mi_estimates.parquet`; each
-//! estimate also becomes a metric `<pair>.<estimator>` in nats.
+//! direction (`lower_bound`, `upper_bound` or point `estimate`), and for the probe, InfoNCE
+//! and the Gaussian channel the certificate from which `bound` computes a confidence bound.
+//! Writes `mi_estimates.parquet`; each estimate also becomes a metric `<pair>.<estimator>`
+//! in nats.
 //!
 //! An estimator that cannot run on a pair (a histogram in 128 dimensions, a probe on
 //! non-label targets) gives a row with NaN and the reason, never a silent number; the other
@@ -277,6 +279,11 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
             "why the estimator could not run",
             strcol(&|i| rows[i].result.as_ref().err().cloned()),
         ),
+        (
+            Field::new("certificate", DataType::Utf8, true),
+            "sample summaries from which `bound` computes a confidence bound at its level (JSON; probe, infonce, gaussian_channel with feature_range)",
+            strcol(&|i| ok(i).and_then(|r| r.certificate.as_ref().map(|c| c.to_json()))),
+        ),
     ];
     if rows.iter().any(|r| r.epoch.is_some()) {
         columns.insert(
@@ -296,7 +303,7 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
 impl Stage for EstimateMi {
     type Params = EstimateMiParams;
     const KIND: &'static str = "estimate_mi";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
     const EXAMPLE: &'static str = r#"estimate:

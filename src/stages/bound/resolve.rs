@@ -1,0 +1,253 @@
+//! Finding each term's value: an estimate_mi row (with its recorded direction and
+//! certificate), an upstream metric, or a given value; and the upstream tables they come from.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, RecordBatch};
+
+use super::params::{DirectionName, QuantityName, Source, TermSource};
+use crate::artifact::read_parquet;
+use crate::bounds::terms::{Direction, Term};
+use crate::mi::certificate::{Certificate, CertifiedSide};
+use crate::stages::{InputArtifact, StageContext, StageError};
+
+/// An input that wrote `mi_estimates.parquet`, with the table's batches.
+pub type EstimateTable<'a> = (&'a InputArtifact, Vec<RecordBatch>);
+
+/// Every input that wrote `mi_estimates.parquet`, with the table's batches, read once.
+pub fn estimate_tables<'a>(ctx: &StageContext<'a>) -> Result<Vec<EstimateTable<'a>>, StageError> {
+    let mut out = Vec::new();
+    for input in ctx.inputs {
+        if input
+            .meta
+            .outputs
+            .iter()
+            .any(|o| o.name == "mi_estimates.parquet")
+        {
+            out.push((
+                input,
+                read_parquet(&input.dir.join("mi_estimates.parquet"))?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
+/// order; `[None]` when they carry no epochs.
+pub fn snapshot_epochs(estimates: &[EstimateTable]) -> Vec<Option<i64>> {
+    let mut epochs = std::collections::BTreeSet::new();
+    for (_, batches) in estimates {
+        for batch in batches {
+            if let Some(e) = batch.column_by_name("epoch") {
+                let e = e.as_primitive::<Int64Type>();
+                epochs.extend(e.iter().flatten());
+            }
+        }
+    }
+    if epochs.is_empty() {
+        vec![None]
+    } else {
+        epochs.into_iter().map(Some).collect()
+    }
+}
+
+/// Which estimates to read: every row, or those of one encoder snapshot (`epoch` column).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Group {
+    pub epoch: Option<i64>,
+    /// Converts the source's unit to nats.
+    pub scale: f64,
+}
+
+/// A term's point value and what may certify it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub term: Term,
+    /// From an estimate whose estimator records one (probe, infonce, gaussian_channel).
+    pub certificate: Option<Certificate>,
+    /// The probe's held-out accuracy.
+    pub accuracy: Option<f64>,
+}
+
+fn direction_of(recorded: &str) -> Direction {
+    match recorded {
+        "lower_bound" => Direction::LowerBound,
+        "upper_bound" => Direction::UpperBound,
+        _ => Direction::Estimate,
+    }
+}
+
+/// Resolves one term (or truth, with `force = Some(Exact)`) for one snapshot group.
+pub fn resolve(
+    ctx: &StageContext,
+    estimates: &[EstimateTable],
+    q: QuantityName,
+    src: &TermSource,
+    force: Option<Direction>,
+    group: Group,
+) -> Result<Resolved, StageError> {
+    let what = q.quantity().symbol();
+    let kind = src.kind.map(DirectionName::direction);
+    match &src.source {
+        Source::Value(v) => {
+            let kind = force.or(kind).unwrap_or(Direction::Exact);
+            let term = Term::new(v * group.scale, kind, "given")
+                .map_err(|e| StageError::Params(e.to_string()))?;
+            // A value the user vouches for holds as given, so it is its own certified value;
+            // an `estimate` value certifies nothing.
+            let term = if kind == Direction::Estimate {
+                term
+            } else {
+                let v = term.nats;
+                term.with_certified(v)
+                    .map_err(|e| StageError::Params(e.to_string()))?
+            };
+            Ok(Resolved {
+                term,
+                certificate: None,
+                accuracy: None,
+            })
+        }
+        Source::Metric(metric) => {
+            let found = ctx
+                .inputs
+                .iter()
+                .find_map(|i| i.meta.metrics.get(metric).map(|v| (*v, &i.instance)));
+            let (v, from) = found.ok_or_else(|| {
+                StageError::Input(format!("{what}: no input reports metric `{metric}`"))
+            })?;
+            let kind = force.or(kind).unwrap_or(Direction::Estimate);
+            let term = Term::new(v * group.scale, kind, format!("{metric} of {from}"))
+                .map_err(|e| StageError::Input(e.to_string()))?;
+            Ok(Resolved {
+                term,
+                certificate: None,
+                accuracy: None,
+            })
+        }
+        Source::Estimate { pair, estimator } => {
+            from_estimates(estimates, what, pair, estimator, kind, force, group)
+        }
+    }
+}
+
+fn from_estimates(
+    estimates: &[EstimateTable],
+    what: &str,
+    pair: &str,
+    estimator: &str,
+    kind: Option<Direction>,
+    force: Option<Direction>,
+    group: Group,
+) -> Result<Resolved, StageError> {
+    for (input, batches) in estimates {
+        for batch in batches {
+            let col = |name: &str| batch.column_by_name(name).cloned();
+            let (Some(pairs), Some(ests), Some(nats)) =
+                (col("pair"), col("estimator"), col("nats"))
+            else {
+                continue;
+            };
+            let pairs = pairs.as_string::<i32>();
+            let ests = ests.as_string::<i32>();
+            let nats = nats.as_primitive::<Float64Type>();
+            let kinds = col("kind");
+            let accs = col("accuracy");
+            let epochs = col("epoch");
+            let certs = col("certificate");
+            for r in 0..batch.num_rows() {
+                if pairs.value(r) != pair || ests.value(r) != estimator {
+                    continue;
+                }
+                // A table without snapshots applies to every epoch group.
+                if let (Some(e), Some(want)) = (&epochs, group.epoch) {
+                    let e = e.as_primitive::<Int64Type>();
+                    if e.is_null(r) || e.value(r) != want {
+                        continue;
+                    }
+                }
+                let v = nats.value(r);
+                if !v.is_finite() {
+                    return Err(StageError::Input(format!(
+                        "{what}: `{pair}`/`{estimator}` in `{}` is NaN (the estimator could not \
+                         run; see its error column)",
+                        input.instance
+                    )));
+                }
+                let recorded = kinds
+                    .as_ref()
+                    .filter(|k| !k.is_null(r))
+                    .map(|k| direction_of(k.as_string::<i32>().value(r)))
+                    .unwrap_or(Direction::Estimate);
+                let direction = match (force, kind) {
+                    (Some(f), _) => f,
+                    (None, None) => recorded,
+                    (None, Some(Direction::Estimate)) => Direction::Estimate,
+                    (None, Some(k)) if k == recorded => k,
+                    (None, Some(k)) => {
+                        return Err(StageError::Params(format!(
+                            "{what}: `kind: {}` on `{pair}`/`{estimator}`, which records `{}`: a \
+                             direction cannot be forced onto an estimate (only `kind: estimate` \
+                             may replace a recorded direction); use an estimator that bounds \
+                             {what}: {}",
+                            name(k),
+                            name(recorded),
+                            q_suggestion(what)
+                        )))
+                    }
+                };
+                let accuracy = accs.as_ref().and_then(|a| {
+                    let a = a.as_primitive::<Float64Type>();
+                    (!a.is_null(r)).then(|| a.value(r))
+                });
+                let certificate = match certs.as_ref().filter(|c| !c.is_null(r)) {
+                    Some(c) => Some(
+                        Certificate::from_json(c.as_string::<i32>().value(r))
+                            .map_err(|e| StageError::Input(format!("{what}: {e}")))?,
+                    ),
+                    None => None,
+                }
+                // A certificate counts only in the direction it certifies.
+                .filter(|c| {
+                    matches!(
+                        (c.side(), direction),
+                        (CertifiedSide::Lower, Direction::LowerBound)
+                            | (CertifiedSide::Upper, Direction::UpperBound)
+                    )
+                });
+                let term = Term::new(v, direction, format!("{estimator} ({pair})"))
+                    .map_err(|e| StageError::Input(e.to_string()))?;
+                return Ok(Resolved {
+                    term,
+                    certificate,
+                    accuracy,
+                });
+            }
+        }
+    }
+    let at = group
+        .epoch
+        .map(|e| format!(" at epoch {e}"))
+        .unwrap_or_default();
+    Err(StageError::Input(format!(
+        "{what}: no estimate_mi input has pair `{pair}` with estimator `{estimator}`{at}"
+    )))
+}
+
+fn name(d: Direction) -> &'static str {
+    match d {
+        Direction::LowerBound => "lower_bound",
+        Direction::UpperBound => "upper_bound",
+        Direction::Estimate => "estimate",
+        Direction::Exact => "exact",
+    }
+}
+
+fn q_suggestion(symbol: &str) -> &'static str {
+    crate::bounds::terms::Quantity::ALL
+        .iter()
+        .find(|q| q.symbol() == symbol)
+        .map(|q| q.suggestion())
+        .unwrap_or("see `cbound stages estimate_mi`")
+}
