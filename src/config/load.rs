@@ -12,7 +12,15 @@ use super::{
 };
 use crate::stages::{DynStage, Registry};
 
-const TOP_KEYS: &[&str] = &["name", "description", "seed", "vars", "executor", "stages"];
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "seed",
+    "repeat",
+    "vars",
+    "executor",
+    "stages",
+];
 const STAGE_KEYS: &[&str] = &[
     "kind",
     "description",
@@ -21,6 +29,7 @@ const STAGE_KEYS: &[&str] = &[
     "params",
     "matrix",
     "matrix_mode",
+    "repeat",
     "resources",
 ];
 const RESOURCE_KEYS: &[&str] = &["cpus", "gpus", "memory", "time", "partition", "sbatch"];
@@ -205,6 +214,11 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         }
     };
 
+    let repeat = root.get("repeat").and_then(|e| {
+        let node = interp.interpolate(&e.value, "repeat", c);
+        parse_repeat(&node, "repeat", c)
+    });
+
     let executor = match root.get("executor") {
         None => ExecutorDecl::default(),
         Some(e) => {
@@ -226,8 +240,8 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
             Some([]) => c.error(e.key_span, "stages", "`stages` is empty"),
             Some(entries) => {
                 for entry in entries {
-                    if let Some((decl, input_spans)) = parse_stage(entry, registry, &mut interp, c)
-                    {
+                    let parsed = parse_stage(entry, registry, &mut interp, repeat.is_some(), c);
+                    if let Some((decl, input_spans)) = parsed {
                         spans.insert(decl.id.clone(), (entry.key_span, input_spans));
                         stages.push(decl);
                     }
@@ -251,14 +265,36 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         source: path.to_path_buf(),
         vars,
         executor,
+        repeat,
         stages,
     })
+}
+
+/// `repeat: N`, the number of replicates: an integer of at least 1.
+fn parse_repeat(node: &Node, path: &str, c: &mut Collector) -> Option<usize> {
+    match node.kind {
+        NodeKind::Int(n) if n >= 1 => Some(n as usize),
+        _ => {
+            let what = match node.kind {
+                NodeKind::Int(n) => n.to_string(),
+                _ => node.type_name().to_string(),
+            };
+            c.error_with_help(
+                node.span,
+                path,
+                format!("`repeat` must be an integer of at least 1, not {what}"),
+                "it is the number of replicates: each configuration runs that many times with its own seed",
+            );
+            None
+        }
+    }
 }
 
 fn parse_stage(
     entry: &Entry,
     registry: &Registry,
     interp: &mut Interpolator,
+    pipeline_repeat: bool,
     c: &mut Collector,
 ) -> Option<(StageDecl, Vec<Span>)> {
     let id = entry.key.clone();
@@ -463,6 +499,27 @@ fn parse_stage(
             }
         },
     };
+    let repeat = node
+        .get("repeat")
+        .and_then(|e| parse_repeat(&e.value, &format!("{path}.repeat"), c));
+    if node.get("repeat").is_some() || pipeline_repeat {
+        if let Some(axis) = node
+            .get("matrix")
+            .and_then(|m| m.value.get(super::REPLICATE))
+        {
+            let from = if node.get("repeat").is_some() {
+                "this stage's `repeat`"
+            } else {
+                "the pipeline's `repeat`"
+            };
+            c.error_with_help(
+                axis.key_span,
+                format!("{path}.matrix.{}", super::REPLICATE),
+                format!("matrix axis `{}` clashes with {from}", super::REPLICATE),
+                "with `repeat`, `replicate` names the replicate in instance ids and results (sweep.replicate); rename the axis or drop `repeat`",
+            );
+        }
+    }
     let gather = match node.get("gather") {
         None => false,
         Some(e) => match e.value.kind {
@@ -487,6 +544,7 @@ fn parse_stage(
             params: params_node.to_json(),
             matrix,
             one_at_a_time,
+            repeat,
             resources,
             cluster,
         },
@@ -1109,6 +1167,88 @@ mod tests {
                 && valid_memory("4096")
                 && !valid_memory("G")
                 && !valid_memory("4GB")
+        );
+    }
+
+    #[test]
+    fn repeat_loads_from_the_file_vars_and_set() {
+        let p = load_text(
+            "repeat: 2\nvars: {reps: 4}\nstages:\n  a: {kind: synthetic, repeat: 3}\n  b: {kind: synthetic, repeat: '${reps}'}\n  c: {kind: synthetic}\n",
+        )
+        .unwrap();
+        assert_eq!(p.repeat, Some(2));
+        let reps: Vec<Option<usize>> = p.stages.iter().map(|s| s.repeat).collect();
+        assert_eq!(reps, vec![Some(3), Some(4), None]);
+        assert_eq!(p.replicates(&p.stages[0]), super::super::Replicates::Own(3));
+        assert_eq!(
+            p.replicates(&p.stages[2]),
+            super::super::Replicates::Pipeline(2)
+        );
+        let set = load_str(
+            "stages:\n  a: {kind: synthetic}\n  b: {kind: synthetic, inputs: a}\n",
+            Path::new("p.yaml"),
+            &["stages.a.repeat=3".into(), "repeat=5".into()],
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!((set.repeat, set.stages[0].repeat), (Some(5), Some(3)));
+        // A stage with inputs does not take the pipeline's repeat: it inherits it.
+        assert_eq!(
+            set.replicates(&set.stages[1]),
+            super::super::Replicates::Single
+        );
+    }
+
+    #[test]
+    fn bad_repeat_values_are_errors_with_positions() {
+        let m = messages(
+            "repeat: 0\nstages:\n  a: {kind: synthetic, repeat: -2}\n  b: {kind: synthetic, repeat: 2.5}\n  c: {kind: synthetic, repeat: many}\n",
+        );
+        let all = m.join("\n");
+        assert_eq!(m.len(), 4, "{all}");
+        for (at, path, what) in [
+            ("p.yaml:1:9", "`repeat`", "not 0"),
+            ("p.yaml:3:32", "`stages.a.repeat`", "not -2"),
+            ("p.yaml:4:32", "`stages.b.repeat`", "not a number"),
+            ("p.yaml:5:32", "`stages.c.repeat`", "not a string"),
+        ] {
+            assert!(
+                m.iter().any(|e| e.contains(at)
+                    && e.contains(&format!("(at {path})"))
+                    && e.contains("`repeat` must be an integer of at least 1")
+                    && e.contains(what)),
+                "missing {at} {path} {what}:\n{all}"
+            );
+        }
+        let err = load_str(
+            "stages:\n  a: {kind: synthetic}\n",
+            Path::new("p.yaml"),
+            &["stages.a.repeat=0".into()],
+            &Registry::builtin(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("(from --set) (at `stages.a.repeat`)"), "{err}");
+    }
+
+    #[test]
+    fn a_matrix_axis_named_replicate_clashes_with_repeat() {
+        let m = messages(
+            "stages:\n  a:\n    kind: synthetic\n    repeat: 2\n    matrix: {replicate: [1, 2]}\n",
+        );
+        assert!(
+            m.iter().any(|e| e.contains("p.yaml:5:14")
+                && e.contains("(at `stages.a.matrix.replicate`)")
+                && e.contains("matrix axis `replicate` clashes with this stage's `repeat`")),
+            "{m:?}"
+        );
+        let m = messages(
+            "repeat: 2\nstages:\n  a: {kind: synthetic}\n  b:\n    kind: synthetic\n    inputs: a\n    matrix: {replicate: [1, 2]}\n",
+        );
+        assert!(
+            m.iter()
+                .any(|e| e.contains("clashes with the pipeline's `repeat`")),
+            "{m:?}"
         );
     }
 

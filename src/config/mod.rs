@@ -123,6 +123,10 @@ pub struct StageDecl {
     /// `matrix_mode: one_at_a_time`: each axis varies alone, the others keep their `params`
     /// value (an ablation), instead of the cross product of all axes.
     pub one_at_a_time: bool,
+    /// `repeat: N`: run every configuration N times, as replicates 0..N-1 with their own
+    /// seeds (an extra sweep axis `replicate`, not a parameter). `None` when not given: a
+    /// root stage then follows the pipeline's `repeat`.
+    pub repeat: Option<usize>,
     /// Resources from the pipeline file; `None` means the stage kind's default.
     pub resources: Option<Resources>,
     /// Memory, time limit, partition and extra flags for a cluster scheduler.
@@ -139,13 +143,43 @@ pub struct Pipeline {
     pub source: PathBuf,
     pub vars: serde_json::Map<String, serde_json::Value>,
     pub executor: ExecutorDecl,
+    /// Top-level `repeat: N`: the whole pipeline N times. Every root stage (no inputs)
+    /// without its own `repeat` runs as replicates 0..N-1 of one pipeline-wide axis, which
+    /// downstream stages inherit and join on (replicate r only meets replicate r).
+    pub repeat: Option<usize>,
     /// In file order.
     pub stages: Vec<StageDecl>,
+}
+
+/// The sweep label of a replicate, in instance ids and as `sweep.replicate` in results.
+pub const REPLICATE: &str = "replicate";
+
+/// How a stage is replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicates {
+    /// Once per configuration (no `repeat`, or `repeat: 1`).
+    Single,
+    /// The stage's own `repeat: N`: an axis of this stage, crossed with everything else.
+    Own(usize),
+    /// The pipeline's `repeat: N` on a root stage: one axis shared by all such stages.
+    Pipeline(usize),
 }
 
 impl Pipeline {
     pub fn stage(&self, id: &str) -> Option<&StageDecl> {
         self.stages.iter().find(|s| s.id == id)
+    }
+
+    /// How the given stage is replicated: its own `repeat` if it has one, else the
+    /// pipeline's `repeat` if it is a root stage (no inputs), else not at all (it inherits
+    /// replicates from its inputs).
+    pub fn replicates(&self, stage: &StageDecl) -> Replicates {
+        match (stage.repeat, self.repeat) {
+            (Some(n), _) if n > 1 => Replicates::Own(n),
+            (Some(_), _) => Replicates::Single,
+            (None, Some(n)) if n > 1 && stage.inputs.is_empty() => Replicates::Pipeline(n),
+            _ => Replicates::Single,
+        }
     }
 }
 

@@ -65,6 +65,10 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                 "params": {"type": "object"},
                 "matrix": {"$ref": "#/$defs/matrix"},
                 "matrix_mode": {"enum": ["cross", "one_at_a_time"], "description": "`cross` (default): every combination of the matrix axes. `one_at_a_time`: each axis varies alone while the others keep their `params` values (an ablation)."},
+                "repeat": {
+                    "anyOf": [{"type": "integer", "minimum": 1}, {"$ref": "#/$defs/interpolation"}],
+                    "description": "Replicates: every configuration of this stage (each matrix combination, also under one_at_a_time) runs N times with its own seed, as an extra sweep axis `replicate` = 0..N-1 (ids `train@lr=0.1,replicate=2`, results column sweep.replicate; not a parameter). Downstream stages fan out once per replicate. Overrides the pipeline's `repeat` (1 opts a root stage out)."
+                },
                 "resources": {
                     "type": "object",
                     "additionalProperties": false,
@@ -93,6 +97,10 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": "Names the output directory outputs/<name>/. Defaults to the file name."},
             "description": {"type": "string"},
             "seed": {"anyOf": [{"type": "integer", "minimum": 0}, {"$ref": "#/$defs/interpolation"}], "description": "Pipeline seed; each instance's seed is derived from it and the instance id."},
+            "repeat": {
+                "anyOf": [{"type": "integer", "minimum": 1}, {"$ref": "#/$defs/interpolation"}],
+                "description": "Replicates of the whole pipeline: every root stage (one without inputs) that has no `repeat` of its own runs N times, as replicate 0..N-1 of one shared axis with its own seeds; downstream stages inherit it through fan-out (a stage combining two roots pairs equal replicates) rather than multiplying again. Results column sweep.replicate."
+            },
             "vars": {"type": "object", "description": "Variables for ${name} interpolation."},
             "executor": {
                 "type": "object",

@@ -5,13 +5,19 @@
 //! descends from, and a downstream stage only combines inputs that agree on shared ancestors.
 //! So `bound` reading from both `train@t=0.1` descendants gets the two that belong together,
 //! never a cross product of unrelated ones.
+//!
+//! Replicates (`repeat:`) are sweep values too. A stage's own `repeat: N` is one more axis of
+//! that stage, `replicate` = 0..N-1, crossed with its matrix; the pipeline's `repeat: N` is
+//! one axis shared by every root stage that has no `repeat` of its own, so a stage that
+//! combines two such roots pairs replicate r with replicate r. Neither touches `params`; the
+//! instance id, and so the seed, differ per replicate.
 
 pub mod plan;
 pub mod render;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::config::{render_value, set_dotted, Pipeline, Resources};
+use crate::config::{render_value, set_dotted, Pipeline, Replicates, Resources, REPLICATE};
 use crate::stages::Registry;
 
 #[derive(Debug, Clone)]
@@ -48,6 +54,9 @@ pub struct UnknownTarget {
     pub name: String,
     pub hint: String,
 }
+
+/// Lineage key of the pipeline-wide replicate axis (stage indices are the other keys).
+const PIPELINE_REPLICATE: usize = usize::MAX;
 
 pub fn instance_seed(pipeline_seed: u64, instance_id: &str) -> u64 {
     let mut hasher = blake3::Hasher::new();
@@ -175,9 +184,21 @@ impl Dag {
                 combos = next;
             }
             let own = matrix_combinations(&decl.matrix, decl.one_at_a_time);
+            let replicates = pipeline.replicates(decl);
+            // Replicates vary fastest: every configuration's replicates are adjacent.
+            let (own_reps, shared_reps) = match replicates {
+                Replicates::Single => (1, 1),
+                Replicates::Own(n) => (n, 1),
+                Replicates::Pipeline(n) => (1, n),
+            };
+            let swept = !decl.matrix.is_empty() || own_reps > 1;
             let stage = registry.get(&decl.kind);
             for (chosen, lineage) in &combos {
-                for (m, choice) in own.iter().enumerate() {
+                for ((m, choice), r) in own
+                    .iter()
+                    .enumerate()
+                    .flat_map(|mc| (0..own_reps.max(shared_reps)).map(move |r| (mc, r)))
+                {
                     let mut lineage = lineage.clone();
                     let mut params = decl.params.clone();
                     let mut mine = Vec::new();
@@ -186,9 +207,16 @@ impl Dag {
                         set_dotted(&mut params, &axis.key, axis.values[j].clone());
                         mine.push((axis.key.clone(), axis.values[j].clone()));
                     }
-                    if !decl.matrix.is_empty() {
-                        lineage.insert(s, m);
-                        own_labels.insert((s, m), mine);
+                    if own_reps > 1 {
+                        mine.push((REPLICATE.to_string(), serde_json::Value::from(r)));
+                    }
+                    if swept {
+                        let index = m * own_reps + if own_reps > 1 { r } else { 0 };
+                        lineage.insert(s, index);
+                        own_labels.insert((s, index), mine);
+                    }
+                    if shared_reps > 1 {
+                        lineage.insert(PIPELINE_REPLICATE, r);
                     }
                     let labels = Self::labels(&pipeline, &order, &lineage, &own_labels);
                     let id = if labels.is_empty() {
@@ -226,8 +254,9 @@ impl Dag {
         }
     }
 
-    /// Labels from every swept stage in the lineage, in dependency order. A key swept in two
-    /// stages is qualified with its stage id to stay unambiguous.
+    /// Labels from every swept stage in the lineage, in dependency order, then the
+    /// pipeline-wide replicate. A key swept in two stages is qualified with its stage id to
+    /// stay unambiguous (the pipeline's `replicate` never is: a stage's own one is).
     fn labels(
         pipeline: &Pipeline,
         order: &[usize],
@@ -242,13 +271,16 @@ impl Dag {
                 }
             }
         }
+        if let Some(&r) = lineage.get(&PIPELINE_REPLICATE) {
+            raw.push((PIPELINE_REPLICATE, REPLICATE.into(), r.into()));
+        }
         let mut count: HashMap<&str, usize> = HashMap::new();
         for (_, k, _) in &raw {
             *count.entry(k.as_str()).or_default() += 1;
         }
         raw.iter()
             .map(|(s, k, v)| {
-                let key = if count[k.as_str()] > 1 {
+                let key = if count[k.as_str()] > 1 && *s != PIPELINE_REPLICATE {
                     format!("{}.{k}", pipeline.stages[*s].id)
                 } else {
                     k.clone()
@@ -417,6 +449,180 @@ mod tests {
         assert_eq!(d1.instances[0].seed, d2.instances[1].seed);
         assert_ne!(d1.instances[0].seed, d1.instances[1].seed);
         assert_eq!(d1.instances[0].seed, instance_seed(1, "a@n=1"));
+    }
+
+    fn label<'a>(inst: &'a Instance, key: &str) -> Option<&'a serde_json::Value> {
+        inst.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn repeat_is_an_axis_crossed_with_the_matrix_and_not_a_parameter() {
+        let d = dag(concat!(
+            "seed: 3\n",
+            "stages:\n",
+            "  a:\n",
+            "    kind: synthetic\n",
+            "    params: {task: bivariate, n: 200}\n",
+            "    matrix: {rho: [0.1, 0.5]}\n",
+            "    repeat: 3\n",
+            "  b: {kind: synthetic, inputs: a}\n",
+        ));
+        let a: Vec<&Instance> = d.instances.iter().filter(|i| i.stage == 0).collect();
+        let a_ids: Vec<&str> = a.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            a_ids,
+            vec![
+                "a@rho=0.1,replicate=0",
+                "a@rho=0.1,replicate=1",
+                "a@rho=0.1,replicate=2",
+                "a@rho=0.5,replicate=0",
+                "a@rho=0.5,replicate=1",
+                "a@rho=0.5,replicate=2",
+            ]
+        );
+        for inst in &a {
+            assert!(inst.params.get("replicate").is_none(), "{:?}", inst.params);
+            assert_eq!(inst.seed, instance_seed(3, &inst.id));
+        }
+        // Replicates of one configuration share its params and differ in seed.
+        assert_eq!(a[0].params, a[2].params);
+        let seeds: HashSet<u64> = a.iter().map(|i| i.seed).collect();
+        assert_eq!(seeds.len(), 6);
+        assert_eq!(label(a[4], "replicate"), Some(&serde_json::json!(1)));
+        assert_eq!(label(a[4], "rho"), Some(&serde_json::json!(0.5)));
+        // Downstream fans out once per replicate, reading its own replicate.
+        let b: Vec<&Instance> = d.instances.iter().filter(|i| i.stage == 1).collect();
+        assert_eq!(b.len(), 6);
+        assert_eq!(b[4].id, "b@rho=0.5,replicate=1");
+        assert_eq!(d.instances[b[4].inputs[0]].id, "a@rho=0.5,replicate=1");
+    }
+
+    #[test]
+    fn repeat_crosses_each_one_at_a_time_configuration() {
+        let d = dag(concat!(
+            "stages:\n",
+            "  a:\n",
+            "    kind: synthetic\n",
+            "    params: {rho: 0.5, n: 200}\n",
+            "    matrix: {rho: [0.1, 0.5], n: [100, 200, 300]}\n",
+            "    matrix_mode: one_at_a_time\n",
+            "    repeat: 2\n",
+        ));
+        assert_eq!(d.instances.len(), 10);
+        assert_eq!(
+            ids(&d)[..3],
+            [
+                "a@rho=0.1,replicate=0",
+                "a@rho=0.1,replicate=1",
+                "a@rho=0.5,replicate=0"
+            ]
+        );
+        assert_eq!(d.instances[9].id, "a@n=300,replicate=1");
+        assert_eq!(d.instances[9].params["rho"], 0.5);
+    }
+
+    #[test]
+    fn repeat_without_a_matrix_and_on_a_downstream_stage() {
+        let d = dag(concat!(
+            "stages:\n",
+            "  data: {kind: synthetic}\n",
+            "  train: {kind: synthetic, inputs: data, repeat: 2}\n",
+            "  post: {kind: synthetic, inputs: [train, data]}\n",
+        ));
+        assert_eq!(
+            ids(&d),
+            vec![
+                "data",
+                "train@replicate=0",
+                "train@replicate=1",
+                "post@replicate=0",
+                "post@replicate=1"
+            ]
+        );
+        assert_eq!(d.instances[4].inputs, vec![2, 0]);
+    }
+
+    #[test]
+    fn repeat_one_changes_nothing() {
+        let text = "seed: 5\nstages:\n  a: {kind: synthetic, matrix: {n: [1, 2]}}\n  b: {kind: synthetic, inputs: a}\n";
+        let plain = dag(text);
+        let once = dag(&text
+            .replace("seed: 5\n", "seed: 5\nrepeat: 1\n")
+            .replace("a: {kind: synthetic,", "a: {kind: synthetic, repeat: 1,"));
+        let view = |d: &Dag| -> Vec<(String, u64, serde_json::Value, Vec<usize>)> {
+            d.instances
+                .iter()
+                .map(|i| (i.id.clone(), i.seed, i.params.clone(), i.inputs.clone()))
+                .collect()
+        };
+        assert_eq!(view(&plain), view(&once));
+        assert_eq!(once.pipeline.stages[0].repeat, Some(1));
+    }
+
+    #[test]
+    fn pipeline_repeat_is_one_axis_shared_by_the_root_stages() {
+        let d = dag(concat!(
+            "repeat: 2\n",
+            "stages:\n",
+            "  data: {kind: synthetic, matrix: {rho: [0.1, 0.5]}}\n",
+            "  test: {kind: synthetic}\n",
+            "  fixed: {kind: synthetic, repeat: 1}\n",
+            "  train: {kind: synthetic, inputs: data}\n",
+            "  score: {kind: synthetic, inputs: [train, test, fixed]}\n",
+            "  all: {kind: synthetic, inputs: score, gather: true}\n",
+        ));
+        let of = |stage: &str| -> Vec<&str> {
+            d.instances
+                .iter()
+                .filter(|i| d.pipeline.stages[i.stage].id == stage)
+                .map(|i| i.id.as_str())
+                .collect()
+        };
+        assert_eq!(
+            of("data"),
+            vec![
+                "data@rho=0.1,replicate=0",
+                "data@rho=0.1,replicate=1",
+                "data@rho=0.5,replicate=0",
+                "data@rho=0.5,replicate=1"
+            ]
+        );
+        assert_eq!(of("test"), vec!["test@replicate=0", "test@replicate=1"]);
+        // `repeat: 1` opts a root stage out; non-root stages inherit, not multiply.
+        assert_eq!(of("fixed"), vec!["fixed"]);
+        assert_eq!(of("train").len(), 4);
+        let score: Vec<&Instance> = d
+            .instances
+            .iter()
+            .filter(|i| d.pipeline.stages[i.stage].id == "score")
+            .collect();
+        assert_eq!(score.len(), 4, "{:?}", of("score"));
+        for s in &score {
+            let r = label(s, "replicate").unwrap();
+            assert!(s.id.ends_with(&format!("replicate={r}")), "{}", s.id);
+            // train and test of the same replicate, never a mismatched pair.
+            for &u in &s.inputs[..2] {
+                assert_eq!(label(&d.instances[u], "replicate"), Some(r), "{}", s.id);
+            }
+        }
+        assert_eq!(score[1].id, "score@rho=0.1,replicate=1");
+        assert_eq!(of("all"), vec!["all"]);
+        assert_eq!(d.instances.last().unwrap().inputs.len(), 4);
+    }
+
+    #[test]
+    fn a_stage_repeat_under_a_pipeline_repeat_multiplies_and_is_qualified() {
+        let d = dag(concat!(
+            "repeat: 2\n",
+            "stages:\n",
+            "  data: {kind: synthetic}\n",
+            "  train: {kind: synthetic, inputs: data, repeat: 3}\n",
+        ));
+        assert_eq!(d.instances.len(), 2 + 6);
+        assert_eq!(d.instances[2].id, "train@train.replicate=0,replicate=0");
+        assert_eq!(d.instances[7].id, "train@train.replicate=2,replicate=1");
+        let seeds: HashSet<u64> = d.instances.iter().map(|i| i.seed).collect();
+        assert_eq!(seeds.len(), 8);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | seed | uint64 | the instance's derived seed |
 //! | seconds | float64, null | compute time of the result (of the original run if cached) |
 //! | error | string, null | why it failed or was skipped |
-//! | `sweep.<name>` | by value | matrix values that identify the instance, inherited included |
+//! | `sweep.<name>` | by value | matrix values that identify the instance, inherited included; `sweep.replicate` (int) with `repeat:` |
 //! | `param.<path>` | by value | resolved parameters, nested keys joined with `.` |
 //! | `metric.<name>` | float64 | scalar metrics the stage reported |
 //!
