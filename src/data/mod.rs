@@ -8,6 +8,7 @@
 //! truncated, mislabelled or in a neighbouring format.
 
 pub mod augment;
+pub mod channel_task;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod mixture;
 pub mod npy;
 pub mod parquet_io;
 pub mod table;
+pub mod vmf;
 
 pub use dataset::{compute_mean_std, Dataset, Features, Normalisation, SampleShape, Split};
 pub use error::DataError;

@@ -1,6 +1,7 @@
 //! `synthetic`: samples a ground-truth task whose mutual information is known in closed form
 //! (../shared/reference/ground-truth.md), so estimators and bounds can be checked against the
-//! truth. Writes `samples.parquet` (columns `x0..`, `y0..`) and reports the true MI.
+//! truth. Writes `samples.parquet` (columns `x0..`, `y0..`, and `z` for labelled tasks) and
+//! reports the true information quantities as metrics.
 
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use super::{Stage, StageContext, StageError, StageOutput};
 use crate::artifact::documented_schema;
 use crate::bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg};
 use crate::bounds::Quantity;
+use crate::data::channel_task::ChannelTask;
 use crate::data::ground_truth::GaussianTask;
 use crate::data::mixture::MixtureTask;
+use crate::data::vmf::VmfTask;
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +37,17 @@ pub enum TaskName {
     /// Discrete (U, X, Y, Z) drawn from an explicit joint table (`case`): every bound term is
     /// exact. Writes integer columns `u`, `x`, `y`, `z`.
     Discrete,
+    /// von Mises-Fisher pairs: X uniform on the unit sphere in R^`dim` (default 3), Y | X
+    /// von Mises-Fisher around X with concentration `kappa` (default 4: 1.0825 nats). The
+    /// critic `kappa` x.y (cosine similarity at temperature 1/`kappa`) is the optimal InfoNCE
+    /// critic; I(X;Y) exact.
+    Vmf,
+    /// Bounded class-conditional data through a Gaussian channel: Z uniform over `classes`
+    /// (default 4), each of the `dim` (default 4) coordinates of X uniform on
+    /// [m - `half_width`, m + `half_width`] around its class mean m, Y = X + `noise` E.
+    /// Writes a label column `z`; I(X;Y|Z) exact (quadrature to ~1e-15), and the exact
+    /// feature range.
+    Channel,
 }
 
 /// Which joint table the `discrete` task samples.
@@ -72,7 +86,8 @@ pub struct SyntheticParams {
     /// Correlation; the task's reference value when omitted.
     #[serde(default)]
     pub rho: Option<f64>,
-    /// Dimension of X and of Y (pairs for `staircase`); the task's reference value when omitted.
+    /// Dimension of X and of Y (pairs for `staircase`); the task's reference value when omitted
+    /// (bivariate 1, dense 2, two_pair 5, staircase 20, mixture 8, vmf 3, channel 4).
     #[serde(default)]
     pub dim: Option<usize>,
     /// Total MI in nats, for `staircase`.
@@ -81,24 +96,35 @@ pub struct SyntheticParams {
     /// Map every coordinate through the standard normal CDF (MI is unchanged).
     #[serde(default)]
     pub cdf_transform: bool,
-    /// Mixture: number of classes.
-    #[serde(default = "default_classes")]
-    pub classes: usize,
-    /// Mixture: per-view noise standard deviation s.
+    /// Mixture and channel: number of classes (when omitted: mixture 10, channel 4).
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// Mixture: per-view noise standard deviation s. Channel: standard deviation s of the
+    /// augmentation noise, Y = X + s E.
     #[serde(default = "default_noise")]
     pub noise: f64,
     /// Mixture: standard deviation of the noise shared by both views (0: X, Y independent given Z).
     #[serde(default)]
     pub nuisance: f64,
-    /// Mixture: standard deviation of the class means (drawn once, from `means_seed`).
+    /// Mixture and channel: standard deviation of the class means (drawn once, from
+    /// `means_seed`).
     #[serde(default = "default_spread")]
     pub spread: f64,
-    /// Mixture: seed of the class means (fixed, so a sweep over n or noise keeps the same classes).
+    /// Mixture and channel: seed of the class means (fixed, so a sweep over n or noise keeps the
+    /// same classes; with equal `classes` and `dim`, one seed gives both tasks the same means).
     #[serde(default)]
     pub means_seed: u64,
     /// Mixture: Monte Carlo samples for the true information quantities (200k: about 1e-3 nats).
     #[serde(default = "default_mc")]
     pub mc_samples: usize,
+    /// Vmf: concentration kappa > 0 of Y around X; the optimal critic is kappa x.y, i.e.
+    /// cosine similarity at temperature 1/kappa. Above 1e4 only for dim 3.
+    #[serde(default = "default_kappa")]
+    pub kappa: f64,
+    /// Channel: half-width a > 0 of each coordinate's uniform distribution around its class
+    /// mean (Cov(X|Z) = a^2/3 I).
+    #[serde(default = "default_half_width")]
+    pub half_width: f64,
     /// Discrete: which joint table.
     #[serde(default = "default_case")]
     pub case: DiscreteCase,
@@ -132,8 +158,11 @@ fn default_encoder() -> EncoderKind {
     EncoderKind::Deterministic
 }
 
-fn default_classes() -> usize {
-    10
+fn default_kappa() -> f64 {
+    4.0
+}
+fn default_half_width() -> f64 {
+    1.0
 }
 fn default_noise() -> f64 {
     1.0
@@ -156,7 +185,7 @@ fn default_n() -> usize {
 impl SyntheticParams {
     pub fn mixture(&self) -> MixtureTask {
         MixtureTask {
-            classes: self.classes,
+            classes: self.classes.unwrap_or(10),
             dim: self.dim.unwrap_or(8),
             noise: self.noise,
             nuisance: self.nuisance,
@@ -166,10 +195,30 @@ impl SyntheticParams {
         }
     }
 
+    pub fn vmf(&self) -> VmfTask {
+        VmfTask {
+            dim: self.dim.unwrap_or(3),
+            kappa: self.kappa,
+        }
+    }
+
+    pub fn channel(&self) -> ChannelTask {
+        ChannelTask {
+            classes: self.classes.unwrap_or(4),
+            dim: self.dim.unwrap_or(4),
+            half_width: self.half_width,
+            noise: self.noise,
+            spread: self.spread,
+            means_seed: self.means_seed,
+        }
+    }
+
     pub fn task(&self) -> GaussianTask {
         match self.task {
             // Only reached for Gaussian tasks; run() handles the others first.
-            TaskName::Mixture | TaskName::Discrete => GaussianTask::Bivariate { rho: 0.0 },
+            TaskName::Mixture | TaskName::Discrete | TaskName::Vmf | TaskName::Channel => {
+                GaussianTask::Bivariate { rho: 0.0 }
+            }
             TaskName::Bivariate => GaussianTask::Bivariate {
                 rho: self.rho.unwrap_or(0.75),
             },
@@ -207,6 +256,105 @@ fn write_samples(
         .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
     ctx.write_table("samples", &batch)?;
     Ok(())
+}
+
+/// Appends columns `x0..x{d-1}` and `y0..y{d-1}` (float64) from row-major n x d matrices.
+fn push_coordinates(
+    fields: &mut Vec<(Field, String)>,
+    columns: &mut Vec<ArrayRef>,
+    n: usize,
+    d: usize,
+    x: &[f64],
+    y: &[f64],
+) {
+    for (name, m) in [("x", x), ("y", y)] {
+        for j in 0..d {
+            fields.push((
+                Field::new(format!("{name}{j}"), DataType::Float64, false),
+                format!("coordinate {j} of {}", name.to_uppercase()),
+            ));
+            columns.push(Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| m[i * d + j]),
+            )));
+        }
+    }
+}
+
+/// Appends the class label column `z` (uint32).
+fn push_label(fields: &mut Vec<(Field, String)>, columns: &mut Vec<ArrayRef>, z: Vec<u32>) {
+    fields.push((
+        Field::new("z", DataType::UInt32, false),
+        "class label Z".to_string(),
+    ));
+    columns.push(Arc::new(UInt32Array::from(z)));
+}
+
+/// The `id` column and its field.
+fn id_column(n: usize) -> (Vec<(Field, String)>, Vec<ArrayRef>) {
+    (
+        vec![(
+            Field::new("id", DataType::UInt64, false),
+            "sample index".to_string(),
+        )],
+        vec![Arc::new(UInt64Array::from_iter_values(0..n as u64))],
+    )
+}
+
+fn run_vmf(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+    let task = params.vmf();
+    // The truth first: it validates the task, so a bad kappa fails before any sampling.
+    let t = task
+        .truth()
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let mut rng = ctx.rng();
+    let (x, y) = task
+        .sample(params.n, &mut rng)
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let d = task.dim;
+    let (mut fields, mut columns) = id_column(params.n);
+    push_coordinates(&mut fields, &mut columns, params.n, d, &x, &y);
+    write_samples(ctx, &fields, columns)?;
+    Ok(StageOutput::default()
+        .metric("true_mi_nats", t.mi)
+        .metric("true_i_xy", t.mi)
+        .metric("true_mi_bits", t.mi / std::f64::consts::LN_2)
+        .metric("true_mean_cosine", t.mean_cosine)
+        .metric("kappa", task.kappa)
+        .metric("optimal_temperature", 1.0 / task.kappa)
+        .metric("n", params.n as f64)
+        .metric("dim_x", d as f64)
+        .metric("dim_y", d as f64))
+}
+
+fn run_channel(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+    let task = params.channel();
+    let t = task
+        .truth()
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let mut rng = ctx.rng();
+    let (x, y, z) = task
+        .sample(params.n, &mut rng)
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let d = task.dim;
+    let (mut fields, mut columns) = id_column(params.n);
+    push_label(&mut fields, &mut columns, z);
+    push_coordinates(&mut fields, &mut columns, params.n, d, &x, &y);
+    write_samples(ctx, &fields, columns)?;
+    Ok(StageOutput::default()
+        .metric("true_i_xy_given_z", t.i_xy_given_z)
+        .metric("true_h_z", t.h_z)
+        // Y = X + noise: never independent given Z.
+        .metric("x_indep_y_given_z", 0.0)
+        .metric("gaussian_channel_bound_nats", t.gaussian_bound)
+        .metric("true_trace_cov_x_given_z", t.trace_cov_x_given_z)
+        .metric("feature_low", t.feature_low)
+        .metric("feature_high", t.feature_high)
+        .metric("half_width", task.half_width)
+        .metric("noise_std", task.noise)
+        .metric("classes", task.classes as f64)
+        .metric("n", params.n as f64)
+        .metric("dim_x", d as f64)
+        .metric("dim_y", d as f64))
 }
 
 impl SyntheticParams {
@@ -247,12 +395,7 @@ fn run_discrete(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOut
     let joint = params.joint()?;
     let mut rng = ctx.rng();
     let samples = joint.sample(params.n, &mut rng);
-    let mut fields = vec![(
-        Field::new("id", DataType::UInt64, false),
-        "sample index".to_string(),
-    )];
-    let mut columns: Vec<ArrayRef> =
-        vec![Arc::new(UInt64Array::from_iter_values(0..params.n as u64))];
+    let (mut fields, mut columns) = id_column(params.n);
     for (j, name) in ["u", "x", "y", "z"].iter().enumerate() {
         fields.push((
             Field::new(*name, DataType::UInt32, false),
@@ -299,31 +442,9 @@ fn run_mixture(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutp
         .sample(params.n, &mut rng)
         .map_err(|e| StageError::Params(e.to_string()))?;
     let d = task.dim;
-    let mut fields = vec![
-        (
-            Field::new("id", DataType::UInt64, false),
-            "sample index".to_string(),
-        ),
-        (
-            Field::new("z", DataType::UInt32, false),
-            "class label Z".to_string(),
-        ),
-    ];
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(0..params.n as u64)),
-        Arc::new(UInt32Array::from(z)),
-    ];
-    for (name, m) in [("x", &x), ("y", &y)] {
-        for j in 0..d {
-            fields.push((
-                Field::new(format!("{name}{j}"), DataType::Float64, false),
-                format!("coordinate {j} of {}", name.to_uppercase()),
-            ));
-            columns.push(Arc::new(Float64Array::from_iter_values(
-                (0..params.n).map(|i| m[i * d + j]),
-            )));
-        }
-    }
+    let (mut fields, mut columns) = id_column(params.n);
+    push_label(&mut fields, &mut columns, z);
+    push_coordinates(&mut fields, &mut columns, params.n, d, &x, &y);
     write_samples(ctx, &fields, columns)?;
     ctx.check_cancelled()?;
     ctx.progress(1, 2, "Monte Carlo truth");
@@ -354,7 +475,7 @@ impl Stage for Synthetic {
     type Params = SyntheticParams;
     const KIND: &'static str = "synthetic";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Sample a task with known information quantities: Gaussian, multi-view mixture or discrete joint table (samples.parquet; metrics true_*).";
+    const SUMMARY: &'static str = "Sample a task with known information quantities: Gaussian, multi-view mixture, von Mises-Fisher pairs, bounded Gaussian channel or discrete joint table (samples.parquet; metrics true_*).";
     const EXAMPLE: &'static str = r#"truth:
   kind: synthetic
   params: {task: dense, dim: 3, rho: 0.5, n: 5000}
@@ -368,6 +489,8 @@ impl Stage for Synthetic {
         match params.task {
             TaskName::Mixture => return run_mixture(params, ctx),
             TaskName::Discrete => return run_discrete(params, ctx),
+            TaskName::Vmf => return run_vmf(params, ctx),
+            TaskName::Channel => return run_channel(params, ctx),
             _ => {}
         }
         let task = params.task();
@@ -377,12 +500,7 @@ impl Stage for Synthetic {
         let (x, y) = task
             .sample(params.n, &mut rng, params.cdf_transform)
             .map_err(|e| StageError::Failed(e.to_string()))?;
-        let mut fields = vec![(
-            Field::new("id", DataType::UInt64, false),
-            "sample index".to_string(),
-        )];
-        let mut columns: Vec<ArrayRef> =
-            vec![Arc::new(UInt64Array::from_iter_values(0..params.n as u64))];
+        let (mut fields, mut columns) = id_column(params.n);
         for (name, m) in [("x", &x), ("y", &y)] {
             for j in 0..m.cols() {
                 fields.push((
