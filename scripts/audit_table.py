@@ -14,7 +14,8 @@ Columns per family and n:
                       is <= 1 - confidence)
   point_above         fraction whose point values (what the study reports) cross the truth
   nonvacuous_iuz      fraction with a positive certified lower bound on the family's quantity
-  mean_gap            mean (point - certified) of the family's main bound, in nats: the price
+  nonvacuous_where.. the same among instances whose true value exceeds 0.1 nats
+  mean_gap            mean |point - certified| of the family's main bound, in nats: the price
                       of certification
   inconsistent        fraction flagged inconsistent
 """
@@ -70,6 +71,7 @@ def family_rows(items):
         key = (item["stage"], n)
         g = groups.setdefault(key, {"instances": 0, "cert_above": 0, "point_above": 0,
                                     "nonvacuous": 0, "gaps": [], "inconsistent": 0,
+                                    "informative": 0, "informative_certified": 0,
                                     "confidence": metrics.get("confidence")})
         g["instances"] += 1
         g["cert_above"] += int(metrics["certified_violations"] > 0)
@@ -87,6 +89,10 @@ def family_rows(items):
             g["gaps"].append(abs(r["value_nats"] - r["certified_nats"]))
             if r["side"] == "lower":
                 g["nonvacuous"] += int(r["certified_nats"] > 0)
+                # Certifying nothing must not pass: where there is something to certify.
+                if r.get("truth_nats") is not None and r["truth_nats"] > 0.1:
+                    g["informative"] += 1
+                    g["informative_certified"] += int(r["certified_nats"] > 0)
             else:
                 g["nonvacuous"] += int(r.get("certification") == "certified")
     out = []
@@ -102,6 +108,9 @@ def family_rows(items):
             "point_above": g["point_above"] / k,
             "nonvacuous": g["nonvacuous"] / k,
             "mean_gap": sum(g["gaps"]) / len(g["gaps"]) if g["gaps"] else math.nan,
+            "truth_above_0.1": g["informative"],
+            "nonvacuous_where_truth_above_0.1": (g["informative_certified"] / g["informative"]
+                                                 if g["informative"] else math.nan),
             "inconsistent": g["inconsistent"] / k,
         })
     return out
@@ -109,11 +118,15 @@ def family_rows(items):
 
 def markdown(rows):
     head = ("| family | n | quantity | instances | certified above truth | point above truth "
-            "| non-vacuous | mean gap (nats) | inconsistent |\n|---|---|---|---|---|---|---|---|---|\n")
+            "| non-vacuous | non-vacuous where truth > 0.1 | mean gap (nats) | inconsistent |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    def informative(r):
+        k = r["truth_above_0.1"]
+        return f"{r['nonvacuous_where_truth_above_0.1']:.3f} of {k}" if k else "-"
     body = "".join(
         f"| {r['family']} | {r['n']} | {r['quantity']} | {r['instances']} "
         f"| {r['certified_above']:.3f} | {r['point_above']:.3f} | {r['nonvacuous']:.3f} "
-        f"| {r['mean_gap']:.3f} | {r['inconsistent']:.3f} |\n"
+        f"| {informative(r)} | {r['mean_gap']:.3f} | {r['inconsistent']:.3f} |\n"
         for r in rows)
     total = sum(r["instances"] for r in rows)
     level = next((r["confidence"] for r in rows if r["confidence"] is not None), None)
@@ -141,8 +154,11 @@ def main():
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+        # JSON has no NaN: a quantity that does not apply is null.
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in r.items()} for r in rows]
         with open(os.path.join(out_dir, "audit.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(clean, f, indent=1)
         worst = max(r["certified_above"] for r in rows)
         json.dump({"families": len({r["family"] for r in rows}),
                    "instances": sum(r["instances"] for r in rows),

@@ -103,6 +103,21 @@ impl Joint {
             - self.entropy(c)
     }
 
+    /// The Bayes accuracy of predicting variable `to` from variable `from`:
+    /// sum over a of max over b of p(a, b), the accuracy of the best classifier.
+    pub fn bayes_accuracy(&self, from: usize, to: usize) -> f64 {
+        let mut joint: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+        for (k, p) in &self.cells {
+            *joint.entry((k[from], k[to])).or_insert(0.0) += p;
+        }
+        let mut best: BTreeMap<usize, f64> = BTreeMap::new();
+        for ((a, _), p) in joint {
+            let b = best.entry(a).or_insert(0.0);
+            *b = b.max(p);
+        }
+        best.values().sum()
+    }
+
     /// Every quantity, exact.
     pub fn terms(&self) -> Terms {
         let vals = [
@@ -275,6 +290,19 @@ mod tests {
         assert!(!Counterexample::Theorem1ZConstant
             .joint()
             .u_is_function_of_x());
+    }
+
+    #[test]
+    fn bayes_accuracy_of_the_counterexamples() {
+        // U = Z: perfect; Z = Y independent of U = X: a coin flip.
+        assert!((Counterexample::GeneralAllEqual.joint().bayes_accuracy(U, Z) - 1.0).abs() < 1e-12);
+        assert!((Counterexample::Theorem1ZIsY.joint().bayes_accuracy(U, Z) - 0.5).abs() < 1e-12);
+        let j = Joint::new(vec![
+            ([0, 0, 0, 0], 3.0),
+            ([0, 0, 0, 1], 1.0),
+            ([1, 0, 0, 1], 2.0),
+        ]);
+        assert!((j.bayes_accuracy(U, Z) - 5.0 / 6.0).abs() < 1e-12);
     }
 
     #[test]

@@ -218,12 +218,11 @@ impl Certificate {
         }
     }
 
-    /// The number of label values the probe saw (K), for checking `classes`.
+    /// K, the label values the probe predicts (declared, or the largest label + 1), for
+    /// checking `classes`.
     pub fn classes(&self) -> Option<usize> {
         match self {
-            Certificate::Probe { label_counts, .. } => {
-                Some(label_counts.iter().filter(|&&c| c > 0).count())
-            }
+            Certificate::Probe { classes, .. } => Some(*classes),
             _ => None,
         }
     }

@@ -31,6 +31,9 @@ pub struct Probe {
     /// Uniform floor eps of the certified loss: q_eps = (1 - eps) q + eps / K, so each
     /// held-out loss is at most log(K / eps).
     pub floor: f64,
+    /// K, the number of label values Z can take; default: the largest label seen + 1. A
+    /// class absent from the sample still counts toward the certificate's floor and H(Z).
+    pub classes: Option<usize>,
     pub seed: u64,
 }
 
@@ -45,6 +48,7 @@ impl Default for Probe {
             steps: 300,
             l2: 1e-4,
             floor: DEFAULT_FLOOR,
+            classes: None,
             seed: 0,
         }
     }
@@ -109,12 +113,27 @@ impl Probe {
             });
         }
         let labels = labels_of(z)?;
-        let k = labels.iter().copied().max().unwrap_or(0) + 1;
+        let seen = labels.iter().copied().max().unwrap_or(0) + 1;
+        let k = match self.classes {
+            Some(c) if c < seen => {
+                return Err(MiError::InvalidParameter {
+                    name: "classes",
+                    reason: format!(
+                        "`classes: {c}` but a label is {}: labels must lie in 0..{c}",
+                        seen - 1
+                    ),
+                })
+            }
+            Some(c) => c,
+            None => seen,
+        };
         let mut counts = vec![0usize; k];
         for &l in &labels {
             counts[l] += 1;
         }
-        if counts.iter().filter(|&&c| c > 0).count() < 2 {
+        // With K declared, one observed class is data, not an error: Z may be nearly constant,
+        // and the certified bound then says (correctly) that little is known.
+        if counts.iter().filter(|&&c| c > 0).count() < 2 && self.classes.is_none() {
             return Err(MiError::SingleClass { which: "labels", n });
         }
         let mut order: Vec<usize> = (0..n).collect();

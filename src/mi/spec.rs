@@ -106,6 +106,10 @@ pub enum EstimatorSpec {
         /// is then at most log(K / eps)).
         #[serde(default = "default_floor")]
         floor: f64,
+        /// K, the number of label values (default: the largest label + 1); give it when a
+        /// rare class may be missing from the sample.
+        #[serde(default)]
+        classes: Option<usize>,
     },
 }
 
@@ -209,11 +213,13 @@ impl EstimatorSpec {
                 steps,
                 l2,
                 floor,
+                classes,
             } => Box::new(Probe {
                 train_fraction: *train_fraction,
                 steps: *steps,
                 l2: *l2,
                 floor: *floor,
+                classes: *classes,
                 seed,
             }),
             EstimatorSpec::KsgCmi { .. } | EstimatorSpec::GaussianChannel { .. } => {
@@ -437,6 +443,7 @@ pub fn estimate(
         steps,
         l2,
         floor,
+        classes,
     } = spec
     {
         // Fitted once here (not through the trait) to keep its accuracy, H(Z), certificate.
@@ -445,6 +452,7 @@ pub fn estimate(
             steps: *steps,
             l2: *l2,
             floor: *floor,
+            classes: *classes,
             seed,
         }
         .fit(&x, &y)?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::{Stage, StageContext, StageError, StageOutput};
 use crate::artifact::documented_schema;
-use crate::bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg};
+use crate::bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg, U, Z};
 use crate::bounds::Quantity;
 use crate::data::channel_task::ChannelTask;
 use crate::data::ground_truth::GaussianTask;
@@ -140,9 +140,10 @@ pub struct SyntheticParams {
     /// Discrete, random case: make X and Y independent given Z.
     #[serde(default)]
     pub conditionally_independent: bool,
-    /// Discrete, random case: seed of the table (the samples use the instance seed).
+    /// Discrete, random case: seed of the table (the samples use the instance seed); when
+    /// omitted, the instance seed, so each replicate (`repeat`) draws its own table.
     #[serde(default)]
-    pub table_seed: u64,
+    pub table_seed: Option<u64>,
 }
 
 fn default_case() -> DiscreteCase {
@@ -358,8 +359,9 @@ fn run_channel(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutp
 }
 
 impl SyntheticParams {
-    /// The joint table of the `discrete` task.
-    pub fn joint(&self) -> Result<Joint, StageError> {
+    /// The joint table of the `discrete` task (`seed`: the instance seed, for a random table
+    /// without `table_seed`).
+    pub fn joint(&self, seed: u64) -> Result<Joint, StageError> {
         let named = |c: Counterexample| Ok(c.joint());
         match self.case {
             DiscreteCase::GeneralCounterexample => named(Counterexample::GeneralAllEqual),
@@ -378,7 +380,7 @@ impl SyntheticParams {
                     EncoderKind::Deterministic => Encoder::Deterministic,
                     EncoderKind::Stochastic => Encoder::Stochastic,
                 };
-                let mut rng = Lcg::new(self.table_seed ^ 0xd15c_7e7e);
+                let mut rng = Lcg::new(self.table_seed.unwrap_or(seed) ^ 0xd15c_7e7e);
                 Ok(random_joint(
                     &mut rng,
                     self.alphabet,
@@ -392,7 +394,7 @@ impl SyntheticParams {
 }
 
 fn run_discrete(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-    let joint = params.joint()?;
+    let joint = params.joint(ctx.seed)?;
     let mut rng = ctx.rng();
     let samples = joint.sample(params.n, &mut rng);
     let (mut fields, mut columns) = id_column(params.n);
@@ -425,6 +427,7 @@ fn run_discrete(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOut
     }
     Ok(out
         .metric("u_is_function_of_x", flag(joint.u_is_function_of_x()))
+        .metric("true_bayes_accuracy_uz", joint.bayes_accuracy(U, Z))
         .metric(
             "x_indep_y_given_z",
             flag(exact(Quantity::IXYgivenZ) < 1e-12),

@@ -610,9 +610,10 @@ impl Evaluation<'_> {
         if let Some(seen) = probe.and_then(|c| c.classes()) {
             if seen != k {
                 return Err(StageError::Params(format!(
-                    "`classes: {k}` but the probe of I(U;Z) saw {seen} label values: the \
+                    "`classes: {k}` but the probe of I(U;Z) predicts {seen} label values: the \
                      accuracy bounds would speak of a {k}-class problem that is not the data's; \
-                     set `classes: {seen}`"
+                     set `classes: {seen}` (or give the probe `classes` when a rare class is \
+                     missing from the sample)"
                 )));
             }
         }
