@@ -191,14 +191,33 @@ pub fn training_curves(run: &Run, tables: &Tables) -> Result<Figure, String> {
     })
 }
 
+/// The column a bound is drawn by (see [`bound_key`]).
+fn bound_column(t: &Table) -> &'static str {
+    if t.has("certified_nats") {
+        "certified_nats"
+    } else {
+        "value_nats"
+    }
+}
+
 fn estimate_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
     let pair = t.str(r, "pair")?;
     let est = t.str(r, "estimator")?;
     Some(format!("{prefix}{pair} / {est}"))
 }
 
+/// Bounds are drawn by their certified values, and only those that certify something: a
+/// vacuous or uncertified row is not a result (tables from before certification: every valid
+/// row, by its value).
 fn bound_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
     if t.str(r, "status") != Some("valid") {
+        return None;
+    }
+    if t.has("certification") && t.str(r, "certification") != Some("certified") {
+        return None;
+    }
+    // Accuracy rows are probabilities, not nats: they have their own figure.
+    if t.str(r, "name").is_some_and(|n| n.starts_with("accuracy_")) {
         return None;
     }
     let name = t.str(r, "name")?;
@@ -245,12 +264,13 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
         let mut bounds = vec![];
         for (i, t) in &tables.bounds {
             let p = prefix(*i, &tables.bounds);
-            bounds
-                .extend(epoch_series(t, |r| bound_key(t, r, &p), "value_nats", None).into_values());
+            bounds.extend(
+                epoch_series(t, |r| bound_key(t, r, &p), bound_column(t), None).into_values(),
+            );
         }
         let panels: Vec<Panel> = [
             ("mutual information estimates", mi),
-            ("valid bounds", bounds),
+            ("certified bounds", bounds),
         ]
         .into_iter()
         .filter(|(_, s)| !s.is_empty())
@@ -265,8 +285,9 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
         return Ok(Figure {
             name: "mi_bounds_epochs".into(),
             title: "Mutual information and bounds over epochs".into(),
-            caption: "Estimates (with intervals where computed) and the valid bounds for \
-                      encoder snapshots during training."
+            caption: "Estimates (with intervals where computed) and the certified values of the \
+                      bounds that certify something (not vacuous) for encoder snapshots during \
+                      training."
                 .into(),
             panels,
         });
@@ -317,10 +338,14 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
             true,
         ),
         panel(
-            "valid bounds",
+            "certified bounds",
             &tables.bounds,
             &|t, r| bound_key(t, r, ""),
-            "value_nats",
+            tables
+                .bounds
+                .first()
+                .map(|(_, t)| bound_column(t))
+                .unwrap_or("value_nats"),
             false,
         ),
     ]
@@ -398,7 +423,11 @@ pub fn ablations(run: &Run, tables: &Tables) -> (Vec<Figure>, Vec<String>) {
         notes.push("ablations: the pipeline has no matrix (no sweep columns)".into());
     }
     let has_bounds = run.of_kind("bound").any(|i| i.has_result());
-    for factor in sweeps {
+    // A replicate is a seed, not a factor: its spread belongs to every factor's plot.
+    for factor in sweeps
+        .into_iter()
+        .filter(|f| f != "replicate" && !f.ends_with(".replicate"))
+    {
         let fig = if has_bounds {
             bound_ablation(run, tables, &factor)
         } else {
@@ -448,7 +477,8 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
         }
         if let Some((_, t)) = tables.bounds.iter().find(|(i, _)| i == n) {
             for r in final_rows(t) {
-                if let (Some(k), Some(v)) = (bound_key(t, r, ""), finite(t.f64(r, "value_nats"))) {
+                if let (Some(k), Some(v)) = (bound_key(t, r, ""), finite(t.f64(r, bound_column(t))))
+                {
                     bounds
                         .entry(format!("{k}{}", suffix(&inst.stage)))
                         .or_default()
@@ -462,7 +492,7 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
         &axis,
         [
             ("accuracy", "accuracy", accuracy),
-            ("final valid bounds", "nats", bounds),
+            ("final certified bounds", "nats", bounds),
         ],
     );
     if panels.is_empty() {
@@ -605,8 +635,11 @@ pub fn bound_vs_accuracy(run: &Run) -> Result<Figure, String> {
         Style::Reference,
     )];
     for (label, pts) in [
-        ("accuracy lower bound (Feder-Merhav)", lower),
-        ("accuracy upper bound (Fano)", upper),
+        (
+            "certified accuracy lower bound (Feder-Merhav or Clopper-Pearson)",
+            lower,
+        ),
+        ("certified accuracy upper bound (Fano)", upper),
     ] {
         if !pts.is_empty() {
             series.push(Series::new(label, pts, Style::Points));
@@ -615,8 +648,10 @@ pub fn bound_vs_accuracy(run: &Run) -> Result<Figure, String> {
     Ok(Figure {
         name: "bound_vs_accuracy".into(),
         title: "Accuracy bounds versus measured accuracy".into(),
-        caption: "One point per bound instance. A lower bound above the diagonal, or an upper \
-                  bound below it, contradicts the measurement."
+        caption: "One point per bound instance: the certified bounds on the Bayes accuracy of \
+                  predicting Z from U against the probe's measured accuracy. The probe is one \
+                  classifier, so it may sit below the Bayes accuracy (a lower bound above the \
+                  diagonal contradicts nothing); an upper bound clearly below it would."
             .into(),
         panels: vec![Panel {
             title: "bound versus probe accuracy".into(),

@@ -269,7 +269,7 @@ fn bounds_table(h: &mut String, inst: &Instance, t: &Table) {
     let _ = write!(
         h,
         "<h3>{}</h3>\n<div class=\"scroll\"><table>\n<tr><th>name</th><th>status</th>\
-         <th>statement</th><th>bound (nats)</th><th>certified</th><th>truth (nats)</th>\
+         <th>statement</th><th>point value (nats)</th><th>certified value</th><th>certification</th><th>truth (nats)</th>\
          <th>violated</th><th>margin (nats)</th><th>error</th></tr>\n",
         escape(&inst.instance)
     );
@@ -290,7 +290,7 @@ fn bounds_table(h: &mut String, inst: &Instance, t: &Table) {
         };
         let _ = writeln!(
             h,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>{}{}{}<td>{}</td>{}{}</tr>",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td>{}{}{}{}<td>{}</td>{}{}</tr>",
             escape(class),
             escape(t.str(r, "name").unwrap_or_default()),
             if status.is_empty() {
@@ -300,7 +300,8 @@ fn bounds_table(h: &mut String, inst: &Instance, t: &Table) {
             },
             escape(&statement),
             td(t.cell(r, "value_nats")),
-            td(t.cell(r, "certified")),
+            td(t.cell(r, "certified_nats")),
+            td(t.cell(r, "certification")),
             td(t.cell(r, "truth_nats")),
             if violated {
                 badge("violated", "violated")
@@ -315,8 +316,11 @@ fn bounds_table(h: &mut String, inst: &Instance, t: &Table) {
     let summary: Vec<String> = [
         ("violations", "violations"),
         ("violations_valid", "of valid bounds"),
-        ("accuracy_lower_bound", "accuracy lower bound"),
-        ("accuracy_upper_bound", "accuracy upper bound"),
+        ("certified_violations", "certified values beyond the truth"),
+        ("confidence", "confidence"),
+        ("iuz_lower_nats", "certified I(U;Z) lower bound"),
+        ("accuracy_lower_bound", "certified accuracy lower bound"),
+        ("accuracy_upper_bound", "certified accuracy upper bound"),
         ("probe_accuracy", "probe accuracy"),
     ]
     .iter()
