@@ -13,6 +13,7 @@ pub mod dag;
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod failpoint;
 pub mod mi;
 pub mod onnx;
 pub mod report;

@@ -108,14 +108,21 @@ fn interrupted_training_resumes_to_the_same_parameters() {
         .command(&["run", "t.yaml", "--only", "train", "--progress", "none"])
         .spawn()
         .unwrap();
-    // Wait for the first epoch's checkpoint, then Ctrl-C.
+    // Wait for the first committed epoch (the checkpoint manifest), then Ctrl-C.
     let staging = p.path().join("outputs/t/.cbound/staging");
     let start = Instant::now();
+    let committed = |m: &std::path::Path| {
+        std::fs::read(m)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["epochs_done"].as_u64())
+            .is_some_and(|e| e >= 1)
+    };
     let found = loop {
         let hit = std::fs::read_dir(&staging).ok().and_then(|d| {
             d.flatten()
-                .map(|e| e.path().join(".checkpoint/curve.json"))
-                .find(|c| c.exists())
+                .map(|e| e.path().join(".checkpoint/manifest.json"))
+                .find(|m| committed(m))
         });
         if hit.is_some() || start.elapsed() > Duration::from_secs(60) {
             break hit;
@@ -128,9 +135,10 @@ fn interrupted_training_resumes_to_the_same_parameters() {
     let out = child.wait_with_output().unwrap();
     assert!(found.is_some(), "no checkpoint appeared");
     if out.status.code() == Some(130) {
-        let saved: Vec<serde_json::Value> =
+        let saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(found.unwrap()).unwrap()).unwrap();
-        assert!(!saved.is_empty() && saved.len() < 12);
+        let done = saved["epochs_done"].as_u64().unwrap();
+        assert!((1..12).contains(&done), "{saved}");
     }
     let resumed = p.cbound(&["run", "t.yaml", "--only", "train"]);
     assert_eq!(resumed.code, 0, "{}", resumed.all());

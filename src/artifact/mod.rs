@@ -71,9 +71,13 @@ pub fn write_atomic_with(
     let result = (|| {
         let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
         write(&mut file)?;
+        drop(file);
+        crate::failpoint::hit("write.before_rename");
         // No fsync: the rename is what protects against a killed process, and fsync per
         // file would dominate sweeps of many small instances. Power loss is out of scope.
-        fs::rename(&tmp, path).map_err(io_err(path))
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        crate::failpoint::hit("write.after_rename");
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -290,9 +294,18 @@ fn collect_into(root: &Path, dir: &Path, out: &mut Vec<OutputFile>) -> Result<()
     Ok(())
 }
 
+/// Whether an output records wall-clock measurements (`*.timing.parquet`, `*.timing.json`):
+/// such files are kept beside the results but left out of [`outputs_digest`], because two
+/// runs that compute the same instance never take the same time, and their downstream cache
+/// keys must still agree.
+pub fn is_timing_output(name: &str) -> bool {
+    name.ends_with(".timing.parquet") || name.ends_with(".timing.json")
+}
+
+/// BLAKE3 over the output list (names and content hashes), timing outputs excepted.
 pub fn outputs_digest(outputs: &[OutputFile]) -> String {
     let mut hasher = blake3::Hasher::new();
-    for o in outputs {
+    for o in outputs.iter().filter(|o| !is_timing_output(&o.name)) {
         hasher.update(o.name.as_bytes());
         hasher.update(&[0]);
         hasher.update(o.blake3.as_bytes());

@@ -209,9 +209,12 @@ impl Store {
                 .join("staging")
                 .join(format!("{key}.old-{}", std::process::id()));
             fs::rename(&target, &trash).map_err(io_err(&target))?;
+            crate::failpoint::hit("commit.old_moved_aside");
             let _ = fs::remove_dir_all(&trash);
         }
+        crate::failpoint::hit("commit.before_rename");
         fs::rename(&staging, &target).map_err(io_err(&target))?;
+        crate::failpoint::hit("commit.after_rename");
         Ok(target)
     }
 

@@ -87,6 +87,19 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
 }
 
 /// Entry point of the binary.
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`cbound plan p.yaml | head -1`) is an
+/// error that `println!` turns into a panic. Commands that only print get the default action
+/// back: they end quietly, as any Unix filter does. `run` keeps ignoring it, so a closed
+/// terminal cannot kill a run between two commits.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to the default before any thread that could
+    // rely on it starts; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -105,6 +118,9 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if !matches!(cli.command, Command::Run(_) | Command::ExecInstance(_)) {
+        restore_sigpipe();
+    }
     match dispatch(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {

@@ -43,14 +43,55 @@ const EXECUTOR_KEYS: &[&str] = &[
     "cbound",
 ];
 
+/// The largest pipeline file read: real pipelines are a few kilobytes, and parsing is held to
+/// linear time, but nothing needs more.
+pub const MAX_PIPELINE_BYTES: usize = 16 << 20;
+
 /// Loads and validates a pipeline file, with `--set` overrides applied first.
 pub fn load(
     path: &Path,
     overrides: &[String],
     registry: &Registry,
 ) -> Result<Pipeline, ConfigErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, path, overrides, registry),
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() > MAX_PIPELINE_BYTES => {
+            let mut c = Collector::new(path);
+            c.error(
+                Span { line: 1, col: 1 },
+                "",
+                format!(
+                    "the pipeline file is {} bytes, over the limit of {MAX_PIPELINE_BYTES}: \
+                     put data in files that stages read, not in the pipeline",
+                    bytes.len()
+                ),
+            );
+            Err(c.errors)
+        }
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => load_str(&text, path, overrides, registry),
+            Err(e) => {
+                // Point at the first byte that is not UTF-8, not at the start of the file.
+                let valid = e.utf8_error().valid_up_to();
+                let before = &e.as_bytes()[..valid];
+                let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+                let line_start = before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let col = 1 + String::from_utf8_lossy(&before[line_start..])
+                    .chars()
+                    .count();
+                let mut c = Collector::new(path);
+                c.error(
+                    Span { line, col },
+                    "",
+                    format!(
+                        "the pipeline file is not valid UTF-8 (byte {valid}); save it as UTF-8"
+                    ),
+                );
+                Err(c.errors)
+            }
+        },
         Err(e) => {
             let mut c = Collector::new(path);
             c.error(
@@ -154,22 +195,38 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         .map(|(k, v)| (k, v.to_json()))
         .collect();
 
+    // The name becomes a directory under --out: one plain path component, never `..`.
+    let valid_name = |s: &str| {
+        s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+            && !s.is_empty()
+            && !s.starts_with('.')
+    };
     let name = match root.get("name") {
-        None => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "pipeline".into()),
+        None => {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into());
+            if !valid_name(&stem) {
+                c.error_with_help(
+                    root.span,
+                    "name",
+                    format!(
+                        "the pipeline is named after its file, `{stem}`, which cannot name an \
+                         output directory (letters, digits, `_`, `-` and `.`, not starting with \
+                         `.`)"
+                    ),
+                    "add a `name:` to the pipeline, or rename the file",
+                );
+                return None;
+            }
+            stem
+        }
         Some(e) => {
             let node = interp.interpolate(&e.value, "name", c);
             match node.as_str() {
-                Some(s)
-                    if s.chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
-                        && !s.is_empty()
-                        && !s.starts_with('.') =>
-                {
-                    s.to_string()
-                }
+                Some(s) if valid_name(s) => s.to_string(),
                 _ => {
                     c.error_with_help(
                         node.span,

@@ -212,9 +212,12 @@ pub fn render_path(path: &[PathSeg]) -> String {
 /// Parses one YAML document. A syntax error is returned alone (nothing after it can be
 /// trusted); structural problems such as duplicate keys are all collected.
 pub fn parse(text: &str) -> Result<(Node, Vec<YamlProblem>), YamlProblem> {
+    // A UTF-8 byte-order mark is not content; left in, it would become part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, false).map_err(|e| YamlProblem {
+    // All documents are read so that a second one is reported instead of silently ignored.
+    parser.load(&mut builder, true).map_err(|e| YamlProblem {
         span: Span::from_marker(e.marker()),
         path: String::new(),
         message: format!("YAML syntax error: {}", e.info()),
@@ -263,18 +266,40 @@ enum Frame {
     },
     Map {
         entries: Vec<Entry>,
+        /// Key -> position in `entries`: duplicate keys are found in constant time, so a
+        /// mapping with 100k keys loads in linear time.
+        index: HashMap<String, usize>,
         pending_key: Option<(String, Span)>,
         span: Span,
         anchor: usize,
     },
 }
 
+/// The most values a document may hold once its aliases are expanded: far above any real
+/// pipeline, far below what a few hundred bytes of nested aliases (an "alias bomb") expand to.
+pub const MAX_EXPANDED_VALUES: usize = 1_000_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their size in values (for the expansion budget).
+    anchors: HashMap<usize, (Node, usize)>,
     problems: Vec<YamlProblem>,
+    /// Values in the document so far, aliases expanded.
+    values: usize,
+    /// Set once the budget is exceeded: further aliases become null, with one problem.
+    over_budget: bool,
+    documents: usize,
+}
+
+/// Number of values in a tree (scalars, lists and mappings each count one).
+fn size(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Seq(items) => items.iter().map(size).sum(),
+        NodeKind::Map(entries) => entries.iter().map(|e| size(&e.value)).sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
@@ -302,7 +327,8 @@ impl Builder {
 
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let n = size(&node);
+            self.anchors.insert(anchor, (node.clone(), n));
         }
         let path = self.current_path();
         match self.stack.last_mut() {
@@ -310,6 +336,7 @@ impl Builder {
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
+                index,
                 pending_key,
                 ..
             }) => match pending_key.take() {
@@ -332,7 +359,7 @@ impl Builder {
                     *pending_key = Some((key, node.span));
                 }
                 Some((key, key_span)) => {
-                    if let Some(first) = entries.iter().find(|e| e.key == key) {
+                    if let Some(first) = index.get(&key).map(|&i| &entries[i]) {
                         self.problems.push(YamlProblem {
                             span: key_span,
                             path,
@@ -342,6 +369,7 @@ impl Builder {
                             ),
                         });
                     } else {
+                        index.insert(key.clone(), entries.len());
                         entries.push(Entry {
                             key,
                             key_span,
@@ -357,6 +385,28 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let span = Span::from_marker(&mark);
+        if let Event::DocumentStart = ev {
+            self.documents += 1;
+            if self.documents == 2 {
+                self.problems.push(YamlProblem {
+                    span,
+                    path: String::new(),
+                    message: "a second YAML document starts here: a pipeline file holds one \
+                              document (remove the `---` line, or split the file)"
+                        .into(),
+                });
+            }
+        }
+        // Nothing of a second document is read: it would replace the first.
+        if self.documents > 1 {
+            return;
+        }
+        if matches!(
+            ev,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            self.values += 1;
+        }
         match ev {
             Event::Scalar(value, style, anchor, _tag) => {
                 let kind = if style == TScalarStyle::Plain {
@@ -379,6 +429,7 @@ impl MarkedEventReceiver for Builder {
             }),
             Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
                 entries: Vec::new(),
+                index: HashMap::new(),
                 pending_key: None,
                 span,
                 anchor,
@@ -402,7 +453,25 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(id) => {
                 let node = match self.anchors.get(&id) {
-                    Some(n) => n.clone(),
+                    Some((_, n)) if self.over_budget || self.values + n > MAX_EXPANDED_VALUES => {
+                        if !self.over_budget {
+                            self.over_budget = true;
+                            self.problems.push(YamlProblem {
+                                span,
+                                path: self.current_path(),
+                                message: format!(
+                                    "aliases expand this document to more than {MAX_EXPANDED_VALUES} \
+                                     values (nested aliases that multiply, an \"alias bomb\"?); \
+                                     write the values out or use fewer levels of aliases"
+                                ),
+                            });
+                        }
+                        Node::new(NodeKind::Null, span)
+                    }
+                    Some((n, k)) => {
+                        self.values += k;
+                        n.clone()
+                    }
                     None => {
                         self.problems.push(YamlProblem {
                             span,
@@ -435,6 +504,48 @@ fn parse_yaml_float(text: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bom_is_not_part_of_the_first_key() {
+        let (root, problems) = parse("\u{feff}name: x\n").unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(root.get("name").unwrap().value.as_str(), Some("x"));
+    }
+
+    #[test]
+    fn a_second_document_is_reported_not_ignored() {
+        let (root, problems) = parse("name: a\n---\nname: b\n").unwrap();
+        assert_eq!(root.get("name").unwrap().value.as_str(), Some("a"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("second YAML document"));
+        assert_eq!(problems[0].span.line, 2);
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_budget_quickly() {
+        // Each level multiplies by 9: 9^9 = 387 million values from a few hundred bytes.
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            text.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        // Without the budget this expands 387 million nodes and runs out of memory.
+        let (_, problems) = parse(&text).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("alias bomb"), "{problems:?}");
+    }
+
+    #[test]
+    fn many_keys_load_in_linear_time() {
+        let text: String = (0..100_000).map(|i| format!("k{i}: {i}\n")).collect();
+        // A quadratic duplicate check made this take tens of seconds (no timing is asserted:
+        // the suite's own time shows a regression).
+        let (root, problems) = parse(&text).unwrap();
+        assert!(problems.is_empty());
+        assert_eq!(root.as_map().unwrap().len(), 100_000);
+    }
 
     #[test]
     fn spans_are_one_based_and_point_at_keys_and_values() {

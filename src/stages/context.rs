@@ -29,7 +29,7 @@ impl InputArtifact {
             .outputs
             .iter()
             .map(|o| o.name.as_str())
-            .filter(|n| n.ends_with(".parquet"))
+            .filter(|n| n.ends_with(".parquet") && !artifact::is_timing_output(n))
             .collect();
         match tables.as_slice() {
             [one] => Ok(self.dir.join(one)),

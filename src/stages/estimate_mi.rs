@@ -159,6 +159,48 @@ pub struct PairEstimate {
     pub result: Result<EstimateRow, String>,
 }
 
+/// `mi_estimates.timing.parquet`: each estimate's compute time, apart from the estimates so
+/// that it stays out of the outputs digest (see [`crate::artifact::is_timing_output`]).
+pub fn timing_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError> {
+    let columns: Vec<(Field, &str, ArrayRef)> = vec![
+        (
+            Field::new("epoch", DataType::Int64, true),
+            "encoder snapshot, as in mi_estimates",
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<Int64Array>()),
+        ),
+        (
+            Field::new("pair", DataType::Utf8, false),
+            "pair name",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.pair.clone()))
+                    .collect::<StringArray>(),
+            ),
+        ),
+        (
+            Field::new("estimator", DataType::Utf8, false),
+            "estimator name",
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.estimator.clone()))
+                    .collect::<StringArray>(),
+            ),
+        ),
+        (
+            Field::new("seconds", DataType::Float64, true),
+            "compute time",
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.result.as_ref().ok().map(|r| r.seconds))
+                    .collect::<Float64Array>(),
+            ),
+        ),
+    ];
+    let schema = documented_schema(columns.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
+    RecordBatch::try_new(schema, columns.into_iter().map(|(_, _, a)| a).collect())
+        .map_err(|e| StageError::Failed(format!("building mi_estimates timing: {e}")))
+}
+
 /// `mi_estimates.parquet`, shared with `cbound mi --output`.
 pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError> {
     let ok = |i: usize| rows[i].result.as_ref().ok();
@@ -265,11 +307,6 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
             f64col(&|r| r.cap_nats),
         ),
         (
-            Field::new("seconds", DataType::Float64, true),
-            "compute time",
-            f64col(&|r| Some(r.seconds)),
-        ),
-        (
             Field::new("note", DataType::Utf8, true),
             "estimator's remarks",
             strcol(&|i| ok(i).and_then(|r| r.note.clone())),
@@ -303,7 +340,7 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError>
 impl Stage for EstimateMi {
     type Params = EstimateMiParams;
     const KIND: &'static str = "estimate_mi";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const SUMMARY: &'static str =
         "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
     const EXAMPLE: &'static str = r#"estimate:
@@ -385,6 +422,7 @@ impl Stage for EstimateMi {
             }
         }
         ctx.write_table("mi_estimates", &estimates_table(&rows)?)?;
+        ctx.write_table("mi_estimates.timing", &timing_table(&rows)?)?;
         let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
         // Metrics describe the final encoder: with snapshots, the last epoch's estimates.
         let last = rows.iter().filter_map(|r| r.epoch).max();

@@ -439,6 +439,25 @@ fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageErro
             "learning rate at the epoch's last step",
             f(&|r| r.lr),
         ),
+    ];
+    let schema = documented_schema(cols.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
+    RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+        .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
+}
+
+/// `training_curve.timing.parquet`: the wall-clock side of the curve, kept out of the outputs
+/// digest (see [`crate::artifact::is_timing_output`]) so a resumed or re-run training with the
+/// same result gives downstream stages the same cache keys.
+fn timing_table(rows: &[CurveRow]) -> Result<RecordBatch, StageError> {
+    let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
+        Arc::new(rows.iter().map(get).collect::<Float64Array>())
+    };
+    let cols: Vec<(Field, &str, ArrayRef)> = vec![
+        (
+            Field::new("epoch", DataType::UInt64, false),
+            "epochs completed (1 = after the first)",
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
+        ),
         (
             Field::new("samples_per_s", DataType::Float64, false),
             "training samples per second",
@@ -452,7 +471,7 @@ fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageErro
     ];
     let schema = documented_schema(cols.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
     RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
-        .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
+        .map_err(|e| StageError::Failed(format!("building training timing: {e}")))
 }
 
 fn ckpt_io(e: impl std::fmt::Display) -> StageError {
@@ -464,7 +483,7 @@ pub struct Train;
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:
@@ -588,25 +607,31 @@ impl Stage for Train {
             tracing::warn!("{}: {w}", ctx.instance);
         }
 
-        // Resume from the last finished epoch, if a previous attempt got that far.
+        // Resume from the last committed epoch, if a previous attempt got that far.
         let ckpt_dir = ctx.out_dir.join(".checkpoint");
-        let mut curve: Vec<CurveRow> = Vec::new();
-        if let (Ok(ck), Ok(saved)) = (
-            Checkpoint::load(&ckpt_dir.join("state.ckpt")),
-            read_json::<Vec<CurveRow>>(&ckpt_dir.join("curve.json")),
-        ) {
-            trainer.load_state(&ck).map_err(rt_err)?;
-            curve = saved;
-            tracing::info!("{}: resuming after epoch {}", ctx.instance, curve.len());
-        }
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| StageError::Io {
             context: format!("creating {}", ckpt_dir.display()),
             source: e,
         })?;
-
-        if p.snapshot_every > 0 && curve.is_empty() {
-            save_snapshot(ctx, &model, &trainer, 0)?;
+        let mut manifest = match Manifest::load(&ckpt_dir) {
+            Some((m, state, saved)) => {
+                if let Some(ck) = state {
+                    trainer.load_state(&ck).map_err(rt_err)?;
+                }
+                tracing::info!("{}: resuming after epoch {}", ctx.instance, m.epochs_done);
+                let mut m = m;
+                m.curve_rows = saved;
+                m
+            }
+            None => Manifest::default(),
+        };
+        manifest.remove_strays(&ckpt_dir);
+        if p.snapshot_every > 0 && manifest.epochs_done == 0 && manifest.snapshots.is_empty() {
+            save_snapshot(&ckpt_dir, &model, &trainer, 0)?;
+            manifest.snapshots.push(0);
+            manifest.commit(&ckpt_dir)?;
         }
+        let mut curve = std::mem::take(&mut manifest.curve_rows);
         let mut views: Vec<Vec<f32>> = Vec::new();
         let held_seed = ctx.seed ^ 0x6865_6c64;
         for epoch in curve.len() as u64..p.epochs {
@@ -665,15 +690,41 @@ impl Stage for Train {
                 samples_per_s: (steps_per_epoch as usize * b) as f64 / train_secs,
                 seconds: clock.elapsed().as_secs_f64(),
             });
+            // One epoch commits as a unit: its state, curve and snapshot files are written
+            // under names of their own, then the manifest naming them is renamed into place.
+            // A kill before that rename resumes from the previous epoch, after it from this
+            // one; never from a mix.
+            let done = epoch + 1;
+            let previous = (manifest.state.clone(), manifest.curve.clone());
+            manifest.epochs_done = done;
+            manifest.state = Some(format!("state-{done}.ckpt"));
+            manifest.curve = Some(format!("curve-{done}.json"));
             trainer
                 .state()
-                .save(&ckpt_dir.join("state.ckpt"))
+                .save(&ckpt_dir.join(format!("state-{done}.ckpt")))
                 .map_err(ckpt_io)?;
-            write_json(&ckpt_dir.join("curve.json"), &curve)?;
-            if p.snapshot_every > 0
-                && ((epoch + 1) % p.snapshot_every == 0 || epoch + 1 == p.epochs)
-            {
-                save_snapshot(ctx, &model, &trainer, epoch + 1)?;
+            write_json(&ckpt_dir.join(format!("curve-{done}.json")), &curve)?;
+            if p.snapshot_every > 0 && (done % p.snapshot_every == 0 || done == p.epochs) {
+                save_snapshot(&ckpt_dir, &model, &trainer, done)?;
+                manifest.snapshots.push(done);
+            }
+            crate::failpoint::hit("train.epoch_written");
+            manifest.commit(&ckpt_dir)?;
+            crate::failpoint::hit("train.epoch_committed");
+            for old in [previous.0, previous.1].into_iter().flatten() {
+                let _ = std::fs::remove_file(ckpt_dir.join(old));
+            }
+        }
+        // The snapshots become outputs only now, copied (not moved) so that a kill during
+        // this final phase leaves the checkpoint whole and a rerun repeats it identically.
+        for &e in &manifest.snapshots {
+            for graph in ["encoder", "projection"] {
+                let name = snapshot_file(graph, e);
+                let bytes = std::fs::read(ckpt_dir.join(&name)).map_err(|err| StageError::Io {
+                    context: format!("reading snapshot {name}"),
+                    source: err,
+                })?;
+                write_atomic(&ctx.out_dir.join(&name), &bytes)?;
             }
         }
 
@@ -704,6 +755,7 @@ impl Stage for Train {
             },
         )?;
         ctx.write_table("training_curve", &curve_table(&curve, b)?)?;
+        ctx.write_table("training_curve.timing", &timing_table(&curve)?)?;
         let last = curve.last().cloned();
         let mut out = StageOutput::default()
             .metric("epochs", p.epochs as f64)
@@ -719,10 +771,10 @@ impl Stage for Train {
     }
 }
 
-/// Writes the encoder as it is after `epoch` epochs. It goes straight to the output directory,
-/// which survives an interrupted attempt, so a resumed run keeps its earlier snapshots.
+/// Writes the encoder and projection as they are after `epoch` epochs into the checkpoint
+/// directory `dir`; the manifest that lists them commits them with their epoch.
 fn save_snapshot(
-    ctx: &StageContext,
+    dir: &Path,
     model: &ContrastiveModel,
     trainer: &Trainer,
     epoch: u64,
@@ -731,16 +783,78 @@ fn save_snapshot(
     let encoder = build_encoder(model, ParamSource::Baked(&params))
         .map_err(|e| StageError::Failed(e.to_string()))?;
     write_atomic(
-        &ctx.out_dir.join(snapshot_file("encoder", epoch)),
+        &dir.join(snapshot_file("encoder", epoch)),
         &encoder.model_bytes,
     )?;
     let projection = build_projection(model, ParamSource::Baked(&params))
         .map_err(|e| StageError::Failed(e.to_string()))?;
     write_atomic(
-        &ctx.out_dir.join(snapshot_file("projection", epoch)),
+        &dir.join(snapshot_file("projection", epoch)),
         &projection.model_bytes,
     )?;
     Ok(())
+}
+
+/// The last committed epoch of a training attempt (`.checkpoint/manifest.json`): the files
+/// holding its optimizer state and curve, and every snapshot written so far. Files the
+/// manifest does not name are leftovers of an interrupted epoch.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    epochs_done: u64,
+    /// None before the first epoch: training starts from the seeded initial parameters.
+    state: Option<String>,
+    curve: Option<String>,
+    snapshots: Vec<u64>,
+    #[serde(skip)]
+    curve_rows: Vec<CurveRow>,
+}
+
+impl Manifest {
+    const FILE: &'static str = "manifest.json";
+
+    /// The committed manifest with its state and curve, or None when there is none or its
+    /// files do not read back (then training restarts, which gives the same result).
+    fn load(dir: &Path) -> Option<(Manifest, Option<Checkpoint>, Vec<CurveRow>)> {
+        let m: Manifest = read_json(&dir.join(Self::FILE)).ok()?;
+        let state = match &m.state {
+            Some(f) => Some(Checkpoint::load(&dir.join(f)).ok()?),
+            None => None,
+        };
+        let curve = match &m.curve {
+            Some(f) => read_json::<Vec<CurveRow>>(&dir.join(f)).ok()?,
+            None => Vec::new(),
+        };
+        let snapshots_present = m.snapshots.iter().all(|&e| {
+            ["encoder", "projection"]
+                .iter()
+                .all(|g| dir.join(snapshot_file(g, e)).is_file())
+        });
+        (curve.len() as u64 == m.epochs_done && snapshots_present).then_some((m, state, curve))
+    }
+
+    fn commit(&self, dir: &Path) -> Result<(), StageError> {
+        write_json(&dir.join(Self::FILE), self)?;
+        Ok(())
+    }
+
+    /// Removes what an interrupted epoch left behind, so it cannot be mistaken for committed.
+    fn remove_strays(&self, dir: &Path) {
+        let mut keep: Vec<String> = vec![Self::FILE.into()];
+        keep.extend(self.state.clone());
+        keep.extend(self.curve.clone());
+        for &e in &self.snapshots {
+            keep.push(snapshot_file("encoder", e));
+            keep.push(snapshot_file("projection", e));
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
 }
 
 /// File name of the `encoder` or `projection` snapshot after `epoch` epochs.

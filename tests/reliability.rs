@@ -1,0 +1,129 @@
+//! Regression tests for defects found by fault injection (each reproduced the fault before its
+//! fix): cached metrics equal to computed ones bit for bit, a pipeline name that would escape
+//! the output directory, printing into a closed pipe.
+
+mod common;
+use common::{bin, read_rows, Project};
+
+#[test]
+fn cached_metrics_equal_computed_ones_to_the_last_bit() {
+    let p = Project::new();
+    // The Monte Carlo I(X;Z) of this mixture is 1.0222925916481627, which JSON without
+    // round-trip float parsing read back as ...629.
+    p.write(
+        "m.yaml",
+        "name: m\nstages:\n  mix:\n    kind: synthetic\n    params: {task: mixture, classes: 4, dim: 16, spread: 0.6, noise: 1.0, n: 100, mc_samples: 200000}\n",
+    );
+    let first = p.cbound(&["run", "m.yaml", "--progress", "none"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let fresh = read_rows(&p.latest("m").join("results.parquet"));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new run id
+    let second = p.cbound(&["run", "m.yaml", "--progress", "none"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    let cached = read_rows(&p.latest("m").join("results.parquet"));
+    assert_eq!(cached[0]["status"], "cached");
+    let metric = |rows: &[serde_json::Value]| rows[0]["metric.true_i_xz"].as_f64().unwrap();
+    assert_eq!(
+        metric(&fresh).to_bits(),
+        metric(&cached).to_bits(),
+        "{} vs {}",
+        metric(&fresh),
+        metric(&cached)
+    );
+    assert_eq!(metric(&fresh), 1.0222925916481627);
+}
+
+#[test]
+fn a_name_from_the_file_that_leaves_the_output_directory_is_refused() {
+    let p = Project::new();
+    p.write(
+        "...yaml",
+        "stages:\n  d:\n    kind: synthetic\n    params: {n: 10}\n",
+    );
+    let v = p.cbound(&["validate", "...yaml"]);
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(
+        v.all().contains("named after its file, `..`") && v.all().contains("add a `name:`"),
+        "{}",
+        v.all()
+    );
+    let r = p.cbound(&["run", "...yaml", "--progress", "none"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(!p.path().join(".cbound").exists() && !p.path().join("latest").exists());
+}
+
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "name: s\nstages:\n  d:\n    kind: synthetic\n    params: {n: 10}\n    matrix: {rho: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}\n",
+    );
+    for args in [&["plan", "s.yaml"][..], &["stages"][..]] {
+        let mut child = std::process::Command::new(bin())
+            .args(args)
+            .current_dir(p.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before cbound prints: every write then fails with EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn hostile_or_odd_pipeline_files_get_located_errors() {
+    let p = Project::new();
+    // A byte-order mark is not part of the first key.
+    p.write(
+        "bom.yaml",
+        "\u{feff}name: bom\nstages:\n  d:\n    kind: synthetic\n    params: {n: 10}\n",
+    );
+    let v = p.cbound(&["validate", "bom.yaml"]);
+    assert_eq!(v.code, 0, "{}", v.all());
+    // A second document is an error at its start, not silently ignored.
+    p.write(
+        "two.yaml",
+        "name: two\nstages:\n  d:\n    kind: synthetic\n    params: {n: 10}\n---\nname: other\n",
+    );
+    let v = p.cbound(&["validate", "two.yaml"]);
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(
+        v.all().contains("two.yaml:6:") && v.all().contains("second YAML document"),
+        "{}",
+        v.all()
+    );
+    // Invalid UTF-8 is located where it is.
+    std::fs::write(
+        p.path().join("bad.yaml"),
+        b"name: bad\nstages:\n  d:\n    kind: synthetic\n    params: {n: 1\xff0}\n",
+    )
+    .unwrap();
+    let v = p.cbound(&["validate", "bad.yaml"]);
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(
+        v.all().contains("bad.yaml:5:18") && v.all().contains("not valid UTF-8"),
+        "{}",
+        v.all()
+    );
+    // An alias bomb of a few hundred bytes is refused instead of expanded.
+    let mut bomb = String::from("name: bomb\nvars:\n  a: &a [x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        bomb.push_str(&format!(
+            "  {name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+    }
+    bomb.push_str("stages:\n  d:\n    kind: synthetic\n    params: {n: 10}\n");
+    p.write("bomb.yaml", &bomb);
+    let v = p.cbound(&["validate", "bomb.yaml"]);
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(v.all().contains("alias bomb"), "{}", v.all());
+}
