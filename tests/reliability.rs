@@ -127,3 +127,60 @@ fn hostile_or_odd_pipeline_files_get_located_errors() {
     assert_eq!(v.code, 2, "{}", v.all());
     assert!(v.all().contains("alias bomb"), "{}", v.all());
 }
+
+#[test]
+fn editing_a_command_program_given_as_a_path_reruns_it() {
+    let p = Project::new();
+    p.write(
+        "c.yaml",
+        "name: c\nstages:\n  job:\n    kind: command\n    params: {argv: [./prog.sh, \"{out}\"]}\n",
+    );
+    p.write("prog.sh", "#!/bin/sh\necho one > \"$1/out.txt\"\n");
+    let script = p.path().join("prog.sh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let first = p.cbound(&["run", "c.yaml", "--progress", "none"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let out = |p: &Project| std::fs::read_to_string(p.latest("c").join("job/job/out.txt")).unwrap();
+    assert_eq!(out(&p), "one\n");
+    std::fs::write(&script, "#!/bin/sh\necho two > \"$1/out.txt\"\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new run id
+    let second = p.cbound(&["run", "c.yaml", "--progress", "none"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    let results = read_rows(&p.latest("c").join("results.parquet"));
+    assert_eq!(
+        results[0]["status"], "ok",
+        "the edited program must run again: {results:?}"
+    );
+    assert_eq!(out(&p), "two\n");
+}
+
+#[test]
+fn numeric_labels_that_are_not_class_indices_are_refused() {
+    let p = Project::new();
+    for (file, bad, row) in [
+        ("big.csv", "1000000", 2),
+        ("neg.csv", "-1", 1),
+        ("frac.csv", "1.5", 0),
+    ] {
+        let rows = match row {
+            2 => format!("x0,label\n0.1,0\n0.2,1\n0.3,{bad}\n"),
+            1 => format!("x0,label\n0.1,0\n0.2,{bad}\n0.3,1\n"),
+            _ => format!("x0,label\n0.1,{bad}\n0.2,0\n0.3,1\n"),
+        };
+        p.write(file, &rows);
+        p.write(
+            "l.yaml",
+            &format!("name: l\nstages:\n  data:\n    kind: load\n    params: {{format: parquet, path: {file}, feature_columns: \"x*\", label_column: label}}\n"),
+        );
+        let r = p.cbound(&["run", "l.yaml", "--progress", "none"]);
+        assert_eq!(r.code, 3, "{file}: {}", r.all());
+        assert!(
+            r.all()
+                .contains(&format!("column `label` row {row} has label {bad}"))
+                && r.all().contains(file),
+            "{file}: {}",
+            r.all()
+        );
+    }
+}

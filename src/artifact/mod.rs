@@ -125,6 +125,46 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactErr
 
 /// Reads every record batch of a Parquet file.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
+    // The parquet crate panics on some malformed files (an RLE index out of bounds, a thrift
+    // decode) instead of returning an error; a corrupt input must be an error naming the file.
+    match quiet_catch_unwind(|| read_parquet_unguarded(path)) {
+        Ok(result) => result,
+        Err(message) => Err(ArtifactError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("malformed Parquet file (the reader failed: {message})"),
+        }),
+    }
+}
+
+thread_local! {
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into its message, without the panic hook printing it: for
+/// third-party code that panics on malformed input. Other threads' panics print as usual.
+fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+fn read_parquet_unguarded(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
     let file = File::open(path).map_err(io_err(path))?;
     let pq = |source| ArtifactError::Parquet {
         path: path.to_path_buf(),

@@ -41,6 +41,17 @@ pub enum TableError {
     UnknownFormat { path: PathBuf },
     #[error("{path}: the table has no rows")]
     Empty { path: PathBuf },
+    #[error(
+        "{path}: column `{column}` row {row} has label {value}: numeric labels must be class \
+         indices 0..K-1 (K at most 100000); renumber them, or store them as strings to have \
+         them numbered in order of appearance"
+    )]
+    BadLabel {
+        path: PathBuf,
+        column: String,
+        row: usize,
+        value: String,
+    },
 }
 
 /// A table read into memory, remembering where it came from for messages.
@@ -173,6 +184,7 @@ impl Table {
     /// their order when they already are 0..K-1), with the class names.
     pub fn labels(&self, column: &str) -> Result<(Vec<u32>, Vec<String>), TableError> {
         let mut raw: Vec<String> = Vec::with_capacity(self.rows());
+        let mut numeric = false;
         for batch in &self.batches {
             let array = batch
                 .column_by_name(column)
@@ -181,6 +193,7 @@ impl Table {
                     pattern: column.to_string(),
                     available: self.column_names().join(", "),
                 })?;
+            numeric |= array.data_type().is_numeric();
             for i in 0..array.len() {
                 if array.is_null(i) {
                     return Err(TableError::Null {
@@ -205,6 +218,20 @@ impl Table {
                 names = (0..k).map(|i| i.to_string()).collect();
                 return Ok((ints, names));
             }
+        }
+        // Numbers that are not class indices (1000000, -1, 1.5) must not be renumbered
+        // silently: every other label would change meaning, and `classes: [0, 1]` with it.
+        if numeric {
+            let bad = raw
+                .iter()
+                .position(|s| s.parse::<u32>().map_or(true, |v| v >= 100_000))
+                .unwrap_or(0);
+            return Err(TableError::BadLabel {
+                path: self.path.clone(),
+                column: column.into(),
+                row: bad,
+                value: raw[bad].clone(),
+            });
         }
         let codes = raw
             .iter()
@@ -231,6 +258,7 @@ fn label_text(array: &ArrayRef, i: usize) -> String {
                 Ok(_) if v.len() == 1 && v[0].fract() == 0.0 && v[0] >= 0.0 => {
                     format!("{}", v[0] as u64)
                 }
+                Ok(_) if v.len() == 1 => format!("{}", v[0]),
                 Ok(_) => format!("{:?}", v),
                 Err(_) => format!("{array:?}"),
             }

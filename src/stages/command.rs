@@ -25,7 +25,8 @@ use crate::artifact;
 #[serde(deny_unknown_fields)]
 pub struct CommandParams {
     /// Program and arguments, e.g. `[python3, analysis.py, "{input.estimate}", "{out}"]`.
-    /// Arguments naming existing files (such as the script) are hashed into the cache key.
+    /// Arguments naming existing files (such as the script), and the program when it is given
+    /// as a path (`./prog.py`), are hashed into the cache key.
     pub argv: Vec<String>,
     /// Extra environment variables.
     #[serde(default)]
@@ -58,10 +59,16 @@ impl Stage for Command {
 "#;
 
     fn tracked_files(params: &CommandParams) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = params
+        // The program itself when it is given as a path (`./prog.py`, `scripts/x.sh`): its
+        // content is the computation. A bare name (`python3`) is looked up on PATH and is
+        // part of the environment, like the interpreter's version.
+        let program = params
             .argv
-            .iter()
-            .skip(1)
+            .first()
+            .filter(|a| a.contains(std::path::MAIN_SEPARATOR) || a.contains('/'));
+        let mut files: Vec<PathBuf> = program
+            .into_iter()
+            .chain(params.argv.iter().skip(1))
             .filter(|a| !a.contains('{'))
             .map(PathBuf::from)
             .filter(|p| p.is_file())
