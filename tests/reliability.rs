@@ -184,3 +184,57 @@ fn numeric_labels_that_are_not_class_indices_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_matrix_of_a_million_instances_is_refused_with_its_count() {
+    let p = Project::new();
+    let axes: String = (0..10)
+        .map(|i| format!("      a{i}: [1, 2, 3, 4]\n"))
+        .collect();
+    p.write(
+        "m.yaml",
+        &format!("name: m\nstages:\n  c:\n    kind: command\n    params: {{argv: [true]}}\n    matrix:\n{axes}"),
+    );
+    let v = p.cbound(&["validate", "m.yaml"]);
+    assert_eq!(v.code, 2, "{}", v.all());
+    assert!(
+        v.all()
+            .contains("has 1048576 instances, over the limit of 100000")
+            && v.all().contains("m.yaml:6:"),
+        "{}",
+        v.all()
+    );
+}
+
+#[test]
+fn tracking_a_load_path_neither_loops_on_symlinks_nor_walks_the_system() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path().join("d")).unwrap();
+    std::fs::write(p.path().join("d/x.txt"), "x").unwrap();
+    std::os::unix::fs::symlink(".", p.path().join("d/a")).unwrap();
+    p.write(
+        "l.yaml",
+        "name: l\nstages:\n  data:\n    kind: load\n    params: {format: idx, path: d}\n",
+    );
+    // A link to `.` used to make the walk endless; now the plan is computed at once.
+    let plan = p.cbound(&["plan", "l.yaml"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    p.write(
+        "u.yaml",
+        "name: u\nstages:\n  data:\n    kind: load\n    params: {format: idx, path: /usr}\n",
+    );
+    let plan = p.cbound(&["plan", "u.yaml", "--why"]);
+    assert!(
+        plan.all()
+            .contains("cannot compute cache key: `path` /usr holds more than 10000 files"),
+        "{}",
+        plan.all()
+    );
+    let run = p.cbound(&["run", "u.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all().contains("holds more than 10000 files"),
+        "{}",
+        run.all()
+    );
+}

@@ -43,6 +43,9 @@ const EXECUTOR_KEYS: &[&str] = &[
     "cbound",
 ];
 
+/// The most instances one stage's own matrix (with `repeat`) may declare.
+pub const MAX_STAGE_INSTANCES: usize = 100_000;
+
 /// The largest pipeline file read: real pipelines are a few kilobytes, and parsing is held to
 /// linear time, but nothing needs more.
 pub const MAX_PIPELINE_BYTES: usize = 16 << 20;
@@ -576,6 +579,32 @@ fn parse_stage(
                 "with `repeat`, `replicate` names the replicate in instance ids and results (sweep.replicate); rename the axis or drop `repeat`",
             );
         }
+    }
+    // A stage's own instances (matrix x repeat); upstream fan-out multiplies further, but a
+    // single stage past this is a typo or an accident, and expanding it would exhaust memory.
+    let own: u128 = if one_at_a_time {
+        matrix
+            .iter()
+            .map(|a| a.values.len() as u128)
+            .sum::<u128>()
+            .max(1)
+    } else {
+        matrix.iter().map(|a| a.values.len() as u128).product()
+    } * repeat.unwrap_or(1) as u128;
+    if own > MAX_STAGE_INSTANCES as u128 {
+        let span = node
+            .get("matrix")
+            .map(|m| m.key_span)
+            .unwrap_or(entry.key_span);
+        c.error_with_help(
+            span,
+            format!("{path}.matrix"),
+            format!(
+                "this stage's matrix{} has {own} instances, over the limit of {MAX_STAGE_INSTANCES}",
+                if repeat.is_some() { " with `repeat`" } else { "" }
+            ),
+            "sweep fewer values, or use `matrix_mode: one_at_a_time` for an ablation",
+        );
     }
     let gather = match node.get("gather") {
         None => false,

@@ -46,7 +46,7 @@ pub fn key_inputs_of(
         .get(kind)
         .ok_or_else(|| format!("unknown stage kind `{kind}`"))?;
     let mut files = Vec::new();
-    for path in stage.tracked_files(params) {
+    for path in stage.tracked_files(params)? {
         files.push(KeyFile {
             path: path.to_string_lossy().into_owned(),
             digest: hash_tracked(&path)?,

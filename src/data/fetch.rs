@@ -38,6 +38,14 @@ pub const MARKER_FILE: &str = ".cbound-fetch.md5";
 /// Read and hash buffer; large enough that per-call overhead vanishes next to the network.
 const BUF: usize = 1 << 16;
 
+/// The largest response accepted: the official archives are at most about 170 MB, so an
+/// endless body from a hostile or broken mirror stops here instead of filling the disk.
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+
+/// How long reading one response body may take: generous for a slow link (about 170 MB at
+/// 100 kB/s), but a stalled mirror ends in an error instead of hanging forever.
+const BODY_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// One file on the server, with its published MD5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -117,6 +125,14 @@ pub enum FetchError {
         url: String,
         /// Status code received.
         status: u16,
+    },
+    /// The body is larger than any archive cbound fetches: a wrong URL or a hostile mirror.
+    #[error("GET {url}: the response exceeds {limit} bytes, far more than the archive; stopped and deleted (check the URL or mirror)")]
+    TooLarge {
+        /// The URL requested.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// The body broke off while reading.
     #[error("GET {url}: reading the response failed after {done} bytes: {source}")]
@@ -351,7 +367,14 @@ pub fn fetch_with(
             }
             let url = format!("{base}{}", file.name);
             let archive = TempPath::file(dest_dir, &file.name);
-            download(&agent, &url, &archive.path, &file.md5, progress)?;
+            download(
+                &agent,
+                &url,
+                &archive.path,
+                &file.md5,
+                MAX_DOWNLOAD_BYTES,
+                progress,
+            )?;
             let staging = TempPath::dir(dest_dir, root).map_err(io_err(dest_dir))?;
             let hashes = unpack(&archive.path, &staging.path, &url)?;
             drop(archive);
@@ -373,7 +396,14 @@ pub fn fetch_with(
                 // Downloaded beside the folder and moved in only once verified, so a
                 // failed first download leaves no empty dataset folder behind.
                 let tmp = TempPath::file(dest_dir, &file.name);
-                download(&agent, &url, &tmp.path, &file.md5, progress)?;
+                download(
+                    &agent,
+                    &url,
+                    &tmp.path,
+                    &file.md5,
+                    MAX_DOWNLOAD_BYTES,
+                    progress,
+                )?;
                 fs::create_dir_all(&target).map_err(io_err(&target))?;
                 fs::rename(&tmp.path, &path).map_err(io_err(&path))?;
                 tmp.keep();
@@ -454,6 +484,7 @@ fn agent_for(base: &str) -> ureq::Agent {
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(BODY_TIMEOUT))
         .user_agent(concat!("cbound-data-fetch/", env!("CARGO_PKG_VERSION")));
     if is_loopback(base) {
         // A local mirror (or test server) must not be routed through an environment proxy.
@@ -482,6 +513,7 @@ fn download(
     url: &str,
     to: &Path,
     md5: &str,
+    max_bytes: u64,
     progress: &dyn Fn(u64, Option<u64>),
 ) -> Result<(), FetchError> {
     let mut response = agent.get(url).call().map_err(|e| FetchError::Transport {
@@ -500,6 +532,13 @@ fn download(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: max_bytes,
+    };
+    if total.is_some_and(|t| t > max_bytes) {
+        return Err(too_large());
+    }
     // create_new: a name collision must fail rather than overwrite someone's file.
     let file = File::options()
         .write(true)
@@ -525,9 +564,12 @@ fn download(
                 })
             }
         };
+        done += n as u64;
+        if done > max_bytes {
+            return Err(too_large());
+        }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err(to))?;
-        done += n as u64;
         progress(done, total);
     }
     let file = out.into_inner().map_err(|e| FetchError::Io {
@@ -1054,6 +1096,26 @@ mod tests {
             "{msg}"
         );
         assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_stopped_and_deleted() {
+        let body = vec![7u8; 5000];
+        let server = Server::start(routes(&[("big.bin", &body)]), 10);
+        let tmp = tempfile::tempdir().unwrap();
+        let to = tmp.path().join("big.bin");
+        let agent = agent_for(&server.base);
+        let url = format!("{}big.bin", server.base);
+        let err = download(&agent, &url, &to, &md5_of(&body), 1000, &|_, _| {}).unwrap_err();
+        assert!(
+            matches!(err, FetchError::TooLarge { limit: 1000, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("exceeds 1000 bytes"), "{err}");
+        // The same body under a limit that fits goes through.
+        let ok = tmp.path().join("ok.bin");
+        download(&agent, &url, &ok, &md5_of(&body), 10_000, &|_, _| {}).unwrap();
+        assert_eq!(std::fs::read(&ok).unwrap(), body);
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Stage for Command {
     argv: [python3, scripts/summarise.py, "{input.data}/samples.parquet", "{out}"]
 "#;
 
-    fn tracked_files(params: &CommandParams) -> Vec<PathBuf> {
+    fn tracked_files(params: &CommandParams) -> Result<Vec<PathBuf>, String> {
         // The program itself when it is given as a path (`./prog.py`, `scripts/x.sh`): its
         // content is the computation. A bare name (`python3`) is looked up on PATH and is
         // part of the environment, like the interpreter's version.
@@ -74,7 +74,7 @@ impl Stage for Command {
             .filter(|p| p.is_file())
             .collect();
         files.extend(params.track.iter().cloned());
-        files
+        Ok(files)
     }
 
     fn run(params: &CommandParams, ctx: &StageContext) -> Result<StageOutput, StageError> {

@@ -144,9 +144,16 @@ impl LoadParams {
 }
 
 /// Every regular file under `path` (or `path` itself), so the cache key follows the data.
-fn files_under(path: &Path) -> Vec<PathBuf> {
+/// The most files a load path may hold: a data set directory has a handful; more means the
+/// path is wrong (`path: /usr`), and hashing it all would take minutes.
+pub const MAX_TRACKED_FILES: usize = 10_000;
+
+/// Every file under `path`, for the cache key. Symlinked directories are not entered (a link
+/// to `.` would never end, one elsewhere leaves the tracked tree); symlinked files are hashed
+/// by their content.
+fn files_under(path: &Path) -> Result<Vec<PathBuf>, String> {
     if path.is_file() {
-        return vec![path.to_path_buf()];
+        return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
@@ -155,16 +162,26 @@ fn files_under(path: &Path) -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else {
+                continue;
+            };
             let p = e.path();
-            if p.is_dir() {
+            if kind.is_dir() {
                 stack.push(p);
             } else if p.is_file() {
                 out.push(p);
+                if out.len() > MAX_TRACKED_FILES {
+                    return Err(format!(
+                        "`path` {} holds more than {MAX_TRACKED_FILES} files: point it at the \
+                         data set's own directory",
+                        path.display()
+                    ));
+                }
             }
         }
     }
     out.sort();
-    out
+    Ok(out)
 }
 
 fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageError> {
@@ -278,13 +295,13 @@ impl Stage for Load {
   params: {format: fashion_mnist, split: train, subsample: 10000, normalisation: scale01}
 "#;
 
-    fn tracked_files(params: &LoadParams) -> Vec<PathBuf> {
-        let mut files = params
-            .resolved_path()
-            .map(|p| files_under(&p))
-            .unwrap_or_default();
+    fn tracked_files(params: &LoadParams) -> Result<Vec<PathBuf>, String> {
+        let mut files = match params.resolved_path() {
+            Ok(p) => files_under(&p)?,
+            Err(_) => Vec::new(),
+        };
         files.extend(params.labels_path.iter().filter(|p| p.is_file()).cloned());
-        files
+        Ok(files)
     }
 
     fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {

@@ -89,9 +89,10 @@ pub trait Stage: Send + Sync + 'static {
     }
 
     /// Files outside cbound's outputs whose content the result depends on (a data file, a
-    /// script). Their hashes join the cache key.
-    fn tracked_files(_params: &Self::Params) -> Vec<PathBuf> {
-        Vec::new()
+    /// script). Their hashes join the cache key. An error (a directory too large to track)
+    /// stops the instance before it runs, with the message.
+    fn tracked_files(_params: &Self::Params) -> Result<Vec<PathBuf>, String> {
+        Ok(Vec::new())
     }
 
     fn run(params: &Self::Params, ctx: &StageContext) -> Result<StageOutput, StageError>;
@@ -106,7 +107,7 @@ pub trait DynStage: Send + Sync {
     fn params_schema(&self) -> serde_json::Value;
     fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError>;
     fn resources(&self, params: &serde_json::Value) -> Resources;
-    fn tracked_files(&self, params: &serde_json::Value) -> Vec<PathBuf>;
+    fn tracked_files(&self, params: &serde_json::Value) -> Result<Vec<PathBuf>, String>;
     fn run(
         &self,
         params: &serde_json::Value,
@@ -174,10 +175,10 @@ impl<S: Stage> DynStage for Registered<S> {
             .map(|p| S::resources(&p))
             .unwrap_or_default()
     }
-    fn tracked_files(&self, params: &serde_json::Value) -> Vec<PathBuf> {
+    fn tracked_files(&self, params: &serde_json::Value) -> Result<Vec<PathBuf>, String> {
         parse_params::<S::Params>(params)
             .map(|p| S::tracked_files(&p))
-            .unwrap_or_default()
+            .unwrap_or(Ok(Vec::new()))
     }
     fn run(
         &self,
