@@ -238,3 +238,54 @@ fn tracking_a_load_path_neither_loops_on_symlinks_nor_walks_the_system() {
         run.all()
     );
 }
+
+#[test]
+fn a_kill_inside_a_forced_commit_loses_no_result() {
+    let p = Project::new();
+    p.write(
+        "f.yaml",
+        "name: f\nstages:\n  d:\n    kind: synthetic\n    params: {n: 50}\n",
+    );
+    assert_eq!(p.cbound(&["run", "f.yaml", "--progress", "none"]).code, 0);
+    // Killed after the old result was moved aside, before the new one was renamed in.
+    let killed = p
+        .command(&["run", "f.yaml", "--force", "d", "--progress", "none"])
+        .env("CBOUND_FAILPOINTS", "commit.old_moved_aside:1")
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0));
+    let run = p.cbound(&["run", "f.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let results = read_rows(&p.latest("f").join("results.parquet"));
+    assert_eq!(
+        results[0]["status"], "cached",
+        "the old result must survive: {results:?}"
+    );
+    let staging = p.path().join("outputs/f/.cbound/staging");
+    let leftovers: Vec<String> = std::fs::read_dir(&staging)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn instance_ids_that_differ_by_slash_and_underscore_keep_their_own_directories() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "name: s\nstages:\n  c:\n    kind: command\n    params: {argv: [sh, -c, \"echo {instance} > {out}/id.txt\"]}\n    matrix: {env.TAG: [\"a/b\", \"a_b\"]}\n",
+    );
+    let run = p.cbound(&["run", "s.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("s").join("c");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path().join("id.txt")).unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["c@env.TAG=a/b\n", "c@env.TAG=a_b\n"]);
+}

@@ -67,10 +67,18 @@ pub struct FailedAttempt {
 
 /// Turns an instance id into a directory name (ids may hold any matrix value).
 pub fn dir_name(instance: &str) -> String {
-    instance
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect()
+    // Percent-escapes only what a file name cannot hold, and `%` itself, so the mapping is
+    // one-to-one: `a/b` and `a_b` (or `a%2Fb`) get different directories and links.
+    let mut out = String::with_capacity(instance.len());
+    for c in instance.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '\0' => out.push_str("%00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Store {
@@ -173,7 +181,33 @@ impl Store {
         file.set_len(0).map_err(io_err(&path))?;
         file.rewind().map_err(io_err(&path))?;
         file.write_all(info.as_bytes()).map_err(io_err(&path))?;
+        // Holding the lock, no commit is in flight: finish what a killed one left.
+        self.recover_replaced();
         Ok(StoreLock { _file: file })
+    }
+
+    /// A forced rerun moves the old result aside (`staging/<key>.old-<pid>`) before renaming
+    /// the new one into place. Killed between the two, the key would have no result at all and
+    /// `plan --why` would say "never run": put the old result back (the forced rerun did not
+    /// finish, so the old one is still the key's finished result), or drop it when the new one
+    /// made it.
+    fn recover_replaced(&self) {
+        let staging = self.internal().join("staging");
+        let Ok(entries) = fs::read_dir(&staging) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((key, _pid)) = name.rsplit_once(".old-") else {
+                continue;
+            };
+            let target = self.object_dir(key);
+            if target.exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            } else {
+                let _ = fs::rename(entry.path(), &target);
+            }
+        }
     }
 
     /// Creates (or reuses, to resume) the staging directory of an instance.
@@ -209,6 +243,7 @@ impl Store {
                 .join("staging")
                 .join(format!("{key}.old-{}", std::process::id()));
             fs::rename(&target, &trash).map_err(io_err(&target))?;
+            // A kill here is repaired by the next run's `lock` (recover_replaced).
             crate::failpoint::hit("commit.old_moved_aside");
             let _ = fs::remove_dir_all(&trash);
         }
