@@ -142,7 +142,11 @@ fn exit_of(cleanup: &mut Cleanup, timeout: Duration) -> ExitStatus {
 }
 
 fn run_json(p: &Project) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p.latest("slow").join("run.json")).unwrap()).unwrap()
+    run_json_of(p, "slow")
+}
+
+fn run_json_of(p: &Project, pipeline: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p.latest(pipeline).join("run.json")).unwrap()).unwrap()
 }
 
 fn stderr_of(p: &Project) -> String {
@@ -218,6 +222,26 @@ fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
 }
 
 #[test]
+fn a_second_signal_exits_at_once_and_kills_the_programs() {
+    let p = Project::new();
+    p.write("slow.yaml", &pipeline(p.path(), "trap \"\" TERM;"));
+    let mut cleanup = start(&p);
+    let t0 = Instant::now();
+    send(cleanup.cbound.as_ref().unwrap(), "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    send(cleanup.cbound.as_ref().unwrap(), "-INT");
+    let status = exit_of(&mut cleanup, Duration::from_secs(20));
+    // Without waiting out the 3 s grace the first signal gives the program.
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(status.code(), Some(143), "{status:?}\n{}", stderr_of(&p));
+    assert_group_ended(&p);
+}
+
+#[test]
 fn rerun_after_sigterm_is_not_mixed_with_the_killed_runs_programs() {
     let p = Project::new();
     p.write("slow.yaml", &pipeline(p.path(), ""));
@@ -273,4 +297,104 @@ fn sigkill_of_cbound_takes_the_direct_child_along() {
         wait_until(Duration::from_secs(5), || dead(leader)),
         "the program {leader} outlived a SIGKILLed cbound"
     );
+}
+
+/// The Slurm config tests/slurm/start.sh renders, when SLURM_CONF does not name one.
+fn slurm_conf() -> Option<String> {
+    std::env::var("SLURM_CONF").ok().or_else(|| {
+        Path::new("/tmp/cbound-slurm/slurm.conf")
+            .exists()
+            .then(|| "/tmp/cbound-slurm/slurm.conf".into())
+    })
+}
+
+fn slurm_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(conf) = slurm_conf() {
+        cmd.env("SLURM_CONF", conf);
+    }
+    cmd
+}
+
+/// Whether a Slurm cluster answers (as in tests/slurm.rs, CBOUND_SLURM=required makes a
+/// missing one a failure).
+fn slurm_cluster() -> bool {
+    let up = slurm_command("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|s| matches!(s.trim(), "idle" | "mixed" | "allocated"))
+        });
+    if !up {
+        assert!(
+            std::env::var("CBOUND_SLURM").as_deref() != Ok("required"),
+            "CBOUND_SLURM=required: no Slurm cluster answers (sinfo)"
+        );
+        eprintln!("skipping Slurm test: no Slurm cluster answers (sinfo)");
+    }
+    up
+}
+
+fn slurm_jobs(pipeline: &str) -> Vec<String> {
+    let out = slurm_command("squeue")
+        .args(["-h", "-o", "%i|%j|%T"])
+        .output()
+        .expect("squeue");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("|cbound:{pipeline}:")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn sigterm_cancels_every_submitted_slurm_job() {
+    if !slurm_cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "sleepy.yaml",
+        "name: slurm-term\nstages:\n  nap:\n    kind: command\n    matrix: {env.X: [\"1\", \"2\", \"3\"]}\n    params: {argv: [sleep, \"120\"]}\n",
+    );
+    let stderr = std::fs::File::create(p.path().join("cbound.err")).unwrap();
+    let mut command = p.command(&[
+        "run",
+        "sleepy.yaml",
+        "--executor",
+        "slurm",
+        "--progress",
+        "lines",
+    ]);
+    if let Some(conf) = slurm_conf() {
+        command.env("SLURM_CONF", conf);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut cleanup = Cleanup {
+        dir: p.path().to_path_buf(),
+        cbound: Some(child),
+    };
+    let running = wait_until(Duration::from_secs(60), || {
+        slurm_jobs("slurm-term")
+            .iter()
+            .any(|l| l.ends_with("|RUNNING"))
+    });
+    assert!(running, "no task started:\n{}", stderr_of(&p));
+    send(cleanup.cbound.as_ref().unwrap(), "-TERM");
+    let status = exit_of(&mut cleanup, Duration::from_secs(90));
+    let stderr = stderr_of(&p);
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("terminated (SIGTERM): cancelling the submitted Slurm jobs"),
+        "{stderr}"
+    );
+    assert_eq!(slurm_jobs("slurm-term"), Vec::<String>::new());
+    assert_eq!(run_json_of(&p, "slurm-term")["status"], "terminated");
 }
