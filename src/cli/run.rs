@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -16,6 +16,7 @@ use crate::dag::Dag;
 use crate::error::Error;
 use crate::exec::local::LocalExecutor;
 use crate::exec::scheduler::{self, RunOptions};
+use crate::exec::signal::{self, Signal};
 use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
 use crate::report::results::write_results;
@@ -119,18 +120,14 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         "executor": args.executor.unwrap_or(dag.pipeline.executor.kind).name(),
         "selected": selected.len(),
     });
-    write_json(&run_dir.join("run.json"), &record)?;
-
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupt);
-        // A second Ctrl-C exits at once, for a stage that ignores cancellation.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(crate::error::exit::INTERRUPTED as i32);
-            }
-        });
+    // SIGINT (Ctrl-C) and SIGTERM stop scheduling and cancel what runs; a second one exits
+    // at once, for a stage that ignores cancellation. Installed before the run is recorded
+    // as running, so no signal can leave it "running".
+    if let Err(e) = signal::install() {
+        tracing::warn!("cannot handle SIGINT and SIGTERM: {e}");
     }
+    let interrupt: &AtomicBool = &signal::STOP;
+    write_json(&run_dir.join("run.json"), &record)?;
 
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
@@ -184,7 +181,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
                 &mut executor,
                 &options,
                 reporter.as_mut(),
-                &interrupt,
+                interrupt,
             )
         }
         ExecutorKind::Slurm => {
@@ -197,7 +194,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
                 &settings,
                 &run_id,
                 reporter.as_mut(),
-                &interrupt,
+                interrupt,
             );
             if let Err(e) = &summary {
                 reporter.finish();
@@ -218,8 +215,12 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         summary.count("failed"),
         summary.count("skipped"),
     );
-    record["status"] = serde_json::json!(if summary.interrupted {
-        "interrupted"
+    // The signal that stopped the run; a stop flag without one counts as Ctrl-C.
+    let stopped_by = summary
+        .interrupted
+        .then(|| Signal::received().unwrap_or(Signal::Interrupt));
+    record["status"] = serde_json::json!(if let Some(sig) = stopped_by {
+        sig.status()
     } else if failed > 0 {
         "failed"
     } else {
@@ -228,6 +229,9 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     record["finished"] =
         serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
     record["seconds"] = serde_json::json!(clock.elapsed().as_secs_f64());
+    if let Some(sig) = stopped_by {
+        record["signal"] = serde_json::json!(sig.name());
+    }
     record["counts"] =
         serde_json::json!({"ok": ok, "cached": cached, "failed": failed, "skipped": skipped});
     write_json(&run_dir.join("run.json"), &record)?;
@@ -238,6 +242,16 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         clock.elapsed().as_secs_f64()
     );
     eprintln!("results: {}", results.display());
+    if stopped_by == Some(Signal::Terminate) {
+        // Exit 143, as a shell reports a process SIGTERM ended; the run's record is complete
+        // and nothing is left running (every job has reported back).
+        drop(_lock);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        eprintln!(
+            "terminated (SIGTERM); finished instances are kept, run the same command again to resume"
+        );
+        std::process::exit(Signal::Terminate.exit_code());
+    }
     if summary.interrupted {
         Err(Error::Interrupted)
     } else if failed > 0 || skipped > 0 {

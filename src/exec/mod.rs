@@ -9,6 +9,7 @@
 mod instance;
 pub mod local;
 pub mod scheduler;
+pub mod signal;
 pub mod slurm;
 
 use std::path::PathBuf;

@@ -158,7 +158,7 @@ pub fn run(
                 stopping = true;
                 executor.cancel();
                 reporter.event(RunEvent::Stopping {
-                    reason: "interrupted (Ctrl-C): stopping running jobs",
+                    reason: super::signal::stopping_jobs(),
                 });
             }
         }

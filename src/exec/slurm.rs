@@ -752,7 +752,7 @@ pub fn run(
     let mut cancelled = false;
     if stopping {
         reporter.event(RunEvent::Stopping {
-            reason: "interrupted (Ctrl-C): cancelling the submitted Slurm jobs",
+            reason: super::signal::cancelling_slurm_jobs(),
         });
     }
     // Tasks still to hear from.
@@ -773,7 +773,7 @@ pub fn run(
             if !stopping {
                 stopping = true;
                 reporter.event(RunEvent::Stopping {
-                    reason: "interrupted (Ctrl-C): cancelling the submitted Slurm jobs",
+                    reason: super::signal::cancelling_slurm_jobs(),
                 });
             }
         }
@@ -1115,7 +1115,7 @@ fn scancel(job_ids: &[String]) {
     }
 }
 
-/// Sleeps, waking early on Ctrl-C.
+/// Sleeps, waking early on Ctrl-C or SIGTERM.
 fn sleep(total: Duration, interrupt: &AtomicBool) {
     let until = Instant::now() + total;
     while Instant::now() < until && !interrupt.load(Ordering::Relaxed) {

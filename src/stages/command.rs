@@ -20,6 +20,10 @@ use serde::Deserialize;
 
 use super::{Stage, StageContext, StageError, StageOutput};
 use crate::artifact;
+use crate::exec::signal;
+
+/// How long a cancelled or timed-out program has between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -130,7 +134,10 @@ impl Stage for Command {
             File::create(out.join("stdout.txt")).map_err(io("creating stdout.txt".into()))?;
         let stderr_path = out.join("stderr.txt");
         let stderr = File::create(&stderr_path).map_err(io("creating stderr.txt".into()))?;
-        let mut child = Process::new(program)
+        let mut process = Process::new(program);
+        // Its own process group, so cancelling ends the program and all it started.
+        signal::own_group(&mut process);
+        let mut child = process
             .args(&args)
             .envs(&params.env)
             .env("CBOUND_OUT", out)
@@ -143,6 +150,7 @@ impl Stage for Command {
             .stderr(stderr)
             .spawn()
             .map_err(io(format!("cannot start `{program}`")))?;
+        let group = signal::Group::register(child.id());
         let started = std::time::Instant::now();
         let status = loop {
             if let Some(status) = child
@@ -155,8 +163,7 @@ impl Stage for Command {
                 .timeout_s
                 .is_some_and(|t| started.elapsed().as_secs_f64() > t);
             if ctx.is_cancelled() || timed_out {
-                let _ = child.kill();
-                let _ = child.wait();
+                group.terminate(&mut child, KILL_GRACE);
                 return Err(if timed_out {
                     StageError::Failed(format!(
                         "`{program}` killed after the {}s timeout",
