@@ -289,3 +289,50 @@ fn instance_ids_that_differ_by_slash_and_underscore_keep_their_own_directories()
     ids.sort();
     assert_eq!(ids, ["c@env.TAG=a/b\n", "c@env.TAG=a_b\n"]);
 }
+
+#[test]
+fn a_secret_passed_by_name_is_never_recorded() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        "name: s\nstages:\n  job:\n    kind: command\n    params:\n      argv: [sh, -c, \"printf %s \\\"$API_TOKEN\\\" | wc -c > {out}/len.txt\"]\n      pass_env: [API_TOKEN]\n",
+    );
+    let run = p
+        .command(&["run", "s.yaml", "--progress", "none"])
+        .env("API_TOKEN", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("s");
+    let len = std::fs::read_to_string(dir.join("job/job/len.txt")).unwrap();
+    assert_eq!(len.trim(), "12", "the program saw the token");
+    let why = p
+        .command(&["plan", "s.yaml", "--why"])
+        .env("API_TOKEN", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let mut recorded = String::from_utf8_lossy(&why.stdout).into_owned();
+    recorded.push_str(&std::fs::read_to_string(dir.join("job/job/meta.json")).unwrap());
+    recorded.push_str(&String::from_utf8_lossy(
+        &std::fs::read(dir.join("results.parquet")).unwrap(),
+    ));
+    recorded.push_str(&std::fs::read_to_string(dir.join("run.json")).unwrap());
+    assert!(
+        !recorded.contains("s3cr3t-value"),
+        "the secret was recorded"
+    );
+    // Without it in the environment the instance fails and says which name is missing.
+    let missing = p
+        .command(&["run", "s.yaml", "--force", "job", "--progress", "none"])
+        .env_remove("API_TOKEN")
+        .output()
+        .unwrap();
+    let missing = common::Run::from(missing);
+    assert_eq!(missing.code, 3, "{}", missing.all());
+    assert!(
+        missing.all().contains("`pass_env` names `API_TOKEN`"),
+        "{}",
+        missing.all()
+    );
+}

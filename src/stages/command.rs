@@ -38,6 +38,13 @@ pub struct CommandParams {
     /// More files whose content the result depends on (modules the script imports, data).
     #[serde(default)]
     pub track: Vec<PathBuf>,
+    /// Environment variables the program needs from cbound's environment, by name only: a
+    /// token or password that must never be recorded. The program inherits them (it inherits
+    /// cbound's whole environment); their values never enter the parameters, the cache key,
+    /// meta.json, results.parquet or `plan --why`, unlike `${env.NAME}`, which is a parameter
+    /// value like any other. A name missing from the environment fails the instance.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     /// Seconds before the program is killed; none by default.
     #[serde(default)]
     pub timeout_s: Option<f64>,
@@ -134,6 +141,15 @@ impl Stage for Command {
             File::create(out.join("stdout.txt")).map_err(io("creating stdout.txt".into()))?;
         let stderr_path = out.join("stderr.txt");
         let stderr = File::create(&stderr_path).map_err(io("creating stderr.txt".into()))?;
+        if let Some(missing) = params
+            .pass_env
+            .iter()
+            .find(|name| std::env::var_os(name.as_str()).is_none())
+        {
+            return Err(StageError::Params(format!(
+                "`pass_env` names `{missing}`, which is not set in cbound's environment"
+            )));
+        }
         let mut process = Process::new(program);
         // Its own process group, so cancelling ends the program and all it started.
         signal::own_group(&mut process);
