@@ -204,3 +204,60 @@ fn a_run_killed_at_any_write_or_commit_resumes_to_identical_results() {
         "resumed runs differ from the uninterrupted one after killing at {differing:?}"
     );
 }
+
+/// SIGINT and SIGTERM at seeded random moments of the same pipeline: the interrupted run
+/// stops cleanly (exit 130 or 143, or 0 if it finished first) and a rerun ends with results
+/// identical to an uninterrupted run's. `CBOUND_FAULTS=full` tries 40 moments instead of 6.
+#[test]
+fn a_run_interrupted_at_random_moments_resumes_to_identical_results() {
+    use rand::{Rng, SeedableRng};
+    let reference = Project::new();
+    reference.write("f.yaml", PIPELINE);
+    let start = std::time::Instant::now();
+    assert_eq!(run(&reference, None, None).code, 0);
+    let span = start.elapsed().as_millis().max(200) as u64;
+    let want = outcome(&reference.latest("f"));
+    let full = std::env::var("CBOUND_FAULTS").is_ok_and(|v| v == "full");
+    let tries = if full { 40 } else { 6 };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let (mut stopped, mut identical) = (0, 0);
+    for i in 0..tries {
+        let signal = if i % 2 == 0 { "-INT" } else { "-TERM" };
+        let delay = rng.random_range(0..span);
+        let p = Project::new();
+        p.write("f.yaml", PIPELINE);
+        let mut cmd = p.command(&["run", "f.yaml", "--jobs", "1", "--progress", "none"]);
+        let child = cmd
+            .env_remove("CBOUND_FAILPOINTS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0) | Some(130) | Some(143)),
+            "{signal} after {delay} ms: exit {code:?}"
+        );
+        stopped += usize::from(code != Some(0));
+        let resumed = run(&p, None, None);
+        assert_eq!(
+            resumed.code,
+            0,
+            "after {signal} at {delay} ms: {}",
+            resumed.all()
+        );
+        if outcome(&p.latest("f")) == want {
+            identical += 1;
+        } else {
+            panic!("{signal} after {delay} ms: resumed results differ");
+        }
+    }
+    eprintln!(
+        "signals: {tries} runs sent SIGINT/SIGTERM at random moments, {stopped} stopped by it, {identical} identical after resume"
+    );
+}
