@@ -133,12 +133,12 @@ fn mutate(valid: &[u8], header: usize, fields: &[(usize, usize)], rng: &mut impl
     bytes
 }
 
-/// A text header's digits replaced with huge numbers (NPY's shape), else [`mutate`].
-fn mutate_text_header(valid: &[u8], header: usize, rng: &mut impl Rng) -> Vec<u8> {
+/// NPY: a well-formed header declaring a huge or odd shape (so the reader's shape checks,
+/// not its header parser, meet it), else [`mutate`].
+fn mutate_npy(valid: &[u8], header: usize, descr: &str, rng: &mut impl Rng) -> Vec<u8> {
     if rng.random_range(0..3) > 0 {
         return mutate(valid, header, &[], rng);
     }
-    let text = String::from_utf8_lossy(&valid[..header]).into_owned();
     let huge = [
         "99999999999999999999",
         "4611686018427387904",
@@ -146,18 +146,16 @@ fn mutate_text_header(valid: &[u8], header: usize, rng: &mut impl Rng) -> Vec<u8
         "18446744073709551615",
         "1000000000",
     ];
-    let Some(open) = text.find('(') else {
-        return mutate(valid, header, &[], rng);
-    };
-    let close = text[open..].find(')').map_or(text.len(), |c| open + c);
+    let payload = &valid[header..];
+    if rng.random_range(0..3) == 0 {
+        // No samples, and a per-sample size that overflows: the whole shape's product is 0.
+        return npy_with_shape(descr, "(0, 4611686018427387904, 4611686018427387904)", &[]);
+    }
     let dims: Vec<&str> = (0..rng.random_range(1..4))
         .map(|_| huge[rng.random_range(0..huge.len())])
         .collect();
-    let shape = format!("({},)", dims.join(", "));
-    let mut out = valid[..open].to_vec();
-    out.extend_from_slice(shape.as_bytes());
-    out.extend_from_slice(&valid[close + 1..]);
-    out
+    let keep = rng.random_range(0..=payload.len());
+    npy_with_shape(descr, &format!("({},)", dims.join(", ")), &payload[..keep])
 }
 
 fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
@@ -167,6 +165,10 @@ fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     } else {
         format!("({})", dims.join(", "))
     };
+    npy_with_shape(descr, &shape, data)
+}
+
+fn npy_with_shape(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -231,8 +233,14 @@ fn cifar_records(n: usize, label_bytes: usize, classes: u8) -> Vec<u8> {
 }
 
 /// One file of an input: its name, valid bytes, header length, header fields (offset,
-/// width) to corrupt, and whether its header is text (NPY).
-type InputFile = (String, Vec<u8>, usize, Vec<(usize, usize)>, bool);
+/// width) to corrupt, and for an NPY file its dtype (its shape is mutated in the text header).
+type InputFile = (
+    String,
+    Vec<u8>,
+    usize,
+    Vec<(usize, usize)>,
+    Option<&'static str>,
+);
 
 /// One valid input: its files (relative names and bytes), the pipeline's `params` (with
 /// `{P}` for the mutation's file or directory), and per file, how to mutate it.
@@ -266,7 +274,7 @@ fn cases() -> Vec<Case> {
                 cifar_records(2, 1, 10),
                 1,
                 vec![(0, 1)],
-                false,
+                None,
             )
         })
         .collect();
@@ -275,15 +283,15 @@ fn cases() -> Vec<Case> {
         names10.into_bytes(),
         16,
         vec![],
-        false,
+        None,
     ));
     vec![
         Case {
             format: "npy",
             dir: false,
             files: vec![
-                ("x.npy".into(), x.clone(), x_header, vec![], true),
-                ("y.npy".into(), y.clone(), y_header, vec![], true),
+                ("x.npy".into(), x.clone(), x_header, vec![], Some("<f4")),
+                ("y.npy".into(), y.clone(), y_header, vec![], Some("|u1")),
             ],
             params: "{format: npy, path: {X}, labels_path: {Y}}".into(),
         },
@@ -295,7 +303,7 @@ fn cases() -> Vec<Case> {
                 npz_bytes(&[("x.npy", &x), ("y.npy", &y)], false),
                 200,
                 vec![],
-                false,
+                None,
             )],
             params: "{format: npz, path: {X}}".into(),
         },
@@ -307,7 +315,7 @@ fn cases() -> Vec<Case> {
                 npz_bytes(&[("x.npy", &x), ("y.npy", &y)], true),
                 200,
                 vec![],
-                false,
+                None,
             )],
             params: "{format: npz, path: {X}}".into(),
         },
@@ -320,14 +328,14 @@ fn cases() -> Vec<Case> {
                     idx_images.clone(),
                     16,
                     idx_fields.clone(),
-                    false,
+                    None,
                 ),
                 (
                     "train-labels-idx1-ubyte".into(),
                     idx_labels.clone(),
                     8,
                     idx_fields[..2].to_vec(),
-                    false,
+                    None,
                 ),
             ],
             params: "{format: idx, path: {P}}".into(),
@@ -341,14 +349,14 @@ fn cases() -> Vec<Case> {
                     gzip(&idx_images),
                     20,
                     vec![(4, 4)],
-                    false,
+                    None,
                 ),
                 (
                     "train-labels-idx1-ubyte.gz".into(),
                     gzip(&idx_labels),
                     20,
                     vec![(4, 4)],
-                    false,
+                    None,
                 ),
             ],
             params: "{format: idx, path: {P}}".into(),
@@ -368,21 +376,21 @@ fn cases() -> Vec<Case> {
                     cifar_records(6, 2, 20),
                     2,
                     vec![(0, 2), (1, 1)],
-                    false,
+                    None,
                 ),
                 (
                     "fine_label_names.txt".into(),
                     names100.into_bytes(),
                     16,
                     vec![],
-                    false,
+                    None,
                 ),
                 (
                     "coarse_label_names.txt".into(),
                     names20.into_bytes(),
                     16,
                     vec![],
-                    false,
+                    None,
                 ),
             ],
             params: "{format: cifar100, path: {P}}".into(),
@@ -398,7 +406,7 @@ fn cases() -> Vec<Case> {
                     .into_bytes(),
                 12,
                 vec![],
-                false,
+                None,
             )],
             params: "{format: parquet, path: {X}, feature_columns: 'x*', label_column: label}"
                 .into(),
@@ -423,8 +431,8 @@ fn mutated_load_inputs_never_panic_and_errors_name_the_file() {
             for (f, (name, bytes, header, fields, text)) in case.files.iter().enumerate() {
                 let data = if f != target {
                     bytes.clone()
-                } else if *text {
-                    mutate_text_header(bytes, *header, &mut rng)
+                } else if let Some(descr) = text {
+                    mutate_npy(bytes, *header, descr, &mut rng)
                 } else {
                     mutate(bytes, *header, fields, &mut rng)
                 };
