@@ -300,7 +300,7 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
             Some([]) => c.error(e.key_span, "stages", "`stages` is empty"),
             Some(entries) => {
                 for entry in entries {
-                    let parsed = parse_stage(entry, registry, &mut interp, repeat.is_some(), c);
+                    let parsed = parse_stage(entry, registry, &mut interp, repeat, c);
                     if let Some((decl, input_spans)) = parsed {
                         spans.insert(decl.id.clone(), (entry.key_span, input_spans));
                         stages.push(decl);
@@ -318,6 +318,7 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         },
     }
     check_graph(&stages, &spans, c);
+    check_fan_out(&stages, &spans, repeat, c);
     Some(Pipeline {
         name,
         description,
@@ -333,6 +334,16 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
 /// `repeat: N`, the number of replicates: an integer of at least 1.
 fn parse_repeat(node: &Node, path: &str, c: &mut Collector) -> Option<usize> {
     match node.kind {
+        NodeKind::Int(n) if n > MAX_STAGE_INSTANCES as i64 => {
+            // Expanding a billion replicates would exhaust memory before anything ran.
+            c.error_with_help(
+                node.span,
+                path,
+                format!("`repeat` is {n}, over the limit of {MAX_STAGE_INSTANCES} replicates"),
+                "it is the number of replicates: each configuration runs that many times with its own seed",
+            );
+            None
+        }
         NodeKind::Int(n) if n >= 1 => Some(n as usize),
         _ => {
             let what = match node.kind {
@@ -354,7 +365,7 @@ fn parse_stage(
     entry: &Entry,
     registry: &Registry,
     interp: &mut Interpolator,
-    pipeline_repeat: bool,
+    pipeline_repeat: Option<usize>,
     c: &mut Collector,
 ) -> Option<(StageDecl, Vec<Span>)> {
     let id = entry.key.clone();
@@ -562,7 +573,7 @@ fn parse_stage(
     let repeat = node
         .get("repeat")
         .and_then(|e| parse_repeat(&e.value, &format!("{path}.repeat"), c));
-    if node.get("repeat").is_some() || pipeline_repeat {
+    if node.get("repeat").is_some() || pipeline_repeat.is_some() {
         if let Some(axis) = node
             .get("matrix")
             .and_then(|m| m.value.get(super::REPLICATE))
@@ -590,7 +601,10 @@ fn parse_stage(
             .max(1)
     } else {
         matrix.iter().map(|a| a.values.len() as u128).product()
-    } * repeat.unwrap_or(1) as u128;
+    } * repeat
+        // A stage without inputs runs the pipeline's `repeat` replicates itself.
+        .or(pipeline_repeat.filter(|_| inputs.is_empty()))
+        .unwrap_or(1) as u128;
     if own > MAX_STAGE_INSTANCES as u128 {
         let span = node
             .get("matrix")
@@ -980,6 +994,98 @@ fn remove_at(value: &mut serde_json::Value, path: &[PathSeg]) -> bool {
     }
 }
 
+/// The most instances a pipeline may expand to, all stages together: fan-out multiplies the
+/// stages' own matrices (three stages of 1,000 values each make 10^9 instances), and
+/// expanding that would exhaust memory before anything ran.
+pub const MAX_PIPELINE_INSTANCES: u128 = 1_000_000;
+
+/// Refuses a pipeline whose expansion is over [`MAX_PIPELINE_INSTANCES`]. A stage's instances
+/// are at most the product of its own configurations and those of every swept stage it
+/// descends from (inputs join on shared lineage; a `gather` stage descends from none).
+fn check_fan_out(
+    stages: &[StageDecl],
+    spans: &HashMap<String, (Span, Vec<Span>)>,
+    pipeline_repeat: Option<usize>,
+    c: &mut Collector,
+) {
+    use std::collections::BTreeSet;
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let own: Vec<u128> = stages
+        .iter()
+        .map(|s| {
+            let m = if s.one_at_a_time {
+                s.matrix
+                    .iter()
+                    .map(|a| a.values.len() as u128)
+                    .sum::<u128>()
+                    .max(1)
+            } else {
+                s.matrix.iter().map(|a| a.values.len() as u128).product()
+            };
+            m * s.repeat.unwrap_or(1) as u128
+        })
+        .collect();
+    // Swept ancestors of each stage (itself included), memoised; a cycle (reported by
+    // check_graph) is cut.
+    fn lineage(
+        s: usize,
+        stages: &[StageDecl],
+        index: &HashMap<&str, usize>,
+        memo: &mut Vec<Option<BTreeSet<usize>>>,
+        visiting: &mut Vec<bool>,
+    ) -> BTreeSet<usize> {
+        if let Some(l) = &memo[s] {
+            return l.clone();
+        }
+        let mut out = BTreeSet::new();
+        if visiting[s] {
+            return out;
+        }
+        visiting[s] = true;
+        out.insert(s);
+        if !stages[s].gather {
+            for input in &stages[s].inputs {
+                if let Some(&u) = index.get(input.as_str()) {
+                    out.extend(lineage(u, stages, index, memo, visiting));
+                }
+            }
+        }
+        visiting[s] = false;
+        memo[s] = Some(out.clone());
+        out
+    }
+    let mut memo = vec![None; stages.len()];
+    let mut visiting = vec![false; stages.len()];
+    let mut total: u128 = 0;
+    for (i, s) in stages.iter().enumerate() {
+        let mut n: u128 = lineage(i, stages, &index, &mut memo, &mut visiting)
+            .iter()
+            .map(|&a| own[a])
+            .fold(1u128, |acc, x| acc.saturating_mul(x));
+        if !s.gather {
+            n = n.saturating_mul(pipeline_repeat.unwrap_or(1) as u128);
+        }
+        total = total.saturating_add(n);
+        if total > MAX_PIPELINE_INSTANCES {
+            let span = spans.get(&s.id).map(|(k, _)| *k).unwrap_or_default();
+            c.error_with_help(
+                span,
+                format!("stages.{}", s.id),
+                format!(
+                    "the pipeline expands to more than {MAX_PIPELINE_INSTANCES} instances by stage `{}` ({n} instances of it: its matrix crossed with every swept stage upstream)",
+                    s.id
+                ),
+                "sweep fewer values, use `matrix_mode: one_at_a_time`, or `gather: true` to summarise a sweep once",
+            );
+            return;
+        }
+    }
+}
+
 fn check_graph(
     stages: &[StageDecl],
     spans: &HashMap<String, (Span, Vec<Span>)>,
@@ -1282,6 +1388,52 @@ mod tests {
         assert_eq!(
             set.replicates(&set.stages[1]),
             super::super::Replicates::Single
+        );
+    }
+
+    #[test]
+    fn fan_out_past_the_limit_is_refused_at_the_stage() {
+        // Found by tests/fuzz_pipeline.rs: three chained stages of 1,000 values hung validate.
+        let values = (0..1000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let m = messages(&format!(
+            "stages:\n  a:\n    kind: synthetic\n    matrix: {{n: [{values}]}}\n  b:\n    kind: synthetic\n    inputs: a\n    matrix: {{dim: [{values}]}}\n  c:\n    kind: synthetic\n    inputs: b\n"
+        ));
+        assert!(
+            m.len() == 1
+                && m[0].contains("p.yaml:5:3")
+                && m[0].contains("more than 1000000 instances by stage `b`"),
+            "{m:?}"
+        );
+        // Inputs sharing an ancestor join on it: a diamond is not counted twice.
+        let values = (0..500)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        load_text(&format!(
+            "stages:\n  a:\n    kind: synthetic\n    matrix: {{n: [{values}]}}\n  b: {{kind: synthetic, inputs: a}}\n  c: {{kind: synthetic, inputs: a}}\n  d: {{kind: synthetic, inputs: [b, c]}}\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn huge_repeat_is_refused_before_expansion() {
+        // Found by tests/fuzz_pipeline.rs: `repeat: 1000000000` hung validate (expansion).
+        let m = messages("repeat: 1000000000\nstages:\n  a: {kind: synthetic}\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("p.yaml:1:9") && m[0].contains("over the limit of 100000"),
+            "{m:?}"
+        );
+        // The pipeline's repeat multiplies a root stage's own matrix.
+        let m = messages(
+            "repeat: 1000\nstages:\n  a:\n    kind: synthetic\n    matrix: {n: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100, 101]}\n",
+        );
+        assert!(
+            m.len() == 1 && m[0].contains("101000 instances") && m[0].contains("p.yaml:5:5"),
+            "{m:?}"
         );
     }
 

@@ -543,7 +543,19 @@ pub fn dataset_from_arrays(
             "a scalar",
         ));
     };
-    let per_sample: usize = x.shape[1..].iter().product();
+    // Checked: with a zero first dimension the whole shape's product is 0 even when the
+    // rest of it overflows.
+    let Some(per_sample) = x.shape[1..]
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+    else {
+        return Err(DataError::format(
+            x_path,
+            "feature array shape",
+            "a size that fits in memory",
+            format!("{:?}", x.shape),
+        ));
+    };
     if per_sample == 0 {
         return Err(DataError::format(
             x_path,
@@ -560,6 +572,28 @@ pub fn dataset_from_arrays(
             x.shape,
             n.saturating_mul(per_sample)
         )));
+    }
+    // Non-finite values, and float64 values beyond the float32 range (which would become
+    // inf), make every later estimate NaN: refuse them here, with their place.
+    let limit = f64::from(f32::MAX);
+    let bad = match &x.data {
+        NpyData::F32(v) => v
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (i, f64::from(v[i]))),
+        NpyData::F64(v) => v
+            .iter()
+            .position(|v| !v.is_finite() || v.abs() > limit)
+            .map(|i| (i, v[i])),
+        _ => None,
+    };
+    if let Some((i, v)) = bad {
+        return Err(DataError::format(
+            x_path,
+            format!("sample {}, feature {}", i / per_sample, i % per_sample),
+            "a finite number within the float32 range (|x| <= 3.4e38)",
+            v.to_string(),
+        ));
     }
     let ndim = x.shape.len();
     let features = match x.data {
@@ -892,6 +926,65 @@ mod tests {
         assert!(load_npy(&xp, None, ImageLayout::Auto).is_err());
         let ds = load_npy(&xp, None, ImageLayout::Nchw).unwrap();
         assert_eq!(ds.sample_shape().numel(), 18);
+    }
+
+    #[test]
+    fn non_finite_features_are_refused_with_sample_and_feature() {
+        // NaN/inf passed `load` and made every later estimate NaN; float64 beyond the float32
+        // range became inf silently.
+        let dir = tempfile::tempdir().unwrap();
+        let x_path = dir.path().join("x.npy");
+        let f64_bytes = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        for (bytes, shown) in [
+            (
+                npy_bytes(
+                    1,
+                    "<f4",
+                    false,
+                    &[2, 2],
+                    &f32_bytes(&[1.0, 2.0, 3.0, f32::NAN]),
+                ),
+                "NaN",
+            ),
+            (
+                npy_bytes(
+                    1,
+                    "<f4",
+                    false,
+                    &[2, 2],
+                    &f32_bytes(&[1.0, 2.0, 3.0, f32::INFINITY]),
+                ),
+                "inf",
+            ),
+            (
+                npy_bytes(1, "<f8", false, &[2, 2], &f64_bytes(&[1.0, 2.0, 3.0, 1e39])),
+                "1000000000000000000000000000000000000000",
+            ),
+        ] {
+            fs::write(&x_path, bytes).unwrap();
+            let err = load_npy(&x_path, None, ImageLayout::Auto)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("x.npy") && err.contains("sample 1, feature 1") && err.contains(shown),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_sample_array_with_an_overflowing_sample_shape_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let x_path = dir.path().join("x.npy");
+        let huge = 1usize << 40;
+        fs::write(&x_path, npy_bytes(1, "<f4", false, &[0, huge, huge], &[])).unwrap();
+        let err = load_npy(&x_path, None, ImageLayout::Auto)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.npy") && err.contains("fits in memory"),
+            "{err}"
+        );
     }
 
     #[test]

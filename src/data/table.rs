@@ -42,6 +42,16 @@ pub enum TableError {
     #[error("{path}: the table has no rows")]
     Empty { path: PathBuf },
     #[error(
+        "{path}: column `{column}` row {row} holds {value}: features must be finite numbers \
+         within the float32 range (|x| <= 3.4e38)"
+    )]
+    NotFinite {
+        path: PathBuf,
+        column: String,
+        row: usize,
+        value: f64,
+    },
+    #[error(
         "{path}: column `{column}` row {row} has label {value}: numeric labels must be class \
          indices 0..K-1 (K at most 100000); renumber them, or store them as strings to have \
          them numbered in order of appearance"
@@ -67,6 +77,31 @@ pub struct Selection {
     pub rows: usize,
     pub cols: usize,
     pub names: Vec<String>,
+}
+
+impl Selection {
+    /// The selection as float32 features: every value must be finite and within the float32
+    /// range (a larger one would become inf, and NaN/inf make every later estimate NaN).
+    pub fn to_f32_features(&self, path: &Path) -> Result<Vec<f32>, TableError> {
+        let limit = f64::from(f32::MAX);
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v.is_finite() && v.abs() <= limit {
+                    Ok(v as f32)
+                } else {
+                    let cols = self.cols.max(1);
+                    Err(TableError::NotFinite {
+                        path: path.to_path_buf(),
+                        column: self.names.get(i % cols).cloned().unwrap_or_default(),
+                        row: i / cols,
+                        value: v,
+                    })
+                }
+            })
+            .collect()
+    }
 }
 
 impl Table {
@@ -118,6 +153,13 @@ impl Table {
     /// Columns named by a comma-separated spec: exact names, globs with `*`, or a list
     /// column (expanded into its elements). Order follows the spec, then the table.
     pub fn select(&self, spec: &str) -> Result<Selection, TableError> {
+        // A table without rows may have no schema either (no batches): say that, rather
+        // than that no column matches.
+        if self.rows() == 0 {
+            return Err(TableError::Empty {
+                path: self.path.clone(),
+            });
+        }
         let names = self.column_names();
         let mut chosen: Vec<String> = Vec::new();
         for pattern in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -183,6 +225,11 @@ impl Table {
     /// A label column as class codes 0..K in order of first appearance (integers keep
     /// their order when they already are 0..K-1), with the class names.
     pub fn labels(&self, column: &str) -> Result<(Vec<u32>, Vec<String>), TableError> {
+        if self.rows() == 0 {
+            return Err(TableError::Empty {
+                path: self.path.clone(),
+            });
+        }
         let mut raw: Vec<String> = Vec::with_capacity(self.rows());
         let mut numeric = false;
         for batch in &self.batches {
@@ -423,6 +470,60 @@ mod tests {
         let path = dir.join("t.parquet");
         crate::artifact::write_parquet(&path, &batch).unwrap();
         path
+    }
+
+    #[test]
+    fn a_zero_row_table_says_it_has_no_rows() {
+        // It said "no column matches `x0` (columns: )": a zero-row Parquet file reads as no
+        // batches, so no schema.
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            Field::new("x0", DataType::Float64, false),
+            Field::new("label", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow_array::Float64Array::from(Vec::<f64>::new())),
+                Arc::new(Int64Array::from(Vec::<i64>::new())),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("empty.parquet");
+        crate::artifact::write_parquet(&path, &batch).unwrap();
+        let t = Table::read(&path).unwrap();
+        for err in [
+            t.select("x0").err().unwrap().to_string(),
+            t.labels("label").err().unwrap().to_string(),
+        ] {
+            assert!(
+                err.contains("empty.parquet") && err.contains("the table has no rows"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_or_out_of_f32_range_features_are_refused_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        for (cell, shown) in [
+            ("1e39", "1000000000000000000000000000000000000000"),
+            ("nan", "NaN"),
+            ("-inf", "-inf"),
+        ] {
+            let path = dir.path().join("t.csv");
+            std::fs::write(&path, format!("x0,x1\n1,2\n3,{cell}\n")).unwrap();
+            let sel = Table::read(&path).unwrap().select("x*").unwrap();
+            let err = sel.to_f32_features(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("t.csv") && err.contains("column `x1` row 1") && err.contains(shown),
+                "{err}"
+            );
+        }
+        let path = dir.path().join("ok.csv");
+        std::fs::write(&path, "x0\n3.4e38\n-1\n").unwrap();
+        let sel = Table::read(&path).unwrap().select("x0").unwrap();
+        assert_eq!(sel.to_f32_features(&path).unwrap()[1], -1.0);
     }
 
     #[test]

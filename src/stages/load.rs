@@ -184,6 +184,17 @@ fn files_under(path: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// An error message that names the file (or directory) it came from: the readers' errors
+/// do, but a few checks on the assembled dataset do not know the path.
+fn locate(path: &Path, message: &str) -> String {
+    let shown = path.display().to_string();
+    if message.contains(&shown) {
+        message.to_string()
+    } else {
+        format!("{shown}: {message}")
+    }
+}
+
 fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageError> {
     let input = |e: crate::data::table::TableError| StageError::Input(e.to_string());
     let table = Table::read(path).map_err(input)?;
@@ -208,7 +219,7 @@ fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageErr
         (Some(cols), None) => {
             let sel = table.select(cols).map_err(input)?;
             Features::Dense {
-                data: sel.data.iter().map(|&v| v as f32).collect(),
+                data: sel.to_f32_features(path).map_err(input)?,
                 dim: sel.cols,
             }
         }
@@ -262,7 +273,7 @@ fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageErr
                 )));
             }
             Some(Features::Dense {
-                data: sel.data.iter().map(|&v| v as f32).collect(),
+                data: sel.to_f32_features(path).map_err(input)?,
                 dim: sel.cols,
             })
         }
@@ -273,12 +284,11 @@ fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageErr
         }
     };
     let num_classes = p.num_classes.or_else(|| names.as_ref().map(|n| n.len()));
-    let mut ds = Dataset::new(features, labels, num_classes)
-        .map_err(|e| StageError::Input(e.to_string()))?;
+    let located = |e: crate::data::DataError| StageError::Input(locate(path, &e.to_string()));
+    let mut ds = Dataset::new(features, labels, num_classes).map_err(located)?;
     ds.label_names = names;
     ds.paired = paired;
-    ds.validate()
-        .map_err(|e| StageError::Input(e.to_string()))?;
+    ds.validate().map_err(located)?;
     Ok(ds)
 }
 
@@ -321,9 +331,10 @@ impl Stage for Load {
             SplitName::Test => Split::Test,
         };
         let data_err = |e: crate::data::DataError| StageError::Input(e.to_string());
+        let read_err = |e: crate::data::DataError| StageError::Input(locate(&path, &e.to_string()));
         ctx.progress(0, 3, "reading");
         let mut ds = match p.format {
-            Format::Cifar10 => load_cifar10(&path, split).map_err(data_err)?,
+            Format::Cifar10 => load_cifar10(&path, split).map_err(read_err)?,
             Format::Cifar100 => load_cifar100(
                 &path,
                 split,
@@ -332,8 +343,8 @@ impl Stage for Load {
                     Cifar100LabelName::Coarse => Cifar100Labels::Coarse,
                 },
             )
-            .map_err(data_err)?,
-            Format::Idx => load_idx_dir(&path, split).map_err(data_err)?,
+            .map_err(read_err)?,
+            Format::Idx => load_idx_dir(&path, split).map_err(read_err)?,
             Format::FashionMnist => {
                 let mut ds = load_idx_dir(&path, split).map_err(|e| {
                     StageError::Input(format!("{e} (Fashion-MNIST is installed by scripts/setup.sh: apt-get install dataset-fashion-mnist)"))
@@ -348,7 +359,7 @@ impl Stage for Load {
             }
             Format::Parquet => read_parquet_dataset(p, &path)?,
             Format::Npy => {
-                load_npy(&path, p.labels_path.as_deref(), ImageLayout::Auto).map_err(data_err)?
+                load_npy(&path, p.labels_path.as_deref(), ImageLayout::Auto).map_err(read_err)?
             }
             Format::Npz => load_npz(
                 &path,
@@ -358,7 +369,7 @@ impl Stage for Load {
                 },
                 ImageLayout::Auto,
             )
-            .map_err(data_err)?,
+            .map_err(read_err)?,
         };
         ctx.check_cancelled()?;
         ctx.progress(1, 3, "selecting");
