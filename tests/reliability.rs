@@ -336,3 +336,40 @@ fn a_secret_passed_by_name_is_never_recorded() {
         missing.all()
     );
 }
+
+#[test]
+fn a_run_that_died_without_a_word_is_recorded_as_killed_by_the_next() {
+    let p = Project::new();
+    p.write(
+        "k.yaml",
+        "name: k\nstages:\n  d:\n    kind: synthetic\n    params: {n: 50}\n    matrix: {rho: [0.1, 0.2]}\n",
+    );
+    let killed = p
+        .command(&["run", "k.yaml", "--jobs", "1", "--progress", "none"])
+        .env("CBOUND_FAILPOINTS", "commit.after_rename:1")
+        .output()
+        .unwrap();
+    assert_ne!(killed.status.code(), Some(0));
+    // `latest` moves only when a run ends: find the killed run's directory by listing.
+    let root = p.path().join("outputs/k");
+    let first = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|d| d.join("run.json").exists())
+        .expect("the killed run's directory");
+    let record = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
+    };
+    assert_eq!(record(&first)["status"], "running");
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new run id
+    let run = p.cbound(&["run", "k.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let old = record(&first);
+    assert_eq!(old["status"], "killed", "{old}");
+    assert!(
+        old["ended_by"].as_str().unwrap().contains("SIGKILL"),
+        "{old}"
+    );
+    assert_eq!(record(&p.latest("k"))["status"], "ok");
+}

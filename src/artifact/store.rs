@@ -181,9 +181,34 @@ impl Store {
         file.set_len(0).map_err(io_err(&path))?;
         file.rewind().map_err(io_err(&path))?;
         file.write_all(info.as_bytes()).map_err(io_err(&path))?;
-        // Holding the lock, no commit is in flight: finish what a killed one left.
+        // Holding the lock, no commit is in flight and no run is running: finish what a killed
+        // one left.
         self.recover_replaced();
+        self.mark_dead_runs();
         Ok(StoreLock { _file: file })
+    }
+
+    /// A run whose `run.json` still says `running` while we hold the lock died without
+    /// recording its end (SIGKILL, power loss, a second signal): record it as `killed`, so
+    /// that no run stays "running" forever.
+    fn mark_dead_runs(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path().join("run.json");
+            let Ok(mut record) = read_json::<serde_json::Value>(&path) else {
+                continue;
+            };
+            if record.get("status").and_then(|s| s.as_str()) == Some("running") {
+                record["status"] = serde_json::json!("killed");
+                record["ended_by"] = serde_json::json!(
+                    "the process died without recording its end (SIGKILL, power loss, or a \
+                     second signal); found by the next run"
+                );
+                let _ = write_json(&path, &record);
+            }
+        }
     }
 
     /// A forced rerun moves the old result aside (`staging/<key>.old-<pid>`) before renaming
