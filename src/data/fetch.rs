@@ -479,12 +479,21 @@ fn normalise_base(url: &str) -> Result<String, FetchError> {
 }
 
 fn agent_for(base: &str) -> ureq::Agent {
+    agent_with(base, READ_TIMEOUT)
+}
+
+/// A mirror that stops sending for this long is given up on (the timeout restarts with every
+/// read, so a slow but live download is never cut).
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn agent_with(base: &str, read_timeout: Duration) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
         // Statuses are checked here so that the error can name the URL.
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_recv_body(Some(BODY_TIMEOUT))
+        .timeout_per_read(Some(read_timeout))
         .user_agent(concat!("cbound-data-fetch/", env!("CARGO_PKG_VERSION")));
     if is_loopback(base) {
         // A local mirror (or test server) must not be routed through an environment proxy.
@@ -1096,6 +1105,42 @@ mod tests {
             "{msg}"
         );
         assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+    }
+
+    #[test]
+    fn a_stalled_mirror_ends_in_an_error_not_a_hang() {
+        // Headers and half the body, then silence (the connection stays open).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut stream, &mut buf);
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}/");
+        let agent = agent_with(&base, Duration::from_millis(500));
+        let tmp = tempfile::tempdir().unwrap();
+        let err = download(
+            &agent,
+            &format!("{base}x.bin"),
+            &tmp.path().join("x.bin"),
+            "00",
+            MAX_DOWNLOAD_BYTES,
+            &|_, _| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::Read { done: 10, .. } | FetchError::Transport { .. }
+            ),
+            "{err}"
+        );
+        server.join().unwrap();
     }
 
     #[test]
