@@ -373,3 +373,71 @@ fn a_run_that_died_without_a_word_is_recorded_as_killed_by_the_next() {
     );
     assert_eq!(record(&p.latest("k"))["status"], "ok");
 }
+
+#[test]
+fn a_rerun_kills_what_a_sigkilled_run_left_writing_into_its_directory() {
+    let p = Project::new();
+    // First attempt: a grandchild (the subshell) records its pid and keeps running; the rerun
+    // of the same instance (same staging directory) takes the quick branch.
+    p.write(
+        "g.yaml",
+        "name: g\nstages:\n  job:\n    kind: command\n    params:\n      argv: [sh, -c, \"if [ -e {out}/first ]; then echo second > {out}/done.txt; else touch {out}/first; (echo $$ > /dev/null; sh -c 'echo $$ > {out}/gc.pid; sleep 30') & sleep 30; fi\"]\n",
+    );
+    let mut child = p
+        .command(&["run", "g.yaml", "--progress", "none"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = p.path().join("outputs/g/.cbound/staging");
+    let start = std::time::Instant::now();
+    let pid_file = loop {
+        let found = std::fs::read_dir(&staging).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path().join("gc.pid"))
+                .find(|f| std::fs::read_to_string(f).is_ok_and(|s| !s.trim().is_empty()))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(start.elapsed().as_secs() < 30, "the program never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let gc: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = child.kill(); // SIGKILL of cbound itself
+    let _ = child.wait();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+    };
+    assert!(
+        alive(gc),
+        "the grandchild should have outlived a SIGKILLed cbound"
+    );
+    let rerun = p.cbound(&["run", "g.yaml", "--progress", "none"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.all());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(gc) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let still = alive(gc);
+    if still {
+        unsafe_kill(gc);
+    }
+    assert!(
+        !still,
+        "the rerun left the killed run's grandchild {gc} running"
+    );
+    let done = std::fs::read_to_string(p.latest("g").join("job/job/done.txt")).unwrap();
+    assert_eq!(done, "second\n");
+}
+
+fn unsafe_kill(pid: i32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}

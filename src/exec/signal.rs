@@ -185,6 +185,58 @@ impl Drop for Group {
 /// Linux asks the kernel to SIGKILL the program when the thread that started it ends, so a
 /// program does not outlive a cbound that was itself SIGKILLed (its own children can: they
 /// are in its group but have no such request).
+/// Kills (SIGKILL) every process left over from an earlier attempt of the same instance:
+/// those whose environment holds `CBOUND_OUT=<out>` (every program of a `command` stage and
+/// whatever it started inherit it). A SIGKILLed cbound cannot end the grandchildren of its
+/// programs, and a rerun reuses the same staging directory, so they would write into it beside
+/// the new attempt. Linux only (it reads /proc); returns how many were killed.
+pub fn kill_leftovers(out: &std::path::Path) -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let needle = {
+            let mut v = b"CBOUND_OUT=".to_vec();
+            v.extend_from_slice(out.as_os_str().as_encoded_bytes());
+            v
+        };
+        let own = std::process::id();
+        let mut killed = 0;
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        for entry in procs.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid as u32 == own {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_slice())
+            {
+                // SAFETY: kill with a positive pid that read its own environ a moment ago.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                killed += 1;
+            }
+        }
+        killed
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = out;
+        0
+    }
+}
+
 pub fn own_group(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     command.process_group(0);

@@ -150,6 +150,14 @@ impl Stage for Command {
                 "`pass_env` names `{missing}`, which is not set in cbound's environment"
             )));
         }
+        // Programs of an earlier, SIGKILLed attempt may still write into this directory.
+        let leftovers = signal::kill_leftovers(out);
+        if leftovers > 0 {
+            tracing::warn!(
+                "{}: killed {leftovers} process(es) left by an earlier attempt",
+                ctx.instance
+            );
+        }
         let mut process = Process::new(program);
         // Its own process group, so cancelling ends the program and all it started.
         signal::own_group(&mut process);
