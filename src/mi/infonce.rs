@@ -65,14 +65,15 @@ impl InfoNce {
     /// The certificate of the estimate: the batch values log N - L. Only a normalised
     /// (cosine) critic has the bounded range the confidence bound needs.
     pub fn certificate(&self, z1: &Matrix, z2: &Matrix) -> Result<Option<Certificate>, MiError> {
+        self.certificate_from(&self.batch_losses(z1, z2)?)
+    }
+
+    /// The certificate from batch losses already computed (see [`InfoNce::batch_losses`]).
+    pub fn certificate_from(&self, losses: &[f64]) -> Result<Option<Certificate>, MiError> {
         if !self.normalise {
             return Ok(None);
         }
-        let values: Vec<f64> = self
-            .batch_losses(z1, z2)?
-            .into_iter()
-            .map(|l| self.cap() - l)
-            .collect();
+        let values: Vec<f64> = losses.iter().map(|l| self.cap() - l).collect();
         if values.len() < 2 {
             return Ok(None);
         }
@@ -153,9 +154,17 @@ impl Estimator for InfoNce {
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
-        let loss = self.loss(x, y)?;
-        let full = x.rows() / self.batch;
-        Ok(MiEstimate {
+        let losses = self.batch_losses(x, y)?;
+        Ok(self.estimate_from(x, y, &losses))
+    }
+}
+
+impl InfoNce {
+    /// The estimate log N - mean loss from batch losses already computed.
+    pub fn estimate_from(&self, x: &Matrix, y: &Matrix, losses: &[f64]) -> MiEstimate {
+        let loss = losses.iter().sum::<f64>() / losses.len() as f64;
+        let full = losses.len();
+        MiEstimate {
             nats: self.cap() - loss,
             n: x.rows(),
             dims: (x.cols(), y.cols()),
@@ -166,7 +175,7 @@ impl Estimator for InfoNce {
                 self.temperature,
                 self.cap()
             )),
-        })
+        }
     }
 }
 

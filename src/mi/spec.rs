@@ -465,20 +465,22 @@ pub fn estimate(
             r.entropy, r.cross_entropy, r.n_test
         ));
         row.certificate = Some(r.certificate);
+    } else if let EstimatorSpec::Infonce { temperature, batch } = spec {
+        // The batch losses once: their mean is the estimate, their spread the certificate.
+        let mut critic = InfoNce::new(*temperature, *batch)?;
+        critic.seed = seed;
+        let losses = critic.batch_losses(&x, &y)?;
+        let e = critic.estimate_from(&x, &y, &losses);
+        row.nats = e.nats;
+        row.kind = kind_name(e.direction);
+        row.note = e.note;
+        row.cap_nats = Some(critic.cap());
+        row.certificate = critic.certificate_from(&losses)?;
     } else {
         let e = est.estimate(&x, &y)?;
         row.nats = e.nats;
         row.kind = kind_name(e.direction);
         row.note = e.note;
-        if let EstimatorSpec::Infonce {
-            temperature, batch, ..
-        } = spec
-        {
-            row.cap_nats = Some((*batch as f64).ln());
-            let mut critic = InfoNce::new(*temperature, *batch)?;
-            critic.seed = seed;
-            row.certificate = critic.certificate(&x, &y)?;
-        }
     }
     if let Some(iv) = interval {
         let cfg = SubsampleConfig {
