@@ -868,7 +868,11 @@ fn check_params(
                 join(&format!("{stage_path}.params"), &render_path(&err.path)),
             ),
         };
-        let (message, help) = explain(stage.kind(), &err.message);
+        let (message, help) = if err.rule {
+            (err.message.clone(), None)
+        } else {
+            explain(stage.kind(), &err.message)
+        };
         match help {
             Some(h) => c.error_with_help(span, yaml_path, message, h),
             None => c.error(span, yaml_path, message),
@@ -901,6 +905,8 @@ fn check_params(
 struct ParamProblem {
     path: Vec<PathSeg>,
     message: String,
+    /// Broken [`crate::stages::Stage::check`] rule (its message is already the user's).
+    rule: bool,
 }
 
 /// serde stops at the first error; to report them all, the offending value is removed and
@@ -921,11 +927,24 @@ fn all_param_errors(stage: &dyn DynStage, mut value: serde_json::Value) -> Vec<P
         out.push(ParamProblem {
             path,
             message: err.message,
+            rule: false,
         });
         if !removed {
-            break;
+            return out;
         }
     }
+    // What deserialises may still break a rule of the kind's `check` (a range, a
+    // combination); those are reported at their own paths.
+    out.extend(
+        stage
+            .check_values(&value)
+            .into_iter()
+            .map(|e| ParamProblem {
+                path: e.path,
+                message: e.message,
+                rule: true,
+            }),
+    );
     out
 }
 

@@ -70,6 +70,44 @@ pub struct ParamError {
     pub message: String,
 }
 
+impl ParamError {
+    /// A problem at `path` (keys and indices below `params`).
+    pub fn at(path: &[&str], message: impl Into<String>) -> ParamError {
+        ParamError {
+            path: path
+                .iter()
+                .map(|seg| match seg.parse::<usize>() {
+                    Ok(i) => PathSeg::Index(i),
+                    Err(_) => PathSeg::Key(seg.to_string()),
+                })
+                .collect(),
+            message: message.into(),
+        }
+    }
+
+    /// The same problem one level down, under `seg` (a check of a nested spec reported
+    /// from its parent).
+    pub fn under(mut self, seg: PathSeg) -> ParamError {
+        self.path.insert(0, seg);
+        self
+    }
+}
+
+impl std::fmt::Display for ParamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(
+                f,
+                "`{}`: {}",
+                crate::config::yaml::render_path(&self.path),
+                self.message
+            )
+        }
+    }
+}
+
 /// One kind of stage. Implemented once per file under `src/stages/`.
 pub trait Stage: Send + Sync + 'static {
     /// Parameters as written under `params:`. Use `#[serde(deny_unknown_fields)]` so typos
@@ -82,6 +120,14 @@ pub trait Stage: Send + Sync + 'static {
     const SUMMARY: &'static str;
     /// A YAML snippet of one stage of this kind, shown by `cbound stages`.
     const EXAMPLE: &'static str;
+
+    /// Rules about parameter values that the types cannot say (ranges, fields that exclude
+    /// each other), each reported at its path inside `params`. `validate` and `plan` call it
+    /// on every matrix value, and `run` never sees parameters that fail it, so a stage's
+    /// `run` may rely on them.
+    fn check(_params: &Self::Params) -> Vec<ParamError> {
+        Vec::new()
+    }
 
     /// Resources one instance needs unless the pipeline says otherwise.
     fn resources(_params: &Self::Params) -> Resources {
@@ -105,7 +151,10 @@ pub trait DynStage: Send + Sync {
     fn summary(&self) -> &'static str;
     fn example(&self) -> &'static str;
     fn params_schema(&self) -> serde_json::Value;
+    /// The first reason `params` do not deserialise, if any.
     fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError>;
+    /// For parameters that deserialise: every rule of [`Stage::check`] they break.
+    fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError>;
     fn resources(&self, params: &serde_json::Value) -> Resources;
     fn tracked_files(&self, params: &serde_json::Value) -> Result<Vec<PathBuf>, String>;
     fn run(
@@ -170,6 +219,11 @@ impl<S: Stage> DynStage for Registered<S> {
     fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError> {
         parse_params::<S::Params>(params).map(|_| ())
     }
+    fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError> {
+        parse_params::<S::Params>(params)
+            .map(|p| S::check(&p))
+            .unwrap_or_default()
+    }
     fn resources(&self, params: &serde_json::Value) -> Resources {
         parse_params::<S::Params>(params)
             .map(|p| S::resources(&p))
@@ -187,6 +241,9 @@ impl<S: Stage> DynStage for Registered<S> {
     ) -> Result<StageOutput, StageError> {
         let params =
             parse_params::<S::Params>(params).map_err(|e| StageError::Params(e.message))?;
+        if let Some(problem) = S::check(&params).into_iter().next() {
+            return Err(StageError::Params(problem.to_string()));
+        }
         S::run(&params, ctx)
     }
 }
