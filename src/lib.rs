@@ -18,6 +18,7 @@ pub mod mi;
 pub mod onnx;
 pub mod report;
 pub mod stages;
+pub mod tables;
 
 /// This machine's name, for run records and lock files.
 pub fn host_name() -> String {

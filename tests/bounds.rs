@@ -113,10 +113,15 @@ stages:
         i_xy_given_z: {value: 0.0}
 "#,
     );
+    // Refused before anything runs (exit 2, a configuration error), at the terms.
     let run = p.cbound(&["run", "u.yaml", "--progress", "none"]);
-    assert_eq!(run.code, 3, "{}", run.all());
+    assert_eq!(run.code, 2, "{}", run.all());
     assert!(
-        run.all().contains("terms mix units") && run.all().contains("I(U;Y)"),
+        run.all().contains("terms mix units")
+            && run.all().contains("I(U;Y)")
+            && run
+                .all()
+                .contains("u.yaml:10:7 (at `stages.mixed.params.terms`)"),
         "{}",
         run.all()
     );

@@ -335,6 +335,44 @@ fn unlocated(stderr: &str, file: &str) -> Vec<String> {
     bad
 }
 
+/// The pipelines of tests/corpus/invalid: each breaks one rule `validate` must catch.
+fn invalid_corpus() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&f).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn every_invalid_corpus_pipeline_is_refused_with_located_errors() {
+    let p = Project::new();
+    let corpus = invalid_corpus();
+    assert!(corpus.len() >= 8, "{} corpus files", corpus.len());
+    for (name, text) in corpus {
+        std::fs::write(p.path().join(&name), &text).unwrap();
+        let run = p.cbound(&["validate", &name]);
+        assert_eq!(run.code, 2, "{name} was not refused:\n{}", run.all());
+        let bad = unlocated(&run.stderr, &name);
+        assert!(bad.is_empty(), "{name}: unlocated {bad:?}\n{}", run.all());
+        assert!(
+            run.stderr.contains(&format!("{name}:")),
+            "{name}: {}",
+            run.all()
+        );
+    }
+}
+
 #[test]
 fn mutated_pipelines_never_panic_or_hang_and_errors_are_located() {
     let p = Project::new();
@@ -354,6 +392,9 @@ fn mutated_pipelines_never_panic_or_hang_and_errors_are_located() {
     {
         seeds.push(std::fs::read_to_string(f).unwrap());
     }
+    // Known-bad pipelines (tests/corpus/invalid) are seeds too: their mutations probe the
+    // validate-time rules from inside.
+    seeds.extend(invalid_corpus().into_iter().map(|(_, text)| text));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let (mut valid, mut invalid, mut planned) = (0, 0, 0);
     let mut panics = Vec::new();

@@ -143,9 +143,63 @@ impl Op {
         }
     }
 
+    /// Checks the settings that do not depend on the data (probabilities, ranges, odd
+    /// kernels), so a pipeline can be checked before anything is read.
+    pub fn check_settings(&self) -> Result<(), DataError> {
+        let op = self.name();
+        let invalid = |reason: String| Err(DataError::InvalidOp { op, reason });
+        match self {
+            Op::RandomResizedCrop(o) => {
+                if o.size == 0 {
+                    return invalid("size must be at least 1".into());
+                }
+                check_range(op, "scale", o.scale, 1.0)?;
+                check_range(op, "ratio", o.ratio, f32::INFINITY)
+            }
+            Op::HorizontalFlip(o) => check_p(op, o.p),
+            Op::ColorJitter(o) => {
+                check_p(op, o.p)?;
+                for (name, v) in [
+                    ("brightness", o.brightness),
+                    ("contrast", o.contrast),
+                    ("saturation", o.saturation),
+                ] {
+                    if !(v.is_finite() && v >= 0.0) {
+                        return invalid(format!("{name} = {v}, expected a value >= 0"));
+                    }
+                }
+                Ok(())
+            }
+            Op::Grayscale(o) => check_p(op, o.p),
+            Op::GaussianBlur(o) => {
+                check_p(op, o.p)?;
+                if o.kernel_size % 2 == 0 {
+                    return invalid(format!("kernel_size {} must be odd", o.kernel_size));
+                }
+                check_range(op, "sigma", o.sigma, f32::INFINITY)
+            }
+            Op::Cutout(o) => {
+                check_p(op, o.p)?;
+                if o.size == 0 {
+                    return invalid("size must be at least 1".into());
+                }
+                Ok(())
+            }
+            Op::GaussianNoise(o) => {
+                if !(o.std.is_finite() && o.std >= 0.0) {
+                    return invalid(format!("std = {}, expected a value >= 0", o.std));
+                }
+                Ok(())
+            }
+            Op::RandomMask(o) => check_p(op, o.p),
+            Op::Paired => Ok(()),
+        }
+    }
+
     /// Checks the parameters against the shape this op receives and returns the shape it
     /// produces.
     pub fn output_shape(&self, input: SampleShape) -> Result<SampleShape, DataError> {
+        self.check_settings()?;
         let op = self.name();
         let invalid = |reason: String| DataError::InvalidOp { op, reason };
         let image = || match input {
@@ -161,40 +215,24 @@ impl Op {
         match self {
             Op::RandomResizedCrop(o) => {
                 let (channels, h, w) = image()?;
-                if o.size == 0 {
-                    return Err(invalid("size must be at least 1".into()));
-                }
                 if o.size > h.min(w) {
                     return Err(invalid(format!(
                         "crop size {} is larger than the {h}x{w} image",
                         o.size
                     )));
                 }
-                check_range(op, "scale", o.scale, 1.0)?;
-                check_range(op, "ratio", o.ratio, f32::INFINITY)?;
                 Ok(SampleShape::Image {
                     channels,
                     height: o.size,
                     width: o.size,
                 })
             }
-            Op::HorizontalFlip(o) => {
+            Op::HorizontalFlip(_) => {
                 image()?;
-                check_p(op, o.p)?;
                 Ok(input)
             }
             Op::ColorJitter(o) => {
                 let (channels, _, _) = image()?;
-                check_p(op, o.p)?;
-                for (name, v) in [
-                    ("brightness", o.brightness),
-                    ("contrast", o.contrast),
-                    ("saturation", o.saturation),
-                ] {
-                    if !(v.is_finite() && v >= 0.0) {
-                        return Err(invalid(format!("{name} = {v}, expected a value >= 0")));
-                    }
-                }
                 if o.saturation > 0.0 && channels != 3 {
                     return Err(invalid(format!(
                         "saturation needs 3 channels, the image has {channels}"
@@ -207,9 +245,8 @@ impl Op {
                 }
                 Ok(input)
             }
-            Op::Grayscale(o) => {
+            Op::Grayscale(_) => {
                 let (channels, _, _) = image()?;
-                check_p(op, o.p)?;
                 if channels != 3 && channels != 1 {
                     return Err(invalid(format!(
                         "needs 1 or 3 channels, the image has {channels}"
@@ -219,13 +256,6 @@ impl Op {
             }
             Op::GaussianBlur(o) => {
                 let (_, h, w) = image()?;
-                check_p(op, o.p)?;
-                if o.kernel_size % 2 == 0 {
-                    return Err(invalid(format!(
-                        "kernel_size {} must be odd",
-                        o.kernel_size
-                    )));
-                }
                 // Reflect padding can only mirror an image that is wider than the padding.
                 if o.kernel_size / 2 >= h.min(w) {
                     return Err(invalid(format!(
@@ -234,13 +264,11 @@ impl Op {
                         2 * h.min(w) - 1
                     )));
                 }
-                check_range(op, "sigma", o.sigma, f32::INFINITY)?;
                 Ok(input)
             }
             Op::Cutout(o) => {
                 let (_, h, w) = image()?;
-                check_p(op, o.p)?;
-                if o.size == 0 || o.size > h.min(w) {
+                if o.size > h.min(w) {
                     return Err(invalid(format!(
                         "size {} must be between 1 and the side of the {h}x{w} image",
                         o.size
@@ -248,17 +276,7 @@ impl Op {
                 }
                 Ok(input)
             }
-            Op::GaussianNoise(o) => {
-                if !(o.std.is_finite() && o.std >= 0.0) {
-                    return Err(invalid(format!("std = {}, expected a value >= 0", o.std)));
-                }
-                Ok(input)
-            }
-            Op::RandomMask(o) => {
-                check_p(op, o.p)?;
-                Ok(input)
-            }
-            Op::Paired => Ok(input),
+            Op::GaussianNoise(_) | Op::RandomMask(_) | Op::Paired => Ok(input),
         }
     }
 }

@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
 use crate::data::augment::{self, Op};
 use crate::data::parquet_io::{float_list_array, read_dataset};
 use crate::data::SampleShape;
@@ -166,6 +166,42 @@ pub fn view_ops(
     Ok((ops, shape.unwrap_or(input)))
 }
 
+/// The rules of a `views` list that hold whatever the data's shape: how many views (at least
+/// 2, or exactly `exact`), and each op's own settings (probabilities, ranges, `paired`
+/// first). Sizes against the image are checked when the data is read.
+pub fn check_views(views: &ViewSpec, exact: Option<usize>) -> Vec<ParamError> {
+    let mut out = Vec::new();
+    match exact {
+        Some(n) if views.len() != n => out.push(ParamError::at(
+            &["views"],
+            format!("this stage uses exactly {n} views, got {}", views.len()),
+        )),
+        None if views.len() < 2 => out.push(ParamError::at(
+            &["views"],
+            format!(
+                "contrastive learning needs at least 2 views, got {}",
+                views.len()
+            ),
+        )),
+        _ => {}
+    }
+    for (i, view) in views.iter().enumerate() {
+        for (j, spec) in view.iter().enumerate() {
+            let op = spec.to_op();
+            let problem = if j > 0 && op == Op::Paired {
+                Some("`paired` replaces the sample, so it must be the first op of its view".into())
+            } else {
+                op.check_settings().err().map(|e| e.to_string())
+            };
+            if let Some(message) = problem {
+                let (i, j) = (i.to_string(), j.to_string());
+                out.push(ParamError::at(&["views", &i, &j], message));
+            }
+        }
+    }
+    out
+}
+
 fn default_epochs() -> u64 {
     1
 }
@@ -199,6 +235,15 @@ impl Stage for Augment {
       - [{op: random_resized_crop, size: 28, scale: [0.5, 1.0]}, {op: horizontal_flip}]
       - [{op: gaussian_noise, std: 0.1}]
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&["views.parquet"]);
+
+    fn needs(_p: &AugmentParams) -> Vec<Need> {
+        vec![Need::only("dataset.parquet")]
+    }
+
+    fn check(p: &AugmentParams) -> Vec<ParamError> {
+        check_views(&p.views, None)
+    }
 
     fn run(p: &AugmentParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         let [input] = ctx.inputs else {

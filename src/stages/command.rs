@@ -18,8 +18,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
 use crate::artifact;
+use crate::config::yaml::PathSeg;
 use crate::exec::signal;
 
 /// How long a cancelled or timed-out program has between SIGTERM and SIGKILL.
@@ -52,6 +53,15 @@ pub struct CommandParams {
 
 pub struct Command;
 
+/// The stage ids of an argument's `{input.<stage>}` placeholders, in order; `None` for one
+/// left unclosed.
+fn input_placeholders(arg: &str) -> impl Iterator<Item = Option<&str>> {
+    arg.match_indices("{input.").map(move |(start, _)| {
+        let rest = &arg[start + "{input.".len()..];
+        rest.find('}').map(|end| &rest[..end])
+    })
+}
+
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StageError {
     move |source| StageError::Io { context, source }
 }
@@ -68,6 +78,47 @@ impl Stage for Command {
   params:
     argv: [python3, scripts/summarise.py, "{input.data}/samples.parquet", "{out}"]
 "#;
+    // Whatever the program writes.
+    const WRITES: Option<&'static [&'static str]> = None;
+
+    fn needs(p: &CommandParams) -> Vec<Need> {
+        let mut out = Vec::new();
+        for (i, arg) in p.argv.iter().enumerate() {
+            for stage in input_placeholders(arg).flatten() {
+                out.push(Need {
+                    from: Upstream::Named(stage.to_string()),
+                    wanted: Wanted::Directory,
+                    at: vec![PathSeg::Key("argv".into()), PathSeg::Index(i)],
+                });
+            }
+        }
+        out
+    }
+
+    fn check(p: &CommandParams) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        if p.argv.is_empty() {
+            out.push(ParamError::at(
+                &["argv"],
+                "`argv` is empty: name a program to run",
+            ));
+        }
+        for (i, arg) in p.argv.iter().enumerate() {
+            if input_placeholders(arg).any(|s| s.is_none()) {
+                out.push(ParamError::at(
+                    &["argv", &i.to_string()],
+                    format!("unclosed placeholder in `{arg}`"),
+                ));
+            }
+        }
+        if let Some(t) = p.timeout_s.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            out.push(ParamError::at(
+                &["timeout_s"],
+                format!("timeout_s must be a positive number of seconds, got {t}"),
+            ));
+        }
+        out
+    }
 
     fn tracked_files(params: &CommandParams) -> Result<Vec<PathBuf>, String> {
         // The program itself when it is given as a path (`./prog.py`, `scripts/x.sh`): its

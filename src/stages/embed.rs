@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::augment::OpSpec;
 use super::estimate_mi::SNAPSHOT_KEY;
 use super::train::{device, load_runtime, model_info, snapshot_epochs, snapshot_file, DeviceName};
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, Stage, StageContext, StageError, StageOutput};
 use crate::data::augment::{make_views_into, output_shape};
 use crate::data::parquet_io::{float_list_array, read_dataset};
 use crate::onnx::runtime::SessionOptions;
@@ -82,6 +82,11 @@ impl Stage for Embed {
   inputs: [train, test_data]
   params: {view: [{op: gaussian_noise, std: 0.1}], include_input: true}
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&["embeddings.parquet"]);
+
+    fn needs(_p: &EmbedParams) -> Vec<Need> {
+        vec![Need::any("encoder.onnx"), Need::any("dataset.parquet")]
+    }
 
     fn run(p: &EmbedParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         let has =

@@ -18,8 +18,9 @@ use arrow_schema::{DataType, Field};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
 use crate::artifact::documented_schema;
+use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
 use crate::mi::spec::{estimate, EstimateRow, EstimatorSpec, IntervalSpec, Preprocess};
 use crate::mi::Matrix;
@@ -352,6 +353,38 @@ impl Stage for EstimateMi {
     estimators: [{name: ksg, k: 3}, {name: gaussian}]
     interval: {reps: 20, level: 0.9}
 "#;
+    const WRITES: Option<&'static [&'static str]> =
+        Some(&["mi_estimates.parquet", "mi_estimates.timing.parquet"]);
+
+    fn needs(p: &EstimateMiParams) -> Vec<Need> {
+        let mut out = Vec::new();
+        for (i, pair) in p.pairs.iter().enumerate() {
+            let sides = [
+                ("x", Some(&pair.x)),
+                ("y", Some(&pair.y)),
+                ("z", pair.z.as_ref()),
+            ];
+            for (side, r) in sides {
+                let Some(r) = r else { continue };
+                out.push(Need {
+                    from: match &r.stage {
+                        Some(s) => Upstream::Named(s.clone()),
+                        None => Upstream::Only,
+                    },
+                    wanted: match &r.table {
+                        Some(t) => Wanted::File(format!("{t}.parquet")),
+                        None => Wanted::OnlyTable,
+                    },
+                    at: vec![
+                        PathSeg::Key("pairs".into()),
+                        PathSeg::Index(i),
+                        PathSeg::Key(side.into()),
+                    ],
+                });
+            }
+        }
+        out
+    }
 
     fn run(params: &EstimateMiParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         if params.pairs.is_empty() {

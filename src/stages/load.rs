@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
 use crate::data::cifar::{load_cifar10, load_cifar100, Cifar100Labels};
 use crate::data::idx::{load_idx_dir, FASHION_MNIST_LABEL_NAMES};
 use crate::data::npy::{load_npy, load_npz, ImageLayout, NpzKeys};
@@ -304,6 +304,31 @@ impl Stage for Load {
   kind: load
   params: {format: fashion_mnist, split: train, subsample: 10000, normalisation: scale01}
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&["dataset.parquet"]);
+
+    fn needs(p: &LoadParams) -> Vec<Need> {
+        // `format: parquet` without `path` reads the one input's one table.
+        if p.format == Format::Parquet && p.path.is_none() {
+            vec![Need {
+                from: Upstream::Only,
+                wanted: Wanted::OnlyTable,
+                at: Vec::new(),
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn check(p: &LoadParams) -> Vec<ParamError> {
+        if p.view_columns.is_some() && p.format != Format::Parquet {
+            vec![ParamError::at(
+                &["view_columns"],
+                "`view_columns` reads paired views from a Parquet/CSV table (`format: parquet`)",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
 
     fn tracked_files(params: &LoadParams) -> Result<Vec<PathBuf>, String> {
         let mut files = match params.resolved_path() {
@@ -315,12 +340,6 @@ impl Stage for Load {
     }
 
     fn run(p: &LoadParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-        if p.view_columns.is_some() && p.format != Format::Parquet {
-            return Err(StageError::Params(
-                "`view_columns` reads paired views from a Parquet/CSV table (`format: parquet`)"
-                    .into(),
-            ));
-        }
         // A table from an upstream stage (e.g. `synthetic`): `format: parquet` without `path`.
         let path = match (p.format, &p.path, ctx.inputs) {
             (Format::Parquet, None, [input]) => input.only_table("path")?,

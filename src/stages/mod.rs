@@ -108,6 +108,59 @@ impl std::fmt::Display for ParamError {
     }
 }
 
+/// Which input an instance reads something from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The input stage of this id (named in the parameters).
+    Named(String),
+    /// The stage's one input: it must have exactly one.
+    Only,
+    /// Whichever input has it: at least one must.
+    Any,
+}
+
+/// What is read from that input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// This output file (`dataset.parquet`, `encoder.onnx`).
+    File(String),
+    /// The input's one table, its name left out of the parameters.
+    OnlyTable,
+    /// Only its directory (a command's `{input.<stage>}`).
+    Directory,
+}
+
+/// One thing an instance reads from its inputs, as its parameters say. `validate` checks
+/// each against the stages wired in and what their kinds write ([`Stage::WRITES`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    pub from: Upstream,
+    pub wanted: Wanted,
+    /// Where inside `params` the need is written; empty when it comes with the kind (train
+    /// always reads `dataset.parquet`), so the error points at the stage's `inputs`.
+    pub at: Vec<PathSeg>,
+}
+
+impl Need {
+    /// The kind reads `file` from its one input, whatever its parameters.
+    pub fn only(file: &str) -> Need {
+        Need {
+            from: Upstream::Only,
+            wanted: Wanted::File(file.to_string()),
+            at: Vec::new(),
+        }
+    }
+
+    /// The kind reads `file` from whichever input has it.
+    pub fn any(file: &str) -> Need {
+        Need {
+            from: Upstream::Any,
+            wanted: Wanted::File(file.to_string()),
+            at: Vec::new(),
+        }
+    }
+}
+
 /// One kind of stage. Implemented once per file under `src/stages/`.
 pub trait Stage: Send + Sync + 'static {
     /// Parameters as written under `params:`. Use `#[serde(deny_unknown_fields)]` so typos
@@ -120,6 +173,15 @@ pub trait Stage: Send + Sync + 'static {
     const SUMMARY: &'static str;
     /// A YAML snippet of one stage of this kind, shown by `cbound stages`.
     const EXAMPLE: &'static str;
+    /// The files every instance writes, for `validate` to check what downstream stages read;
+    /// `None` when they are not known before running (a command's outputs). Files an
+    /// instance writes only sometimes (encoder snapshots) need not be listed.
+    const WRITES: Option<&'static [&'static str]>;
+
+    /// What an instance reads from its inputs (see [`Need`]).
+    fn needs(_params: &Self::Params) -> Vec<Need> {
+        Vec::new()
+    }
 
     /// Rules about parameter values that the types cannot say (ranges, fields that exclude
     /// each other), each reported at its path inside `params`. `validate` and `plan` call it
@@ -155,6 +217,9 @@ pub trait DynStage: Send + Sync {
     fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError>;
     /// For parameters that deserialise: every rule of [`Stage::check`] they break.
     fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError>;
+    fn writes(&self) -> Option<&'static [&'static str]>;
+    /// What an instance with these parameters reads (none when they do not deserialise).
+    fn needs(&self, params: &serde_json::Value) -> Vec<Need>;
     fn resources(&self, params: &serde_json::Value) -> Resources;
     fn tracked_files(&self, params: &serde_json::Value) -> Result<Vec<PathBuf>, String>;
     fn run(
@@ -222,6 +287,14 @@ impl<S: Stage> DynStage for Registered<S> {
     fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError> {
         parse_params::<S::Params>(params)
             .map(|p| S::check(&p))
+            .unwrap_or_default()
+    }
+    fn writes(&self) -> Option<&'static [&'static str]> {
+        S::WRITES
+    }
+    fn needs(&self, params: &serde_json::Value) -> Vec<Need> {
+        parse_params::<S::Params>(params)
+            .map(|p| S::needs(&p))
             .unwrap_or_default()
     }
     fn resources(&self, params: &serde_json::Value) -> Resources {

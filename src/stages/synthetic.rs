@@ -484,6 +484,7 @@ impl Stage for Synthetic {
   params: {task: dense, dim: 3, rho: 0.5, n: 5000}
   matrix: {n: [1000, 5000]}
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&["samples.parquet"]);
 
     fn run(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         if params.n == 0 {

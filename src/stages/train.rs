@@ -21,8 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::augment::{view_ops, OpSpec, ViewSpec};
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::augment::{check_views, view_ops, OpSpec, ViewSpec};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
 use crate::artifact::{documented_schema, read_json, write_atomic, write_json};
 use crate::config::Resources;
 use crate::data::augment::make_views_into;
@@ -139,6 +139,54 @@ pub struct ModelSpec {
     pub projector_activation: ActivationName,
 }
 
+impl ModelSpec {
+    /// Every layer width and size at least 1 (the data's shape is checked when it is read).
+    fn check(&self) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        let mut positive = |path: &[&str], what: &str, v: usize| {
+            if v == 0 {
+                out.push(ParamError::at(
+                    path,
+                    format!("{what} must be at least 1, got 0"),
+                ));
+            }
+        };
+        match &self.encoder {
+            EncoderSpec::Mlp { hidden, output, .. } => {
+                for (i, w) in hidden.iter().enumerate() {
+                    let i = i.to_string();
+                    positive(&["model", "encoder", "hidden", &i], "a layer width", *w);
+                }
+                positive(&["model", "encoder", "output"], "the output width", *output);
+            }
+            EncoderSpec::Conv {
+                channels,
+                kernel,
+                pool_size,
+                output,
+                ..
+            } => {
+                for (i, c) in channels.iter().enumerate() {
+                    let i = i.to_string();
+                    positive(&["model", "encoder", "channels", &i], "a channel count", *c);
+                }
+                positive(&["model", "encoder", "kernel"], "the kernel size", *kernel);
+                positive(
+                    &["model", "encoder", "pool_size"],
+                    "the pool size",
+                    *pool_size,
+                );
+                positive(&["model", "encoder", "output"], "the output width", *output);
+            }
+        }
+        for (i, w) in self.projector.iter().flatten().enumerate() {
+            let i = i.to_string();
+            positive(&["model", "projector", &i], "a projector width", *w);
+        }
+        out
+    }
+}
+
 impl Default for ModelSpec {
     fn default() -> Self {
         ModelSpec {
@@ -181,15 +229,6 @@ impl Default for LossSpec {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerName {
-    #[default]
-    Adam,
-    Adamw,
-    Sgd,
-}
-
 fn default_lr() -> f64 {
     1e-3
 }
@@ -197,32 +236,181 @@ fn default_momentum() -> f64 {
     0.9
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OptimizerSpec {
-    #[serde(default)]
-    pub kind: OptimizerName,
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// SGD only.
-    #[serde(default = "default_momentum")]
-    pub momentum: f64,
-    /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
-    #[serde(default)]
-    pub schedule: ScheduleName,
-    #[serde(default)]
-    pub warmup_epochs: u64,
+/// The optimizer, picked by `kind` (default `adam`); each kind takes only its own settings,
+/// so `momentum` on Adam is an unknown key rather than silently ignored.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
+// `remote = "Self"` makes the derive an inherent function, so the trait impl below can fill
+// in the default `kind` first (an internally tagged enum has no default variant).
+#[serde(remote = "Self")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(transform = adam_needs_no_kind)]
+pub enum OptimizerSpec {
+    /// Adam (betas 0.9, 0.999; eps 1e-8); `weight_decay` is L2 added to the gradient.
+    Adam {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+    /// AdamW: Adam with decoupled weight decay.
+    Adamw {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+    /// SGD with heavy-ball momentum.
+    Sgd {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// In [0, 1); 0 keeps no momentum buffer.
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+}
+
+/// The schema of [`OptimizerSpec`] as the deserialiser reads it: `kind` may be left out,
+/// meaning Adam.
+fn adam_needs_no_kind(schema: &mut schemars::Schema) {
+    let Some(variants) = schema.get_mut("oneOf").and_then(|v| v.as_array_mut()) else {
+        return;
+    };
+    for variant in variants {
+        let is_adam = variant.pointer("/properties/kind/const") == Some(&"adam".into());
+        if let (true, Some(required)) = (
+            is_adam,
+            variant.get_mut("required").and_then(|r| r.as_array_mut()),
+        ) {
+            required.retain(|k| k != "kind");
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(d)?;
+        if let Some(map) = value.as_object_mut() {
+            map.entry("kind").or_insert_with(|| "adam".into());
+        }
+        OptimizerSpec::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl OptimizerSpec {
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { lr, .. }
+            | OptimizerSpec::Adamw { lr, .. }
+            | OptimizerSpec::Sgd { lr, .. } => *lr,
+        }
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { weight_decay, .. }
+            | OptimizerSpec::Adamw { weight_decay, .. }
+            | OptimizerSpec::Sgd { weight_decay, .. } => *weight_decay,
+        }
+    }
+
+    /// The schedule and its warm-up epochs.
+    pub fn schedule(&self) -> (ScheduleName, u64) {
+        match self {
+            OptimizerSpec::Adam {
+                schedule,
+                warmup_epochs,
+                ..
+            }
+            | OptimizerSpec::Adamw {
+                schedule,
+                warmup_epochs,
+                ..
+            }
+            | OptimizerSpec::Sgd {
+                schedule,
+                warmup_epochs,
+                ..
+            } => (*schedule, *warmup_epochs),
+        }
+    }
+
+    /// The step graph's optimizer for these settings.
+    fn config(&self) -> OptimizerConfig {
+        match *self {
+            OptimizerSpec::Adam { weight_decay, .. } => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            },
+            OptimizerSpec::Adamw { weight_decay, .. } => OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            },
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+                nesterov: false,
+            },
+        }
+    }
+
+    fn check(&self) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            out.push(ParamError::at(
+                &["optimizer", "lr"],
+                format!("the learning rate must be finite and > 0, got {lr}"),
+            ));
+        }
+        let wd = self.weight_decay();
+        if !(wd.is_finite() && wd >= 0.0) {
+            out.push(ParamError::at(
+                &["optimizer", "weight_decay"],
+                format!("weight_decay must be finite and >= 0, got {wd}"),
+            ));
+        }
+        if let OptimizerSpec::Sgd { momentum, .. } = self {
+            if !(0.0..1.0).contains(momentum) {
+                out.push(ParamError::at(
+                    &["optimizer", "momentum"],
+                    format!("momentum must be in [0, 1), got {momentum}"),
+                ));
+            }
+        }
+        out
+    }
 }
 
 impl Default for OptimizerSpec {
     fn default() -> Self {
-        OptimizerSpec {
-            kind: OptimizerName::Adam,
-            lr: 1e-3,
+        OptimizerSpec::Adam {
+            lr: default_lr(),
             weight_decay: 0.0,
-            momentum: 0.9,
             schedule: ScheduleName::Constant,
             warmup_epochs: 0,
         }
@@ -499,9 +687,50 @@ impl Stage for Train {
   matrix: {loss.temperature: [0.05, 0.1, 0.2, 0.5]}
   resources: {cpus: 2}
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&[
+        "training_curve.parquet",
+        "train_step.onnx",
+        "encoder.onnx",
+        "projection.onnx",
+        "params.ckpt",
+        "model.json",
+    ]);
+
+    fn needs(_p: &TrainParams) -> Vec<Need> {
+        vec![Need::only("dataset.parquet")]
+    }
 
     fn resources(_p: &TrainParams) -> Resources {
         Resources { cpus: 2, gpus: 0 }
+    }
+
+    fn check(p: &TrainParams) -> Vec<ParamError> {
+        let mut out = check_views(&p.views, Some(2));
+        if !(0.0..1.0).contains(&p.holdout) {
+            out.push(ParamError::at(
+                &["holdout"],
+                format!("holdout must be in [0, 1), got {}", p.holdout),
+            ));
+        }
+        if p.batch_size < 2 {
+            out.push(ParamError::at(
+                &["batch_size"],
+                format!(
+                    "batch_size must be at least 2 (each positive pair needs a negative), got {}",
+                    p.batch_size
+                ),
+            ));
+        }
+        let t = p.loss.temperature;
+        if !(t.is_finite() && t > 0.0) {
+            out.push(ParamError::at(
+                &["loss", "temperature"],
+                format!("the temperature must be finite and > 0, got {t}"),
+            ));
+        }
+        out.extend(p.optimizer.check());
+        out.extend(p.model.check());
+        out
     }
 
     fn run(p: &TrainParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
@@ -514,18 +743,6 @@ impl Stage for Train {
         let (ds, normalisation) = read_dataset(&input.file("dataset.parquet")?)
             .map_err(|e| StageError::Input(e.to_string()))?;
         let (ops, view_shape) = view_ops(&p.views, ds.sample_shape())?;
-        if ops.len() != 2 {
-            return Err(StageError::Params(format!(
-                "train uses exactly 2 views, got {}",
-                ops.len()
-            )));
-        }
-        if !(0.0..1.0).contains(&p.holdout) {
-            return Err(StageError::Params(format!(
-                "holdout must be in [0, 1), got {}",
-                p.holdout
-            )));
-        }
         let b = p.batch_size;
         let mut order: Vec<usize> = (0..ds.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed));
@@ -549,34 +766,17 @@ impl Stage for Train {
             temperature: p.loss.temperature,
             ..LossConfig::study()
         };
-        let o = &p.optimizer;
-        let optimizer = match o.kind {
-            OptimizerName::Adam => OptimizerConfig::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: o.weight_decay,
-            },
-            OptimizerName::Adamw => OptimizerConfig::AdamW {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: o.weight_decay,
-            },
-            OptimizerName::Sgd => OptimizerConfig::Sgd {
-                momentum: o.momentum,
-                weight_decay: o.weight_decay,
-                nesterov: false,
-            },
-        };
+        let optimizer = p.optimizer.config();
         let steps_per_epoch = (train.len() / b) as u64;
         let total = steps_per_epoch * p.epochs;
-        let warmup = o.warmup_epochs * steps_per_epoch;
-        let schedule = match o.schedule {
-            ScheduleName::Constant => LrSchedule::Constant { lr: o.lr },
-            ScheduleName::Warmup => LrSchedule::LinearWarmup { lr: o.lr, warmup },
+        let (schedule, warmup_epochs) = p.optimizer.schedule();
+        let warmup = warmup_epochs * steps_per_epoch;
+        let lr = p.optimizer.lr();
+        let schedule = match schedule {
+            ScheduleName::Constant => LrSchedule::Constant { lr },
+            ScheduleName::Warmup => LrSchedule::LinearWarmup { lr, warmup },
             ScheduleName::Cosine => LrSchedule::WarmupCosine {
-                lr: o.lr,
+                lr,
                 warmup,
                 total,
                 min_lr: 0.0,
@@ -641,7 +841,7 @@ impl Stage for Train {
                 ctx.seed.wrapping_add(epoch + 1),
             ));
             let mut loss_sum = 0.0;
-            let mut lr = o.lr;
+            let mut lr = p.optimizer.lr();
             for (s, batch) in order.chunks_exact(b).enumerate() {
                 ctx.check_cancelled()?;
                 make_views_into(

@@ -28,12 +28,13 @@ pub use params::{
 use resolve::{estimate_tables, resolve, snapshot_epochs, Group, Resolved};
 use table::{BoundsTable, Row};
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
 use crate::bounds::accuracy::{bayes_accuracy_lower_bound, fano_accuracy_upper_bound};
 use crate::bounds::inequalities::{
     check_value_against_truth, evaluate_all, Assumptions, BoundRow, Certification, Side, Status,
 };
 use crate::bounds::terms::{Direction, Quantity, Term, Terms};
+use crate::config::yaml::PathSeg;
 use crate::mi::certificate::Certificate;
 
 /// Refuses terms in different units: a bits value subtracted from a nats value is a silent
@@ -115,6 +116,56 @@ impl Stage for Bound {
     assumptions: {u_is_function_of_x: true}
     classes: 4
 "#;
+    const WRITES: Option<&'static [&'static str]> = Some(&["bounds.parquet"]);
+
+    fn needs(p: &BoundParams) -> Vec<Need> {
+        // Terms taken from estimate_mi rows need an estimate_mi stage among the inputs.
+        let sources = p.terms.iter().chain(&p.truth);
+        let first = sources
+            .filter(|(_, s)| matches!(s.source, Source::Estimate { .. }))
+            .map(|(q, _)| q)
+            .next();
+        first
+            .map(|q| Need {
+                from: Upstream::Any,
+                wanted: Wanted::File("mi_estimates.parquet".into()),
+                at: vec![PathSeg::Key("terms".into()), PathSeg::Key(q.name().into())],
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn check(p: &BoundParams) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        let sources = p.terms.iter().chain(&p.truth).map(|(q, s)| (*q, s));
+        if let Err(StageError::Params(message)) = common_unit(sources) {
+            out.push(ParamError::at(&["terms"], message));
+        }
+        if !(p.tolerance.is_finite() && p.tolerance >= 0.0) {
+            out.push(ParamError::at(
+                &["tolerance"],
+                format!(
+                    "tolerance must be finite and >= 0 nats, got {}",
+                    p.tolerance
+                ),
+            ));
+        }
+        if let Some(k) = p.classes.filter(|&k| k < 2) {
+            out.push(ParamError::at(
+                &["classes"],
+                format!("a label needs at least 2 classes, got {k}"),
+            ));
+        }
+        for (i, w) in p.weights.iter().flatten().enumerate() {
+            if !(w.is_finite() && *w >= 0.0) {
+                out.push(ParamError::at(
+                    &["weights", &i.to_string()],
+                    format!("a weight must be finite and >= 0, got {w}"),
+                ));
+            }
+        }
+        out
+    }
 
     fn run(p: &BoundParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         let unit = common_unit(

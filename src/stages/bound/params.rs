@@ -40,6 +40,21 @@ impl QuantityName {
         }
     }
 
+    /// The name as written in a pipeline (`i_uz`).
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantityName::IUz => "i_uz",
+            QuantityName::IUy => "i_uy",
+            QuantityName::IXy => "i_xy",
+            QuantityName::IXz => "i_xz",
+            QuantityName::IYz => "i_yz",
+            QuantityName::IXyGivenZ => "i_xy_given_z",
+            QuantityName::IUyGivenXz => "i_uy_given_xz",
+            QuantityName::HZ => "h_z",
+            QuantityName::HZGivenXy => "h_z_given_xy",
+        }
+    }
+
     /// Whether a probe for this quantity predicts the label Z (so an exact H(Z) applies).
     pub fn predicts_z(self) -> bool {
         matches!(
@@ -248,13 +263,44 @@ fn confidence_level<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     }
 }
 
+/// A map keyed by quantity, read with its keys as strings first so that an error in a value
+/// is located at that key (`terms.i_uz`): serde keeps no path through enum-typed keys.
+fn by_quantity<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<QuantityName, TermSource>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = BTreeMap<QuantityName, TermSource>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping from quantity names to sources")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let quantity = QuantityName::deserialize(serde::de::value::StrDeserializer::<
+                    A::Error,
+                >::new(&key))?;
+                out.insert(quantity, map.next_value::<TermSource>()?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Entries)
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BoundParams {
     /// Quantity (`i_uz`, `i_uy`, `i_xy`, `i_xz`, `i_yz`, `i_xy_given_z`, `i_uy_given_xz`, `h_z`, `h_z_given_xy`) -> source.
+    #[serde(deserialize_with = "by_quantity")]
     pub terms: BTreeMap<QuantityName, TermSource>,
     /// Exact values of left-hand sides (synthetic data) to check every bound against.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "by_quantity")]
     pub truth: BTreeMap<QuantityName, TermSource>,
     /// The exact Bayes accuracy of predicting Z from U (synthetic data), to check the accuracy
     /// bounds against.

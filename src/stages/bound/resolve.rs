@@ -1,33 +1,31 @@
 //! Finding each term's value: an estimate_mi row (with its recorded direction and
 //! certificate), an upstream metric, or a given value; and the upstream tables they come from.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, RecordBatch};
-
 use super::params::{DirectionName, QuantityName, Source, TermSource};
 use crate::artifact::read_parquet;
 use crate::bounds::terms::{Direction, Term};
 use crate::mi::certificate::{Certificate, CertifiedSide};
 use crate::stages::{InputArtifact, StageContext, StageError};
+use crate::tables::mi_estimates::{self, Record};
 
-/// An input that wrote `mi_estimates.parquet`, with the table's batches.
-pub type EstimateTable<'a> = (&'a InputArtifact, Vec<RecordBatch>);
+/// An input that wrote `mi_estimates.parquet`, with the table's rows.
+pub type EstimateTable<'a> = (&'a InputArtifact, Vec<Record>);
 
-/// Every input that wrote `mi_estimates.parquet`, with the table's batches, read once.
+/// Every input that wrote `mi_estimates.parquet`, with the table's rows, read once.
 pub fn estimate_tables<'a>(ctx: &StageContext<'a>) -> Result<Vec<EstimateTable<'a>>, StageError> {
+    let file = mi_estimates::TABLE.file();
     let mut out = Vec::new();
     for input in ctx.inputs {
-        if input
-            .meta
-            .outputs
-            .iter()
-            .any(|o| o.name == "mi_estimates.parquet")
-        {
-            out.push((
-                input,
-                read_parquet(&input.dir.join("mi_estimates.parquet"))?,
-            ));
+        if input.meta.outputs.iter().any(|o| o.name == file) {
+            let path = input.dir.join(&file);
+            let mut rows = Vec::new();
+            for batch in read_parquet(&path)? {
+                rows.extend(
+                    mi_estimates::records(&batch)
+                        .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?,
+                );
+            }
+            out.push((input, rows));
         }
     }
     Ok(out)
@@ -36,15 +34,10 @@ pub fn estimate_tables<'a>(ctx: &StageContext<'a>) -> Result<Vec<EstimateTable<'
 /// The encoder snapshots the upstream estimates cover (`epoch` column of mi_estimates), in
 /// order; `[None]` when they carry no epochs.
 pub fn snapshot_epochs(estimates: &[EstimateTable]) -> Vec<Option<i64>> {
-    let mut epochs = std::collections::BTreeSet::new();
-    for (_, batches) in estimates {
-        for batch in batches {
-            if let Some(e) = batch.column_by_name("epoch") {
-                let e = e.as_primitive::<Int64Type>();
-                epochs.extend(e.iter().flatten());
-            }
-        }
-    }
+    let epochs: std::collections::BTreeSet<i64> = estimates
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().filter_map(|r| r.epoch))
+        .collect();
     if epochs.is_empty() {
         vec![None]
     } else {
@@ -141,89 +134,70 @@ fn from_estimates(
     force: Option<Direction>,
     group: Group,
 ) -> Result<Resolved, StageError> {
-    for (input, batches) in estimates {
-        for batch in batches {
-            let col = |name: &str| batch.column_by_name(name).cloned();
-            let (Some(pairs), Some(ests), Some(nats)) =
-                (col("pair"), col("estimator"), col("nats"))
-            else {
-                continue;
-            };
-            let pairs = pairs.as_string::<i32>();
-            let ests = ests.as_string::<i32>();
-            let nats = nats.as_primitive::<Float64Type>();
-            let kinds = col("kind");
-            let accs = col("accuracy");
-            let epochs = col("epoch");
-            let certs = col("certificate");
-            for r in 0..batch.num_rows() {
-                if pairs.value(r) != pair || ests.value(r) != estimator {
-                    continue;
+    for (input, rows) in estimates {
+        // A table without snapshots applies to every epoch group.
+        let found = rows.iter().find(|r| {
+            r.pair == pair
+                && r.estimator == estimator
+                && match (r.epoch, group.epoch) {
+                    (Some(e), Some(want)) => e == want,
+                    _ => true,
                 }
-                // A table without snapshots applies to every epoch group.
-                if let (Some(e), Some(want)) = (&epochs, group.epoch) {
-                    let e = e.as_primitive::<Int64Type>();
-                    if e.is_null(r) || e.value(r) != want {
-                        continue;
-                    }
-                }
-                let v = nats.value(r);
-                if !v.is_finite() {
-                    return Err(StageError::Input(format!(
-                        "{what}: `{pair}`/`{estimator}` in `{}` is NaN (the estimator could not \
+        });
+        if let Some(row) = found {
+            let v = row.nats;
+            if !v.is_finite() {
+                return Err(StageError::Input(format!(
+                    "{what}: `{pair}`/`{estimator}` in `{}` is NaN (the estimator could not \
                          run; see its error column)",
-                        input.instance
-                    )));
-                }
-                let recorded = kinds
-                    .as_ref()
-                    .filter(|k| !k.is_null(r))
-                    .map(|k| direction_of(k.as_string::<i32>().value(r)))
-                    .unwrap_or(Direction::Estimate);
-                let direction = match (force, kind) {
-                    (Some(f), _) => f,
-                    (None, None) => recorded,
-                    (None, Some(Direction::Estimate)) => Direction::Estimate,
-                    (None, Some(k)) if k == recorded => k,
-                    (None, Some(k)) => {
-                        return Err(StageError::Params(format!(
-                            "{what}: `kind: {}` on `{pair}`/`{estimator}`, which records `{}`: a \
+                    input.instance
+                )));
+            }
+            let recorded = row
+                .kind
+                .as_deref()
+                .map(direction_of)
+                .unwrap_or(Direction::Estimate);
+            let direction = match (force, kind) {
+                (Some(f), _) => f,
+                (None, None) => recorded,
+                (None, Some(Direction::Estimate)) => Direction::Estimate,
+                (None, Some(k)) if k == recorded => k,
+                (None, Some(k)) => {
+                    return Err(StageError::Params(format!(
+                        "{what}: `kind: {}` on `{pair}`/`{estimator}`, which records `{}`: a \
                              direction cannot be forced onto an estimate (only `kind: estimate` \
                              may replace a recorded direction); use an estimator that bounds \
                              {what}: {}",
-                            name(k),
-                            name(recorded),
-                            q_suggestion(what)
-                        )))
-                    }
-                };
-                let accuracy = accs.as_ref().and_then(|a| {
-                    let a = a.as_primitive::<Float64Type>();
-                    (!a.is_null(r)).then(|| a.value(r))
-                });
-                let certificate = match certs.as_ref().filter(|c| !c.is_null(r)) {
-                    Some(c) => Some(
-                        Certificate::from_json(c.as_string::<i32>().value(r))
-                            .map_err(|e| StageError::Input(format!("{what}: {e}")))?,
-                    ),
-                    None => None,
+                        name(k),
+                        name(recorded),
+                        q_suggestion(what)
+                    )))
                 }
-                // A certificate counts only in the direction it certifies.
-                .filter(|c| {
-                    matches!(
-                        (c.side(), direction),
-                        (CertifiedSide::Lower, Direction::LowerBound)
-                            | (CertifiedSide::Upper, Direction::UpperBound)
-                    )
-                });
-                let term = Term::new(v, direction, format!("{estimator} ({pair})"))
-                    .map_err(|e| StageError::Input(e.to_string()))?;
-                return Ok(Resolved {
-                    term,
-                    certificate,
-                    accuracy,
-                });
+            };
+            let accuracy = row.accuracy;
+            let certificate = match &row.certificate {
+                Some(c) => Some(
+                    Certificate::from_json(c)
+                        .map_err(|e| StageError::Input(format!("{what}: {e}")))?,
+                ),
+                None => None,
             }
+            // A certificate counts only in the direction it certifies.
+            .filter(|c| {
+                matches!(
+                    (c.side(), direction),
+                    (CertifiedSide::Lower, Direction::LowerBound)
+                        | (CertifiedSide::Upper, Direction::UpperBound)
+                )
+            });
+            let term = Term::new(v, direction, format!("{estimator} ({pair})"))
+                .map_err(|e| StageError::Input(e.to_string()))?;
+            return Ok(Resolved {
+                term,
+                certificate,
+                accuracy,
+            });
         }
     }
     let at = group
