@@ -86,6 +86,13 @@ pub fn describe(stage: &dyn DynStage) -> String {
             }
         }
     }
+    out.push_str(&format!(
+        "\n  writes: {}\n",
+        match stage.writes() {
+            Some(files) => files.join(", "),
+            None => "whatever the program writes (not known before running)".into(),
+        }
+    ));
     out.push_str("\n  example:\n");
     for line in stage.example().lines() {
         out.push_str(&format!("    {line}\n"));

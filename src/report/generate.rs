@@ -25,15 +25,27 @@ pub struct Written {
     pub notes: Vec<String>,
 }
 
-/// Reads the tables of every finished instance of the kinds the plots use.
+/// Reads the tables the plots use from every finished instance that wrote one, whatever
+/// its stage kind (a `command` may write `mi_estimates.parquet` too).
 fn read_tables(run: &Run, notes: &mut Vec<String>) -> Tables {
     let mut tables = Tables::default();
+    let kinds = crate::stages::Registry::builtin();
+    // The tables plotted, by file name; a kind declares which it writes.
+    let estimates = crate::tables::mi_estimates::TABLE.file();
     for (n, inst) in run.instances.iter().enumerate() {
-        let (file, into) = match inst.kind.as_str() {
-            "train" => ("training_curve.parquet", &mut tables.curves),
-            "estimate_mi" => ("mi_estimates.parquet", &mut tables.estimates),
-            "bound" => ("bounds.parquet", &mut tables.bounds),
-            _ => continue,
+        let declared = kinds.get(&inst.kind).and_then(|k| k.writes());
+        let written = |file: &str| match declared {
+            Some(files) => files.contains(&file),
+            None => inst.dir.join(file).is_file(),
+        };
+        let (file, into) = if written("training_curve.parquet") {
+            ("training_curve.parquet", &mut tables.curves)
+        } else if written(&estimates) {
+            (estimates.as_str(), &mut tables.estimates)
+        } else if written("bounds.parquet") {
+            ("bounds.parquet", &mut tables.bounds)
+        } else {
+            continue;
         };
         if !inst.has_result() {
             notes.push(format!(
