@@ -32,7 +32,10 @@ pub const CIFAR100_COARSE_NAMES_FILE: &str = "coarse_label_names.txt";
 pub const CIFAR100_SUBDIR: &str = "cifar-100-binary";
 
 /// Which of CIFAR-100's two labels (record bytes 0 and 1) becomes the class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Cifar100Labels {
     /// The 100 classes.
     #[default]

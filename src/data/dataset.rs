@@ -18,8 +18,12 @@ use super::error::DataError;
 pub(crate) const INV_255: f32 = 1.0 / 255.0;
 
 /// Which half of a dataset with a fixed train/test split to read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Split {
+    #[default]
     Train,
     Test,
 }

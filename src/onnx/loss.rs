@@ -15,9 +15,25 @@
 
 use super::graph::{DType, GemmAttrs, Graph, GraphResult, TensorData, ValueId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The contrastive loss; `infonce` or `nt_xent` in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum LossKind {
+    /// The source study's InfoNCE: z1 z2^T / t, diagonal positives (N - 1 negatives).
+    #[default]
+    #[serde(rename = "infonce")]
     InfoNce,
+    /// Symmetric NT-Xent (SimCLR): 2N samples, 2N - 2 negatives each.
     NtXent,
 }
 

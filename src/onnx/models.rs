@@ -14,9 +14,21 @@ use rand_distr::{Distribution, Uniform};
 use super::checkpoint::NamedTensor;
 use super::graph::{Graph, GraphResult, ValueId};
 
-/// Nonlinearity between layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Nonlinearity between layers; written `relu`, `gelu`, `tanh` in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Activation {
+    #[default]
     Relu,
     /// Tanh approximation `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
     Gelu,
@@ -79,9 +91,21 @@ impl MlpConfig {
     }
 }
 
-/// Pooling used by the conv encoder's blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Pooling used by the conv encoder's blocks; `max` or `average` in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum PoolKind {
+    #[default]
     Max,
     Average,
 }

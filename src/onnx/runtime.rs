@@ -359,12 +359,23 @@ fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<(), Str
     }
 }
 
-/// Which execution provider a session should use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which execution provider a session should use; `cpu`, `cuda` or `auto` in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Device {
     #[default]
     Cpu,
-    /// CUDA device 0; failure to register is an error.
+    /// CUDA device 0; fails with ONNX Runtime's own error when unavailable.
     Cuda,
     /// CUDA when it works, else CPU with a warning returned to the caller.
     Auto,

@@ -13,10 +13,11 @@ use serde::Deserialize;
 
 use super::augment::OpSpec;
 use super::estimate_mi::SNAPSHOT_KEY;
-use super::train::{device, load_runtime, model_info, snapshot_epochs, snapshot_file, DeviceName};
+use super::train::{load_runtime, model_info, snapshot_epochs, snapshot_file};
 use super::{Need, Stage, StageContext, StageError, StageOutput};
 use crate::data::augment::{make_views_into, output_shape};
 use crate::data::parquet_io::{float_list_array, read_dataset};
+use crate::onnx::runtime::Device;
 use crate::onnx::runtime::SessionOptions;
 use crate::onnx::step::EncoderGraph;
 use crate::onnx::trainer::Embedder;
@@ -54,7 +55,7 @@ pub struct EmbedParams {
     #[serde(default = "default_chunk")]
     pub chunk: usize,
     #[serde(default)]
-    pub device: DeviceName,
+    pub device: Device,
 }
 
 pub struct Embed;
@@ -156,7 +157,7 @@ impl Stage for Embed {
         };
         let rt = load_runtime()?;
         let opts = SessionOptions {
-            device: device(p.device),
+            device: p.device,
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };

@@ -40,14 +40,6 @@ pub enum Format {
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum SplitName {
-    #[default]
-    Train,
-    Test,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
 pub enum NormalisationName {
     /// Images x/255; dense features unchanged.
     #[default]
@@ -56,14 +48,6 @@ pub enum NormalisationName {
     Scale01,
     /// Per channel (images) or per feature (dense), with statistics of the loaded data.
     Standardise,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Cifar100LabelName {
-    #[default]
-    Fine,
-    Coarse,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -75,7 +59,7 @@ pub struct LoadParams {
     #[serde(default)]
     pub path: Option<PathBuf>,
     #[serde(default)]
-    pub split: SplitName,
+    pub split: Split,
     /// Keep only these classes.
     #[serde(default)]
     pub classes: Option<Vec<u32>>,
@@ -91,7 +75,7 @@ pub struct LoadParams {
     #[serde(default)]
     pub normalisation: NormalisationName,
     #[serde(default)]
-    pub cifar100_labels: Cifar100LabelName,
+    pub cifar100_labels: Cifar100Labels,
     /// Parquet: numeric feature columns (names, globs, list columns).
     #[serde(default)]
     pub feature_columns: Option<String>,
@@ -345,24 +329,13 @@ impl Stage for Load {
             (Format::Parquet, None, [input]) => input.only_table("path")?,
             _ => p.resolved_path()?,
         };
-        let split = match p.split {
-            SplitName::Train => Split::Train,
-            SplitName::Test => Split::Test,
-        };
+        let split = p.split;
         let data_err = |e: crate::data::DataError| StageError::Input(e.to_string());
         let read_err = |e: crate::data::DataError| StageError::Input(locate(&path, &e.to_string()));
         ctx.progress(0, 3, "reading");
         let mut ds = match p.format {
             Format::Cifar10 => load_cifar10(&path, split).map_err(read_err)?,
-            Format::Cifar100 => load_cifar100(
-                &path,
-                split,
-                match p.cifar100_labels {
-                    Cifar100LabelName::Fine => Cifar100Labels::Fine,
-                    Cifar100LabelName::Coarse => Cifar100Labels::Coarse,
-                },
-            )
-            .map_err(read_err)?,
+            Format::Cifar100 => load_cifar100(&path, split, p.cifar100_labels).map_err(read_err)?,
             Format::Idx => load_idx_dir(&path, split).map_err(read_err)?,
             Format::FashionMnist => {
                 let mut ds = load_idx_dir(&path, split).map_err(|e| {

@@ -39,25 +39,6 @@ use crate::onnx::step::{
 };
 use crate::onnx::{Checkpoint, RuntimeError, Trainer};
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ActivationName {
-    #[default]
-    Relu,
-    Gelu,
-    Tanh,
-}
-
-impl ActivationName {
-    fn to_activation(self) -> Activation {
-        match self {
-            ActivationName::Relu => Activation::Relu,
-            ActivationName::Gelu => Activation::Gelu,
-            ActivationName::Tanh => Activation::Tanh,
-        }
-    }
-}
-
 fn study_hidden() -> Vec<usize> {
     vec![512, 512]
 }
@@ -85,7 +66,7 @@ pub enum EncoderSpec {
         #[serde(default = "d128")]
         output: usize,
         #[serde(default)]
-        activation: ActivationName,
+        activation: Activation,
     },
     /// Conv -> activation -> pool blocks, then a linear layer (images only).
     Conv {
@@ -95,22 +76,14 @@ pub enum EncoderSpec {
         kernel: usize,
         /// `max` or `average`.
         #[serde(default)]
-        pool: PoolName,
+        pool: PoolKind,
         #[serde(default = "two")]
         pool_size: usize,
         #[serde(default = "d128")]
         output: usize,
         #[serde(default)]
-        activation: ActivationName,
+        activation: Activation,
     },
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PoolName {
-    #[default]
-    Max,
-    Average,
 }
 
 impl Default for EncoderSpec {
@@ -118,7 +91,7 @@ impl Default for EncoderSpec {
         EncoderSpec::Mlp {
             hidden: study_hidden(),
             output: d128(),
-            activation: ActivationName::Relu,
+            activation: Activation::Relu,
         }
     }
 }
@@ -136,7 +109,7 @@ pub struct ModelSpec {
     #[serde(default = "study_projector")]
     pub projector: Option<Vec<usize>>,
     #[serde(default)]
-    pub projector_activation: ActivationName,
+    pub projector_activation: Activation,
 }
 
 impl ModelSpec {
@@ -192,19 +165,9 @@ impl Default for ModelSpec {
         ModelSpec {
             encoder: EncoderSpec::default(),
             projector: study_projector(),
-            projector_activation: ActivationName::Relu,
+            projector_activation: Activation::Relu,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LossName {
-    /// The source study's InfoNCE: z1 z2^T / t, diagonal positives (N - 1 negatives).
-    #[default]
-    Infonce,
-    /// Symmetric NT-Xent (SimCLR): 2N samples, 2N - 2 negatives each.
-    NtXent,
 }
 
 fn default_temperature() -> f64 {
@@ -215,7 +178,7 @@ fn default_temperature() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct LossSpec {
     #[serde(default)]
-    pub kind: LossName,
+    pub kind: LossKind,
     #[serde(default = "default_temperature")]
     pub temperature: f64,
 }
@@ -223,7 +186,7 @@ pub struct LossSpec {
 impl Default for LossSpec {
     fn default() -> Self {
         LossSpec {
-            kind: LossName::Infonce,
+            kind: LossKind::InfoNce,
             temperature: 0.1,
         }
     }
@@ -426,17 +389,6 @@ pub enum ScheduleName {
     Cosine,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceName {
-    #[default]
-    Cpu,
-    /// CUDA; fails with ONNX Runtime's own error when unavailable.
-    Cuda,
-    /// CUDA when available, else CPU with a warning.
-    Auto,
-}
-
 fn default_epochs() -> u64 {
     10
 }
@@ -474,7 +426,7 @@ pub struct TrainParams {
     #[serde(default = "default_holdout")]
     pub holdout: f64,
     #[serde(default)]
-    pub device: DeviceName,
+    pub device: Device,
     /// Also save the encoder every this many epochs (and before training, as epoch 0) as
     /// `encoder_epoch<E>.onnx`, for `embed` with `snapshots: true`; 0: only the final encoder.
     #[serde(default)]
@@ -528,7 +480,7 @@ fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, Sta
             (
                 EncoderConfig::Mlp(MlpConfig {
                     dims,
-                    activation: activation.to_activation(),
+                    activation: *activation,
                 }),
                 *output,
             )
@@ -556,13 +508,10 @@ fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, Sta
                     input: [c, height, width],
                     channels: channels.clone(),
                     kernel: *kernel,
-                    pool: match pool {
-                        PoolName::Max => PoolKind::Max,
-                        PoolName::Average => PoolKind::Average,
-                    },
+                    pool: *pool,
                     pool_size: *pool_size,
                     out_dim: *output,
-                    activation: activation.to_activation(),
+                    activation: *activation,
                 }),
                 *output,
             )
@@ -573,7 +522,7 @@ fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, Sta
         dims.extend(p);
         MlpConfig {
             dims,
-            activation: spec.projector_activation.to_activation(),
+            activation: spec.projector_activation,
         }
     });
     Ok(ModelConfig { encoder, projector })
@@ -582,14 +531,6 @@ fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, Sta
 /// ONNX Runtime, found the way `cbound doctor` reports it.
 pub fn load_runtime() -> Result<Arc<runtime::Runtime>, StageError> {
     runtime::runtime(&LibrarySearch::default()).map_err(|e| StageError::Failed(e.to_string()))
-}
-
-pub fn device(d: DeviceName) -> Device {
-    match d {
-        DeviceName::Cpu => Device::Cpu,
-        DeviceName::Cuda => Device::Cuda,
-        DeviceName::Auto => Device::Auto,
-    }
 }
 
 fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageError> {
@@ -759,10 +700,7 @@ impl Stage for Train {
         let cfg = model_config(&p.model, view_shape)?;
         let model = ContrastiveModel::new(&cfg).map_err(|e| StageError::Params(e.to_string()))?;
         let loss = LossConfig {
-            kind: match p.loss.kind {
-                LossName::Infonce => LossKind::InfoNce,
-                LossName::NtXent => LossKind::NtXent,
-            },
+            kind: p.loss.kind,
             temperature: p.loss.temperature,
             ..LossConfig::study()
         };
@@ -793,7 +731,7 @@ impl Stage for Train {
 
         let rt = load_runtime()?;
         let opts = SessionOptions {
-            device: device(p.device),
+            device: p.device,
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };
