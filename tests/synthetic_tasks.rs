@@ -181,21 +181,21 @@ stages:
     params: {task: channel, n: 10, noise: 0.0}
 "#,
     );
+    // Refused by validate, before anything runs, each at its stage's parameters.
     let run = p.cbound(&["run", "bad.yaml", "--progress", "none"]);
-    assert_eq!(run.code, 3, "{}", run.all());
-    let results = read_rows(&p.latest("bad").join("results.parquet"));
-    for (instance, message) in [
-        ("flat", "vmf: kappa must be finite and > 0, got -1"),
-        ("line", "vmf: dim must be at least 2"),
-        ("wide", "channel: half_width must be finite and > 0, got 0"),
-        ("quiet", "channel: noise must be finite and > 0, got 0"),
+    assert_eq!(run.code, 2, "{}", run.all());
+    for (instance, line, message) in [
+        ("flat", 5, "vmf: kappa must be finite and > 0, got -1"),
+        ("line", 8, "vmf: dim must be at least 2"),
+        ("wide", 11, "channel: half_width must be finite and > 0, got 0"),
+        ("quiet", 14, "channel: noise must be finite and > 0, got 0"),
     ] {
-        let row = results
-            .iter()
-            .find(|r| r["instance"] == instance)
-            .unwrap_or_else(|| panic!("{instance}: {results:?}"));
-        assert_eq!(row["status"], "failed", "{row}");
-        let error = row["error"].as_str().unwrap_or_default();
-        assert!(error.contains(message), "{instance}: {error}");
+        let at = format!("bad.yaml:{line}:");
+        let path = format!("(at `stages.{instance}.params.task`)");
+        let found = run
+            .stderr
+            .split("\n\n")
+            .any(|e| e.contains(message) && e.contains(&at) && e.contains(&path));
+        assert!(found, "{instance}: {}", run.all());
     }
 }

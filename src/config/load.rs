@@ -1609,7 +1609,7 @@ mod tests {
     #[test]
     fn fan_out_past_the_limit_is_refused_at_the_stage() {
         // Found by tests/fuzz_pipeline.rs: three chained stages of 1,000 values hung validate.
-        let values = (0..1000)
+        let values = (1..=1000)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");

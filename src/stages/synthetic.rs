@@ -10,7 +10,7 @@ use arrow_schema::{DataType, Field};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Stage, StageContext, StageError, StageOutput};
+use super::{ParamError, Stage, StageContext, StageError, StageOutput};
 use crate::artifact::documented_schema;
 use crate::bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg, U, Z};
 use crate::bounds::Quantity;
@@ -184,6 +184,18 @@ fn default_n() -> usize {
 }
 
 impl SyntheticParams {
+    /// Why a random joint table cannot have these alphabets, if it cannot. The tables grow
+    /// as alphabet^3 * u_alphabet cells; beyond 32 values the exact sums stop being instant
+    /// and a plug-in check needs far more samples anyway.
+    fn alphabet_problem(&self) -> Option<String> {
+        (!(2..=32).contains(&self.alphabet) || !(2..=32).contains(&self.u_alphabet)).then(|| {
+            format!(
+                "`alphabet` ({}) and `u_alphabet` ({}) must be between 2 and 32",
+                self.alphabet, self.u_alphabet
+            )
+        })
+    }
+
     pub fn mixture(&self) -> MixtureTask {
         MixtureTask {
             classes: self.classes.unwrap_or(10),
@@ -368,13 +380,8 @@ impl SyntheticParams {
             DiscreteCase::Theorem1ZConstant => named(Counterexample::Theorem1ZConstant),
             DiscreteCase::Theorem1ZIsY => named(Counterexample::Theorem1ZIsY),
             DiscreteCase::Random => {
-                // The tables grow as alphabet^3 * u_alphabet cells; beyond 32 values the exact
-                // sums stop being instant and a plug-in check needs far more samples anyway.
-                if !(2..=32).contains(&self.alphabet) || !(2..=32).contains(&self.u_alphabet) {
-                    return Err(StageError::Params(format!(
-                        "`alphabet` ({}) and `u_alphabet` ({}) must be between 2 and 32",
-                        self.alphabet, self.u_alphabet
-                    )));
+                if let Some(problem) = self.alphabet_problem() {
+                    return Err(StageError::Params(problem));
                 }
                 let encoder = match self.encoder {
                     EncoderKind::Deterministic => Encoder::Deterministic,
@@ -486,10 +493,40 @@ impl Stage for Synthetic {
 "#;
     const WRITES: Option<&'static [&'static str]> = Some(&["samples.parquet"]);
 
-    fn run(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-        if params.n == 0 {
-            return Err(StageError::Params("`n` must be at least 1".into()));
+    fn check(p: &SyntheticParams) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        if p.n == 0 {
+            out.push(ParamError::at(&["n"], "`n` must be at least 1"));
         }
+        // Each task checks its own settings (correlations, dimensions, concentrations)
+        // without sampling; the discrete task's random tables check their alphabets.
+        let task = match p.task {
+            TaskName::Mixture => p.mixture().validate().map_err(|e| e.to_string()),
+            TaskName::Vmf => p.vmf().validate().map_err(|e| e.to_string()),
+            TaskName::Channel => p.channel().validate().map_err(|e| e.to_string()),
+            TaskName::Discrete => match p.case {
+                DiscreteCase::Random => p.alphabet_problem().map_or(Ok(()), Err),
+                _ => Ok(()),
+            },
+            // The Gaussian check is a Cholesky factorisation: cubic in the dimension, so
+            // large tasks are checked when they run rather than once per matrix value here.
+            _ => match p.task() {
+                t if t.dims().0 + t.dims().1 <= 256 => t.validate().map_err(|e| e.to_string()),
+                _ => Ok(()),
+            },
+        };
+        if let Err(message) = task {
+            let at = match p.task {
+                TaskName::Discrete if !(2..=32).contains(&p.alphabet) => "alphabet",
+                TaskName::Discrete => "u_alphabet",
+                _ => "task",
+            };
+            out.push(ParamError::at(&[at], message));
+        }
+        out
+    }
+
+    fn run(params: &SyntheticParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         match params.task {
             TaskName::Mixture => return run_mixture(params, ctx),
             TaskName::Discrete => return run_discrete(params, ctx),
