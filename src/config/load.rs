@@ -1623,7 +1623,7 @@ mod tests {
             "{m:?}"
         );
         // Inputs sharing an ancestor join on it: a diamond is not counted twice.
-        let values = (0..500)
+        let values = (1..=500)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
