@@ -187,7 +187,11 @@ stages:
     for (instance, line, message) in [
         ("flat", 5, "vmf: kappa must be finite and > 0, got -1"),
         ("line", 8, "vmf: dim must be at least 2"),
-        ("wide", 11, "channel: half_width must be finite and > 0, got 0"),
+        (
+            "wide",
+            11,
+            "channel: half_width must be finite and > 0, got 0",
+        ),
         ("quiet", 14, "channel: noise must be finite and > 0, got 0"),
     ] {
         let at = format!("bad.yaml:{line}:");

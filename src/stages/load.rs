@@ -304,14 +304,55 @@ impl Stage for Load {
     }
 
     fn check(p: &LoadParams) -> Vec<ParamError> {
-        if p.view_columns.is_some() && p.format != Format::Parquet {
-            vec![ParamError::at(
+        let mut out = Vec::new();
+        let parquet = p.format == Format::Parquet;
+        if p.view_columns.is_some() && !parquet {
+            out.push(ParamError::at(
                 &["view_columns"],
                 "`view_columns` reads paired views from a Parquet/CSV table (`format: parquet`)",
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        if !parquet {
+            if let Err(StageError::Params(m)) = p.resolved_path() {
+                out.push(ParamError::at(&["format"], m));
+            }
+        }
+        if parquet {
+            match (&p.feature_columns, &p.image_column) {
+                (Some(_), None) => {}
+                (None, Some(_)) => {
+                    if p.image_shape.is_none() {
+                        out.push(ParamError::at(
+                            &["image_column"],
+                            "`image_shape: [channels, height, width]` is required with `image_column`",
+                        ));
+                    }
+                    if p.view_columns.is_some() {
+                        out.push(ParamError::at(
+                            &["view_columns"],
+                            "`view_columns` pairs dense features; it cannot be used with `image_column`",
+                        ));
+                    }
+                }
+                _ => out.push(ParamError::at(
+                    &["format"],
+                    "give exactly one of `feature_columns` (dense features) or `image_column` (raw images)",
+                )),
+            }
+        }
+        if p.num_classes == Some(0) {
+            out.push(ParamError::at(
+                &["num_classes"],
+                "num_classes must be at least 1",
+            ));
+        }
+        if p.subsample == Some(0) {
+            out.push(ParamError::at(
+                &["subsample"],
+                "subsample must be at least 1",
+            ));
+        }
+        out
     }
 
     fn tracked_files(params: &LoadParams) -> Result<Vec<PathBuf>, String> {
