@@ -5,6 +5,10 @@
 //! Every builder returns `Err(note)` when the run has no data for its plot; the note ends
 //! up in the report so a reader knows why a plot is missing rather than guessing.
 
+use crate::tables::{bounds, mi_estimates, training_curve};
+
+/// The snapshot column every per-epoch table shares (training_curve, mi_estimates, bounds).
+const EPOCH: &crate::tables::Column = &mi_estimates::EPOCH;
 use std::collections::BTreeMap;
 
 use super::load::{Cell, Instance, Run, Table};
@@ -90,20 +94,20 @@ fn finite(v: Option<f64>) -> Option<f64> {
 /// Rows of a table that describe the final model: those without an epoch, or, when every
 /// row has one, those of the last epoch. Tables without an `epoch` column are all final.
 pub fn final_rows(t: &Table) -> Vec<usize> {
-    if !t.has("epoch") {
+    if !t.has(EPOCH.name) {
         return (0..t.len()).collect();
     }
     let without: Vec<usize> = (0..t.len())
-        .filter(|&r| t.cell(r, "epoch").is_null())
+        .filter(|&r| t.cell(r, EPOCH.name).is_null())
         .collect();
     if !without.is_empty() {
         return without;
     }
     let last = (0..t.len())
-        .filter_map(|r| t.f64(r, "epoch"))
+        .filter_map(|r| t.f64(r, EPOCH.name))
         .fold(f64::NEG_INFINITY, f64::max);
     (0..t.len())
-        .filter(|&r| t.f64(r, "epoch") == Some(last))
+        .filter(|&r| t.f64(r, EPOCH.name) == Some(last))
         .collect()
 }
 
@@ -116,11 +120,12 @@ pub fn epoch_series(
     low_high: Option<(&str, &str)>,
 ) -> BTreeMap<String, Series> {
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
-    if !t.has("epoch") {
+    if !t.has(EPOCH.name) {
         return out;
     }
     for r in 0..t.len() {
-        let (Some(epoch), Some(v), Some(k)) = (t.f64(r, "epoch"), finite(t.f64(r, value)), key(r))
+        let (Some(epoch), Some(v), Some(k)) =
+            (t.f64(r, EPOCH.name), finite(t.f64(r, value)), key(r))
         else {
             continue;
         };
@@ -159,7 +164,7 @@ pub fn training_curves(run: &Run, tables: &Tables) -> Result<Figure, String> {
             .filter(|(_, t)| t.has(column))
             .map(|(i, t)| {
                 let mut pts: Vec<(f64, f64)> = (0..t.len())
-                    .filter_map(|r| Some((t.f64(r, "epoch")?, finite(t.f64(r, column))?)))
+                    .filter_map(|r| Some((t.f64(r, EPOCH.name)?, finite(t.f64(r, column))?)))
                     .collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 Series::new(short_label(run, &run.instances[*i]), pts, Style::LinePoints)
@@ -168,11 +173,11 @@ pub fn training_curves(run: &Run, tables: &Tables) -> Result<Figure, String> {
             .collect(),
     };
     let panels: Vec<Panel> = [
-        panel("training loss", "loss", "loss"),
+        panel("training loss", "loss", training_curve::LOSS.name),
         panel(
             "held-out InfoNCE bound, log N - L",
             "nats",
-            "heldout_infonce",
+            training_curve::HELDOUT_INFONCE.name,
         ),
     ]
     .into_iter()
@@ -193,16 +198,16 @@ pub fn training_curves(run: &Run, tables: &Tables) -> Result<Figure, String> {
 
 /// The column a bound is drawn by (see [`bound_key`]).
 fn bound_column(t: &Table) -> &'static str {
-    if t.has("certified_nats") {
-        "certified_nats"
+    if t.has(bounds::CERTIFIED_NATS.name) {
+        bounds::CERTIFIED_NATS.name
     } else {
-        "value_nats"
+        bounds::VALUE_NATS.name
     }
 }
 
 fn estimate_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
-    let pair = t.str(r, "pair")?;
-    let est = t.str(r, "estimator")?;
+    let pair = t.str(r, mi_estimates::PAIR.name)?;
+    let est = t.str(r, mi_estimates::ESTIMATOR.name)?;
     Some(format!("{prefix}{pair} / {est}"))
 }
 
@@ -210,19 +215,23 @@ fn estimate_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
 /// vacuous or uncertified row is not a result (tables from before certification: every valid
 /// row, by its value).
 fn bound_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
-    if t.str(r, "status") != Some("valid") {
+    if t.str(r, bounds::STATUS.name) != Some("valid") {
         return None;
     }
-    if t.has("certification") && t.str(r, "certification") != Some("certified") {
+    if t.has(bounds::CERTIFICATION.name)
+        && t.str(r, bounds::CERTIFICATION.name) != Some("certified")
+    {
         return None;
     }
     // Accuracy rows are probabilities, not nats: they have their own figure.
-    if t.str(r, "name").is_some_and(|n| n.starts_with("accuracy_")) {
+    if t.str(r, bounds::NAME.name)
+        .is_some_and(|n| n.starts_with("accuracy_"))
+    {
         return None;
     }
-    let name = t.str(r, "name")?;
-    let lhs = t.str(r, "lhs").unwrap_or("?");
-    let side = t.str(r, "side").unwrap_or("bound");
+    let name = t.str(r, bounds::NAME.name)?;
+    let lhs = t.str(r, bounds::LHS.name).unwrap_or("?");
+    let side = t.str(r, bounds::SIDE.name).unwrap_or("bound");
     Some(format!("{prefix}{name} ({side} bound on {lhs})"))
 }
 
@@ -246,7 +255,7 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
         .estimates
         .iter()
         .chain(&tables.bounds)
-        .any(|(_, t)| (0..t.len()).any(|r| t.f64(r, "epoch").is_some()));
+        .any(|(_, t)| (0..t.len()).any(|r| t.f64(r, EPOCH.name).is_some()));
     if with_epochs {
         let mut mi = vec![];
         for (i, t) in &tables.estimates {
@@ -255,8 +264,8 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
                 epoch_series(
                     t,
                     |r| estimate_key(t, r, &p),
-                    "nats",
-                    Some(("ci_low", "ci_high")),
+                    mi_estimates::NATS.name,
+                    Some((mi_estimates::CI_LOW.name, mi_estimates::CI_HIGH.name)),
                 )
                 .into_values(),
             );
@@ -313,9 +322,10 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
                     .or_insert_with(|| Series::new(k, vec![], Style::Points));
                 s.points.push((x as f64, v));
                 if interval {
-                    if let (Some(lo), Some(hi)) =
-                        (finite(t.f64(r, "ci_low")), finite(t.f64(r, "ci_high")))
-                    {
+                    if let (Some(lo), Some(hi)) = (
+                        finite(t.f64(r, mi_estimates::CI_LOW.name)),
+                        finite(t.f64(r, mi_estimates::CI_HIGH.name)),
+                    ) {
                         s.errors.push((x as f64, lo, hi));
                     }
                 }
@@ -334,7 +344,7 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
             "mutual information estimates",
             &tables.estimates,
             &|t, r| estimate_key(t, r, ""),
-            "nats",
+            mi_estimates::NATS.name,
             true,
         ),
         panel(
@@ -345,7 +355,7 @@ pub fn mi_and_bounds(run: &Run, tables: &Tables) -> Result<Figure, String> {
                 .bounds
                 .first()
                 .map(|(_, t)| bound_column(t))
-                .unwrap_or("value_nats"),
+                .unwrap_or(bounds::VALUE_NATS.name),
             false,
         ),
     ]
@@ -532,10 +542,10 @@ fn estimate_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure,
             let Some(k) = estimate_key(t, r, "") else {
                 continue;
             };
-            if let Some(a) = finite(t.f64(r, "accuracy")) {
+            if let Some(a) = finite(t.f64(r, mi_estimates::ACCURACY.name)) {
                 accuracy.entry(k.clone()).or_default().push((*x, a));
             }
-            if let Some(v) = finite(t.f64(r, "nats")) {
+            if let Some(v) = finite(t.f64(r, mi_estimates::NATS.name)) {
                 nats.entry(k).or_default().push((*x, v));
             }
         }

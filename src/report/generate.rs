@@ -6,6 +6,7 @@
 //! the report. Only a directory that is not a run at all, or an output folder that cannot
 //! be written, is an error.
 
+use crate::tables::{bounds, mi_estimates, training_curve};
 use std::path::{Path, PathBuf};
 
 use super::figures::{self, Figure, Tables};
@@ -30,20 +31,18 @@ pub struct Written {
 fn read_tables(run: &Run, notes: &mut Vec<String>) -> Tables {
     let mut tables = Tables::default();
     let kinds = crate::stages::Registry::builtin();
-    // The tables plotted, by file name; a kind declares which it writes.
-    let estimates = crate::tables::mi_estimates::TABLE.file();
     for (n, inst) in run.instances.iter().enumerate() {
         let declared = kinds.get(&inst.kind).and_then(|k| k.writes());
         let written = |file: &str| match declared {
             Some(files) => files.contains(&file),
             None => inst.dir.join(file).is_file(),
         };
-        let (file, into) = if written("training_curve.parquet") {
-            ("training_curve.parquet", &mut tables.curves)
-        } else if written(&estimates) {
-            (estimates.as_str(), &mut tables.estimates)
-        } else if written("bounds.parquet") {
-            ("bounds.parquet", &mut tables.bounds)
+        let (file, into) = if written(training_curve::FILE) {
+            (training_curve::FILE, &mut tables.curves)
+        } else if written(mi_estimates::FILE) {
+            (mi_estimates::FILE, &mut tables.estimates)
+        } else if written(bounds::FILE) {
+            (bounds::FILE, &mut tables.bounds)
         } else {
             continue;
         };

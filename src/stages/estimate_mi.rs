@@ -24,6 +24,7 @@ use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
 use crate::mi::spec::{estimate, EstimateRow, EstimatorSpec, IntervalSpec, Preprocess};
 use crate::mi::Matrix;
+use crate::tables::mi_estimates;
 
 /// Columns of an upstream table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -354,7 +355,7 @@ impl Stage for EstimateMi {
     interval: {reps: 20, level: 0.9}
 "#;
     const WRITES: Option<&'static [&'static str]> =
-        Some(&["mi_estimates.parquet", "mi_estimates.timing.parquet"]);
+        Some(&[mi_estimates::FILE, mi_estimates::TIMING_FILE]);
 
     fn needs(p: &EstimateMiParams) -> Vec<Need> {
         let mut out = Vec::new();

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
-use arrow_schema::{DataType, Field};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::{check_views, view_ops, OpSpec, ViewSpec};
 use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
-use crate::artifact::{documented_schema, read_json, write_atomic, write_json};
+use crate::artifact::{read_json, write_atomic, write_json};
 use crate::config::Resources;
 use crate::data::augment::make_views_into;
 use crate::data::parquet_io::read_dataset;
@@ -38,6 +37,7 @@ use crate::onnx::step::{
     build_encoder, build_eval, build_projection, build_train_step, ParamSource, StepConfig,
 };
 use crate::onnx::{Checkpoint, RuntimeError, Trainer};
+use crate::tables::{training_curve, Builder};
 
 fn study_hidden() -> Vec<usize> {
     vec![512, 512]
@@ -537,40 +537,20 @@ fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageErro
     let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
         Arc::new(rows.iter().map(get).collect::<Float64Array>())
     };
-    let cols: Vec<(Field, &str, ArrayRef)> = vec![
-        (
-            Field::new("epoch", DataType::UInt64, false),
-            "epochs completed (1 = after the first), as in encoder snapshots",
+    Builder::new(&training_curve::TABLE)
+        .column(
+            &training_curve::EPOCH,
             Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
-        ),
-        (
-            Field::new("loss", DataType::Float64, false),
-            "mean training loss over the epoch's batches",
-            f(&|r| r.loss),
-        ),
-        (
-            Field::new("heldout_loss", DataType::Float64, false),
-            "mean loss on held-out batches (no update)",
-            f(&|r| r.heldout_loss),
-        ),
-        (
-            Field::new("heldout_infonce", DataType::Float64, false),
-            "log N - held-out loss, nats: lower bound on I(X;Y) in expectation, capped at log N",
-            f(&|r| r.heldout_infonce),
-        ),
-        (
-            Field::new("n", DataType::UInt64, false),
-            "N, pairs per batch",
+        )
+        .column(&training_curve::LOSS, f(&|r| r.loss))
+        .column(&training_curve::HELDOUT_LOSS, f(&|r| r.heldout_loss))
+        .column(&training_curve::HELDOUT_INFONCE, f(&|r| r.heldout_infonce))
+        .column(
+            &training_curve::N,
             Arc::new(rows.iter().map(|_| batch as u64).collect::<UInt64Array>()),
-        ),
-        (
-            Field::new("lr", DataType::Float64, false),
-            "learning rate at the epoch's last step",
-            f(&|r| r.lr),
-        ),
-    ];
-    let schema = documented_schema(cols.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
-    RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+        )
+        .column(&training_curve::LR, f(&|r| r.lr))
+        .build()
         .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
 }
 
@@ -581,25 +561,17 @@ fn timing_table(rows: &[CurveRow]) -> Result<RecordBatch, StageError> {
     let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
         Arc::new(rows.iter().map(get).collect::<Float64Array>())
     };
-    let cols: Vec<(Field, &str, ArrayRef)> = vec![
-        (
-            Field::new("epoch", DataType::UInt64, false),
-            "epochs completed (1 = after the first)",
+    Builder::new(&training_curve::TIMING_TABLE)
+        .column(
+            &training_curve::TIMING_EPOCH,
             Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
-        ),
-        (
-            Field::new("samples_per_s", DataType::Float64, false),
-            "training samples per second",
+        )
+        .column(
+            &training_curve::TIMING_SAMPLES_PER_S,
             f(&|r| r.samples_per_s),
-        ),
-        (
-            Field::new("seconds", DataType::Float64, false),
-            "wall time of the epoch",
-            f(&|r| r.seconds),
-        ),
-    ];
-    let schema = documented_schema(cols.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
-    RecordBatch::try_new(schema, cols.into_iter().map(|(_, _, a)| a).collect())
+        )
+        .column(&training_curve::TIMING_SECONDS, f(&|r| r.seconds))
+        .build()
         .map_err(|e| StageError::Failed(format!("building training timing: {e}")))
 }
 
@@ -629,7 +601,7 @@ impl Stage for Train {
   resources: {cpus: 2}
 "#;
     const WRITES: Option<&'static [&'static str]> = Some(&[
-        "training_curve.parquet",
+        training_curve::FILE,
         "train_step.onnx",
         "encoder.onnx",
         "projection.onnx",
@@ -892,8 +864,8 @@ impl Stage for Train {
                 steps: trainer.steps_done(),
             },
         )?;
-        ctx.write_table("training_curve", &curve_table(&curve, b)?)?;
-        ctx.write_table("training_curve.timing", &timing_table(&curve)?)?;
+        ctx.write_table(training_curve::TABLE.name, &curve_table(&curve, b)?)?;
+        ctx.write_table(training_curve::TIMING_TABLE.name, &timing_table(&curve)?)?;
         let last = curve.last().cloned();
         let mut out = StageOutput::default()
             .metric("epochs", p.epochs as f64)

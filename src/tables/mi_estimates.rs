@@ -134,8 +134,12 @@ pub static CERTIFICATE: Column = Column {
     doc: "sample summaries from which `bound` computes a confidence bound at its level (JSON; probe, infonce, gaussian_channel with feature_range)",
 };
 
+/// The file name of [`TABLE`].
+pub const FILE: &str = "mi_estimates.parquet";
+
 pub static TABLE: Table = Table {
     name: "mi_estimates",
+    file: FILE,
     row: "one estimate of one pair by one estimator (per encoder snapshot)",
     columns: &[
         &EPOCH,
@@ -188,8 +192,12 @@ pub static SECONDS: Column = Column {
     doc: "compute time",
 };
 
+/// The file name of [`TIMING`].
+pub const TIMING_FILE: &str = "mi_estimates.timing.parquet";
+
 pub static TIMING: Table = Table {
     name: "mi_estimates.timing",
+    file: TIMING_FILE,
     row: "the compute time of one row of mi_estimates",
     columns: &[&TIMING_EPOCH, &TIMING_PAIR, &TIMING_ESTIMATOR, &SECONDS],
 };

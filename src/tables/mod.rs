@@ -7,7 +7,9 @@
 //! schema; readers fetch columns through [`Reader`] by the same declarations, so a renamed
 //! column is a compile error in every reader instead of a silent `None`.
 
+pub mod bounds;
 pub mod mi_estimates;
+pub mod training_curve;
 
 use std::sync::Arc;
 
@@ -57,16 +59,11 @@ pub struct Column {
 pub struct Table {
     /// The file name without `.parquet`.
     pub name: &'static str,
+    /// The file an instance writes it to (`<name>.parquet`).
+    pub file: &'static str,
     /// What one row is.
     pub row: &'static str,
     pub columns: &'static [&'static Column],
-}
-
-impl Table {
-    /// The file the table is written to.
-    pub fn file(&self) -> String {
-        format!("{}.parquet", self.name)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +262,7 @@ mod tests {
     };
     static T: Table = Table {
         name: "t",
+        file: "t.parquet",
         row: "one thing",
         columns: &[&A, &B],
     };

@@ -116,7 +116,7 @@ impl Stage for Bound {
     assumptions: {u_is_function_of_x: true}
     classes: 4
 "#;
-    const WRITES: Option<&'static [&'static str]> = Some(&["bounds.parquet"]);
+    const WRITES: Option<&'static [&'static str]> = Some(&[crate::tables::bounds::FILE]);
 
     fn needs(p: &BoundParams) -> Vec<Need> {
         // Terms taken from estimate_mi rows need an estimate_mi stage among the inputs.
@@ -128,7 +128,7 @@ impl Stage for Bound {
         first
             .map(|q| Need {
                 from: Upstream::Any,
-                wanted: Wanted::File("mi_estimates.parquet".into()),
+                wanted: Wanted::File(crate::tables::mi_estimates::FILE.into()),
                 at: vec![PathSeg::Key("terms".into()), PathSeg::Key(q.name().into())],
             })
             .into_iter()
@@ -260,7 +260,7 @@ impl Stage for Bound {
             )?;
         }
         let with_epoch = epochs.iter().any(|e| e.is_some());
-        ctx.write_table("bounds", &table.batch(with_epoch)?)?;
+        ctx.write_table(crate::tables::bounds::TABLE.name, &table.batch(with_epoch)?)?;
         for (name, v) in [
             ("violations", tally.violations),
             ("violations_valid", tally.valid_violations),

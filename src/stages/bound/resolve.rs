@@ -13,11 +13,11 @@ pub type EstimateTable<'a> = (&'a InputArtifact, Vec<Record>);
 
 /// Every input that wrote `mi_estimates.parquet`, with the table's rows, read once.
 pub fn estimate_tables<'a>(ctx: &StageContext<'a>) -> Result<Vec<EstimateTable<'a>>, StageError> {
-    let file = mi_estimates::TABLE.file();
+    let file = mi_estimates::FILE;
     let mut out = Vec::new();
     for input in ctx.inputs {
         if input.meta.outputs.iter().any(|o| o.name == file) {
-            let path = input.dir.join(&file);
+            let path = input.dir.join(file);
             let mut rows = Vec::new();
             for batch in read_parquet(&path)? {
                 rows.extend(
