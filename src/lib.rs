@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dag;
 pub mod data;
+pub mod direction;
 pub mod error;
 pub mod exec;
 pub mod failpoint;

@@ -10,30 +10,7 @@ use std::fmt;
 
 use super::error::BoundsError;
 
-/// What a term's value promises about the true quantity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// At most the true value (a probe, InfoNCE on held-out data).
-    LowerBound,
-    /// At least the true value (a known channel, maximum entropy).
-    UpperBound,
-    /// A point estimate with no guaranteed direction (KSG, histogram).
-    Estimate,
-    /// The true value (a known synthetic distribution, or 0 by construction).
-    Exact,
-}
-
-impl Direction {
-    /// Whether the value may stand where a lower bound is required.
-    pub fn is_lower(self) -> bool {
-        matches!(self, Direction::LowerBound | Direction::Exact)
-    }
-
-    /// Whether the value may stand where an upper bound is required.
-    pub fn is_upper(self) -> bool {
-        matches!(self, Direction::UpperBound | Direction::Exact)
-    }
-}
+pub use crate::direction::Direction;
 
 /// The information quantities the bounds combine. U = f(X) is the
 /// representation, X and Y two views, Z the downstream label.

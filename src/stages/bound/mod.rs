@@ -22,8 +22,7 @@ use std::collections::BTreeMap;
 use std::f64::consts::LN_2;
 
 pub use params::{
-    Assume, AssumptionSpec, BoundParams, DirectionName, QuantityName, RawTermSource, Source,
-    TermSource, Unit,
+    Assume, AssumptionSpec, BoundParams, QuantityName, RawTermSource, Source, TermSource, Unit,
 };
 use resolve::{estimate_tables, resolve, snapshot_epochs, Group, Resolved};
 use table::{BoundsTable, Row};
@@ -100,7 +99,8 @@ pub struct Bound;
 impl Stage for Bound {
     type Params = BoundParams;
     const KIND: &'static str = "bound";
-    const VERSION: u32 = 3;
+    // 4: the `kind` of each term in the `terms` JSON is written `lower_bound`, not `LowerBound`.
+    const VERSION: u32 = 4;
     const SUMMARY: &'static str =
         "Information bounds on downstream performance: the study's inequalities as stated, the valid ones with point and certified values at a stated confidence, violations against truth, accuracy bounds (bounds.parquet).";
     const EXAMPLE: &'static str = r#"bound:
@@ -830,7 +830,7 @@ fn terms_json(b: &BoundRow, how: &BTreeMap<Quantity, String>) -> String {
                 q.symbol().to_string(),
                 serde_json::json!({
                     "nats": t.nats,
-                    "kind": format!("{:?}", t.kind),
+                    "kind": t.kind.as_str(),
                     "source": t.source,
                     "certified": t.certified,
                     "how": how.get(q),

@@ -66,26 +66,6 @@ impl QuantityName {
 
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum DirectionName {
-    LowerBound,
-    UpperBound,
-    Estimate,
-    Exact,
-}
-
-impl DirectionName {
-    pub fn direction(self) -> Direction {
-        match self {
-            DirectionName::LowerBound => Direction::LowerBound,
-            DirectionName::UpperBound => Direction::UpperBound,
-            DirectionName::Estimate => Direction::Estimate,
-            DirectionName::Exact => Direction::Exact,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
 pub enum Unit {
     Nats,
     Bits,
@@ -112,7 +92,7 @@ pub struct RawTermSource {
     /// metric: `exact` or `estimate` (default), since a metric carries no confidence bound.
     /// On a value: `exact` by default; `lower_bound`/`upper_bound` for a value you vouch for.
     #[serde(default)]
-    pub kind: Option<DirectionName>,
+    pub kind: Option<Direction>,
     /// Unit of a `metric` or `value`: default nats, bits for metrics named `*_bits`.
     /// estimate_mi rows are read in nats. Terms in different units are refused.
     #[serde(default)]
@@ -132,7 +112,7 @@ pub enum Source {
 #[serde(try_from = "RawTermSource")]
 pub struct TermSource {
     pub source: Source,
-    pub kind: Option<DirectionName>,
+    pub kind: Option<Direction>,
     pub unit: Option<Unit>,
 }
 
@@ -168,22 +148,15 @@ impl TryFrom<RawTermSource> for TermSource {
             }
         };
         match (&source, r.kind) {
-            (
-                Source::Metric(m),
-                Some(k @ (DirectionName::LowerBound | DirectionName::UpperBound)),
-            ) => {
+            (Source::Metric(m), Some(k @ (Direction::LowerBound | Direction::UpperBound))) => {
                 return Err(format!(
                     "metric `{m}` cannot be a {}: a metric carries no confidence bound, so it \
                      cannot enter a certified bound; take the estimate through `pair` + \
                      `estimator`, or mark a known value `kind: exact`",
-                    if k == DirectionName::LowerBound {
-                        "lower_bound"
-                    } else {
-                        "upper_bound"
-                    }
+                    k.as_str()
                 ))
             }
-            (Source::Estimate { .. }, Some(DirectionName::Exact)) => {
+            (Source::Estimate { .. }, Some(Direction::Exact)) => {
                 return Err(
                     "an estimate cannot be `exact`; drop `kind` to use its recorded direction"
                         .into(),

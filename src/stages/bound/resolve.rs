@@ -1,7 +1,7 @@
 //! Finding each term's value: an estimate_mi row (with its recorded direction and
 //! certificate), an upstream metric, or a given value; and the upstream tables they come from.
 
-use super::params::{DirectionName, QuantityName, Source, TermSource};
+use super::params::{QuantityName, Source, TermSource};
 use crate::artifact::read_parquet;
 use crate::bounds::terms::{Direction, Term};
 use crate::mi::certificate::{Certificate, CertifiedSide};
@@ -63,14 +63,6 @@ pub struct Resolved {
     pub accuracy: Option<f64>,
 }
 
-fn direction_of(recorded: &str) -> Direction {
-    match recorded {
-        "lower_bound" => Direction::LowerBound,
-        "upper_bound" => Direction::UpperBound,
-        _ => Direction::Estimate,
-    }
-}
-
 /// Resolves one term (or truth, with `force = Some(Exact)`) for one snapshot group.
 pub fn resolve(
     ctx: &StageContext,
@@ -81,7 +73,7 @@ pub fn resolve(
     group: Group,
 ) -> Result<Resolved, StageError> {
     let what = q.quantity().symbol();
-    let kind = src.kind.map(DirectionName::direction);
+    let kind = src.kind;
     match &src.source {
         Source::Value(v) => {
             let kind = force.or(kind).unwrap_or(Direction::Exact);
@@ -156,7 +148,10 @@ fn from_estimates(
             let recorded = row
                 .kind
                 .as_deref()
-                .map(direction_of)
+                // A row without a recognised direction promises nothing, and no estimate
+                // is exact.
+                .and_then(Direction::parse)
+                .filter(|d| *d != Direction::Exact)
                 .unwrap_or(Direction::Estimate);
             let direction = match (force, kind) {
                 (Some(f), _) => f,
@@ -169,8 +164,8 @@ fn from_estimates(
                              direction cannot be forced onto an estimate (only `kind: estimate` \
                              may replace a recorded direction); use an estimator that bounds \
                              {what}: {}",
-                        name(k),
-                        name(recorded),
+                        k.as_str(),
+                        recorded.as_str(),
                         q_suggestion(what)
                     )))
                 }
@@ -207,15 +202,6 @@ fn from_estimates(
     Err(StageError::Input(format!(
         "{what}: no estimate_mi input has pair `{pair}` with estimator `{estimator}`{at}"
     )))
-}
-
-fn name(d: Direction) -> &'static str {
-    match d {
-        Direction::LowerBound => "lower_bound",
-        Direction::UpperBound => "upper_bound",
-        Direction::Estimate => "estimate",
-        Direction::Exact => "exact",
-    }
 }
 
 fn q_suggestion(symbol: &str) -> &'static str {
