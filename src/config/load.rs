@@ -946,7 +946,12 @@ fn all_param_errors(stage: &dyn DynStage, mut value: serde_json::Value) -> Vec<P
         }
     }
     // What deserialises may still break a rule of the kind's `check` (a range, a
-    // combination); those are reported at their own paths.
+    // combination); those are reported at their own paths. Only for parameters that
+    // deserialised as written: after a bad value was removed, a rule may fail for the
+    // removal alone (an emptied list).
+    if !out.is_empty() {
+        return out;
+    }
     out.extend(
         stage
             .check_values(&value)

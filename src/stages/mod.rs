@@ -378,6 +378,48 @@ mod tests {
     }
 
     #[test]
+    fn every_example_validates_as_a_pipeline() {
+        // Each example's inputs become stages whose outputs are unknown before running (a
+        // `command`), so the example is checked on its own: parameters, rules, placeholders.
+        let registry = Registry::builtin();
+        for stage in registry.iter() {
+            let (root, _) = crate::config::yaml::parse(stage.example()).unwrap();
+            let inputs: Vec<String> = root
+                .as_map()
+                .and_then(|m| m.first())
+                .and_then(|e| e.value.get("inputs"))
+                .map(|e| match &e.value.kind {
+                    crate::config::yaml::NodeKind::Seq(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect(),
+                    _ => e.value.as_str().map(str::to_string).into_iter().collect(),
+                })
+                .unwrap_or_default();
+            let mut text = String::from("stages:\n");
+            for input in &inputs {
+                text.push_str(&format!(
+                    "  {input}: {{kind: command, params: {{argv: [\"true\"]}}}}\n"
+                ));
+            }
+            for line in stage.example().lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
+            let loaded = crate::config::load_str(
+                &text,
+                std::path::Path::new("example.yaml"),
+                &[],
+                &registry,
+            );
+            assert!(
+                loaded.is_ok(),
+                "example of {}: {loaded:?}\n{text}",
+                stage.kind()
+            );
+        }
+    }
+
+    #[test]
     fn param_errors_carry_a_path() {
         let registry = Registry::builtin();
         let synthetic = registry.get("synthetic").unwrap();
