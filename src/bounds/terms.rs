@@ -14,25 +14,47 @@ pub use crate::direction::Direction;
 
 /// The information quantities the bounds combine. U = f(X) is the
 /// representation, X and Y two views, Z the downstream label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Written `i_uz`, `i_xy_given_z`, `h_z`, ... in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 pub enum Quantity {
     /// I(U;Z)
+    #[serde(rename = "i_uz")]
     IUZ,
     /// I(U;Y)
+    #[serde(rename = "i_uy")]
     IUY,
     /// I(X;Y)
+    #[serde(rename = "i_xy")]
     IXY,
     /// I(X;Z)
+    #[serde(rename = "i_xz")]
     IXZ,
     /// I(Y;Z)
+    #[serde(rename = "i_yz")]
     IYZ,
     /// I(X;Y|Z)
+    #[serde(rename = "i_xy_given_z")]
     IXYgivenZ,
     /// I(U;Y|X,Z)
+    #[serde(rename = "i_uy_given_xz")]
     IUYgivenXZ,
     /// H(Z)
+    #[serde(rename = "h_z")]
     HZ,
     /// H(Z|X,Y)
+    #[serde(rename = "h_z_given_xy")]
     HZgivenXY,
 }
 
@@ -49,6 +71,26 @@ impl Quantity {
         Quantity::HZ,
         Quantity::HZgivenXY,
     ];
+
+    /// The name written in pipelines, e.g. "i_xy_given_z".
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::IUZ => "i_uz",
+            Quantity::IUY => "i_uy",
+            Quantity::IXY => "i_xy",
+            Quantity::IXZ => "i_xz",
+            Quantity::IYZ => "i_yz",
+            Quantity::IXYgivenZ => "i_xy_given_z",
+            Quantity::IUYgivenXZ => "i_uy_given_xz",
+            Quantity::HZ => "h_z",
+            Quantity::HZgivenXY => "h_z_given_xy",
+        }
+    }
+
+    /// Whether a probe for this quantity predicts the label Z (so an exact H(Z) applies).
+    pub fn predicts_z(self) -> bool {
+        matches!(self, Quantity::IUZ | Quantity::IXZ | Quantity::IYZ)
+    }
 
     /// Mathematical notation, e.g. "I(X;Y|Z)".
     pub fn symbol(self) -> &'static str {

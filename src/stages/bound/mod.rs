@@ -21,9 +21,7 @@ mod table;
 use std::collections::BTreeMap;
 use std::f64::consts::LN_2;
 
-pub use params::{
-    Assume, AssumptionSpec, BoundParams, QuantityName, RawTermSource, Source, TermSource, Unit,
-};
+pub use params::{Assume, AssumptionSpec, BoundParams, RawTermSource, Source, TermSource, Unit};
 use resolve::{estimate_tables, resolve, snapshot_epochs, Group, Resolved};
 use table::{BoundsTable, Row};
 
@@ -39,11 +37,11 @@ use crate::mi::certificate::Certificate;
 /// Refuses terms in different units: a bits value subtracted from a nats value is a silent
 /// factor-of-0.69 error, exactly the mistake the study's code makes easy.
 fn common_unit<'a>(
-    sources: impl Iterator<Item = (QuantityName, &'a TermSource)>,
+    sources: impl Iterator<Item = (Quantity, &'a TermSource)>,
 ) -> Result<Unit, StageError> {
     let (mut nats, mut bits) = (vec![], vec![]);
     for (q, src) in sources {
-        let name = q.quantity().symbol();
+        let name = q.symbol();
         match src.unit() {
             Unit::Nats => nats.push(name),
             Unit::Bits => bits.push(name),
@@ -203,7 +201,7 @@ impl Stage for Bound {
             let mut truth = Terms::new();
             for (q, src) in &p.truth {
                 let r = resolve(ctx, &estimates, *q, src, Some(Direction::Exact), group)?;
-                truth.insert(q.quantity(), r.term);
+                truth.insert(*q, r.term);
             }
             groups.push((group, terms, truth));
         }
@@ -213,7 +211,7 @@ impl Stage for Bound {
                     epoch: None,
                     scale: 1.0,
                 };
-                let r = resolve(ctx, &estimates, QuantityName::IUz, src, None, group)?;
+                let r = resolve(ctx, &estimates, Quantity::IUZ, src, None, group)?;
                 Some(r.term.nats)
             }
             None => None,
@@ -224,7 +222,7 @@ impl Stage for Bound {
             && groups.last().is_some_and(|(_, terms, _)| {
                 terms
                     .iter()
-                    .any(|(q, r)| *q == QuantityName::IUz && probe_certificate(r).is_some())
+                    .any(|(q, r)| *q == Quantity::IUZ && probe_certificate(r).is_some())
             });
         let shares: usize = groups
             .iter()
@@ -361,7 +359,7 @@ impl Evaluation<'_> {
     #[allow(clippy::too_many_arguments)]
     fn group(
         &self,
-        resolved: &[(QuantityName, Resolved)],
+        resolved: &[(Quantity, Resolved)],
         last: bool,
         truth_accuracy: Option<f64>,
         table: &mut BoundsTable,
@@ -372,7 +370,7 @@ impl Evaluation<'_> {
         // H(Z) where the data fix it: only an exact h_z term, never a point estimate.
         let exact_hz = resolved
             .iter()
-            .find(|(q, r)| *q == QuantityName::HZ && r.term.kind == Direction::Exact)
+            .find(|(q, r)| *q == Quantity::HZ && r.term.kind == Direction::Exact)
             .map(|(_, r)| r.term.nats);
         let mut terms = Terms::new();
         let mut how: BTreeMap<Quantity, String> = BTreeMap::new();
@@ -385,7 +383,7 @@ impl Evaluation<'_> {
                 let mut row = self.row();
                 row.name = Some("term".into());
                 row.status = Some("valid".into());
-                row.lhs = Some(q.quantity().symbol().into());
+                row.lhs = Some(q.symbol().into());
                 let side = if term.kind == Direction::UpperBound {
                     Side::Upper
                 } else {
@@ -401,18 +399,18 @@ impl Evaluation<'_> {
                         row.certified_value = Some(c.nats);
                         row.statement = Some(format!(
                             "{} {} {:.4} from {}: {}; assumes {}",
-                            q.quantity().symbol(),
+                            q.symbol(),
                             if side == Side::Lower { ">=" } else { "<=" },
                             c.nats,
                             term.source,
                             c.how,
                             cert.assumptions()
                         ));
-                        how.insert(q.quantity(), c.how);
+                        how.insert(*q, c.how);
                     }
                     Err(e) => {
                         row.error = Some(format!("no confidence bound: {e}"));
-                        how.insert(q.quantity(), format!("no confidence bound: {e}"));
+                        how.insert(*q, format!("no confidence bound: {e}"));
                     }
                 }
                 row.certification = Some(
@@ -426,13 +424,13 @@ impl Evaluation<'_> {
                 );
                 if let Some(v) = row.certified_value {
                     claims.push(Claim {
-                        lhs: q.quantity().symbol().into(),
+                        lhs: q.symbol().into(),
                         side,
                         value: v,
                         from: term.source.clone(),
                     });
                 }
-                self.check_truth(&mut row, q.quantity(), side, false, tally);
+                self.check_truth(&mut row, *q, side, false, tally);
                 term_rows.push(row);
             } else if let Some(v) = term.certified {
                 // An exact value bounds its quantity from both sides; a value the user vouches
@@ -445,14 +443,14 @@ impl Evaluation<'_> {
                 };
                 for side in sides {
                     claims.push(Claim {
-                        lhs: q.quantity().symbol().into(),
+                        lhs: q.symbol().into(),
                         side: *side,
                         value: v,
                         from: term.source.clone(),
                     });
                 }
             }
-            terms.insert(q.quantity(), term);
+            terms.insert(*q, term);
         }
         // An upper bound on H(Z) (log K always is one) and a lower bound on it.
         let h_upper = exact_hz.or(p.classes.map(|k| (k as f64).ln()));
@@ -550,7 +548,7 @@ impl Evaluation<'_> {
         }
 
         if last {
-            let iuz = resolved.iter().find(|(q, _)| *q == QuantityName::IUz);
+            let iuz = resolved.iter().find(|(q, _)| *q == Quantity::IUZ);
             if let Some((_, r)) = iuz {
                 if let Some(a) = r.accuracy {
                     out.metrics.insert("probe_accuracy".into(), a);

@@ -10,60 +10,6 @@ use serde::{Deserialize, Deserializer};
 
 use crate::bounds::terms::{Direction, Quantity};
 
-/// A quantity a term or truth may name.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum QuantityName {
-    IUz,
-    IUy,
-    IXy,
-    IXz,
-    IYz,
-    IXyGivenZ,
-    IUyGivenXz,
-    HZ,
-    HZGivenXy,
-}
-
-impl QuantityName {
-    pub fn quantity(self) -> Quantity {
-        match self {
-            QuantityName::IUz => Quantity::IUZ,
-            QuantityName::IUy => Quantity::IUY,
-            QuantityName::IXy => Quantity::IXY,
-            QuantityName::IXz => Quantity::IXZ,
-            QuantityName::IYz => Quantity::IYZ,
-            QuantityName::IXyGivenZ => Quantity::IXYgivenZ,
-            QuantityName::IUyGivenXz => Quantity::IUYgivenXZ,
-            QuantityName::HZ => Quantity::HZ,
-            QuantityName::HZGivenXy => Quantity::HZgivenXY,
-        }
-    }
-
-    /// The name as written in a pipeline (`i_uz`).
-    pub fn name(self) -> &'static str {
-        match self {
-            QuantityName::IUz => "i_uz",
-            QuantityName::IUy => "i_uy",
-            QuantityName::IXy => "i_xy",
-            QuantityName::IXz => "i_xz",
-            QuantityName::IYz => "i_yz",
-            QuantityName::IXyGivenZ => "i_xy_given_z",
-            QuantityName::IUyGivenXz => "i_uy_given_xz",
-            QuantityName::HZ => "h_z",
-            QuantityName::HZGivenXy => "h_z_given_xy",
-        }
-    }
-
-    /// Whether a probe for this quantity predicts the label Z (so an exact H(Z) applies).
-    pub fn predicts_z(self) -> bool {
-        matches!(
-            self,
-            QuantityName::IUz | QuantityName::IXz | QuantityName::IYz
-        )
-    }
-}
-
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
@@ -240,10 +186,10 @@ fn confidence_level<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// is located at that key (`terms.i_uz`): serde keeps no path through enum-typed keys.
 fn by_quantity<'de, D: Deserializer<'de>>(
     d: D,
-) -> Result<BTreeMap<QuantityName, TermSource>, D::Error> {
+) -> Result<BTreeMap<Quantity, TermSource>, D::Error> {
     struct Entries;
     impl<'de> serde::de::Visitor<'de> for Entries {
-        type Value = BTreeMap<QuantityName, TermSource>;
+        type Value = BTreeMap<Quantity, TermSource>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a mapping from quantity names to sources")
@@ -255,9 +201,9 @@ fn by_quantity<'de, D: Deserializer<'de>>(
         ) -> Result<Self::Value, A::Error> {
             let mut out = BTreeMap::new();
             while let Some(key) = map.next_key::<String>()? {
-                let quantity = QuantityName::deserialize(serde::de::value::StrDeserializer::<
-                    A::Error,
-                >::new(&key))?;
+                let quantity = Quantity::deserialize(
+                    serde::de::value::StrDeserializer::<A::Error>::new(&key),
+                )?;
                 out.insert(quantity, map.next_value::<TermSource>()?);
             }
             Ok(out)
@@ -271,10 +217,10 @@ fn by_quantity<'de, D: Deserializer<'de>>(
 pub struct BoundParams {
     /// Quantity (`i_uz`, `i_uy`, `i_xy`, `i_xz`, `i_yz`, `i_xy_given_z`, `i_uy_given_xz`, `h_z`, `h_z_given_xy`) -> source.
     #[serde(deserialize_with = "by_quantity")]
-    pub terms: BTreeMap<QuantityName, TermSource>,
+    pub terms: BTreeMap<Quantity, TermSource>,
     /// Exact values of left-hand sides (synthetic data) to check every bound against.
     #[serde(default, deserialize_with = "by_quantity")]
-    pub truth: BTreeMap<QuantityName, TermSource>,
+    pub truth: BTreeMap<Quantity, TermSource>,
     /// The exact Bayes accuracy of predicting Z from U (synthetic data), to check the accuracy
     /// bounds against.
     #[serde(default)]

@@ -1,8 +1,9 @@
 //! Finding each term's value: an estimate_mi row (with its recorded direction and
 //! certificate), an upstream metric, or a given value; and the upstream tables they come from.
 
-use super::params::{QuantityName, Source, TermSource};
+use super::params::{Source, TermSource};
 use crate::artifact::read_parquet;
+use crate::bounds::terms::Quantity;
 use crate::bounds::terms::{Direction, Term};
 use crate::mi::certificate::{Certificate, CertifiedSide};
 use crate::stages::{InputArtifact, StageContext, StageError};
@@ -67,12 +68,12 @@ pub struct Resolved {
 pub fn resolve(
     ctx: &StageContext,
     estimates: &[EstimateTable],
-    q: QuantityName,
+    q: Quantity,
     src: &TermSource,
     force: Option<Direction>,
     group: Group,
 ) -> Result<Resolved, StageError> {
-    let what = q.quantity().symbol();
+    let what = q.symbol();
     let kind = src.kind;
     match &src.source {
         Source::Value(v) => {
