@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
 use crate::error::Error;
 use crate::mi::spec::{estimate, EstimatorSpec, IntervalSpec, Preprocess};
@@ -71,15 +72,6 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         .map(|s| EstimatorSpec::parse_cli(s))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::Usage)?;
-    let table = Table::read(&args.file).map_err(|e| Error::Usage(e.to_string()))?;
-    let other = match &args.y_file {
-        Some(p) => Some(Table::read(p).map_err(|e| Error::Usage(e.to_string()))?),
-        None => None,
-    };
-    let ytable = other.as_ref().unwrap_or(&table);
-    let x = matrix(&table, &args.x)?;
-    let y = matrix(ytable, &args.y)?;
-    let z = args.z.as_deref().map(|z| matrix(ytable, z)).transpose()?;
     let pre = Preprocess {
         standardise: !args.no_standardise,
         jitter: !args.no_jitter,
@@ -90,6 +82,38 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         reps: args.interval_reps,
         level: args.level,
     });
+    // The same rules `validate` applies to a pipeline's `preprocess` and `interval`, said in
+    // terms of the flags, before any data is read.
+    let flag_problems = pre
+        .check()
+        .into_iter()
+        .chain(interval.as_ref().map(IntervalSpec::check).unwrap_or_default())
+        .map(|e| {
+            let key = match e.path.last() {
+                Some(PathSeg::Key(k)) => k.as_str(),
+                _ => "",
+            };
+            let flag = match key {
+                "reps" => "--interval-reps",
+                "level" => "--level",
+                "max_rows" => "--max-rows",
+                other => other,
+            };
+            format!("{flag}: {}", e.message)
+        })
+        .collect::<Vec<_>>();
+    if !flag_problems.is_empty() {
+        return Err(Error::Usage(flag_problems.join("; ")));
+    }
+    let table = Table::read(&args.file).map_err(|e| Error::Usage(e.to_string()))?;
+    let other = match &args.y_file {
+        Some(p) => Some(Table::read(p).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
+    let ytable = other.as_ref().unwrap_or(&table);
+    let x = matrix(&table, &args.x)?;
+    let y = matrix(ytable, &args.y)?;
+    let z = args.z.as_deref().map(|z| matrix(ytable, z)).transpose()?;
     let mut rows = Vec::new();
     for spec in &specs {
         let result = estimate(spec, &x, &y, z.as_ref(), &pre, interval.as_ref(), args.seed)

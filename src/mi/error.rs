@@ -121,6 +121,16 @@ pub enum MiError {
         reason: String,
     },
 
+    /// Estimator settings (or preprocessing, interval) that break a rule of their kind; found
+    /// before anything runs ([`crate::mi::estimators::EstimatorKind::check`]).
+    #[error("{estimator}: invalid settings: {problem}")]
+    Settings {
+        /// The estimator kind.
+        estimator: &'static str,
+        /// The broken rule, with the setting's path.
+        problem: String,
+    },
+
     /// A histogram whose joint grid would be too large to be meaningful.
     #[error(
         "histogram with {bins} bins over {dims} joint dimensions has {cells:e} cells, above the limit {limit:e}; use fewer bins or a k-NN estimator"

@@ -25,7 +25,8 @@ use super::matrix::Matrix;
 use super::special::digamma;
 use super::{check_pair, BiasDirection, Estimator, MiEstimate};
 
-/// Which KSG formula to use.
+/// Which KSG formula to use. Written `1` or `2` in pipelines and on the command line (the
+/// numbering of Kraskov et al. 2004), so any other number is refused when it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KsgAlgorithm {
     /// Algorithm 1 (hyper-cube of the joint k-th neighbour distance).
@@ -33,6 +34,58 @@ pub enum KsgAlgorithm {
     One,
     /// Algorithm 2 (hyper-rectangle of the marginal extents of the k neighbours).
     Two,
+}
+
+impl KsgAlgorithm {
+    /// The paper's number of the algorithm.
+    pub fn number(self) -> u8 {
+        match self {
+            KsgAlgorithm::One => 1,
+            KsgAlgorithm::Two => 2,
+        }
+    }
+}
+
+impl serde::Serialize for KsgAlgorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.number())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KsgAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Number;
+        impl serde::de::Visitor<'_> for Number {
+            type Value = KsgAlgorithm;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("1 or 2")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KsgAlgorithm, E> {
+                match v {
+                    1 => Ok(KsgAlgorithm::One),
+                    2 => Ok(KsgAlgorithm::Two),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<KsgAlgorithm, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_u64(Number)
+    }
+}
+
+impl schemars::JsonSchema for KsgAlgorithm {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KsgAlgorithm".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "integer", "enum": [1, 2]})
+    }
 }
 
 /// KSG estimator configuration.

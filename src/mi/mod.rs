@@ -6,6 +6,11 @@
 //! (lower, lower, upper), but their point values hold only on average; each also records a
 //! [`certificate::Certificate`] from which a confidence bound is computed
 //! ([`confidence`] holds the statistics).
+//!
+//! Two layers: [`Estimator`] is the computation on a pair of matrices (the files named after
+//! each method); [`estimators`] holds the kinds a pipeline or `cbound mi` can name, one file
+//! each behind [`EstimatorKind`] (settings, inputs, direction, checks, run), and [`spec`]
+//! runs any configured kind into a row of `mi_estimates.parquet`.
 
 pub mod bootstrap;
 pub mod certificate;
@@ -13,6 +18,7 @@ pub mod channel;
 pub mod confidence;
 pub mod discrete;
 pub mod error;
+pub mod estimators;
 pub mod gaussian;
 pub mod histogram;
 pub mod infonce;
@@ -30,6 +36,7 @@ mod testutil;
 
 pub use discrete::{Correction, DiscreteMi};
 pub use error::MiError;
+pub use estimators::{Conditioning, EstimatorKind, Input, Inputs};
 pub use gaussian::GaussianMi;
 pub use histogram::Histogram;
 pub use infonce::InfoNce;

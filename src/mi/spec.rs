@@ -1,120 +1,39 @@
 //! Estimators as configured in a pipeline or on the command line, and one function that runs
 //! any of them on a pair (with preprocessing and an interval) into a uniform result row.
 //! Shared by the `estimate_mi` stage and `cbound mi`, so both behave identically.
+//!
+//! What differs between estimators lives with each kind in [`super::estimators`]; nothing
+//! here names one. An [`EstimatorSpec`] is a registered kind with its settings, read from
+//! `{name: ksg, k: 3}` by looking `name` up in the registry.
 
+use std::fmt;
 use std::time::Instant;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::bootstrap::{subsample_interval, SubsampleConfig};
-use super::channel::gaussian_channel_bound;
-use super::discrete::Correction;
-use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
-use super::{
-    BiasDirection, DiscreteMi, Estimator, GaussianMi, Histogram, InfoNce, Ksg, KsgAlgorithm,
-    KsgCmi, Matrix, MiError, Probe,
+use super::estimators::{
+    self, Configured, DynEstimator, EstimatorKind, Input, Inputs, Resampling, Sample, VisitKind,
 };
-
-fn default_k() -> usize {
-    3
-}
-fn default_algorithm() -> u8 {
-    1
-}
-fn default_bins() -> usize {
-    16
-}
-fn yes() -> bool {
-    true
-}
-fn default_batch() -> usize {
-    256
-}
-fn default_train_fraction() -> f64 {
-    0.8
-}
-fn default_steps() -> usize {
-    300
-}
-fn default_l2() -> f64 {
-    1e-4
-}
-fn default_floor() -> f64 {
-    super::probe::DEFAULT_FLOOR
-}
+use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
+use super::{BiasDirection, Matrix, MiError};
+use crate::config::yaml::PathSeg;
+use crate::stages::ParamError;
 
 /// One estimator with its settings, written `{name: ksg, k: 3}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum EstimatorSpec {
-    /// Kraskov-Stoegbauer-Grassberger k-NN estimate; an estimate, biased low at high MI or dimension.
-    Ksg {
-        #[serde(default = "default_k")]
-        k: usize,
-        /// 1 or 2 (Kraskov et al. 2004).
-        #[serde(default = "default_algorithm")]
-        algorithm: u8,
-    },
-    /// Frenzel-Pompe conditional MI I(X;Y|Z); needs `z`.
-    KsgCmi {
-        #[serde(default = "default_k")]
-        k: usize,
-        /// Treat Z as class labels (per-class KSG weighted by class frequency).
-        #[serde(default)]
-        discrete_z: bool,
-    },
-    /// Equal-width histogram plug-in, for low dimensions.
-    Histogram {
-        #[serde(default = "default_bins")]
-        bins: usize,
-        #[serde(default = "yes")]
-        miller_madow: bool,
-    },
-    /// Log-determinant (Gaussian) estimate: exact for Gaussians, blind to nonlinear dependence.
-    Gaussian,
-    /// Plug-in MI between label columns.
-    Discrete {
-        #[serde(default = "yes")]
-        miller_madow: bool,
-    },
-    /// log N - L of the contrastive critic on held-out projection pairs: a lower bound, capped at log N.
-    Infonce {
-        temperature: f64,
-        #[serde(default = "default_batch")]
-        batch: usize,
-    },
-    /// Upper bound on I(X;Y) (or I(X;Y|Z) with `z` labels) for the augmentation Y = X + noise_std * E:
-    /// 1/2 log det(I + Cov(X|z) / noise_std^2). x: the clean input, y: its noise view (checked).
-    GaussianChannel {
-        noise_std: f64,
-        /// `[low, high]` that every feature of x lies in (e.g. of normalised pixels). With it the
-        /// row also certifies an upper bound (through the trace); without it the plug-in value
-        /// is only an estimate, since it is biased low.
-        #[serde(default)]
-        feature_range: Option<[f64; 2]>,
-    },
-    /// Softmax-regression probe: I(U;Z) >= H(Z) - held-out cross-entropy (a lower bound); y must be labels.
-    Probe {
-        #[serde(default = "default_train_fraction")]
-        train_fraction: f64,
-        #[serde(default = "default_steps")]
-        steps: usize,
-        #[serde(default = "default_l2")]
-        l2: f64,
-        /// Uniform floor eps mixed into the probe for its confidence bound (each held-out loss
-        /// is then at most log(K / eps)).
-        #[serde(default = "default_floor")]
-        floor: f64,
-        /// K, the number of label values (default: the largest label + 1); give it when a
-        /// rare class may be missing from the sample.
-        #[serde(default)]
-        classes: Option<usize>,
-    },
-}
+pub struct EstimatorSpec(Box<dyn DynEstimator>);
 
 impl EstimatorSpec {
+    /// A kind with these settings.
+    pub fn of<K: EstimatorKind>(params: K::Params) -> EstimatorSpec {
+        EstimatorSpec(Box::new(Configured::<K> { params }))
+    }
+
     /// Parses the command line's short form: `ksg`, `ksg:k=5`, `infonce:temperature=0.1,batch=128`.
+    /// Settings are read as they are in a pipeline, and their rules checked, so a value
+    /// `validate` would refuse is refused here too.
     pub fn parse_cli(text: &str) -> Result<EstimatorSpec, String> {
         let (name, rest) = text.split_once(':').unwrap_or((text, ""));
         let mut map = serde_json::Map::new();
@@ -130,125 +49,259 @@ impl EstimatorSpec {
                 .unwrap_or_else(|_| serde_json::Value::String(v.trim().into()));
             map.insert(k.trim().to_string(), value);
         }
-        serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| format!("estimator `{text}`: {e}"))
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            EstimatorSpec::Ksg { .. } => "ksg",
-            EstimatorSpec::KsgCmi { .. } => "ksg_cmi",
-            EstimatorSpec::GaussianChannel { .. } => "gaussian_channel",
-            EstimatorSpec::Histogram { .. } => "histogram",
-            EstimatorSpec::Gaussian => "gaussian",
-            EstimatorSpec::Discrete { .. } => "discrete",
-            EstimatorSpec::Infonce { .. } => "infonce",
-            EstimatorSpec::Probe { .. } => "probe",
+        let spec: EstimatorSpec = serde_json::from_value(serde_json::Value::Object(map))
+            .map_err(|e| format!("estimator `{text}`: {e}"))?;
+        match spec.check().first() {
+            Some(problem) => Err(format!("estimator `{text}`: {problem}")),
+            None => Ok(spec),
         }
     }
 
-    /// Whether x and y are continuous features (to be preprocessed) or labels/projections.
-    /// The channel bound is in the units of the augmentation's noise: never rescaled.
-    fn continuous_x(&self) -> bool {
-        !matches!(
-            self,
-            EstimatorSpec::Discrete { .. }
-                | EstimatorSpec::Infonce { .. }
-                | EstimatorSpec::GaussianChannel { .. }
-        )
+    pub fn name(&self) -> &'static str {
+        self.0.name()
     }
 
-    fn continuous_y(&self) -> bool {
-        !matches!(
-            self,
-            EstimatorSpec::Discrete { .. }
-                | EstimatorSpec::Infonce { .. }
-                | EstimatorSpec::Probe { .. }
-                | EstimatorSpec::GaussianChannel { .. }
-        )
+    /// What it reads from a pair, and so how each side is preprocessed.
+    pub fn inputs(&self) -> Inputs {
+        self.0.inputs()
     }
 
-    fn uses_neighbours(&self) -> bool {
-        matches!(
-            self,
-            EstimatorSpec::Ksg { .. } | EstimatorSpec::KsgCmi { .. }
-        )
+    /// What its value promises.
+    pub fn direction(&self) -> BiasDirection {
+        self.0.direction()
     }
 
-    fn build(&self, seed: u64) -> Result<Box<dyn Estimator>, MiError> {
-        Ok(match self {
-            EstimatorSpec::Ksg { k, algorithm } => {
-                let algorithm = match algorithm {
-                    1 => KsgAlgorithm::One,
-                    2 => KsgAlgorithm::Two,
-                    other => {
-                        return Err(MiError::InvalidParameter {
-                            name: "algorithm",
-                            reason: format!("must be 1 or 2, got {other}"),
-                        })
-                    }
-                };
-                Box::new(Ksg::new(*k)?.with_algorithm(algorithm))
+    /// Every rule of its kind the settings break, at paths relative to its mapping.
+    pub fn check(&self) -> Vec<ParamError> {
+        self.0.check()
+    }
+
+    /// The settings as JSON text, `{"name":"ksg","k":3,"algorithm":1}`: the `params` column.
+    pub fn params_json(&self) -> String {
+        self.0.params_json()
+    }
+}
+
+impl Clone for EstimatorSpec {
+    fn clone(&self) -> EstimatorSpec {
+        EstimatorSpec(self.0.clone_box())
+    }
+}
+
+/// Two specs are equal when they name the same kind with the same settings.
+impl PartialEq for EstimatorSpec {
+    fn eq(&self, other: &EstimatorSpec) -> bool {
+        self.params_json() == other.params_json()
+    }
+}
+
+impl fmt::Debug for EstimatorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EstimatorSpec({})", self.params_json())
+    }
+}
+
+impl Serialize for EstimatorSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0
+            .to_value()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EstimatorSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EstimatorSpec, D::Error> {
+        d.deserialize_map(SpecVisitor)
+    }
+}
+
+/// Reads `name`, then hands the rest of the same map to that kind's settings struct. The
+/// map is not buffered (unlike an internally tagged enum), so an error in a setting keeps
+/// its path (`estimators[0].algorithm`) for `validate`'s file:line:column.
+struct SpecVisitor;
+
+impl<'de> Visitor<'de> for SpecVisitor {
+    type Value = EstimatorSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an estimator mapping such as `{name: ksg, k: 3}`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EstimatorSpec, A::Error> {
+        // Keys before `name` (rare: `{k: 3, name: ksg}`) are kept to be replayed.
+        let mut before = Vec::new();
+        let name = loop {
+            match map.next_key::<String>()? {
+                None => return Err(serde::de::Error::missing_field("name")),
+                Some(key) if key == "name" => break map.next_value_seed(KindName)?,
+                Some(key) => before.push((key, map.next_value::<serde_json::Value>()?)),
             }
-            EstimatorSpec::Histogram { bins, miller_madow } => {
-                let mut h = Histogram::new(*bins)?;
-                h.miller_madow = *miller_madow;
-                Box::new(h)
-            }
-            EstimatorSpec::Gaussian => Box::new(GaussianMi),
-            EstimatorSpec::Discrete { miller_madow } => Box::new(DiscreteMi {
-                correction: if *miller_madow {
-                    Correction::MillerMadow
-                } else {
-                    Correction::None
-                },
+        };
+        let mut parse = ParseKind {
+            name,
+            rest: Some(Rest {
+                before: before.into_iter(),
+                pending: None,
+                map,
+                _de: std::marker::PhantomData,
             }),
-            EstimatorSpec::Infonce { temperature, batch } => {
-                let mut e = InfoNce::new(*temperature, *batch)?;
-                e.seed = seed;
-                Box::new(e)
-            }
-            EstimatorSpec::Probe {
-                train_fraction,
-                steps,
-                l2,
-                floor,
-                classes,
-            } => Box::new(Probe {
-                train_fraction: *train_fraction,
-                steps: *steps,
-                l2: *l2,
-                floor: *floor,
-                classes: *classes,
-                seed,
-            }),
-            EstimatorSpec::KsgCmi { .. } | EstimatorSpec::GaussianChannel { .. } => {
-                // Both read z, so estimate() handles them before building a two-sample estimator.
-                return Err(MiError::InvalidParameter {
-                    name: "estimator",
-                    reason: format!("{} is not a two-sample estimator", self.name()),
-                });
-            }
+            out: None,
+        };
+        estimators::each_kind(&mut parse);
+        // KindName accepted only registered names, so some kind took the map.
+        parse.out.unwrap_or_else(|| {
+            Err(serde::de::Error::unknown_variant(
+                parse.name,
+                estimators::names(),
+            ))
         })
     }
 }
 
-/// Preprocessing applied to continuous inputs before estimating.
+/// The value of `name`: one of the registered kinds (refused inside the value, so the
+/// error points at it).
+struct KindName;
+
+impl<'de> DeserializeSeed<'de> for KindName {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        let name = String::deserialize(d)?;
+        estimators::names()
+            .iter()
+            .find(|n| **n == name)
+            .copied()
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, estimators::names()))
+    }
+}
+
+/// Deserialises the settings of the kind called `name` from the rest of the map.
+struct ParseKind<'de, A: MapAccess<'de>> {
+    name: &'static str,
+    rest: Option<Rest<'de, A>>,
+    out: Option<Result<EstimatorSpec, A::Error>>,
+}
+
+impl<'de, A: MapAccess<'de>> VisitKind for ParseKind<'de, A> {
+    fn visit<K: EstimatorKind>(&mut self) {
+        if K::NAME != self.name {
+            return;
+        }
+        if let Some(rest) = self.rest.take() {
+            let de = serde::de::value::MapAccessDeserializer::new(rest);
+            self.out = Some(K::Params::deserialize(de).map(EstimatorSpec::of::<K>));
+        }
+    }
+}
+
+/// The map after `name`: first the entries read before it, then the rest, unread.
+struct Rest<'de, A: MapAccess<'de>> {
+    before: std::vec::IntoIter<(String, serde_json::Value)>,
+    pending: Option<serde_json::Value>,
+    map: A,
+    /// `'de` is only the map's.
+    _de: std::marker::PhantomData<&'de ()>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Rest<'de, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, A::Error> {
+        match self.before.next() {
+            Some((key, value)) => {
+                self.pending = Some(value);
+                seed.deserialize(serde::de::value::StringDeserializer::<A::Error>::new(key))
+                    .map(Some)
+            }
+            None => self.map.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        match self.pending.take() {
+            Some(value) => seed.deserialize(value).map_err(serde::de::Error::custom),
+            None => self.map.next_value_seed(seed),
+        }
+    }
+}
+
+/// A `oneOf` with one branch per registered kind: `name` (its constant) and its settings.
+impl JsonSchema for EstimatorSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EstimatorSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        struct Branches<'g> {
+            generator: &'g mut schemars::SchemaGenerator,
+            out: Vec<serde_json::Value>,
+        }
+        impl VisitKind for Branches<'_> {
+            fn visit<K: EstimatorKind>(&mut self) {
+                let settings = K::Params::json_schema(self.generator).to_value();
+                let mut properties = serde_json::Map::new();
+                properties.insert(
+                    "name".into(),
+                    serde_json::json!({"type": "string", "const": K::NAME}),
+                );
+                if let Some(p) = settings.get("properties").and_then(|p| p.as_object()) {
+                    properties.extend(p.clone());
+                }
+                let mut required = vec![serde_json::Value::from("name")];
+                if let Some(r) = settings.get("required").and_then(|r| r.as_array()) {
+                    required.extend(r.iter().cloned());
+                }
+                self.out.push(serde_json::json!({
+                    "description": K::SUMMARY,
+                    "type": "object",
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": false,
+                }));
+            }
+        }
+        let mut branches = Branches {
+            generator,
+            out: Vec::new(),
+        };
+        estimators::each_kind(&mut branches);
+        schemars::json_schema!({
+            "description": "One estimator with its settings, written `{name: ksg, k: 3}`.",
+            "oneOf": branches.out,
+        })
+    }
+}
+
+/// Preprocessing applied to continuous inputs before estimating (to the sides whose
+/// [`Input`] is preprocessed; labels, projections and channel values are left alone).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Preprocess {
     /// Shift and scale every continuous column to mean 0, sd 1 (constant columns are only centred).
-    #[serde(default = "yes")]
     pub standardise: bool,
     /// Add a tiny seeded jitter (1e-10 sd) before k-NN estimators, so ties break deterministically.
-    #[serde(default = "yes")]
     pub jitter: bool,
     /// Apply asinh to continuous columns first (tames heavy tails).
-    #[serde(default)]
     pub asinh: bool,
-    /// Estimate on a seeded subsample of at most this many rows.
-    #[serde(default)]
+    /// Estimate on a seeded subsample of at most this many rows (at least 1).
     pub max_rows: Option<usize>,
+}
+
+impl Preprocess {
+    /// Its rules, at paths relative to the `preprocess` mapping.
+    pub fn check(&self) -> Vec<ParamError> {
+        match self.max_rows {
+            Some(0) => vec![ParamError::at(
+                &["max_rows"],
+                "max_rows must be at least 1 (leave it out to use every row)",
+            )],
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Default for Preprocess {
@@ -272,6 +325,29 @@ pub struct IntervalSpec {
     /// Central coverage.
     #[serde(default = "default_level")]
     pub level: f64,
+}
+
+impl IntervalSpec {
+    /// Its rules, at paths relative to the `interval` mapping.
+    pub fn check(&self) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        if self.reps < 2 {
+            out.push(ParamError::at(
+                &["reps"],
+                format!("reps must be at least 2 subsamples, got {}", self.reps),
+            ));
+        }
+        if !(self.level > 0.0 && self.level < 1.0) {
+            out.push(ParamError::at(
+                &["level"],
+                format!(
+                    "level (the central coverage) must lie strictly between 0 and 1, got {}",
+                    self.level
+                ),
+            ));
+        }
+        out
+    }
 }
 
 fn default_reps() -> usize {
@@ -314,8 +390,12 @@ fn kind_name(d: BiasDirection) -> &'static str {
     }
 }
 
-fn prepare(m: &Matrix, pre: &Preprocess, neighbours: bool, seed: u64) -> Result<Matrix, MiError> {
-    let mut m = if pre.asinh { asinh(m) } else { m.clone() };
+/// One side as its kind reads it (see [`Input`]).
+fn prepare(m: Matrix, input: Input, pre: &Preprocess, seed: u64) -> Result<Matrix, MiError> {
+    if !input.preprocessed() {
+        return Ok(m);
+    }
+    let mut m = if pre.asinh { asinh(&m) } else { m };
     if pre.standardise {
         let means = m.column_means();
         let sds = m.column_stds();
@@ -329,20 +409,36 @@ fn prepare(m: &Matrix, pre: &Preprocess, neighbours: bool, seed: u64) -> Result<
             }
         }
     }
-    if neighbours && pre.jitter {
+    if input.jittered() && pre.jitter {
         m = jitter(&m, DEFAULT_JITTER, seed)?;
     }
     Ok(m)
 }
 
-/// Rows of a label matrix as hashable class codes (equal rows, equal codes).
-fn label_codes(z: &Matrix) -> Vec<u64> {
-    z.iter_rows()
-        .map(|r| {
-            r.iter()
-                .fold(0u64, |h, v| h.rotate_left(17) ^ (v + 0.0).to_bits())
-        })
-        .collect()
+/// The first broken rule of the estimator, preprocessing or interval, as an error: callers
+/// outside a pipeline (`cbound mi`, library users) get the checks `validate` makes.
+fn check_settings(
+    spec: &EstimatorSpec,
+    pre: &Preprocess,
+    interval: Option<&IntervalSpec>,
+) -> Result<(), MiError> {
+    let estimator = spec.check().into_iter();
+    let pre = pre
+        .check()
+        .into_iter()
+        .map(|e| e.under(PathSeg::Key("preprocess".into())));
+    let interval = interval
+        .map(IntervalSpec::check)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.under(PathSeg::Key("interval".into())));
+    match estimator.chain(pre).chain(interval).next() {
+        Some(problem) => Err(MiError::Settings {
+            estimator: spec.name(),
+            problem: problem.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Runs one estimator on (x, y[, z]).
@@ -356,6 +452,7 @@ pub fn estimate(
     seed: u64,
 ) -> Result<EstimateRow, MiError> {
     let start = Instant::now();
+    check_settings(spec, pre, interval)?;
     for m in [Some(x), Some(y), z].into_iter().flatten() {
         m.check_finite(if std::ptr::eq(m, x) {
             "x"
@@ -373,126 +470,67 @@ pub fn estimate(
         y = y.select_rows(&idx)?;
         z = z.map(|m| m.select_rows(&idx)).transpose()?;
     }
-    let nb = spec.uses_neighbours();
-    if spec.continuous_x() {
-        x = prepare(&x, pre, nb, seed)?;
-    }
-    if spec.continuous_y() {
-        y = prepare(&y, pre, nb, seed ^ 0x9e37_79b9_7f4a_7c15)?;
-    }
-    let params = serde_json::to_string(spec).unwrap_or_default();
+    let inputs = spec.inputs();
+    let x = prepare(x, inputs.x, pre, seed)?;
+    let y = prepare(y, inputs.y, pre, seed ^ 0x9e37_79b9_7f4a_7c15)?;
+    let z = match (inputs.z, z) {
+        (estimators::Conditioning::Required(_), None) => {
+            return Err(MiError::InvalidParameter {
+                name: "z",
+                reason: format!("{} estimates I(X;Y|Z): give a `z`", spec.name()),
+            })
+        }
+        (c, Some(z)) => match c.input() {
+            Some(input) => Some(prepare(z, input, pre, seed ^ 0x51)?),
+            None => None,
+        },
+        (_, None) => None,
+    };
+    let outcome = spec.0.run(&Sample {
+        x: &x,
+        y: &y,
+        z: z.as_ref(),
+        seed,
+    })?;
     let mut row = EstimateRow {
         estimator: spec.name().to_string(),
-        params,
+        params: spec.params_json(),
         n: x.rows(),
         dim_x: x.cols(),
         dim_y: y.cols(),
-        nats: f64::NAN,
+        nats: outcome.nats,
         ci_low: None,
         ci_high: None,
         ci_level: None,
-        kind: "estimate",
-        accuracy: None,
-        cap_nats: None,
+        kind: kind_name(outcome.direction),
+        accuracy: outcome.accuracy,
+        cap_nats: outcome.cap_nats,
         seconds: 0.0,
-        note: None,
-        certificate: None,
+        note: outcome.note,
+        certificate: outcome.certificate,
     };
-    if let EstimatorSpec::GaussianChannel {
-        noise_std,
-        feature_range,
-    } = spec
-    {
-        let labels = z.as_ref().map(label_codes);
-        let (e, certificate) =
-            gaussian_channel_bound(&x, &y, labels.as_deref(), *noise_std, *feature_range, seed)?;
-        row.nats = e.nats;
-        row.kind = kind_name(e.direction);
-        row.note = e.note;
-        row.certificate = certificate;
-        row.seconds = start.elapsed().as_secs_f64();
-        return Ok(row);
-    }
-    if let EstimatorSpec::KsgCmi { k, discrete_z } = spec {
-        let z = z.ok_or_else(|| MiError::InvalidParameter {
-            name: "z",
-            reason: "ksg_cmi estimates I(X;Y|Z): give a `z`".into(),
-        })?;
-        let est = KsgCmi::new(*k)?;
-        let e = if *discrete_z {
-            est.estimate_discrete(&x, &y, &label_codes(&z))?
-        } else {
-            let z = prepare(&z, pre, true, seed ^ 0x51)?;
-            est.estimate_continuous(&x, &y, &z)?
-        };
-        row.nats = e.nats;
-        row.kind = kind_name(e.direction);
-        row.note = e.note;
-        if interval.is_some() {
-            row.note = Some(format!(
-                "{} (no interval: subsampling intervals are not implemented for conditional MI)",
-                row.note.unwrap_or_default()
-            ));
-        }
-        row.seconds = start.elapsed().as_secs_f64();
-        return Ok(row);
-    }
-    let est = spec.build(seed)?;
-    if let EstimatorSpec::Probe {
-        train_fraction,
-        steps,
-        l2,
-        floor,
-        classes,
-    } = spec
-    {
-        // Fitted once here (not through the trait) to keep its accuracy, H(Z), certificate.
-        let r = Probe {
-            train_fraction: *train_fraction,
-            steps: *steps,
-            l2: *l2,
-            floor: *floor,
-            classes: *classes,
-            seed,
-        }
-        .fit(&x, &y)?;
-        row.nats = r.mi_lower_bound;
-        row.kind = kind_name(BiasDirection::LowerBound);
-        row.accuracy = Some(r.accuracy);
-        row.cap_nats = Some(r.entropy);
-        row.note = Some(format!(
-            "H(Z) {:.4} - held-out cross-entropy {:.4}; held-out accuracy on {} rows",
-            r.entropy, r.cross_entropy, r.n_test
-        ));
-        row.certificate = Some(r.certificate);
-    } else if let EstimatorSpec::Infonce { temperature, batch } = spec {
-        // The batch losses once: their mean is the estimate, their spread the certificate.
-        let mut critic = InfoNce::new(*temperature, *batch)?;
-        critic.seed = seed;
-        let losses = critic.batch_losses(&x, &y)?;
-        let e = critic.estimate_from(&x, &y, &losses);
-        row.nats = e.nats;
-        row.kind = kind_name(e.direction);
-        row.note = e.note;
-        row.cap_nats = Some(critic.cap());
-        row.certificate = critic.certificate_from(&losses)?;
-    } else {
-        let e = est.estimate(&x, &y)?;
-        row.nats = e.nats;
-        row.kind = kind_name(e.direction);
-        row.note = e.note;
-    }
     if let Some(iv) = interval {
-        let cfg = SubsampleConfig {
-            reps: iv.reps,
-            level: iv.level,
-            seed,
-            ..SubsampleConfig::default()
-        };
-        let i = subsample_interval(est.as_ref(), &x, &y, &cfg)?;
-        row.ci_low = Some(i.lo);
-        row.ci_high = Some(i.hi);
-        row.ci_level = Some(iv.level);
+        match spec.0.resampling(seed)? {
+            Resampling::Subsample(est) => {
+                let cfg = SubsampleConfig {
+                    reps: iv.reps,
+                    level: iv.level,
+                    seed,
+                    ..SubsampleConfig::default()
+                };
+                let i = subsample_interval(est.as_ref(), &x, &y, &cfg)?;
+                row.ci_low = Some(i.lo);
+                row.ci_high = Some(i.hi);
+                row.ci_level = Some(iv.level);
+            }
+            Resampling::Unsupported(why) => {
+                row.note = Some(format!(
+                    "{} (no interval: {why})",
+                    row.note.unwrap_or_default()
+                ));
+            }
+            Resampling::Silent => {}
+        }
     }
     row.seconds = start.elapsed().as_secs_f64();
     Ok(row)
@@ -501,27 +539,154 @@ pub fn estimate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mi::estimators::infonce::{InfoNceKind, InfoNceParams};
+    use crate::mi::estimators::ksg::{KsgKind, KsgParams};
+    use crate::mi::KsgAlgorithm;
+
+    fn ksg(k: usize, algorithm: KsgAlgorithm) -> EstimatorSpec {
+        EstimatorSpec::of::<KsgKind>(KsgParams { k, algorithm })
+    }
 
     #[test]
     fn cli_short_forms_parse() {
         assert_eq!(
             EstimatorSpec::parse_cli("ksg").unwrap(),
-            EstimatorSpec::Ksg { k: 3, algorithm: 1 }
+            ksg(3, KsgAlgorithm::One)
         );
         assert_eq!(
             EstimatorSpec::parse_cli("ksg:k=5,algorithm=2").unwrap(),
-            EstimatorSpec::Ksg { k: 5, algorithm: 2 }
+            ksg(5, KsgAlgorithm::Two)
         );
         assert_eq!(
             EstimatorSpec::parse_cli("infonce:temperature=0.1").unwrap(),
-            EstimatorSpec::Infonce {
+            EstimatorSpec::of::<InfoNceKind>(InfoNceParams {
                 temperature: 0.1,
                 batch: 256
-            }
+            })
         );
         let err = EstimatorSpec::parse_cli("ksg:kk=5").unwrap_err();
         assert!(err.contains("unknown field `kk`"), "{err}");
-        assert!(EstimatorSpec::parse_cli("nope").is_err());
+        let err = EstimatorSpec::parse_cli("nope").unwrap_err();
+        assert!(err.contains("unknown variant `nope`"), "{err}");
+        assert!(err.contains("`ksg`"), "{err}");
+    }
+
+    #[test]
+    fn cli_short_forms_refuse_what_validate_refuses() {
+        for (text, says) in [
+            ("ksg:k=0", "`k`: k must be at least 1, got 0"),
+            ("ksg:algorithm=3", "invalid value: integer `3`, expected 1 or 2"),
+            ("histogram:bins=0", "`bins`: bins must be at least 2"),
+            (
+                "infonce:temperature=-1",
+                "`temperature`: temperature must be positive and finite, got -1",
+            ),
+            ("probe:train_fraction=1", "`train_fraction`"),
+            ("gaussian_channel:noise_std=0", "`noise_std`"),
+        ] {
+            let err = EstimatorSpec::parse_cli(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+            assert!(err.starts_with(&format!("estimator `{text}`")), "{err}");
+        }
+    }
+
+    /// The `params` column is the JSON text the old tagged enum wrote: outputs and every
+    /// row's `params` carry over unchanged.
+    #[test]
+    fn params_text_is_unchanged() {
+        for (cli, json) in [
+            ("ksg", r#"{"name":"ksg","k":3,"algorithm":1}"#),
+            ("ksg:k=5,algorithm=2", r#"{"name":"ksg","k":5,"algorithm":2}"#),
+            ("ksg_cmi", r#"{"name":"ksg_cmi","k":3,"discrete_z":false}"#),
+            ("histogram", r#"{"name":"histogram","bins":16,"miller_madow":true}"#),
+            (
+                "histogram:bins=8,miller_madow=false",
+                r#"{"name":"histogram","bins":8,"miller_madow":false}"#,
+            ),
+            ("gaussian", r#"{"name":"gaussian"}"#),
+            ("discrete", r#"{"name":"discrete","miller_madow":true}"#),
+            (
+                "infonce:temperature=0.5,batch=64",
+                r#"{"name":"infonce","temperature":0.5,"batch":64}"#,
+            ),
+            (
+                "gaussian_channel:noise_std=0.3",
+                r#"{"name":"gaussian_channel","noise_std":0.3,"feature_range":null}"#,
+            ),
+            (
+                "probe",
+                r#"{"name":"probe","train_fraction":0.8,"steps":300,"l2":0.0001,"floor":0.01,"classes":null}"#,
+            ),
+            (
+                "probe:classes=10,floor=0.05,l2=0,steps=10,train_fraction=0.5",
+                r#"{"name":"probe","train_fraction":0.5,"steps":10,"l2":0.0,"floor":0.05,"classes":10}"#,
+            ),
+        ] {
+            let spec = EstimatorSpec::parse_cli(cli).unwrap();
+            assert_eq!(spec.params_json(), json, "{cli}");
+            assert_eq!(serde_json::to_string(&spec).unwrap(), json, "{cli}");
+            // And it reads back as the same spec.
+            let back: EstimatorSpec = serde_json::from_str(json).unwrap();
+            assert_eq!(back, spec, "{cli}");
+        }
+        let ranged: EstimatorSpec = serde_json::from_value(serde_json::json!(
+            {"name": "gaussian_channel", "noise_std": 1.0, "feature_range": [-3.1, 2.6]}
+        ))
+        .unwrap();
+        assert_eq!(
+            ranged.params_json(),
+            r#"{"name":"gaussian_channel","noise_std":1.0,"feature_range":[-3.1,2.6]}"#
+        );
+    }
+
+    fn path_of(json: serde_json::Value) -> (String, String) {
+        let err = serde_path_to_error::deserialize::<_, Vec<EstimatorSpec>>(&json).unwrap_err();
+        (err.path().to_string(), err.into_inner().to_string())
+    }
+
+    #[test]
+    fn errors_in_settings_keep_their_path() {
+        let (path, msg) = path_of(serde_json::json!([{"name": "ksg"}, {"name": "ksg", "algorithm": 3}]));
+        assert_eq!(path, "[1].algorithm");
+        assert_eq!(msg, "invalid value: integer `3`, expected 1 or 2");
+        let (path, msg) = path_of(serde_json::json!([{"name": "ksgg"}]));
+        assert_eq!(path, "[0].name");
+        assert!(msg.starts_with("unknown variant `ksgg`, expected one of `ksg`"), "{msg}");
+        let (_, msg) = path_of(serde_json::json!([{"k": 3}]));
+        assert_eq!(msg, "missing field `name`");
+        let (_, msg) = path_of(serde_json::json!([{"name": "infonce"}]));
+        assert_eq!(msg, "missing field `temperature`");
+        let (_, msg) = path_of(serde_json::json!(["ksg"]));
+        assert!(msg.contains("an estimator mapping such as"), "{msg}");
+        // `name` need not come first.
+        let late: Vec<EstimatorSpec> =
+            serde_json::from_value(serde_json::json!([{"k": 5, "name": "ksg"}])).unwrap();
+        assert_eq!(late[0], ksg(5, KsgAlgorithm::One));
+        let (_, msg) = path_of(serde_json::json!([{"k": 5, "kk": 1, "name": "ksg"}]));
+        assert!(msg.starts_with("unknown field `kk`"), "{msg}");
+    }
+
+    #[test]
+    fn settings_rules_are_checked_before_running() {
+        let x = Matrix::from_rows(&[[1.0], [2.0], [3.0], [4.0], [5.0]]).unwrap();
+        let spec = ksg(0, KsgAlgorithm::One);
+        let err = estimate(&spec, &x, &x, None, &Preprocess::default(), None, 0).unwrap_err();
+        assert!(matches!(err, MiError::Settings { estimator: "ksg", .. }), "{err}");
+        let bad_interval = IntervalSpec {
+            reps: 1,
+            level: 0.9,
+        };
+        let err = estimate(
+            &ksg(1, KsgAlgorithm::One),
+            &x,
+            &x,
+            None,
+            &Preprocess::default(),
+            Some(&bad_interval),
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`interval.reps`"), "{err}");
     }
 
     #[test]
@@ -559,7 +724,7 @@ mod tests {
         let x = Matrix::from_rows(&[[1.0], [f64::NAN], [3.0], [4.0], [5.0]]).unwrap();
         let y = Matrix::from_rows(&[[1.0], [2.0], [3.0], [4.0], [5.0]]).unwrap();
         let err = estimate(
-            &EstimatorSpec::Gaussian,
+            &EstimatorSpec::parse_cli("gaussian").unwrap(),
             &x,
             &y,
             None,

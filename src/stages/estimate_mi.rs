@@ -18,12 +18,13 @@ use arrow_schema::{DataType, Field};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Need, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
 use crate::artifact::documented_schema;
 use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
+use crate::mi::estimators::ksg::{KsgKind, KsgParams};
 use crate::mi::spec::{estimate, EstimateRow, EstimatorSpec, IntervalSpec, Preprocess};
-use crate::mi::Matrix;
+use crate::mi::{Conditioning, Matrix};
 use crate::tables::mi_estimates;
 
 /// Columns of an upstream table.
@@ -56,7 +57,7 @@ pub struct PairSpec {
 }
 
 fn default_estimators() -> Vec<EstimatorSpec> {
-    vec![EstimatorSpec::Ksg { k: 3, algorithm: 1 }]
+    vec![EstimatorSpec::of::<KsgKind>(KsgParams::default())]
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -387,12 +388,62 @@ impl Stage for EstimateMi {
         out
     }
 
-    fn run(params: &EstimateMiParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
-        if params.pairs.is_empty() {
-            return Err(StageError::Params(
-                "`pairs` is empty: name at least one pair to estimate".into(),
+    fn check(p: &EstimateMiParams) -> Vec<ParamError> {
+        let key = |k: &str| PathSeg::Key(k.into());
+        let mut out = Vec::new();
+        if p.pairs.is_empty() {
+            out.push(ParamError::at(
+                &["pairs"],
+                "`pairs` is empty: name at least one pair to estimate",
             ));
         }
+        // Each estimator's own rules, at its place in the file.
+        let listed = |list: &[EstimatorSpec], out: &mut Vec<ParamError>, at: &[PathSeg]| {
+            for (j, spec) in list.iter().enumerate() {
+                for e in spec.check() {
+                    let mut e = e.under(PathSeg::Index(j));
+                    for seg in at.iter().rev() {
+                        e = e.under(seg.clone());
+                    }
+                    out.push(e);
+                }
+            }
+        };
+        listed(&p.estimators, &mut out, &[key("estimators")]);
+        for (i, pair) in p.pairs.iter().enumerate() {
+            let at = [key("pairs"), PathSeg::Index(i), key("estimators")];
+            if let Some(list) = &pair.estimators {
+                listed(list, &mut out, &at);
+            }
+            // A kind that needs `z` on a pair without one: known before any data is read.
+            if pair.z.is_none() {
+                let list = pair.estimators.as_ref().unwrap_or(&p.estimators);
+                for (j, spec) in list.iter().enumerate() {
+                    if let Conditioning::Required(_) = spec.inputs().z {
+                        let from = match pair.estimators {
+                            Some(_) => format!("its estimators[{j}]"),
+                            None => format!("the stage's estimators[{j}]"),
+                        };
+                        out.push(ParamError {
+                            path: vec![key("pairs"), PathSeg::Index(i)],
+                            message: format!(
+                                "pair `{}` has no `z`, but {from}, `{}`, estimates I(X;Y|Z): give the pair a `z` (columns to condition on)",
+                                pair.name,
+                                spec.name()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        out.extend(p.preprocess.check().into_iter().map(|e| e.under(key("preprocess"))));
+        if let Some(interval) = &p.interval {
+            out.extend(interval.check().into_iter().map(|e| e.under(key("interval"))));
+        }
+        out
+    }
+
+    fn run(params: &EstimateMiParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         let mut cache = HashMap::new();
         let mut rows = Vec::new();
         let mut total: usize = params
