@@ -181,6 +181,135 @@ fn mi_command_bad_input() {
     );
 }
 
+/// `cbound mi` refuses, before reading any data, the estimator settings and flags that
+/// `validate` refuses in a pipeline, naming the setting.
+#[test]
+fn mi_command_refuses_bad_settings_up_front() {
+    let p = Project::new();
+    p.write("t.csv", "a,b\n1,2\n2,1\n3,4\n4,4\n5,6\n");
+    for (args, says) in [
+        (vec!["-e", "ksg:k=0"], "estimator `ksg:k=0`: `k`: k must be at least 1, got 0"),
+        (
+            vec!["-e", "ksg:algorithm=3"],
+            "invalid value: integer `3`, expected 1 or 2",
+        ),
+        (
+            vec!["-e", "histogram:bins=0"],
+            "`bins`: bins must be at least 2 per dimension, got 0",
+        ),
+        (
+            vec!["-e", "infonce:temperature=-1"],
+            "`temperature`: temperature must be positive and finite, got -1",
+        ),
+        (vec!["--max-rows", "0"], "--max-rows: max_rows must be at least 1"),
+        (
+            vec!["--interval-reps", "1"],
+            "--interval-reps: reps must be at least 2 subsamples, got 1",
+        ),
+        (
+            vec!["--interval-reps", "5", "--level", "1.5"],
+            "--level: level (the central coverage) must lie strictly between 0 and 1",
+        ),
+    ] {
+        let mut all = vec!["mi", "t.csv", "--x", "a", "--y", "b"];
+        all.extend(&args);
+        let run = p.cbound(&all);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.all());
+        // Refused as a usage error, not as a NaN row of the table.
+        assert!(!run.stdout.contains("NaN"), "{args:?}: {}", run.all());
+    }
+}
+
+const VALIDATE_HEAD: &str = "stages:\n  data:\n    kind: synthetic\n    params: {task: bivariate, rho: 0.5, n: 100}\n  mi:\n    kind: estimate_mi\n    inputs: data\n    params:\n      pairs: [{name: xy, x: {columns: x0}, y: {columns: y0}}]\n";
+
+/// `cbound validate` on an estimate_mi stage with these `estimators:` lines refuses it with
+/// `message` at `location` (`p.yaml:L:C (at \`path\`)`).
+fn estimator_refused(estimators: &str, location: &str, message: &str) {
+    let p = Project::new();
+    p.write("p.yaml", &format!("{VALIDATE_HEAD}{estimators}"));
+    let run = p.cbound(&["validate", "p.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    let found = run
+        .stderr
+        .split("\n\n")
+        .any(|e| e.contains(message) && e.contains(location));
+    assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+}
+
+#[test]
+fn validate_refuses_ksg_with_no_neighbours() {
+    estimator_refused(
+        "      estimators: [{name: ksg, k: 0}]\n",
+        "p.yaml:10:35 (at `stages.mi.params.estimators[0].k`)",
+        "k must be at least 1, got 0",
+    );
+}
+
+#[test]
+fn validate_refuses_a_ksg_algorithm_other_than_1_or_2() {
+    estimator_refused(
+        "      estimators: [{name: gaussian}, {name: ksg, k: 2, algorithm: 3}]\n",
+        "p.yaml:10:67 (at `stages.mi.params.estimators[1].algorithm`)",
+        "invalid value: integer `3`, expected 1 or 2",
+    );
+}
+
+#[test]
+fn validate_refuses_a_histogram_without_bins() {
+    estimator_refused(
+        "      estimators: [{name: histogram, bins: 0}]\n",
+        "p.yaml:10:44 (at `stages.mi.params.estimators[0].bins`)",
+        "bins must be at least 2 per dimension, got 0",
+    );
+}
+
+#[test]
+fn validate_refuses_a_negative_infonce_temperature() {
+    estimator_refused(
+        "      estimators:\n        - name: infonce\n          temperature: -1\n",
+        "p.yaml:12:24 (at `stages.mi.params.estimators[0].temperature`)",
+        "temperature must be positive and finite, got -1",
+    );
+}
+
+/// Rules of the pair-level lists, the interval and preprocessing, and a kind that needs `z`
+/// on a pair without one, each at its own place.
+#[test]
+fn validate_refuses_pair_interval_and_preprocess_settings() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  data:\n    kind: synthetic\n    params: {task: bivariate, rho: 0.5, n: 100}\n  mi:\n    kind: estimate_mi\n    inputs: data\n    params:\n      pairs:\n        - {name: xy, x: {columns: x0}, y: {columns: y0}, estimators: [{name: probe, train_fraction: 1.0}, {name: ksg_cmi}]}\n      interval: {reps: 1, level: 0.9}\n      preprocess: {max_rows: 0}\n",
+    );
+    let run = p.cbound(&["validate", "p.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    for (location, message) in [
+        (
+            "p.yaml:10:101 (at `stages.mi.params.pairs[0].estimators[0].train_fraction`)",
+            "train_fraction must lie strictly between 0 and 1, got 1",
+        ),
+        (
+            "p.yaml:10:11 (at `stages.mi.params.pairs[0]`)",
+            "pair `xy` has no `z`, but its estimators[1], `ksg_cmi`, estimates I(X;Y|Z)",
+        ),
+        (
+            "p.yaml:11:24 (at `stages.mi.params.interval.reps`)",
+            "reps must be at least 2 subsamples, got 1",
+        ),
+        (
+            "p.yaml:12:30 (at `stages.mi.params.preprocess.max_rows`)",
+            "max_rows must be at least 1",
+        ),
+    ] {
+        let found = run
+            .stderr
+            .split("\n\n")
+            .any(|e| e.contains(message) && e.contains(location));
+        assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+    }
+}
+
 #[test]
 fn mixture_truth_and_estimates_agree_in_direction() {
     let p = Project::new();
