@@ -188,7 +188,10 @@ fn mi_command_refuses_bad_settings_up_front() {
     let p = Project::new();
     p.write("t.csv", "a,b\n1,2\n2,1\n3,4\n4,4\n5,6\n");
     for (args, says) in [
-        (vec!["-e", "ksg:k=0"], "estimator `ksg:k=0`: `k`: k must be at least 1, got 0"),
+        (
+            vec!["-e", "ksg:k=0"],
+            "estimator `ksg:k=0`: `k`: k must be at least 1, got 0",
+        ),
         (
             vec!["-e", "ksg:algorithm=3"],
             "invalid value: integer `3`, expected 1 or 2",
@@ -201,7 +204,10 @@ fn mi_command_refuses_bad_settings_up_front() {
             vec!["-e", "infonce:temperature=-1"],
             "`temperature`: temperature must be positive and finite, got -1",
         ),
-        (vec!["--max-rows", "0"], "--max-rows: max_rows must be at least 1"),
+        (
+            vec!["--max-rows", "0"],
+            "--max-rows: max_rows must be at least 1",
+        ),
         (
             vec!["--interval-reps", "1"],
             "--interval-reps: reps must be at least 2 subsamples, got 1",
@@ -271,6 +277,55 @@ fn validate_refuses_a_negative_infonce_temperature() {
         "p.yaml:12:24 (at `stages.mi.params.estimators[0].temperature`)",
         "temperature must be positive and finite, got -1",
     );
+}
+
+/// Every kind `cbound estimators` lists has an example, and all of them validate together
+/// in one pipeline (its pair has a `z`, for the kinds that need one).
+#[test]
+fn every_listed_estimator_example_validates() {
+    let p = Project::new();
+    let listed = p.cbound(&["estimators"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let examples: Vec<&str> = listed
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("example: "))
+        .collect();
+    for name in [
+        "ksg",
+        "ksg_cmi",
+        "histogram",
+        "gaussian",
+        "discrete",
+        "infonce",
+        "gaussian_channel",
+        "probe",
+    ] {
+        assert!(
+            examples
+                .iter()
+                .any(|e| e.starts_with(&format!("{{name: {name},"))
+                    || *e == format!("{{name: {name}}}")),
+            "no example of {name} in:\n{}",
+            listed.stdout
+        );
+    }
+    p.write(
+        "p.yaml",
+        &format!(
+            "stages:\n  data:\n    kind: synthetic\n    params: {{task: bivariate, rho: 0.5, n: 100}}\n  mi:\n    kind: estimate_mi\n    inputs: data\n    params:\n      pairs: [{{name: xy, x: {{columns: x0}}, y: {{columns: y0}}, z: {{columns: y0}}}}]\n      estimators: [{}]\n",
+            examples.join(", ")
+        ),
+    );
+    let run = p.cbound(&["validate", "p.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let one = p.cbound(&["estimators", "ksg"]);
+    assert!(
+        one.stdout.contains("algorithm: 1 | 2 (default 1)"),
+        "{}",
+        one.all()
+    );
+    assert_eq!(p.cbound(&["estimators", "ksgg"]).code, 2);
 }
 
 /// Rules of the pair-level lists, the interval and preprocessing, and a kind that needs `z`

@@ -27,7 +27,8 @@ pub struct MiArgs {
     #[arg(long)]
     pub y_file: Option<PathBuf>,
     /// Estimators: `ksg`, `ksg:k=5,algorithm=2`, `ksg_cmi`, `histogram:bins=16`, `gaussian`,
-    /// `discrete`, `infonce:temperature=0.1,batch=256`, `probe`. Repeatable.
+    /// `discrete`, `infonce:temperature=0.1,batch=256`, `probe` (all kinds and settings:
+    /// `cbound estimators`). Repeatable.
     #[arg(long = "estimator", short = 'e', default_value = "ksg")]
     pub estimators: Vec<String>,
     /// Do not standardise continuous columns.
@@ -87,7 +88,12 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
     let flag_problems = pre
         .check()
         .into_iter()
-        .chain(interval.as_ref().map(IntervalSpec::check).unwrap_or_default())
+        .chain(
+            interval
+                .as_ref()
+                .map(IntervalSpec::check)
+                .unwrap_or_default(),
+        )
         .map(|e| {
             let key = match e.path.last() {
                 Some(PathSeg::Key(k)) => k.as_str(),

@@ -3,6 +3,7 @@
 mod dag;
 mod data;
 mod doctor;
+mod estimators;
 mod exec_instance;
 mod mi;
 mod plan;
@@ -40,6 +41,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// List stage kinds with their parameters, defaults and an example.
     Stages(stages::StagesArgs),
+    /// List MI estimator kinds with their settings, inputs, direction and an example.
+    Estimators(estimators::EstimatorsArgs),
     /// Regenerate (or check) the JSON Schema of the pipeline format.
     Schema(schema::SchemaArgs),
     /// Print the stage graph as Graphviz DOT or Mermaid.
@@ -76,6 +79,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Plan(args) => plan::plan(args),
         Command::Validate(args) => validate::validate(args),
         Command::Stages(args) => stages::stages(args),
+        Command::Estimators(args) => estimators::estimators(args),
         Command::Schema(args) => schema::schema(args),
         Command::Dag(args) => dag::dag(args),
         Command::Mi(args) => mi::mi(args),

@@ -13,7 +13,7 @@ pub struct StagesArgs {
 }
 
 /// A short type description of a property schema: `integer`, `bivariate | dense`, ...
-fn type_of(schema: &Value) -> String {
+pub(super) fn type_of(schema: &Value) -> String {
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         return values
             .iter()

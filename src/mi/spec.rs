@@ -575,7 +575,10 @@ mod tests {
     fn cli_short_forms_refuse_what_validate_refuses() {
         for (text, says) in [
             ("ksg:k=0", "`k`: k must be at least 1, got 0"),
-            ("ksg:algorithm=3", "invalid value: integer `3`, expected 1 or 2"),
+            (
+                "ksg:algorithm=3",
+                "invalid value: integer `3`, expected 1 or 2",
+            ),
             ("histogram:bins=0", "`bins`: bins must be at least 2"),
             (
                 "infonce:temperature=-1",
@@ -596,9 +599,15 @@ mod tests {
     fn params_text_is_unchanged() {
         for (cli, json) in [
             ("ksg", r#"{"name":"ksg","k":3,"algorithm":1}"#),
-            ("ksg:k=5,algorithm=2", r#"{"name":"ksg","k":5,"algorithm":2}"#),
+            (
+                "ksg:k=5,algorithm=2",
+                r#"{"name":"ksg","k":5,"algorithm":2}"#,
+            ),
             ("ksg_cmi", r#"{"name":"ksg_cmi","k":3,"discrete_z":false}"#),
-            ("histogram", r#"{"name":"histogram","bins":16,"miller_madow":true}"#),
+            (
+                "histogram",
+                r#"{"name":"histogram","bins":16,"miller_madow":true}"#,
+            ),
             (
                 "histogram:bins=8,miller_madow=false",
                 r#"{"name":"histogram","bins":8,"miller_madow":false}"#,
@@ -646,12 +655,16 @@ mod tests {
 
     #[test]
     fn errors_in_settings_keep_their_path() {
-        let (path, msg) = path_of(serde_json::json!([{"name": "ksg"}, {"name": "ksg", "algorithm": 3}]));
+        let (path, msg) =
+            path_of(serde_json::json!([{"name": "ksg"}, {"name": "ksg", "algorithm": 3}]));
         assert_eq!(path, "[1].algorithm");
         assert_eq!(msg, "invalid value: integer `3`, expected 1 or 2");
         let (path, msg) = path_of(serde_json::json!([{"name": "ksgg"}]));
         assert_eq!(path, "[0].name");
-        assert!(msg.starts_with("unknown variant `ksgg`, expected one of `ksg`"), "{msg}");
+        assert!(
+            msg.starts_with("unknown variant `ksgg`, expected one of `ksg`"),
+            "{msg}"
+        );
         let (_, msg) = path_of(serde_json::json!([{"k": 3}]));
         assert_eq!(msg, "missing field `name`");
         let (_, msg) = path_of(serde_json::json!([{"name": "infonce"}]));
@@ -671,7 +684,16 @@ mod tests {
         let x = Matrix::from_rows(&[[1.0], [2.0], [3.0], [4.0], [5.0]]).unwrap();
         let spec = ksg(0, KsgAlgorithm::One);
         let err = estimate(&spec, &x, &x, None, &Preprocess::default(), None, 0).unwrap_err();
-        assert!(matches!(err, MiError::Settings { estimator: "ksg", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                MiError::Settings {
+                    estimator: "ksg",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let bad_interval = IntervalSpec {
             reps: 1,
             level: 0.9,

@@ -436,9 +436,19 @@ impl Stage for EstimateMi {
                 }
             }
         }
-        out.extend(p.preprocess.check().into_iter().map(|e| e.under(key("preprocess"))));
+        out.extend(
+            p.preprocess
+                .check()
+                .into_iter()
+                .map(|e| e.under(key("preprocess"))),
+        );
         if let Some(interval) = &p.interval {
-            out.extend(interval.check().into_iter().map(|e| e.under(key("interval"))));
+            out.extend(
+                interval
+                    .check()
+                    .into_iter()
+                    .map(|e| e.under(key("interval"))),
+            );
         }
         out
     }

@@ -5,7 +5,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
+use super::{
+    label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample,
+};
 use crate::mi::channel::gaussian_channel_bound;
 use crate::mi::{BiasDirection, MiError};
 use crate::stages::ParamError;

@@ -4,7 +4,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
+use super::{
+    label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample,
+};
 use crate::mi::{BiasDirection, KsgCmi, MiError};
 use crate::stages::ParamError;
 

@@ -414,7 +414,10 @@ mod tests {
                 kind.name,
                 loaded.err()
             );
-            let value = crate::config::yaml::parse(kind.example).unwrap().0.to_json();
+            let value = crate::config::yaml::parse(kind.example)
+                .unwrap()
+                .0
+                .to_json();
             let spec: EstimatorSpec = serde_json::from_value(value).unwrap();
             assert_eq!(spec.name(), kind.name, "the example names another kind");
         }

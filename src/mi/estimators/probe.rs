@@ -87,7 +87,13 @@ impl EstimatorKind for ProbeKind {
         }
         rules::open_unit(&mut out, "floor", p.floor);
         if let Some(c) = p.classes {
-            rules::at_least(&mut out, "classes", c, 2, " (a label takes at least two values)");
+            rules::at_least(
+                &mut out,
+                "classes",
+                c,
+                2,
+                " (a label takes at least two values)",
+            );
         }
         out
     }
