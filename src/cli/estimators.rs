@@ -6,7 +6,6 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::mi::estimators::{kinds, Conditioning, KindInfo};
 use crate::mi::spec::EstimatorSpec;
-use crate::mi::BiasDirection;
 
 #[derive(Debug, clap::Args)]
 pub struct EstimatorsArgs {
@@ -32,11 +31,7 @@ fn declared(kind: &KindInfo) -> String {
         Conditioning::Optional(i) => format!("{}, optional", i.describe()),
         Conditioning::Required(i) => format!("{}, required", i.describe()),
     };
-    let direction = match spec.direction() {
-        BiasDirection::LowerBound => "lower_bound",
-        BiasDirection::UpperBound => "upper_bound",
-        BiasDirection::Estimate => "estimate",
-    };
+    let direction = spec.direction().as_str();
     format!(
         "  x: {}\n  y: {}\n  z: {z}\n  value: {direction}\n",
         inputs.x.describe(),

@@ -153,7 +153,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
                     r.nats,
                     r.nats / std::f64::consts::LN_2,
                     ci,
-                    r.kind,
+                    r.kind.as_str(),
                     r.n,
                     format!("{}x{}", r.dim_x, r.dim_y),
                     r.seconds

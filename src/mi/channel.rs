@@ -28,7 +28,7 @@ use super::error::MiError;
 use super::gaussian::logdet;
 use super::linalg::sample_covariance;
 use super::matrix::Matrix;
-use super::{check_pair, BiasDirection, MiEstimate};
+use super::{check_pair, Direction, MiEstimate};
 
 /// How far the measured sd of Y - X may stray from `noise_std` before the input is refused.
 const NOISE_TOLERANCE: f64 = 0.1;
@@ -126,9 +126,9 @@ pub fn gaussian_channel_bound(
         n,
         dims: (d, d),
         direction: if certificate.is_some() {
-            BiasDirection::UpperBound
+            Direction::UpperBound
         } else {
-            BiasDirection::Estimate
+            Direction::Estimate
         },
         note: Some(note),
     };
@@ -253,11 +253,7 @@ mod tests {
             .sum();
         let (e, cert) = gaussian_channel_bound(&x, &y, Some(&z), s, None, 0).unwrap();
         assert!((e.nats - truth).abs() < 0.02, "{} vs {truth}", e.nats);
-        assert_eq!(
-            e.direction,
-            BiasDirection::Estimate,
-            "no range: no upper bound"
-        );
+        assert_eq!(e.direction, Direction::Estimate, "no range: no upper bound");
         assert!(cert.is_none());
         // Without Z the class means add to the covariance: a larger bound on I(X;Y).
         let (all, _) = gaussian_channel_bound(&x, &y, None, s, None, 0).unwrap();
@@ -290,7 +286,7 @@ mod tests {
             let (x, y) = (Matrix::new(n, d, x).unwrap(), Matrix::new(n, d, y).unwrap());
             let (est, cert) =
                 gaussian_channel_bound(&x, &y, Some(&z), s, Some([-1.0, 2.5]), seed).unwrap();
-            assert_eq!(est.direction, BiasDirection::UpperBound);
+            assert_eq!(est.direction, Direction::UpperBound);
             let b = cert.unwrap().bound(0.05, None).unwrap();
             misses += usize::from(b.nats < gaussian_at_truth);
             gap += b.nats - est.nats;

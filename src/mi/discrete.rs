@@ -12,7 +12,7 @@ use std::hash::Hash;
 use super::error::MiError;
 use super::histogram::entropy_of_codes;
 use super::matrix::Matrix;
-use super::{check_pair, BiasDirection, Estimator, MiEstimate};
+use super::{check_pair, Direction, Estimator, MiEstimate};
 
 /// Small-sample bias correction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,8 +129,8 @@ impl Estimator for DiscreteMi {
         }
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(&self) -> Direction {
+        Direction::Estimate
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -146,7 +146,7 @@ impl Estimator for DiscreteMi {
             nats,
             n,
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(format!(
                 "discrete plug-in, correction {:?}",
                 self.correction

@@ -10,7 +10,7 @@
 use super::error::MiError;
 use super::linalg::{logdet_spd, sample_covariance, submatrix, LinalgError};
 use super::matrix::Matrix;
-use super::{check_pair, BiasDirection, Estimator, MiEstimate};
+use super::{check_pair, Direction, Estimator, MiEstimate};
 
 /// log det of a symmetric positive-definite `k x k` block, naming the block when it is not.
 pub(crate) fn logdet(m: &[f64], k: usize, which: &'static str) -> Result<f64, MiError> {
@@ -57,8 +57,8 @@ impl Estimator for GaussianMi {
         "gaussian"
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(&self) -> Direction {
+        Direction::Estimate
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -81,7 +81,7 @@ impl Estimator for GaussianMi {
             nats,
             n,
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(
                 "Gaussian log-det estimate: exact for Gaussians, measures linear dependence only"
                     .into(),

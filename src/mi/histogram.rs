@@ -13,7 +13,7 @@
 
 use super::error::MiError;
 use super::matrix::Matrix;
-use super::{check_pair, BiasDirection, Estimator, MiEstimate};
+use super::{check_pair, Direction, Estimator, MiEstimate};
 
 /// Histogram estimator configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,8 +115,8 @@ impl Estimator for Histogram {
         }
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(&self) -> Direction {
+        Direction::Estimate
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -156,7 +156,7 @@ impl Estimator for Histogram {
             nats,
             n,
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(format!(
                 "equal-width histogram, {} bins per dimension, {mxy} occupied joint cells{}",
                 self.bins,

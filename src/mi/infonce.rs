@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::certificate::Certificate;
 use super::confidence::BoundedSample;
-use super::{check_pair, BiasDirection, Estimator, Matrix, MiError, MiEstimate};
+use super::{check_pair, Direction, Estimator, Matrix, MiError, MiEstimate};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InfoNce {
@@ -149,8 +149,8 @@ impl Estimator for InfoNce {
         "infonce"
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::LowerBound
+    fn direction(&self) -> Direction {
+        Direction::LowerBound
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -168,7 +168,7 @@ impl InfoNce {
             nats: self.cap() - loss,
             n: x.rows(),
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::LowerBound,
+            direction: Direction::LowerBound,
             note: Some(format!(
                 "log N - L over {full} held-out batches of N = {}, temperature {}; capped at log N = {:.4}",
                 self.batch,
@@ -194,7 +194,7 @@ mod tests {
         assert!((est.loss(&z1, &z2).unwrap() - expected).abs() < 1e-12);
         let e = est.estimate(&z1, &z2).unwrap();
         assert!((e.nats - (2f64.ln() - expected)).abs() < 1e-12);
-        assert_eq!(e.direction, BiasDirection::LowerBound);
+        assert_eq!(e.direction, Direction::LowerBound);
     }
 
     #[test]

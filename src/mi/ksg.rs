@@ -23,7 +23,7 @@ use super::error::MiError;
 use super::knn::{count_within, k_nearest, max_dist, NeighbourSearch};
 use super::matrix::Matrix;
 use super::special::digamma;
-use super::{check_pair, BiasDirection, Estimator, MiEstimate};
+use super::{check_pair, Direction, Estimator, MiEstimate};
 
 /// Which KSG formula to use. Written `1` or `2` in pipelines and on the command line (the
 /// numbering of Kraskov et al. 2004), so any other number is refused when it is read.
@@ -217,8 +217,8 @@ impl Estimator for Ksg {
         }
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(&self) -> Direction {
+        Direction::Estimate
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -238,7 +238,7 @@ impl Estimator for Ksg {
             nats: core.nats,
             n: x.rows(),
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(note),
         })
     }
@@ -366,7 +366,7 @@ mod tests {
         for alg in [KsgAlgorithm::One, KsgAlgorithm::Two] {
             let e = Ksg::default().with_algorithm(alg).estimate(&x, &y).unwrap();
             assert!((e.nats - truth).abs() < 0.06, "{alg:?}: {}", e.nats);
-            assert_eq!(e.direction, BiasDirection::Estimate);
+            assert_eq!(e.direction, Direction::Estimate);
             assert_eq!(e.dims, (1, 1));
         }
     }

@@ -24,7 +24,7 @@ use super::knn::{count_within, k_nearest, NeighbourSearch};
 use super::ksg::{check_enough, check_k, ksg_core, KsgAlgorithm};
 use super::matrix::Matrix;
 use super::special::digamma;
-use super::{check_one, BiasDirection, MiEstimate};
+use super::{check_one, Direction, MiEstimate};
 
 /// Frenzel-Pompe conditional-MI estimator configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl KsgCmi {
             nats,
             n,
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(format!(
                 "Frenzel-Pompe conditional MI given {}-d continuous z, k = {k}, max-norm",
                 z.cols()
@@ -141,7 +141,7 @@ impl KsgCmi {
             nats,
             n,
             dims: (x.cols(), y.cols()),
-            direction: BiasDirection::Estimate,
+            direction: Direction::Estimate,
             note: Some(format!(
                 "per-class KSG (algorithm 1, k = {}) over {} classes of z, weighted by class frequency",
                 self.k,

@@ -2,7 +2,7 @@
 //!
 //! All estimators report nats. k-NN (KSG), histogram and Gaussian estimates are point
 //! estimates with biases that depend on the data (see each module), so they are labelled
-//! [`BiasDirection::Estimate`]. The probe, InfoNCE and the Gaussian channel point one way
+//! [`Direction::Estimate`]. The probe, InfoNCE and the Gaussian channel point one way
 //! (lower, lower, upper), but their point values hold only on average; each also records a
 //! [`certificate::Certificate`] from which a confidence bound is computed
 //! ([`confidence`] holds the statistics).
@@ -46,16 +46,10 @@ pub use ksg_cmi::KsgCmi;
 pub use matrix::Matrix;
 pub use probe::{Probe, ProbeResult};
 
-/// What an estimate promises about the true value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BiasDirection {
-    /// Below the true MI (in expectation or with stated confidence).
-    LowerBound,
-    /// Above the true MI.
-    UpperBound,
-    /// A point estimate with no guaranteed direction.
-    Estimate,
-}
+/// What an estimate promises about the true value: the crate-wide vocabulary
+/// ([`crate::direction`]). Estimators report `LowerBound`, `UpperBound` or `Estimate`, never
+/// `Exact`.
+pub use crate::direction::Direction;
 
 /// One mutual-information estimate.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +61,7 @@ pub struct MiEstimate {
     /// Dimensions of (x, y).
     pub dims: (usize, usize),
     /// What the number promises.
-    pub direction: BiasDirection,
+    pub direction: Direction,
     /// Estimator settings and caveats worth carrying into a report.
     pub note: Option<String>,
 }
@@ -84,7 +78,7 @@ pub trait Estimator: Send + Sync {
     /// Short stable name, e.g. "ksg1".
     fn name(&self) -> &'static str;
     /// What the estimates promise.
-    fn direction(&self) -> BiasDirection;
+    fn direction(&self) -> Direction;
     /// Estimates I(X;Y) in nats.
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError>;
 }

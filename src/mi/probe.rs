@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::certificate::Certificate;
 use super::confidence::BoundedSample;
-use super::{check_pair, BiasDirection, Estimator, Matrix, MiError, MiEstimate};
+use super::{check_pair, Direction, Estimator, Matrix, MiError, MiEstimate};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Probe {
@@ -294,8 +294,8 @@ impl Estimator for Probe {
         "probe"
     }
 
-    fn direction(&self) -> BiasDirection {
-        BiasDirection::LowerBound
+    fn direction(&self) -> Direction {
+        Direction::LowerBound
     }
 
     fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<MiEstimate, MiError> {
@@ -304,7 +304,7 @@ impl Estimator for Probe {
             nats: r.mi_lower_bound,
             n: x.rows(),
             dims: (x.cols(), 1),
-            direction: BiasDirection::LowerBound,
+            direction: Direction::LowerBound,
             note: Some(format!(
                 "H(Z) {:.4} - held-out cross-entropy {:.4}; held-out accuracy {:.4} on {} rows ({} classes)",
                 r.entropy, r.cross_entropy, r.accuracy, r.n_test, r.classes

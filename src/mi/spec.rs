@@ -18,7 +18,7 @@ use super::estimators::{
     self, Configured, DynEstimator, EstimatorKind, Input, Inputs, Resampling, Sample, VisitKind,
 };
 use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
-use super::{BiasDirection, Matrix, MiError};
+use super::{Direction, Matrix, MiError};
 use crate::config::yaml::PathSeg;
 use crate::stages::ParamError;
 
@@ -67,7 +67,7 @@ impl EstimatorSpec {
     }
 
     /// What its value promises.
-    pub fn direction(&self) -> BiasDirection {
+    pub fn direction(&self) -> Direction {
         self.0.direction()
     }
 
@@ -370,8 +370,8 @@ pub struct EstimateRow {
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
     pub ci_level: Option<f64>,
-    /// `lower_bound`, `upper_bound` or `estimate`.
-    pub kind: &'static str,
+    /// What the point value promises (never `exact`).
+    pub kind: Direction,
     /// Held-out accuracy (probe only).
     pub accuracy: Option<f64>,
     /// The largest value the estimator can report (log N for InfoNCE).
@@ -380,14 +380,6 @@ pub struct EstimateRow {
     pub note: Option<String>,
     /// What a confidence bound on the quantity needs (probe, infonce, gaussian_channel).
     pub certificate: Option<super::certificate::Certificate>,
-}
-
-fn kind_name(d: BiasDirection) -> &'static str {
-    match d {
-        BiasDirection::LowerBound => "lower_bound",
-        BiasDirection::UpperBound => "upper_bound",
-        BiasDirection::Estimate => "estimate",
-    }
 }
 
 /// One side as its kind reads it (see [`Input`]).
@@ -502,7 +494,7 @@ pub fn estimate(
         ci_low: None,
         ci_high: None,
         ci_level: None,
-        kind: kind_name(outcome.direction),
+        kind: outcome.direction,
         accuracy: outcome.accuracy,
         cap_nats: outcome.cap_nats,
         seconds: 0.0,
@@ -737,7 +729,7 @@ mod tests {
             assert!((row.nats - task.true_mi()).abs() < 0.08, "{row:?}");
             let (lo, hi) = (row.ci_low.unwrap(), row.ci_high.unwrap());
             assert!(lo <= row.nats && row.nats <= hi, "{row:?}");
-            assert_eq!(row.kind, "estimate");
+            assert_eq!(row.kind, Direction::Estimate);
         }
     }
 

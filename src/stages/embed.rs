@@ -12,7 +12,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::augment::OpSpec;
-use super::estimate_mi::SNAPSHOT_KEY;
 use super::train::{load_runtime, model_info, snapshot_epochs, snapshot_file};
 use super::{Need, Stage, StageContext, StageError, StageOutput};
 use crate::data::augment::{make_views_into, output_shape};
@@ -21,6 +20,7 @@ use crate::onnx::runtime::Device;
 use crate::onnx::runtime::SessionOptions;
 use crate::onnx::step::EncoderGraph;
 use crate::onnx::trainer::Embedder;
+use crate::tables::SNAPSHOT_KEY;
 
 fn default_chunk() -> usize {
     1024

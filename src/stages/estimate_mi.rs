@@ -14,18 +14,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
-use arrow_schema::{DataType, Field};
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted};
-use crate::artifact::documented_schema;
 use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
 use crate::mi::estimators::ksg::{KsgKind, KsgParams};
 use crate::mi::spec::{estimate, EstimateRow, EstimatorSpec, IntervalSpec, Preprocess};
 use crate::mi::{Conditioning, Matrix};
 use crate::tables::mi_estimates;
+use crate::tables::Builder;
 
 /// Columns of an upstream table.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -77,9 +77,6 @@ pub struct EstimateMiParams {
 
 pub struct EstimateMi;
 
-/// Schema metadata key of tables whose `epoch` column tells encoder snapshots apart.
-pub const SNAPSHOT_KEY: &str = "cbound.snapshots";
-
 /// Columns as a matrix, with the table's `epoch` column when it has one (an embed stage's
 /// encoder snapshots: rows of different epochs must never be pooled into one estimate).
 fn load_matrix(
@@ -113,7 +110,11 @@ fn load_matrix(
         .map_err(|e| StageError::Input(e.to_string()))?;
     // Only an embed table's snapshot epochs; an augment table's `epoch` counts passes of
     // fresh views, not encoders, and bounds must not try to match it to a snapshot.
-    let epochs = if table.schema_metadata(SNAPSHOT_KEY).as_deref() == Some("true") {
+    let epochs = if table
+        .schema_metadata(crate::tables::SNAPSHOT_KEY)
+        .as_deref()
+        == Some("true")
+    {
         let e = table
             .select("epoch")
             .map_err(|e| StageError::Input(e.to_string()))?;
@@ -165,179 +166,100 @@ pub struct PairEstimate {
 /// `mi_estimates.timing.parquet`: each estimate's compute time, apart from the estimates so
 /// that it stays out of the outputs digest (see [`crate::artifact::is_timing_output`]).
 pub fn timing_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError> {
-    let columns: Vec<(Field, &str, ArrayRef)> = vec![
-        (
-            Field::new("epoch", DataType::Int64, true),
-            "encoder snapshot, as in mi_estimates",
+    Builder::new(&mi_estimates::TIMING)
+        .column(
+            &mi_estimates::TIMING_EPOCH,
             Arc::new(rows.iter().map(|r| r.epoch).collect::<Int64Array>()),
-        ),
-        (
-            Field::new("pair", DataType::Utf8, false),
-            "pair name",
+        )
+        .column(
+            &mi_estimates::TIMING_PAIR,
             Arc::new(
                 rows.iter()
-                    .map(|r| Some(r.pair.clone()))
+                    .map(|r| Some(r.pair.as_str()))
                     .collect::<StringArray>(),
             ),
-        ),
-        (
-            Field::new("estimator", DataType::Utf8, false),
-            "estimator name",
+        )
+        .column(
+            &mi_estimates::TIMING_ESTIMATOR,
             Arc::new(
                 rows.iter()
-                    .map(|r| Some(r.estimator.clone()))
+                    .map(|r| Some(r.estimator.as_str()))
                     .collect::<StringArray>(),
             ),
-        ),
-        (
-            Field::new("seconds", DataType::Float64, true),
-            "compute time",
+        )
+        .column(
+            &mi_estimates::SECONDS,
             Arc::new(
                 rows.iter()
                     .map(|r| r.result.as_ref().ok().map(|r| r.seconds))
                     .collect::<Float64Array>(),
             ),
-        ),
-    ];
-    let schema = documented_schema(columns.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
-    RecordBatch::try_new(schema, columns.into_iter().map(|(_, _, a)| a).collect())
-        .map_err(|e| StageError::Failed(format!("building mi_estimates timing: {e}")))
+        )
+        .build()
+        .map_err(|e| StageError::Failed(e.to_string()))
 }
 
-/// `mi_estimates.parquet`, shared with `cbound mi --output`.
+/// `mi_estimates.parquet`, shared with `cbound mi --output`; its columns are declared in
+/// [`crate::tables::mi_estimates`].
 pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, StageError> {
+    use crate::tables::mi_estimates as t;
     let ok = |i: usize| rows[i].result.as_ref().ok();
     let n = rows.len();
     let f64col = |f: &dyn Fn(&EstimateRow) -> Option<f64>| -> ArrayRef {
         Arc::new((0..n).map(|i| ok(i).and_then(f)).collect::<Float64Array>())
     };
+    let u64col = |f: &dyn Fn(&EstimateRow) -> usize| -> ArrayRef {
+        Arc::new(
+            (0..n)
+                .map(|i| ok(i).map(|r| f(r) as u64))
+                .collect::<UInt64Array>(),
+        )
+    };
     let strcol = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
         Arc::new((0..n).map(f).collect::<StringArray>())
     };
-    let mut columns: Vec<(Field, &str, ArrayRef)> = vec![
-        (
-            Field::new("pair", DataType::Utf8, false),
-            "pair name",
-            strcol(&|i| Some(rows[i].pair.clone())),
-        ),
-        (
-            Field::new("estimator", DataType::Utf8, false),
-            "estimator name",
-            strcol(&|i| Some(rows[i].estimator.clone())),
-        ),
-        (
-            Field::new("params", DataType::Utf8, true),
-            "estimator settings (JSON)",
-            strcol(&|i| ok(i).map(|r| r.params.clone())),
-        ),
-        (
-            Field::new("n", DataType::UInt64, true),
-            "rows used",
-            Arc::new(
-                (0..n)
-                    .map(|i| ok(i).map(|r| r.n as u64))
-                    .collect::<UInt64Array>(),
-            ),
-        ),
-        (
-            Field::new("dim_x", DataType::UInt64, true),
-            "columns of x",
-            Arc::new(
-                (0..n)
-                    .map(|i| ok(i).map(|r| r.dim_x as u64))
-                    .collect::<UInt64Array>(),
-            ),
-        ),
-        (
-            Field::new("dim_y", DataType::UInt64, true),
-            "columns of y",
-            Arc::new(
-                (0..n)
-                    .map(|i| ok(i).map(|r| r.dim_y as u64))
-                    .collect::<UInt64Array>(),
-            ),
-        ),
-        (
-            Field::new("nats", DataType::Float64, false),
-            "the estimate in nats (NaN when the estimator could not run: see error)",
-            Arc::new(
-                (0..n)
-                    .map(|i| ok(i).map(|r| r.nats).unwrap_or(f64::NAN))
-                    .collect::<Float64Array>(),
-            ),
-        ),
-        (
-            Field::new("bits", DataType::Float64, false),
-            "the estimate in bits",
-            Arc::new(
-                (0..n)
-                    .map(|i| {
-                        ok(i)
-                            .map(|r| r.nats / std::f64::consts::LN_2)
-                            .unwrap_or(f64::NAN)
-                    })
-                    .collect::<Float64Array>(),
-            ),
-        ),
-        (
-            Field::new("ci_low", DataType::Float64, true),
-            "interval lower end, nats",
-            f64col(&|r| r.ci_low),
-        ),
-        (
-            Field::new("ci_high", DataType::Float64, true),
-            "interval upper end, nats",
-            f64col(&|r| r.ci_high),
-        ),
-        (
-            Field::new("ci_level", DataType::Float64, true),
-            "interval coverage",
-            f64col(&|r| r.ci_level),
-        ),
-        (
-            Field::new("kind", DataType::Utf8, true),
-            "lower_bound, upper_bound or estimate: what the number promises",
-            strcol(&|i| ok(i).map(|r| r.kind.to_string())),
-        ),
-        (
-            Field::new("accuracy", DataType::Float64, true),
-            "held-out accuracy (probe)",
-            f64col(&|r| r.accuracy),
-        ),
-        (
-            Field::new("cap_nats", DataType::Float64, true),
-            "largest reportable value: log N (infonce), H(Z) (probe)",
-            f64col(&|r| r.cap_nats),
-        ),
-        (
-            Field::new("note", DataType::Utf8, true),
-            "estimator's remarks",
-            strcol(&|i| ok(i).and_then(|r| r.note.clone())),
-        ),
-        (
-            Field::new("error", DataType::Utf8, true),
-            "why the estimator could not run",
+    let value = |f: &dyn Fn(f64) -> f64| -> ArrayRef {
+        Arc::new(
+            (0..n)
+                .map(|i| ok(i).map(|r| f(r.nats)).unwrap_or(f64::NAN))
+                .collect::<Float64Array>(),
+        )
+    };
+    let mut table = Builder::new(&t::TABLE)
+        .column(&t::PAIR, strcol(&|i| Some(rows[i].pair.clone())))
+        .column(&t::ESTIMATOR, strcol(&|i| Some(rows[i].estimator.clone())))
+        .column(&t::PARAMS, strcol(&|i| ok(i).map(|r| r.params.clone())))
+        .column(&t::N, u64col(&|r| r.n))
+        .column(&t::DIM_X, u64col(&|r| r.dim_x))
+        .column(&t::DIM_Y, u64col(&|r| r.dim_y))
+        .column(&t::NATS, value(&|v| v))
+        .column(&t::BITS, value(&|v| v / std::f64::consts::LN_2))
+        .column(&t::CI_LOW, f64col(&|r| r.ci_low))
+        .column(&t::CI_HIGH, f64col(&|r| r.ci_high))
+        .column(&t::CI_LEVEL, f64col(&|r| r.ci_level))
+        .column(
+            &t::KIND,
+            strcol(&|i| ok(i).map(|r| r.kind.as_str().to_string())),
+        )
+        .column(&t::ACCURACY, f64col(&|r| r.accuracy))
+        .column(&t::CAP_NATS, f64col(&|r| r.cap_nats))
+        .column(&t::NOTE, strcol(&|i| ok(i).and_then(|r| r.note.clone())))
+        .column(
+            &t::ERROR,
             strcol(&|i| rows[i].result.as_ref().err().cloned()),
-        ),
-        (
-            Field::new("certificate", DataType::Utf8, true),
-            "sample summaries from which `bound` computes a confidence bound at its level (JSON; probe, infonce, gaussian_channel with feature_range)",
+        )
+        .column(
+            &t::CERTIFICATE,
             strcol(&|i| ok(i).and_then(|r| r.certificate.as_ref().map(|c| c.to_json()))),
-        ),
-    ];
+        );
+    // Only with encoder snapshots: an `epoch` column is what tells them apart.
     if rows.iter().any(|r| r.epoch.is_some()) {
-        columns.insert(
-            0,
-            (
-                Field::new("epoch", DataType::Int64, true),
-                "training epoch of the encoder snapshot (embed with snapshots)",
-                Arc::new(rows.iter().map(|r| r.epoch).collect::<Int64Array>()),
-            ),
+        table = table.column(
+            &t::EPOCH,
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<Int64Array>()),
         );
     }
-    let schema = documented_schema(columns.iter().map(|(f, d, _)| (f.clone(), *d)).collect());
-    RecordBatch::try_new(schema, columns.into_iter().map(|(_, _, a)| a).collect())
-        .map_err(|e| StageError::Failed(format!("building mi_estimates table: {e}")))
+    table.build().map_err(|e| StageError::Failed(e.to_string()))
 }
 
 impl Stage for EstimateMi {

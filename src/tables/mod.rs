@@ -18,6 +18,11 @@ use arrow_array::types::{Float64Type, Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field};
 
+/// Schema metadata key (value `"true"`) of tables whose `epoch` column tells encoder
+/// snapshots apart (`embed` with `snapshots: true`): rows of different epochs must never be
+/// pooled into one estimate. An augment table's `epoch` counts passes of fresh views instead.
+pub const SNAPSHOT_KEY: &str = "cbound.snapshots";
+
 /// A column's Arrow type, as far as cbound's tables use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {

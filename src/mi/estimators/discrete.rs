@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, Correction, DiscreteMi, Estimator, MiError};
+use crate::mi::{Correction, Direction, DiscreteMi, Estimator, MiError};
 use crate::stages::ParamError;
 
 /// Settings of `discrete`.
@@ -49,8 +49,8 @@ impl EstimatorKind for DiscreteKind {
         }
     }
 
-    fn direction(_: &DiscreteParams) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(_: &DiscreteParams) -> Direction {
+        Direction::Estimate
     }
 
     fn check(_: &DiscreteParams) -> Vec<ParamError> {

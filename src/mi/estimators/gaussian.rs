@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, Estimator, GaussianMi, MiError};
+use crate::mi::{Direction, Estimator, GaussianMi, MiError};
 use crate::stages::ParamError;
 
 /// `gaussian` has no settings; any key besides `name` is refused.
@@ -30,8 +30,8 @@ impl EstimatorKind for GaussianKind {
         }
     }
 
-    fn direction(_: &GaussianParams) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(_: &GaussianParams) -> Direction {
+        Direction::Estimate
     }
 
     fn check(_: &GaussianParams) -> Vec<ParamError> {

@@ -9,7 +9,7 @@ use super::{
     label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample,
 };
 use crate::mi::channel::gaussian_channel_bound;
-use crate::mi::{BiasDirection, MiError};
+use crate::mi::{Direction, MiError};
 use crate::stages::ParamError;
 
 /// Settings of `gaussian_channel`.
@@ -42,12 +42,12 @@ impl EstimatorKind for GaussianChannelKind {
         }
     }
 
-    fn direction(p: &GaussianChannelParams) -> BiasDirection {
+    fn direction(p: &GaussianChannelParams) -> Direction {
         // The certificate (and with it the upper bound) needs the range; the plug-in value
         // alone is biased low.
         match p.feature_range {
-            Some(_) => BiasDirection::UpperBound,
-            None => BiasDirection::Estimate,
+            Some(_) => Direction::UpperBound,
+            None => Direction::Estimate,
         }
     }
 

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, Estimator, Histogram, MiError};
+use crate::mi::{Direction, Estimator, Histogram, MiError};
 use crate::stages::ParamError;
 
 /// Settings of `histogram`.
@@ -51,8 +51,8 @@ impl EstimatorKind for HistogramKind {
         }
     }
 
-    fn direction(_: &HistogramParams) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(_: &HistogramParams) -> Direction {
+        Direction::Estimate
     }
 
     fn check(p: &HistogramParams) -> Vec<ParamError> {

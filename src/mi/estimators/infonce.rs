@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, InfoNce, MiError};
+use crate::mi::{Direction, InfoNce, MiError};
 use crate::stages::ParamError;
 
 fn default_batch() -> usize {
@@ -49,8 +49,8 @@ impl EstimatorKind for InfoNceKind {
         }
     }
 
-    fn direction(_: &InfoNceParams) -> BiasDirection {
-        BiasDirection::LowerBound
+    fn direction(_: &InfoNceParams) -> Direction {
+        Direction::LowerBound
     }
 
     fn check(p: &InfoNceParams) -> Vec<ParamError> {

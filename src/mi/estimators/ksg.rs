@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, Estimator, Ksg, KsgAlgorithm, MiError};
+use crate::mi::{Direction, Estimator, Ksg, KsgAlgorithm, MiError};
 use crate::stages::ParamError;
 
 /// Settings of `ksg`.
@@ -49,8 +49,8 @@ impl EstimatorKind for KsgKind {
         }
     }
 
-    fn direction(_: &KsgParams) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(_: &KsgParams) -> Direction {
+        Direction::Estimate
     }
 
     fn check(p: &KsgParams) -> Vec<ParamError> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     label_codes, rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample,
 };
-use crate::mi::{BiasDirection, KsgCmi, MiError};
+use crate::mi::{Direction, KsgCmi, MiError};
 use crate::stages::ParamError;
 
 /// Settings of `ksg_cmi`.
@@ -49,8 +49,8 @@ impl EstimatorKind for KsgCmiKind {
         }
     }
 
-    fn direction(_: &KsgCmiParams) -> BiasDirection {
-        BiasDirection::Estimate
+    fn direction(_: &KsgCmiParams) -> Direction {
+        Direction::Estimate
     }
 
     fn check(p: &KsgCmiParams) -> Vec<ParamError> {

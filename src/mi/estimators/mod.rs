@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::certificate::Certificate;
-use super::{BiasDirection, Estimator, Matrix, MiError, MiEstimate};
+use super::{Direction, Estimator, Matrix, MiError, MiEstimate};
 use crate::stages::ParamError;
 
 /// How an estimator reads one side of a pair; this, not the estimator's name, decides how
@@ -123,7 +123,7 @@ pub struct Outcome {
     pub nats: f64,
     /// What the number promises, as the estimator computed it (a test checks it against the
     /// kind's declared [`EstimatorKind::direction`]).
-    pub direction: BiasDirection,
+    pub direction: Direction,
     pub note: Option<String>,
     /// Held-out accuracy (probe).
     pub accuracy: Option<f64>,
@@ -179,7 +179,7 @@ pub trait EstimatorKind: Send + Sync + 'static {
     fn inputs(params: &Self::Params) -> Inputs;
 
     /// What its value promises with these settings.
-    fn direction(params: &Self::Params) -> BiasDirection;
+    fn direction(params: &Self::Params) -> Direction;
 
     /// Rules about the settings that their types cannot say (ranges), each at its path
     /// relative to the estimator's mapping. `validate` reports them with file:line:column;
@@ -200,7 +200,7 @@ pub trait DynEstimator: Send + Sync {
     fn params_json(&self) -> String;
     fn to_value(&self) -> Result<serde_json::Value, serde_json::Error>;
     fn inputs(&self) -> Inputs;
-    fn direction(&self) -> BiasDirection;
+    fn direction(&self) -> Direction;
     fn check(&self) -> Vec<ParamError>;
     fn run(&self, sample: &Sample) -> Result<Outcome, MiError>;
     fn resampling(&self, seed: u64) -> Result<Resampling, MiError>;
@@ -240,7 +240,7 @@ impl<K: EstimatorKind> DynEstimator for Configured<K> {
     fn inputs(&self) -> Inputs {
         K::inputs(&self.params)
     }
-    fn direction(&self) -> BiasDirection {
+    fn direction(&self) -> Direction {
         K::direction(&self.params)
     }
     fn check(&self) -> Vec<ParamError> {
@@ -467,12 +467,7 @@ mod tests {
                 Ok(row) => row,
                 Err(e) => panic!("{text}: {e}"),
             };
-            let declared = match spec.direction() {
-                BiasDirection::LowerBound => "lower_bound",
-                BiasDirection::UpperBound => "upper_bound",
-                BiasDirection::Estimate => "estimate",
-            };
-            assert_eq!(row.kind, declared, "{text}: {row:?}");
+            assert_eq!(row.kind, spec.direction(), "{text}: {row:?}");
             assert!(row.nats.is_finite(), "{text}: {row:?}");
         }
     }

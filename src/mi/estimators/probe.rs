@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::mi::{BiasDirection, MiError, Probe};
+use crate::mi::{Direction, MiError, Probe};
 use crate::stages::ParamError;
 
 /// Settings of `probe`.
@@ -71,8 +71,8 @@ impl EstimatorKind for ProbeKind {
         }
     }
 
-    fn direction(_: &ProbeParams) -> BiasDirection {
-        BiasDirection::LowerBound
+    fn direction(_: &ProbeParams) -> Direction {
+        Direction::LowerBound
     }
 
     fn check(p: &ProbeParams) -> Vec<ParamError> {
@@ -104,7 +104,7 @@ impl EstimatorKind for ProbeKind {
         let r = p.probe(s.seed).fit(s.x, s.y)?;
         Ok(Outcome {
             nats: r.mi_lower_bound,
-            direction: BiasDirection::LowerBound,
+            direction: Direction::LowerBound,
             note: Some(format!(
                 "H(Z) {:.4} - held-out cross-entropy {:.4}; held-out accuracy on {} rows",
                 r.entropy, r.cross_entropy, r.n_test
