@@ -987,7 +987,7 @@ fn explain(kind: &str, message: &str) -> (String, Option<String>) {
                     "did you mean `{s}`? (expected one of: {})",
                     expected.join(", ")
                 ),
-                None if expected.is_empty() => "this stage kind takes no parameters".to_string(),
+                None if expected.is_empty() => "nothing here takes parameters".to_string(),
                 None => format!("expected one of: {}", expected.join(", ")),
             };
             return (msg, Some(help));
