@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
+use crate::config::yaml::PathSeg;
 use crate::data::augment::{self, Op};
 use crate::data::parquet_io::{float_list_array, read_dataset};
 use crate::data::SampleShape;
@@ -186,17 +187,26 @@ pub fn check_views(views: &ViewSpec, exact: Option<usize>) -> Vec<ParamError> {
         _ => {}
     }
     for (i, view) in views.iter().enumerate() {
-        for (j, spec) in view.iter().enumerate() {
-            let op = spec.to_op();
-            let problem = if j > 0 && op == Op::Paired {
-                Some("`paired` replaces the sample, so it must be the first op of its view".into())
-            } else {
-                op.check_settings().err().map(|e| e.to_string())
-            };
-            if let Some(message) = problem {
-                let (i, j) = (i.to_string(), j.to_string());
-                out.push(ParamError::at(&["views", &i, &j], message));
-            }
+        out.extend(check_ops(view).into_iter().map(|e| {
+            e.under(PathSeg::Index(i))
+                .under(PathSeg::Key("views".into()))
+        }));
+    }
+    out
+}
+
+/// The settings of one view's ops, each problem at the op's index.
+pub fn check_ops(view: &[OpSpec]) -> Vec<ParamError> {
+    let mut out = Vec::new();
+    for (j, spec) in view.iter().enumerate() {
+        let op = spec.to_op();
+        let problem = if j > 0 && op == Op::Paired {
+            Some("`paired` replaces the sample, so it must be the first op of its view".into())
+        } else {
+            op.check_settings().err().map(|e| e.to_string())
+        };
+        if let Some(message) = problem {
+            out.push(ParamError::at(&[&j.to_string()], message));
         }
     }
     out

@@ -11,9 +11,10 @@ use arrow_schema::{DataType, Field, Schema};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::augment::OpSpec;
+use super::augment::{check_ops, OpSpec};
 use super::train::{load_runtime, model_info, snapshot_epochs, snapshot_file};
-use super::{Need, Stage, StageContext, StageError, StageOutput};
+use super::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
+use crate::config::yaml::PathSeg;
 use crate::data::augment::{make_views_into, output_shape};
 use crate::data::parquet_io::{float_list_array, read_dataset};
 use crate::onnx::runtime::Device;
@@ -87,6 +88,23 @@ impl Stage for Embed {
 
     fn needs(_p: &EmbedParams) -> Vec<Need> {
         vec![Need::any("encoder.onnx"), Need::any("dataset.parquet")]
+    }
+
+    fn check(p: &EmbedParams) -> Vec<ParamError> {
+        let under = |key: &str, errors: Vec<ParamError>| -> Vec<ParamError> {
+            errors
+                .into_iter()
+                .map(|e| e.under(PathSeg::Key(key.into())))
+                .collect()
+        };
+        let mut out = under("view", check_ops(&p.view));
+        if let Some(second) = &p.second_view {
+            out.extend(under("second_view", check_ops(second)));
+        }
+        if p.chunk == 0 {
+            out.push(ParamError::at(&["chunk"], "chunk must be at least 1 row"));
+        }
+        out
     }
 
     fn run(p: &EmbedParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
