@@ -206,13 +206,15 @@ impl Probe {
                     }
                     g
                 })
-                .reduce(
-                    || vec![0.0; width * k],
-                    |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                        a
-                    },
-                );
+                .collect::<Vec<_>>()
+                // Summed in chunk order: a rayon `reduce` combines in whatever order the
+                // work was split, so the last bits of the fit (and every cache key
+                // downstream) changed from run to run.
+                .into_iter()
+                .fold(vec![0.0; width * k], |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                });
             for (idx, g) in grad.iter().enumerate() {
                 let reg = if idx < d * k { self.l2 * w[idx] } else { 0.0 };
                 let g = g / n_train as f64 + reg;
@@ -348,6 +350,33 @@ mod tests {
             r.mi_lower_bound <= 0.02,
             "a bound on independent data must not be clearly positive: {r:?}"
         );
+    }
+
+    #[test]
+    fn the_fit_is_bitwise_the_same_on_any_number_of_threads() {
+        // 4,000 training rows make 13 chunks, so rayon splits them differently per pool.
+        let (u, z) = clusters(5000, 1.5, 3);
+        let fit = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let probe = Probe {
+                steps: 40,
+                ..Probe::default()
+            };
+            pool.install(|| probe.fit(&u, &z).unwrap())
+        };
+        let one = fit(1);
+        for threads in [2, 3, 8] {
+            let r = fit(threads);
+            assert_eq!(
+                r.mi_lower_bound.to_bits(),
+                one.mi_lower_bound.to_bits(),
+                "{threads} threads"
+            );
+            assert_eq!(r.cross_entropy.to_bits(), one.cross_entropy.to_bits());
+        }
     }
 
     #[test]
