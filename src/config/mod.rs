@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod interp;
 pub mod load;
 pub mod schema;
+mod wiring;
 pub mod yaml;
 
 use std::path::PathBuf;
