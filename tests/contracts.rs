@@ -7,20 +7,7 @@
 mod common;
 use common::Project;
 
-/// Validates `text` as `p.yaml`; asserts it is refused, and that some error says `message`
-/// at `location` (`p.yaml:L:C (at \`path\`)`).
-fn refused(text: &str, location: &str, message: &str) -> common::Run {
-    let p = Project::new();
-    p.write("p.yaml", text);
-    let run = p.cbound(&["validate", "p.yaml"]);
-    assert_eq!(run.code, 2, "{}", run.all());
-    let found = run
-        .stderr
-        .split("\n\n")
-        .any(|e| e.contains(message) && e.contains(location));
-    assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
-    run
-}
+use common::validate_refuses as refused;
 
 const DATA: &str = "stages:\n  data:\n    kind: load\n    params: {format: npy, path: x.npy}\n";
 

@@ -232,15 +232,7 @@ const VALIDATE_HEAD: &str = "stages:\n  data:\n    kind: synthetic\n    params: 
 /// `cbound validate` on an estimate_mi stage with these `estimators:` lines refuses it with
 /// `message` at `location` (`p.yaml:L:C (at \`path\`)`).
 fn estimator_refused(estimators: &str, location: &str, message: &str) {
-    let p = Project::new();
-    p.write("p.yaml", &format!("{VALIDATE_HEAD}{estimators}"));
-    let run = p.cbound(&["validate", "p.yaml"]);
-    assert_eq!(run.code, 2, "{}", run.all());
-    let found = run
-        .stderr
-        .split("\n\n")
-        .any(|e| e.contains(message) && e.contains(location));
-    assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+    common::validate_refuses(&format!("{VALIDATE_HEAD}{estimators}"), location, message);
 }
 
 #[test]

@@ -30,6 +30,21 @@ impl Run {
     }
 }
 
+/// Runs `cbound validate` on `text` as `p.yaml` in a scratch project, asserts it is refused
+/// (exit 2) and that one error says `message` at `location` (`p.yaml:L:C (at \`path\`)`).
+pub fn validate_refuses(text: &str, location: &str, message: &str) -> Run {
+    let p = Project::new();
+    p.write("p.yaml", text);
+    let run = p.cbound(&["validate", "p.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    let found = run
+        .stderr
+        .split("\n\n")
+        .any(|e| e.contains(message) && e.contains(location));
+    assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+    run
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cbound")
 }
