@@ -4,11 +4,11 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | run_id, pipeline, stage, instance, kind | string | which instance |
-//! | status | string | `ok` (computed now), `cached` (reused), `failed`, `skipped` |
+//! | status | string | `ok` (computed now), `cached` (reused), `failed`, `cancelled` (the run was stopped while it ran), `skipped` |
 //! | cache_key | string, null | BLAKE3 cache key; the result lives in `.cbound/objects/<key>` |
 //! | seed | uint64 | the instance's derived seed |
 //! | seconds | float64, null | compute time of the result (of the original run if cached) |
-//! | error | string, null | why it failed or was skipped |
+//! | error | string, null | why it failed, was cancelled or was skipped |
 //! | `sweep.<name>` | by value | matrix values that identify the instance, inherited included; `sweep.replicate` (int) with `repeat:` |
 //! | `param.<path>` | by value | resolved parameters, nested keys joined with `.` |
 //! | `metric.<name>` | float64 | scalar metrics the stage reported |
@@ -27,7 +27,8 @@ use arrow_schema::{DataType, Field};
 
 use crate::artifact::{documented_schema, write_parquet, ArtifactError};
 use crate::dag::Dag;
-use crate::exec::scheduler::{Outcome, RunSummary};
+use crate::exec::outcome::Outcome;
+use crate::exec::scheduler::RunSummary;
 
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
     match v {
@@ -148,8 +149,8 @@ pub fn results_batch(
         "status",
         DataType::Utf8,
         false,
-        "ok, cached, failed or skipped",
-        text(&|i| Some(summary.outcomes[i].status().to_string())),
+        "ok, cached, failed, cancelled or skipped",
+        text(&|i| Some(summary.outcomes[i].status().as_str().to_string())),
     );
     push(
         "cache_key",
@@ -184,11 +185,8 @@ pub fn results_batch(
         "error",
         DataType::Utf8,
         true,
-        "why the instance failed or was skipped",
-        text(&|i| match &summary.outcomes[i] {
-            Outcome::Failed(e) | Outcome::Skipped(e) => Some(e.clone()),
-            _ => None,
-        }),
+        "why the instance failed, was cancelled or was skipped",
+        text(&|i| summary.outcomes[i].message()),
     );
     for (group, doc) in [
         (&sweeps, "sweep value identifying the instance"),
