@@ -683,6 +683,120 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_links_one_tree_and_an_unchanged_rerun_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        for key in ["k1", "k2", "k3"] {
+            store.begin(key).unwrap();
+            store.commit(key, &meta(key)).unwrap();
+        }
+        let trees = || fs::read_dir(store.trees()).unwrap().count();
+        let (_, run1) = store.new_run().unwrap();
+        store
+            .link_stage(&run1, "s", &[("s@a=1", "k1"), ("s@a/2", "k2")])
+            .unwrap();
+        let read = |run: &Path, inst: &str| {
+            read_json::<InstanceMeta>(&run.join("s").join(dir_name(inst)).join("meta.json"))
+                .unwrap()
+                .cache_key
+        };
+        assert_eq!(read(&run1, "s@a=1"), "k1");
+        assert_eq!(read(&run1, "s@a/2"), "k2");
+        assert_eq!(trees(), 1);
+        // The same results in another order: the same tree, no new links.
+        let run2 = store.root().join("run2");
+        fs::create_dir(&run2).unwrap();
+        store
+            .link_stage(&run2, "s", &[("s@a/2", "k2"), ("s@a=1", "k1")])
+            .unwrap();
+        assert_eq!(trees(), 1);
+        assert_eq!(fs::read_link(run1.join("s")).unwrap(), fs::read_link(run2.join("s")).unwrap());
+        // A changed result makes a new tree; the older run still shows its own.
+        let run3 = store.root().join("run3");
+        fs::create_dir(&run3).unwrap();
+        store
+            .link_stage(&run3, "s", &[("s@a=1", "k3"), ("s@a/2", "k2")])
+            .unwrap();
+        assert_eq!(trees(), 2);
+        assert_eq!(read(&run3, "s@a=1"), "k3");
+        assert_eq!(read(&run1, "s@a=1"), "k1");
+    }
+
+    #[test]
+    fn the_state_journal_keeps_the_last_state_of_each_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        store.begin("k1").unwrap();
+        store.commit("k1", &meta("k1")).unwrap();
+        store.remember("s", "s@a=1", "k1").unwrap();
+        store.remember("s", "s@a=1", "k1").unwrap();
+        store
+            .remember_attempt("s", "s@a=1", "k2", InstanceStatus::Cancelled, "cancelled")
+            .unwrap();
+        store
+            .remember_attempt("s", "s@a=2", "k9", InstanceStatus::Failed, "boom\nmore")
+            .unwrap();
+        let text = fs::read_to_string(store.journal_path()).unwrap();
+        // An unchanged state appends nothing.
+        assert_eq!(text.lines().count(), 3, "{text}");
+        // A line cut short by a kill, then a later line: only the fragment is lost.
+        let mut file = File::options().append(true).open(store.journal_path()).unwrap();
+        file.write_all(b"{\"stage\":\"s\",\"inst").unwrap();
+        drop(file);
+        let reopened = Store::open(dir.path(), "p").unwrap();
+        reopened.remember("s", "s@b=1", "k1").unwrap();
+        let again = Store::open(dir.path(), "p").unwrap();
+        let attempt = again.last_failure("s", "s@a=1").unwrap();
+        assert_eq!(attempt.status, InstanceStatus::Cancelled);
+        assert_eq!(attempt.cache_key, "k2");
+        assert_eq!(again.last_result("s", "s@a=1").unwrap().cache_key, "k1");
+        let failed = again.last_failure("s", "s@a=2").unwrap();
+        assert_eq!((failed.status, failed.error.as_str()), (InstanceStatus::Failed, "boom"));
+        assert_eq!(again.last_result("s", "s@b=1").unwrap().cache_key, "k1");
+    }
+
+    #[test]
+    fn a_journal_of_mostly_superseded_lines_is_compacted_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        for round in 0..1200 {
+            store.remember("s", "s@a=1", &format!("k{round}")).unwrap();
+        }
+        store.remember("s", "s@a=2", "x").unwrap();
+        let lines = || fs::read_to_string(store.journal_path()).unwrap().lines().count();
+        assert_eq!(lines(), 1201);
+        let fresh = Store::open(dir.path(), "p").unwrap();
+        let _lock = fresh.lock("test").unwrap();
+        assert_eq!(lines(), 2);
+        let state: Vec<StateLine> = fs::read_to_string(store.journal_path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(state[0].state.cache_key, "k1199");
+        assert_eq!(state[1].state.cache_key, "x");
+    }
+
+    #[test]
+    fn state_written_before_the_journal_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        store.begin("old").unwrap();
+        store.commit("old", &meta("old")).unwrap();
+        let legacy = store.legacy_state_path("s", "s@a=1");
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        fs::write(&legacy, r#"{"cache_key": "old", "failed": {"cache_key": "new", "error": "x"}}"#)
+            .unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        assert_eq!(store.last_result("s", "s@a=1").unwrap().cache_key, "old");
+        // State files had no status: their attempts failed.
+        assert_eq!(
+            store.last_failure("s", "s@a=1").unwrap().status,
+            InstanceStatus::Failed
+        );
+    }
+
+    #[test]
     fn second_lock_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "p").unwrap();

@@ -190,3 +190,135 @@ impl Executor for LocalExecutor {
         self.running.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::store::Store;
+    use crate::exec::outcome::Outcome;
+    use crate::exec::scheduler::{self, RunOptions};
+    use crate::report::progress::QuietReporter;
+    use crate::stages::{Stage, StageContext, StageError, StageOutput};
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    /// Reports the rayon pool it runs in, and on how many distinct threads of that pool a
+    /// parallel loop inside it ran.
+    struct Threads;
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct NoParams {}
+
+    impl Stage for Threads {
+        type Params = NoParams;
+        const KIND: &'static str = "test_threads";
+        const VERSION: u32 = 1;
+        const SUMMARY: &'static str = "reports rayon's thread count (tests only)";
+        const EXAMPLE: &'static str = "kind: test_threads\n";
+        const WRITES: Option<&'static [&'static str]> = Some(&[]);
+
+        fn run(_: &NoParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+            use rayon::prelude::*;
+            let names: HashSet<String> = (0..20_000)
+                .into_par_iter()
+                .map(|_| std::thread::current().name().unwrap_or("").to_string())
+                .collect();
+            let own = format!("cbound-{}t-", ctx.threads);
+            let foreign = names.iter().filter(|n| !n.starts_with(&own)).count();
+            Ok(StageOutput::default()
+                .metric("rayon_threads", rayon::current_num_threads() as f64)
+                .metric("ctx_threads", ctx.threads as f64)
+                .metric("foreign_threads", foreign as f64))
+        }
+    }
+
+    /// Runs stages `one`, `two`, `three` (cpus 1, 2, 3) with `--jobs jobs`; the metrics of
+    /// each, by stage.
+    fn run_with(jobs: usize, dir: &Path) -> Vec<(String, BTreeMap<String, f64>)> {
+        let registry = Arc::new(Registry::builtin().with::<Threads>());
+        let text = concat!(
+            "name: t\n",
+            "stages:\n",
+            "  one: {kind: test_threads, resources: {cpus: 1}}\n",
+            "  two: {kind: test_threads, resources: {cpus: 2}}\n",
+            "  three: {kind: test_threads, resources: {cpus: 3}}\n",
+        );
+        let pipeline =
+            crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(pipeline, &registry);
+        let store = Store::open(dir, "t").unwrap();
+        let all: HashSet<usize> = (0..dag.instances.len()).collect();
+        let options = RunOptions {
+            selected: &all,
+            forced: &all,
+            fail_fast: false,
+            gpus: 0,
+            run_dir: None,
+        };
+        let mut executor = LocalExecutor::new(Arc::clone(&registry), jobs, 0);
+        let summary = scheduler::run(
+            &dag,
+            &registry,
+            &store,
+            &mut executor,
+            &options,
+            &mut QuietReporter,
+            &AtomicBool::new(false),
+        );
+        summary
+            .outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| match o {
+                Outcome::Done(meta) => (dag.stage_id(i).to_string(), meta.metrics.clone()),
+                other => panic!("{} did not run: {other:?}", dag.instances[i].id),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stage_runs_in_a_rayon_pool_of_its_cpus() {
+        let dir = tempfile::tempdir().unwrap();
+        for (stage, metrics) in run_with(4, dir.path()) {
+            let cpus = match stage.as_str() {
+                "one" => 1.0,
+                "two" => 2.0,
+                _ => 3.0,
+            };
+            assert_eq!(metrics["rayon_threads"], cpus, "{stage}: {metrics:?}");
+            assert_eq!(metrics["ctx_threads"], cpus, "{stage}: {metrics:?}");
+            // Not one piece of its parallel work went to rayon's global pool.
+            assert_eq!(metrics["foreign_threads"], 0.0, "{stage}: {metrics:?}");
+        }
+    }
+
+    #[test]
+    fn fewer_jobs_than_cpus_runs_with_jobs_threads_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = run_with(2, dir.path());
+        let three = &got.iter().find(|(s, _)| s == "three").unwrap().1;
+        assert_eq!(three["rayon_threads"], 2.0, "{three:?}");
+        let registry = Registry::builtin().with::<Threads>();
+        let text = "name: t\nstages:\n  one: {kind: test_threads, resources: {cpus: 1}}\n  three: {kind: test_threads, resources: {cpus: 3}}\n";
+        let pipeline =
+            crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(pipeline, &registry);
+        let clamped = clamped_stages(&dag, &|_| true, 2);
+        assert_eq!(
+            clamped,
+            vec![Clamped {
+                stage: "three".into(),
+                cpus: 3,
+                jobs: 2
+            }]
+        );
+        assert_eq!(
+            clamped[0].to_string(),
+            "stage `three` asks for 3 CPUs (resources.cpus) but --jobs is 2: its instances run one at a time with 2 thread(s) each"
+        );
+        assert!(clamped_stages(&dag, &|_| true, 3).is_empty());
+        // Only selected instances count.
+        assert!(clamped_stages(&dag, &|i| i == 0, 2).is_empty());
+    }
+}

@@ -410,6 +410,16 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &dyn DynStage> {
         self.stages.iter().map(|s| s.as_ref())
     }
+
+    /// The built-in kinds and `S`, for tests of the engine with a stage of their own.
+    #[cfg(test)]
+    pub(crate) fn with<S: Stage>(mut self) -> Registry
+    where
+        S::Params: Send + Sync,
+    {
+        self.stages.push(register::<S>());
+        self
+    }
 }
 
 #[cfg(test)]
