@@ -270,7 +270,12 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         );
         std::process::exit(Signal::Terminate.exit_code());
     }
-    if summary.interrupted {
+    let interrupted = summary.interrupted;
+    // Every instance's record is written; freeing ten thousand of them one by one takes
+    // longer than the process has left to live, and the OS reclaims them at exit.
+    std::mem::forget(summary);
+    std::mem::forget(dag);
+    if interrupted {
         Err(Error::Interrupted)
     } else if failed > 0 || cancelled > 0 || skipped > 0 {
         Err(Error::StagesFailed {

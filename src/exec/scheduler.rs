@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::outcome::{Failure, InstanceStatus, Outcome, SkipReason};
 use super::{Executor, JobEvent, JobSpec};
 use crate::artifact::store::Store;
-use crate::artifact::InstanceMeta;
+use crate::artifact::{InstanceMeta, KeyInputs};
 use crate::dag::plan::key_inputs;
 use crate::dag::Dag;
 use crate::report::{Reporter, RunEvent};
@@ -202,6 +202,63 @@ impl Book {
     }
 }
 
+/// Ready instances from which deciding them is spread over threads.
+const PARALLEL_DECISIONS: usize = 64;
+
+/// What is known about a ready instance before anything runs.
+enum Decided {
+    /// Settled without running: cached, or refused (an input did not finish, too many GPUs,
+    /// no cache key).
+    Settled(Outcome),
+    /// To run, under this key.
+    Run { ki: KeyInputs, key: String },
+}
+
+/// Decides instance `i`, whose inputs have all settled. Reads only: safe to call for many
+/// instances at once.
+fn decide(
+    dag: &Dag,
+    registry: &Registry,
+    store: &Store,
+    options: &RunOptions,
+    state: &[State],
+    i: usize,
+) -> Decided {
+    let inst = &dag.instances[i];
+    let mut upstream: Vec<&InstanceMeta> = Vec::with_capacity(inst.inputs.len());
+    let mut blocked = None;
+    for &u in &inst.inputs {
+        match &state[u] {
+            State::Over(o) if o.meta().is_some() => upstream.extend(o.meta()),
+            // Failed, cancelled, skipped (or, impossibly, not over); the last one is named.
+            _ => blocked = Some(u),
+        }
+    }
+    if let Some(u) = blocked {
+        return Decided::Settled(Outcome::Skipped(SkipReason::InputDidNotFinish(
+            dag.instances[u].id.clone(),
+        )));
+    }
+    if inst.resources.gpus > options.gpus {
+        return Decided::Settled(Outcome::Failed(Failure::Gpus {
+            needs: inst.resources.gpus,
+            has: options.gpus,
+        }));
+    }
+    let ki = match key_inputs(dag, i, registry, &upstream) {
+        Ok(ki) => ki,
+        Err(e) => return Decided::Settled(Outcome::Failed(Failure::Key(e))),
+    };
+    let key = ki.key();
+    if !options.forced.contains(&i) {
+        if let Some(meta) = store.lookup(&key) {
+            tracing::debug!(instance = %inst.id, %key, "cache hit");
+            return Decided::Settled(Outcome::Cached(Box::new(meta)));
+        }
+    }
+    Decided::Run { ki, key }
+}
+
 pub fn run(
     dag: &Dag,
     registry: &Registry,
@@ -248,87 +305,62 @@ pub fn run(
             }
         }
         if !stopping {
-            // Settling one instance can make its readers ready; they come later in index
-            // order, so this one loop settles whole cached chains.
-            while let Some(i) = book.ready.pop_first() {
-                let inst = &dag.instances[i];
-                let mut upstream: Vec<&InstanceMeta> = Vec::with_capacity(inst.inputs.len());
-                let mut blocked = None;
-                for &u in &inst.inputs {
-                    match &book.state[u] {
-                        State::Over(o) => match o.meta() {
-                            Some(m) => upstream.push(m),
-                            None => blocked = Some(u),
-                        },
-                        // Unreachable: an instance is ready once all its inputs are over.
-                        _ => blocked = Some(u),
-                    }
-                }
-                let settled = if let Some(u) = blocked {
-                    Some(Outcome::Skipped(SkipReason::InputDidNotFinish(
-                        dag.instances[u].id.clone(),
-                    )))
-                } else if inst.resources.gpus > options.gpus {
-                    Some(Outcome::Failed(Failure::Gpus {
-                        needs: inst.resources.gpus,
-                        has: options.gpus,
-                    }))
+            // Settling one instance can make its readers ready: they join the next batch,
+            // so this loop settles whole cached chains before anything is submitted.
+            while !book.ready.is_empty() {
+                let batch: Vec<usize> = std::mem::take(&mut book.ready).into_iter().collect();
+                let decide = |&i: &usize| decide(dag, registry, store, options, &book.state, i);
+                // Deciding reads each instance's cache entry and hashes its key inputs; a
+                // sweep's thousands of them at once are worth rayon's threads (the decisions
+                // come back in index order, as if made one by one).
+                let decided: Vec<Decided> = if batch.len() >= PARALLEL_DECISIONS {
+                    use rayon::prelude::*;
+                    batch.par_iter().map(decide).collect()
                 } else {
-                    None
+                    batch.iter().map(decide).collect()
                 };
-                if let Some(outcome) = settled {
-                    recorder.record(i, &outcome, None, reporter);
-                    book.settle(i, outcome);
-                    continue;
+                for (i, decided) in batch.into_iter().zip(decided) {
+                    let (ki, key) = match decided {
+                        Decided::Settled(outcome) => {
+                            recorder.record(i, &outcome, None, reporter);
+                            book.settle(i, outcome);
+                            continue;
+                        }
+                        Decided::Run { ki, key } => (ki, key),
+                    };
+                    let inst = &dag.instances[i];
+                    let inputs = inst
+                        .inputs
+                        .iter()
+                        .filter_map(|&u| match &book.state[u] {
+                            State::Over(o) => o.meta().map(|meta| InputArtifact {
+                                stage: dag.stage_id(u).to_string(),
+                                instance: meta.instance.clone(),
+                                dir: store.object_dir(&meta.cache_key),
+                                meta: meta.clone(),
+                            }),
+                            _ => None,
+                        })
+                        .collect();
+                    queue.push_back(Box::new(JobSpec {
+                        job: i,
+                        pipeline: dag.pipeline.name.clone(),
+                        stage: dag.stage_id(i).to_string(),
+                        instance: inst.id.clone(),
+                        kind: dag.kind(i).to_string(),
+                        params: inst.params.clone(),
+                        prepared: inst.prepared.clone(),
+                        seed: inst.seed,
+                        labels: inst.labels.clone(),
+                        key: key.clone(),
+                        key_inputs: ki,
+                        inputs,
+                        resources: inst.resources,
+                        store_root: store.root().to_path_buf(),
+                    }));
+                    tracing::debug!(instance = %inst.id, forced = options.forced.contains(&i), "queued");
+                    book.state[i] = State::Queued(key);
                 }
-                let ki = match key_inputs(dag, i, registry, &upstream) {
-                    Ok(ki) => ki,
-                    Err(e) => {
-                        let outcome = Outcome::Failed(Failure::Key(e));
-                        recorder.record(i, &outcome, None, reporter);
-                        book.settle(i, outcome);
-                        continue;
-                    }
-                };
-                let key = ki.key();
-                if !options.forced.contains(&i) {
-                    if let Some(meta) = store.lookup(&key) {
-                        tracing::debug!(instance = %inst.id, %key, "cache hit");
-                        let outcome = Outcome::Cached(Box::new(meta));
-                        recorder.record(i, &outcome, None, reporter);
-                        book.settle(i, outcome);
-                        continue;
-                    }
-                }
-                let inputs = inst
-                    .inputs
-                    .iter()
-                    .zip(&upstream)
-                    .map(|(&u, meta)| InputArtifact {
-                        stage: dag.stage_id(u).to_string(),
-                        instance: meta.instance.clone(),
-                        dir: store.object_dir(&meta.cache_key),
-                        meta: (*meta).clone(),
-                    })
-                    .collect();
-                queue.push_back(Box::new(JobSpec {
-                    job: i,
-                    pipeline: dag.pipeline.name.clone(),
-                    stage: dag.stage_id(i).to_string(),
-                    instance: inst.id.clone(),
-                    kind: dag.kind(i).to_string(),
-                    params: inst.params.clone(),
-                    prepared: inst.prepared.clone(),
-                    seed: inst.seed,
-                    labels: inst.labels.clone(),
-                    key: key.clone(),
-                    key_inputs: ki,
-                    inputs,
-                    resources: inst.resources,
-                    store_root: store.root().to_path_buf(),
-                }));
-                tracing::debug!(instance = %inst.id, forced = options.forced.contains(&i), "queued");
-                book.state[i] = State::Queued(key);
             }
             while let Some(job) = queue.pop_front() {
                 let i = job.job;
