@@ -523,9 +523,10 @@ fn jobs_below_a_stages_cpus_is_said_once_per_stage() {
     assert!(!run.stderr.contains("stage `narrow`"), "{}", run.all());
     // Each of its instances ran with the 2 threads it was given.
     for entry in std::fs::read_dir(p.latest("cpus").join("wide")).unwrap() {
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(entry.unwrap().path().join("meta.json")).unwrap())
-                .unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(entry.unwrap().path().join("meta.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(meta["threads"], 2, "{meta}");
     }
     let enough = p.cbound(&["run", "cpus.yaml", "--jobs", "3", "--progress", "none"]);

@@ -209,7 +209,10 @@ fn an_instance_stopped_by_sigint_is_cancelled_not_failed_and_plan_why_says_so() 
     let wait = rows.iter().find(|r| r["instance"] == "wait").unwrap();
     assert_eq!(wait["status"], "cancelled", "{rows:?}");
     assert!(
-        wait["error"].as_str().unwrap().starts_with("cancelled: the run was stopped"),
+        wait["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled: the run was stopped"),
         "{wait}"
     );
     let quick = rows.iter().find(|r| r["instance"] == "quick").unwrap();

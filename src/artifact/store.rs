@@ -367,7 +367,11 @@ impl Store {
                 state,
             }) = serde_json::from_slice(line)
             {
-                index.entries.entry(stage).or_default().insert(instance, state);
+                index
+                    .entries
+                    .entry(stage)
+                    .or_default()
+                    .insert(instance, state);
             }
         }
         index
@@ -712,7 +716,10 @@ mod tests {
             .link_stage(&run2, "s", &[("s@a/2", "k2"), ("s@a=1", "k1")])
             .unwrap();
         assert_eq!(trees(), 1);
-        assert_eq!(fs::read_link(run1.join("s")).unwrap(), fs::read_link(run2.join("s")).unwrap());
+        assert_eq!(
+            fs::read_link(run1.join("s")).unwrap(),
+            fs::read_link(run2.join("s")).unwrap()
+        );
         // A changed result makes a new tree; the older run still shows its own.
         let run3 = store.root().join("run3");
         fs::create_dir(&run3).unwrap();
@@ -742,7 +749,10 @@ mod tests {
         // An unchanged state appends nothing.
         assert_eq!(text.lines().count(), 3, "{text}");
         // A line cut short by a kill, then a later line: only the fragment is lost.
-        let mut file = File::options().append(true).open(store.journal_path()).unwrap();
+        let mut file = File::options()
+            .append(true)
+            .open(store.journal_path())
+            .unwrap();
         file.write_all(b"{\"stage\":\"s\",\"inst").unwrap();
         drop(file);
         let reopened = Store::open(dir.path(), "p").unwrap();
@@ -753,7 +763,10 @@ mod tests {
         assert_eq!(attempt.cache_key, "k2");
         assert_eq!(again.last_result("s", "s@a=1").unwrap().cache_key, "k1");
         let failed = again.last_failure("s", "s@a=2").unwrap();
-        assert_eq!((failed.status, failed.error.as_str()), (InstanceStatus::Failed, "boom"));
+        assert_eq!(
+            (failed.status, failed.error.as_str()),
+            (InstanceStatus::Failed, "boom")
+        );
         assert_eq!(again.last_result("s", "s@b=1").unwrap().cache_key, "k1");
     }
 
@@ -765,7 +778,12 @@ mod tests {
             store.remember("s", "s@a=1", &format!("k{round}")).unwrap();
         }
         store.remember("s", "s@a=2", "x").unwrap();
-        let lines = || fs::read_to_string(store.journal_path()).unwrap().lines().count();
+        let lines = || {
+            fs::read_to_string(store.journal_path())
+                .unwrap()
+                .lines()
+                .count()
+        };
         assert_eq!(lines(), 1201);
         let fresh = Store::open(dir.path(), "p").unwrap();
         let _lock = fresh.lock("test").unwrap();
@@ -787,8 +805,11 @@ mod tests {
         store.commit("old", &meta("old")).unwrap();
         let legacy = store.legacy_state_path("s", "s@a=1");
         fs::create_dir_all(legacy.parent().unwrap()).unwrap();
-        fs::write(&legacy, r#"{"cache_key": "old", "failed": {"cache_key": "new", "error": "x"}}"#)
-            .unwrap();
+        fs::write(
+            &legacy,
+            r#"{"cache_key": "old", "failed": {"cache_key": "new", "error": "x"}}"#,
+        )
+        .unwrap();
         let store = Store::open(dir.path(), "p").unwrap();
         assert_eq!(store.last_result("s", "s@a=1").unwrap().cache_key, "old");
         // State files had no status: their attempts failed.

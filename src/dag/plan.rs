@@ -34,7 +34,14 @@ pub fn key_inputs(
         Some(prepared) => prepared.tracked_files()?,
         None => stage.tracked_files(&inst.params)?,
     };
-    assemble(kind, stage.version(), &inst.params, inst.seed, tracked, upstream)
+    assemble(
+        kind,
+        stage.version(),
+        &inst.params,
+        inst.seed,
+        tracked,
+        upstream,
+    )
 }
 
 /// [`key_inputs`] from the instance's parts, for a cluster node that has no DAG: it learns

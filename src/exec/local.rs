@@ -48,11 +48,7 @@ impl std::fmt::Display for Clamped {
 
 /// The stages among `selected` instances that [`LocalExecutor`] will clamp to `jobs` CPUs, in
 /// stage order.
-pub fn clamped_stages(
-    dag: &Dag,
-    selected: &dyn Fn(usize) -> bool,
-    jobs: usize,
-) -> Vec<Clamped> {
+pub fn clamped_stages(dag: &Dag, selected: &dyn Fn(usize) -> bool, jobs: usize) -> Vec<Clamped> {
     let jobs = jobs.max(1);
     let mut most: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, inst) in dag.instances.iter().enumerate() {
@@ -244,8 +240,7 @@ mod tests {
             "  two: {kind: test_threads, resources: {cpus: 2}}\n",
             "  three: {kind: test_threads, resources: {cpus: 3}}\n",
         );
-        let pipeline =
-            crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let pipeline = crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
         let dag = Dag::build(pipeline, &registry);
         let store = Store::open(dir, "t").unwrap();
         let all: HashSet<usize> = (0..dag.instances.len()).collect();
@@ -301,8 +296,7 @@ mod tests {
         assert_eq!(three["rayon_threads"], 2.0, "{three:?}");
         let registry = Registry::builtin().with::<Threads>();
         let text = "name: t\nstages:\n  one: {kind: test_threads, resources: {cpus: 1}}\n  three: {kind: test_threads, resources: {cpus: 3}}\n";
-        let pipeline =
-            crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let pipeline = crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
         let dag = Dag::build(pipeline, &registry);
         let clamped = clamped_stages(&dag, &|_| true, 2);
         assert_eq!(

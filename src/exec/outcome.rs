@@ -136,7 +136,9 @@ pub enum Failure {
     /// The cache key could not be computed (a tracked file is missing, too large...).
     #[error("{0}")]
     Key(String),
-    #[error("needs {needs} GPU slot(s) but this run has {has} (use --gpus, or set resources.gpus)")]
+    #[error(
+        "needs {needs} GPU slot(s) but this run has {has} (use --gpus, or set resources.gpus)"
+    )]
     Gpus { needs: usize, has: usize },
     /// What a Slurm task reported, or how it left the queue without reporting.
     #[error("{0}")]
@@ -201,7 +203,9 @@ pub enum Outcome {
     Cached(Box<InstanceMeta>),
     Failed(Failure),
     /// Stopped on request; `staging` keeps its partial work, when it had started.
-    Cancelled { staging: Option<PathBuf> },
+    Cancelled {
+        staging: Option<PathBuf>,
+    },
     Skipped(SkipReason),
     NotSelected,
 }
@@ -270,7 +274,14 @@ mod tests {
         let run: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             run,
-            ["running", "ok", "failed", "interrupted", "terminated", "killed"]
+            [
+                "running",
+                "ok",
+                "failed",
+                "interrupted",
+                "terminated",
+                "killed"
+            ]
         );
         assert_eq!(InstanceStatus::Ok.as_str(), "ok");
     }

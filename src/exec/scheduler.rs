@@ -66,7 +66,11 @@ impl<'a> Recorder<'a> {
         let stages = dag.pipeline.stages.len();
         let mut unsettled = vec![0; stages];
         for &i in options.selected {
-            if let Some(n) = dag.instances.get(i).and_then(|inst| unsettled.get_mut(inst.stage)) {
+            if let Some(n) = dag
+                .instances
+                .get(i)
+                .and_then(|inst| unsettled.get_mut(inst.stage))
+            {
                 *n += 1;
             }
         }

@@ -222,7 +222,10 @@ impl Reporter for LineReporter {
                 instance, error, ..
             } => {
                 self.done += 1;
-                self.line(&format!("{} {instance}: {error}", word(InstanceStatus::Failed)));
+                self.line(&format!(
+                    "{} {instance}: {error}",
+                    word(InstanceStatus::Failed)
+                ));
             }
             RunEvent::Cancelled { instance, .. } => {
                 self.done += 1;
@@ -232,7 +235,10 @@ impl Reporter for LineReporter {
                 instance, reason, ..
             } => {
                 self.done += 1;
-                self.line(&format!("{} {instance}: {reason}", word(InstanceStatus::Skipped)));
+                self.line(&format!(
+                    "{} {instance}: {reason}",
+                    word(InstanceStatus::Skipped)
+                ));
             }
             RunEvent::Stopping { reason } => self.line(reason),
         }
@@ -248,7 +254,10 @@ impl Reporter for QuietReporter {
             instance, error, ..
         } = event
         {
-            eprintln!("{} {instance}: {error}", word(InstanceStatus::Failed).trim_end());
+            eprintln!(
+                "{} {instance}: {error}",
+                word(InstanceStatus::Failed).trim_end()
+            );
         }
     }
 }

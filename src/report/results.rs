@@ -344,8 +344,16 @@ mod tests {
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let value_names: Vec<&str> = names[10..].to_vec();
-        let mut sweeps: Vec<&str> = want.keys().map(String::as_str).filter(|n| n.starts_with("sweep.")).collect();
-        let params: Vec<&str> = want.keys().map(String::as_str).filter(|n| n.starts_with("param.")).collect();
+        let mut sweeps: Vec<&str> = want
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("sweep."))
+            .collect();
+        let params: Vec<&str> = want
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("param."))
+            .collect();
         sweeps.extend(params);
         assert_eq!(value_names, sweeps);
         assert!(value_names.contains(&"param.env.A") && value_names.contains(&"param.argv"));
