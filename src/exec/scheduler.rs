@@ -198,7 +198,7 @@ impl Book {
     fn settle(&mut self, i: usize, outcome: Outcome) {
         self.state[i] = State::Over(outcome);
         for &r in &self.readers[i] {
-            self.waiting_on[r] -= 1;
+            self.waiting_on[r] = self.waiting_on[r].saturating_sub(1);
             if self.waiting_on[r] == 0 && matches!(self.state[r], State::Pending) {
                 self.ready.insert(r);
             }
@@ -279,19 +279,36 @@ pub fn run(
             readers[u].push(i);
         }
     }
+    // Unselected instances are over before anything starts (and never become ready: the
+    // selection is closed under inputs, so no selected instance waits for one).
+    let state: Vec<State> = (0..n)
+        .map(|i| {
+            if options.selected.contains(&i) {
+                State::Pending
+            } else {
+                State::Over(Outcome::NotSelected)
+            }
+        })
+        .collect();
+    let waiting_on: Vec<usize> = dag
+        .instances
+        .iter()
+        .map(|inst| {
+            inst.inputs
+                .iter()
+                .filter(|&&u| !matches!(state[u], State::Over(_)))
+                .count()
+        })
+        .collect();
+    let ready = (0..n)
+        .filter(|&i| matches!(state[i], State::Pending) && waiting_on[i] == 0)
+        .collect();
     let mut book = Book {
-        state: (0..n).map(|_| State::Pending).collect(),
-        waiting_on: dag.instances.iter().map(|inst| inst.inputs.len()).collect(),
+        state,
+        waiting_on,
         readers,
-        ready: BTreeSet::new(),
+        ready,
     };
-    for i in 0..n {
-        if !options.selected.contains(&i) {
-            book.settle(i, Outcome::NotSelected);
-        } else if book.waiting_on[i] == 0 {
-            book.ready.insert(i);
-        }
-    }
     let mut recorder = Recorder::new(dag, store, options);
     let mut queue: VecDeque<Box<JobSpec>> = VecDeque::new();
     let mut stopping = false;
@@ -312,7 +329,10 @@ pub fn run(
             // Settling one instance can make its readers ready: they join the next batch,
             // so this loop settles whole cached chains before anything is submitted.
             while !book.ready.is_empty() {
-                let batch: Vec<usize> = std::mem::take(&mut book.ready).into_iter().collect();
+                let batch: Vec<usize> = std::mem::take(&mut book.ready)
+                    .into_iter()
+                    .filter(|&i| matches!(book.state[i], State::Pending))
+                    .collect();
                 let decide = |&i: &usize| decide(dag, registry, store, options, &book.state, i);
                 // Deciding reads each instance's cache entry and hashes its key inputs; a
                 // sweep's thousands of them at once are worth rayon's threads (the decisions
@@ -438,5 +458,59 @@ pub fn run(
     RunSummary {
         outcomes,
         interrupted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::local::LocalExecutor;
+    use crate::exec::outcome::InstanceStatus;
+    use crate::report::progress::QuietReporter;
+    use std::sync::Arc;
+
+    #[test]
+    fn instances_outside_the_selection_stay_not_selected_down_a_chain() {
+        let registry = Arc::new(Registry::builtin());
+        let text = concat!(
+            "name: c\n",
+            "stages:\n",
+            "  a: {kind: synthetic, params: {n: 20}, matrix: {rho: [0.1, 0.2]}}\n",
+            "  b: {kind: synthetic, params: {n: 20}, inputs: a}\n",
+            "  c: {kind: synthetic, params: {n: 20}, inputs: b}\n",
+            "  d: {kind: synthetic, params: {n: 20}, inputs: [a, c]}\n",
+        );
+        let p = crate::config::load_str(text, Path::new("c.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(p, &registry);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "c").unwrap();
+        let selected: HashSet<usize> = dag.resolve(&["a".into()]).unwrap();
+        let none = HashSet::new();
+        let options = RunOptions {
+            selected: &selected,
+            forced: &none,
+            fail_fast: false,
+            gpus: 0,
+            run_dir: None,
+        };
+        let mut executor = LocalExecutor::new(Arc::clone(&registry), 2, 0);
+        let summary = run(
+            &dag,
+            &registry,
+            &store,
+            &mut executor,
+            &options,
+            &mut QuietReporter,
+            &AtomicBool::new(false),
+        );
+        for (i, outcome) in summary.outcomes.iter().enumerate() {
+            let want = if dag.stage_id(i) == "a" {
+                InstanceStatus::Ok
+            } else {
+                InstanceStatus::NotSelected
+            };
+            assert_eq!(outcome.status(), want, "{}", dag.instances[i].id);
+        }
+        assert_eq!(summary.count(InstanceStatus::Ok), 2);
     }
 }
