@@ -188,7 +188,10 @@ impl Probe {
         let (mut m1, mut m2) = (vec![0.0; w.len()], vec![0.0; w.len()]);
         let (lr, b1, b2, eps) = (0.05, 0.9, 0.999, 1e-8);
         for step in 1..=self.steps {
-            let grad = xtrain
+            // Per-chunk gradients in parallel, summed in chunk order: a rayon `reduce` adds
+            // them in a tree whose shape follows the thread count and work stealing, so the
+            // last bits of the weights (and of the certificate) would depend on both.
+            let parts: Vec<Vec<f64>> = xtrain
                 .par_chunks(256)
                 .zip(ytrain.par_chunks(256))
                 .map(|(xs, ys)| {
@@ -206,13 +209,11 @@ impl Probe {
                     }
                     g
                 })
-                .reduce(
-                    || vec![0.0; width * k],
-                    |mut a, b| {
-                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                        a
-                    },
-                );
+                .collect();
+            let grad = parts.into_iter().fold(vec![0.0; width * k], |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            });
             for (idx, g) in grad.iter().enumerate() {
                 let reg = if idx < d * k { self.l2 * w[idx] } else { 0.0 };
                 let g = g / n_train as f64 + reg;
@@ -348,6 +349,32 @@ mod tests {
             r.mi_lower_bound <= 0.02,
             "a bound on independent data must not be clearly positive: {r:?}"
         );
+    }
+
+    #[test]
+    fn the_fit_does_not_depend_on_the_thread_count() {
+        // Enough training rows for many 256-row chunks, so a thread-dependent sum would show.
+        let (u, z) = clusters(6000, 1.0, 3);
+        let fit = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| Probe::default().fit(&u, &z).unwrap())
+        };
+        let one = fit(1);
+        for threads in [2, 3, 4] {
+            let other = fit(threads);
+            assert_eq!(
+                one.cross_entropy.to_bits(),
+                other.cross_entropy.to_bits(),
+                "{threads} threads"
+            );
+            assert_eq!(
+                format!("{:?}", one.certificate),
+                format!("{:?}", other.certificate)
+            );
+        }
     }
 
     #[test]
