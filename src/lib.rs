@@ -21,7 +21,10 @@ pub mod report;
 pub mod stages;
 pub mod tables;
 
-/// This machine's name, for run records and lock files.
+/// This machine's name, for run records and lock files. Asked once per process: every
+/// instance's `meta.json` records it, and a system call per instance adds up over a sweep.
 pub fn host_name() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+        .clone()
 }

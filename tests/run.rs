@@ -411,7 +411,7 @@ fn ctrl_c_stops_cleanly_with_exit_130() {
         statuses(&rows),
         vec![
             ("quick".into(), "ok".into()),
-            ("wait".into(), "failed".into())
+            ("wait".into(), "cancelled".into())
         ]
     );
 }
@@ -507,4 +507,29 @@ fn stages_schema_and_dag_commands() {
     let stale = p.cbound(&["schema", "--output", "s.json", "--check"]);
     assert_eq!(stale.code, 1);
     assert!(stale.stderr.contains("out of date"), "{}", stale.all());
+}
+
+#[test]
+fn jobs_below_a_stages_cpus_is_said_once_per_stage() {
+    let p = Project::new();
+    p.write(
+        "cpus.yaml",
+        "name: cpus\nstages:\n  wide:\n    kind: synthetic\n    params: {n: 50}\n    matrix: {rho: [0.1, 0.2, 0.3]}\n    resources: {cpus: 3}\n  narrow: {kind: synthetic, params: {n: 50}}\n",
+    );
+    let run = p.cbound(&["run", "cpus.yaml", "--jobs", "2", "--progress", "lines"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let said = "warning: stage `wide` asks for 3 CPUs (resources.cpus) but --jobs is 2";
+    assert_eq!(run.stderr.matches(said).count(), 1, "{}", run.all());
+    assert!(!run.stderr.contains("stage `narrow`"), "{}", run.all());
+    // Each of its instances ran with the 2 threads it was given.
+    for entry in std::fs::read_dir(p.latest("cpus").join("wide")).unwrap() {
+        let meta: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(entry.unwrap().path().join("meta.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["threads"], 2, "{meta}");
+    }
+    let enough = p.cbound(&["run", "cpus.yaml", "--jobs", "3", "--progress", "none"]);
+    assert_eq!(enough.code, 0, "{}", enough.all());
+    assert!(!enough.stderr.contains("warning"), "{}", enough.all());
 }

@@ -188,8 +188,53 @@ fn sigterm_stops_the_run_records_terminated_and_exits_143() {
     assert!(record["finished"].is_string(), "{record}");
     let rows = read_rows(&p.latest("slow").join("results.parquet"));
     let wait = rows.iter().find(|r| r["instance"] == "wait").unwrap();
-    assert_eq!(wait["status"], "failed", "{rows:?}");
+    assert_eq!(wait["status"], "cancelled", "{rows:?}");
     assert_group_ended(&p);
+}
+
+#[test]
+fn an_instance_stopped_by_sigint_is_cancelled_not_failed_and_plan_why_says_so() {
+    let p = Project::new();
+    p.write("slow.yaml", &pipeline(p.path(), ""));
+    let mut cleanup = start(&p);
+    send(cleanup.cbound.as_ref().unwrap(), "-INT");
+    let status = exit_of(&mut cleanup, Duration::from_secs(20));
+    let stderr = stderr_of(&p);
+    assert_eq!(status.code(), Some(130), "{status:?}\n{stderr}");
+    // The line reporter names it with the status results.parquet uses.
+    assert!(stderr.contains("cancelled wait"), "{stderr}");
+    assert!(!stderr.contains("FAILED"), "{stderr}");
+    assert!(stderr.contains("0 failed, 1 cancelled"), "{stderr}");
+    let rows = read_rows(&p.latest("slow").join("results.parquet"));
+    let wait = rows.iter().find(|r| r["instance"] == "wait").unwrap();
+    assert_eq!(wait["status"], "cancelled", "{rows:?}");
+    assert!(
+        wait["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled: the run was stopped"),
+        "{wait}"
+    );
+    let quick = rows.iter().find(|r| r["instance"] == "quick").unwrap();
+    assert_eq!(quick["status"], "ok", "{rows:?}");
+    let record = run_json(&p);
+    assert_eq!(record["status"], "interrupted", "{record}");
+    assert_eq!(record["counts"]["cancelled"], 1, "{record}");
+    assert_eq!(record["counts"]["failed"], 0, "{record}");
+    assert_group_ended(&p);
+    let why = p.cbound(&["plan", "slow.yaml", "--why"]);
+    assert_eq!(why.code, 0, "{}", why.all());
+    let line = why
+        .stdout
+        .lines()
+        .find(|l| l.contains(" wait "))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("run ") && line.contains("last attempt was cancelled"),
+        "{}",
+        why.all()
+    );
+    assert!(!why.stdout.contains("failed"), "{}", why.all());
 }
 
 #[test]

@@ -258,19 +258,60 @@ pub struct KeyInputs {
     pub files: Vec<KeyFile>,
 }
 
+/// Serialises a value exactly as [`canonical_json`] of it serialises, without building the
+/// sorted copy first (a cache key is computed for every instance of every run).
+struct Canonical<'a>(&'a serde_json::Value);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(map) => {
+                let mut sorted: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+                sorted.sort_by(|a, b| a.0.cmp(b.0));
+                let mut out = s.serialize_map(Some(sorted.len()))?;
+                for (k, v) in sorted {
+                    out.serialize_entry(k, &Canonical(v))?;
+                }
+                out.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut out = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    out.serialize_element(&Canonical(v))?;
+                }
+                out.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// The cache key's preimage: the fields of [`KeyInputs`] in this order, `params` canonical.
+#[derive(Serialize)]
+struct KeyPreimage<'a> {
+    kind: &'a str,
+    kind_version: u32,
+    cbound_version: &'a str,
+    seed: u64,
+    params: Canonical<'a>,
+    inputs: &'a [KeyInput],
+    files: &'a [KeyFile],
+}
+
 impl KeyInputs {
     pub fn key(&self) -> String {
-        let canonical = serde_json::json!({
-            "kind": self.kind,
-            "kind_version": self.kind_version,
-            "cbound_version": self.cbound_version,
-            "seed": self.seed,
-            "params": canonical_json(&self.params),
-            "inputs": self.inputs,
-            "files": self.files,
-        });
-        // Serialising a Value cannot fail.
-        let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+        let preimage = KeyPreimage {
+            kind: &self.kind,
+            kind_version: self.kind_version,
+            cbound_version: &self.cbound_version,
+            seed: self.seed,
+            params: Canonical(&self.params),
+            inputs: &self.inputs,
+            files: &self.files,
+        };
+        // Serialising plain strings, numbers and JSON values cannot fail.
+        let bytes = serde_json::to_vec(&preimage).unwrap_or_default();
         blake3::hash(&bytes).to_hex().to_string()
     }
 }
@@ -373,6 +414,53 @@ mod tests {
     use super::*;
     use arrow_array::{Float64Array, Int64Array};
     use arrow_schema::{DataType, Field};
+
+    /// How keys were computed before the preimage was serialised directly: the key of
+    /// every result in every existing store.
+    fn key_as_first_computed(k: &KeyInputs) -> String {
+        let canonical = serde_json::json!({
+            "kind": k.kind,
+            "kind_version": k.kind_version,
+            "cbound_version": k.cbound_version,
+            "seed": k.seed,
+            "params": canonical_json(&k.params),
+            "inputs": k.inputs,
+            "files": k.files,
+        });
+        blake3::hash(&serde_json::to_vec(&canonical).unwrap())
+            .to_hex()
+            .to_string()
+    }
+
+    #[test]
+    fn cache_keys_are_the_ones_existing_stores_hold() {
+        let params = [
+            serde_json::json!({}),
+            serde_json::json!({"n": 100, "rho": 0.505109, "task": "bivariate"}),
+            serde_json::json!({"z": [3, {"b": 1e300, "a": -0.1}], "a": {"y": null, "x": true},
+                "é": "ünïcode \"quoted\"\n", "m": u64::MAX, "f": 0.30000000000000004}),
+            serde_json::json!([{"k": 2, "j": 1}, "s", 1.5]),
+            serde_json::json!("a string as params"),
+        ];
+        for (i, params) in params.into_iter().enumerate() {
+            let k = KeyInputs {
+                kind: "synthetic".into(),
+                kind_version: 3,
+                cbound_version: "0.1.0".into(),
+                seed: u64::MAX - i as u64,
+                params,
+                inputs: vec![KeyInput {
+                    instance: "data@rho=0.1".into(),
+                    digest: "d1".into(),
+                }],
+                files: vec![KeyFile {
+                    path: "/data/x.csv".into(),
+                    digest: "f1".into(),
+                }],
+            };
+            assert_eq!(k.key(), key_as_first_computed(&k), "{:?}", k.params);
+        }
+    }
 
     #[test]
     fn parquet_round_trip_and_no_temporaries_left() {

@@ -4,24 +4,37 @@
 //! outputs/<pipeline>/
 //!   <run-id>/results.parquet      one row per instance of that run
 //!   <run-id>/run.json             what ran, how it ended
-//!   <run-id>/<stage>/<instance>/  -> .cbound/objects/<key>  (symlink)
+//!   <run-id>/<stage>              -> .cbound/trees/<digest>  (symlink)
+//!   <run-id>/<stage>/<instance>/  so this reaches .cbound/objects/<key>
 //!   latest                        -> <run-id>
 //!   .cbound/objects/<key>/        finished instances, content addressed by cache key
+//!   .cbound/trees/<digest>/<instance> -> ../../objects/<key>  one stage's results (symlinks)
 //!   .cbound/staging/<key>/        instances being computed (kept on failure: resumable)
-//!   .cbound/state/<stage>/<instance>.json  the key an instance had last time (for --why)
+//!   .cbound/state.jsonl           the key each instance had last time (for --why), a journal
 //!   .cbound/lock                  held by the cbound process writing here
 //! ```
 //!
 //! An instance becomes visible under `objects/` only by renaming its complete staging
 //! directory, after its `meta.json` is written: whatever is there is finished.
+//!
+//! What a run does per instance is what its cost at ten thousand instances is made of, so
+//! nothing here creates a file per cached instance. A stage's links live in a tree named by
+//! the digest of its (instance, key) pairs, and a run links the tree: a rerun whose results
+//! did not change links the existing tree (one symlink per stage, where it used to be one per
+//! instance), and a tree, like an object, never changes once made, so every run directory
+//! keeps showing that run's results. The last key of every instance is one line of a journal
+//! appended to when it changes, read once per process, instead of a file per instance.
 
+use std::collections::HashMap;
 use std::fs::{self, File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{io_err, read_json, write_json, ArtifactError, InstanceMeta};
+use super::{io_err, read_json, write_atomic, write_json, ArtifactError, InstanceMeta};
+use crate::exec::outcome::{InstanceStatus, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +52,8 @@ pub enum StoreError {
 
 pub struct Store {
     root: PathBuf,
+    /// The state journal, read on first use.
+    state: Mutex<Option<StateIndex>>,
 }
 
 /// Held while a run writes into a store; released when dropped (or when the process dies:
@@ -47,22 +62,59 @@ pub struct StoreLock {
     _file: File,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 struct LastKey {
     /// Key of the instance's most recent successful result; empty if it never succeeded.
     #[serde(default)]
     cache_key: String,
-    /// The most recent failed attempt, if it came after that result.
+    /// The most recent attempt that failed or was cancelled, if it came after that result.
     #[serde(default)]
     failed: Option<FailedAttempt>,
 }
 
-/// A failed attempt, remembered so `plan --why` can say so.
+/// An attempt that ended without a result, remembered so `plan --why` can say so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedAttempt {
     pub cache_key: String,
+    /// `failed` or `cancelled` (state written before there was a status says neither: failed).
+    #[serde(default = "failed_status")]
+    pub status: InstanceStatus,
     /// First line of the error.
     pub error: String,
+}
+
+fn failed_status() -> InstanceStatus {
+    InstanceStatus::Failed
+}
+
+/// One line of `.cbound/state.jsonl`: an instance's state from then on.
+#[derive(Serialize, Deserialize)]
+struct StateLine {
+    stage: String,
+    instance: String,
+    #[serde(flatten)]
+    state: LastKey,
+}
+
+/// The state journal in memory: the last line of every instance wins.
+#[derive(Default)]
+struct StateIndex {
+    entries: HashMap<String, HashMap<String, LastKey>>,
+    /// Lines in the journal, superseded ones included (to know when to compact it).
+    lines: usize,
+    /// The journal does not end in a newline (a write was cut short): the next line must
+    /// start on a fresh one, or it would be lost with the fragment.
+    torn: bool,
+    /// Opened for appending on the first change.
+    file: Option<File>,
+    /// `.cbound/state/<stage>/<instance>.json` files of stores written before the journal.
+    legacy: bool,
+}
+
+impl StateIndex {
+    fn get(&self, stage: &str, instance: &str) -> Option<&LastKey> {
+        self.entries.get(stage)?.get(instance)
+    }
 }
 
 /// Turns an instance id into a directory name (ids may hold any matrix value).
@@ -84,12 +136,11 @@ pub fn dir_name(instance: &str) -> String {
 impl Store {
     /// Opens (creating) `<out>/<pipeline>`, failing with the OS reason if it cannot be written.
     pub fn open(out: &Path, pipeline: &str) -> Result<Store, StoreError> {
-        let root = out.join(pipeline);
-        let store = Store { root };
+        let store = Store::at(out.join(pipeline));
         for dir in [
             store.objects(),
             store.internal().join("staging"),
-            store.internal().join("state"),
+            store.trees(),
         ] {
             fs::create_dir_all(&dir).map_err(|source| StoreError::NotWritable {
                 path: store.root.clone(),
@@ -101,14 +152,15 @@ impl Store {
 
     /// Opens a store only to read it; a missing directory is simply empty.
     pub fn open_read_only(out: &Path, pipeline: &str) -> Store {
-        Store {
-            root: out.join(pipeline),
-        }
+        Store::at(out.join(pipeline))
     }
 
     /// A store whose directories already exist (on a worker, after the submitter opened it).
     pub fn at(root: PathBuf) -> Store {
-        Store { root }
+        Store {
+            root,
+            state: Mutex::new(None),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -121,6 +173,10 @@ impl Store {
 
     fn objects(&self) -> PathBuf {
         self.internal().join("objects")
+    }
+
+    fn trees(&self) -> PathBuf {
+        self.internal().join("trees")
     }
 
     pub fn object_dir(&self, key: &str) -> PathBuf {
@@ -185,6 +241,7 @@ impl Store {
         // one left.
         self.recover_replaced();
         self.mark_dead_runs();
+        self.compact_state();
         Ok(StoreLock { _file: file })
     }
 
@@ -200,8 +257,9 @@ impl Store {
             let Ok(mut record) = read_json::<serde_json::Value>(&path) else {
                 continue;
             };
-            if record.get("status").and_then(|s| s.as_str()) == Some("running") {
-                record["status"] = serde_json::json!("killed");
+            let status = record.get("status").and_then(|s| s.as_str());
+            if status.and_then(RunStatus::parse) == Some(RunStatus::Running) {
+                record["status"] = serde_json::json!(RunStatus::Killed);
                 record["ended_by"] = serde_json::json!(
                     "the process died without recording its end (SIGKILL, power loss, or a \
                      second signal); found by the next run"
@@ -278,28 +336,166 @@ impl Store {
         Ok(target)
     }
 
-    fn state_path(&self, stage: &str, instance: &str) -> PathBuf {
+    fn journal_path(&self) -> PathBuf {
+        self.internal().join("state.jsonl")
+    }
+
+    /// Where a store written before the journal kept an instance's state.
+    fn legacy_state_path(&self, stage: &str, instance: &str) -> PathBuf {
         self.internal()
             .join("state")
             .join(dir_name(stage))
             .join(format!("{}.json", dir_name(instance)))
     }
 
+    fn load_state(&self) -> StateIndex {
+        let mut index = StateIndex {
+            legacy: fs::read_dir(self.internal().join("state"))
+                .is_ok_and(|mut entries| entries.next().is_some()),
+            ..StateIndex::default()
+        };
+        let Ok(text) = fs::read(self.journal_path()) else {
+            return index;
+        };
+        index.torn = !text.is_empty() && !text.ends_with(b"\n");
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            index.lines += 1;
+            // A line cut short by a kill is skipped; the lines after it still count.
+            if let Ok(StateLine {
+                stage,
+                instance,
+                state,
+            }) = serde_json::from_slice(line)
+            {
+                index
+                    .entries
+                    .entry(stage)
+                    .or_default()
+                    .insert(instance, state);
+            }
+        }
+        index
+    }
+
+    /// Runs `f` on the state, loading it first if this is the first use.
+    fn with_state<R>(&self, f: impl FnOnce(&mut StateIndex) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(guard) => guard,
+            // A panic elsewhere while holding it leaves plain data; keep using it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let index = guard.get_or_insert_with(|| self.load_state());
+        f(index)
+    }
+
+    /// The state of an instance: from the journal, else from a pre-journal store's file.
+    fn last_key(&self, stage: &str, instance: &str) -> Option<LastKey> {
+        self.with_state(|index| {
+            index.get(stage, instance).cloned().or_else(|| {
+                index
+                    .legacy
+                    .then(|| read_json(&self.legacy_state_path(stage, instance)).ok())
+                    .flatten()
+            })
+        })
+    }
+
+    /// Makes `state` the instance's state, appending a line to the journal unless it is
+    /// its state already.
+    fn set_state(&self, stage: &str, instance: &str, state: LastKey) -> Result<(), ArtifactError> {
+        // Compared in place: a cached rerun asks this once per instance.
+        let unchanged = self.with_state(|index| index.get(stage, instance) == Some(&state));
+        if unchanged || self.last_key(stage, instance).as_ref() == Some(&state) {
+            return Ok(());
+        }
+        let path = self.journal_path();
+        let mut line = serde_json::to_vec(&StateLine {
+            stage: stage.to_string(),
+            instance: instance.to_string(),
+            state: state.clone(),
+        })
+        .map_err(|source| ArtifactError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        line.push(b'\n');
+        self.with_state(|index| {
+            if index.torn {
+                line.insert(0, b'\n');
+            }
+            let file = match &mut index.file {
+                Some(file) => file,
+                slot => slot.insert(
+                    File::options()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?,
+                ),
+            };
+            // One write per line (O_APPEND): a kill leaves at most a fragment of this line.
+            file.write_all(&line).map_err(io_err(&path))?;
+            index.torn = false;
+            index.lines += 1;
+            index
+                .entries
+                .entry(stage.to_string())
+                .or_default()
+                .insert(instance.to_string(), state);
+            Ok(())
+        })
+    }
+
+    /// Rewrites the journal with one line per instance once superseded lines outnumber the
+    /// live ones (and a thousand), so it stays proportional to the pipeline. Called holding
+    /// the lock.
+    fn compact_state(&self) {
+        let lines = self.with_state(|index| {
+            let live: usize = index.entries.values().map(HashMap::len).sum();
+            if index.lines <= 2 * live + 1000 {
+                return None;
+            }
+            let mut lines = Vec::new();
+            let mut stages: Vec<_> = index.entries.iter().collect();
+            stages.sort_by(|a, b| a.0.cmp(b.0));
+            for (stage, instances) in stages {
+                let mut instances: Vec<_> = instances.iter().collect();
+                instances.sort_by(|a, b| a.0.cmp(b.0));
+                for (instance, state) in instances {
+                    let line = StateLine {
+                        stage: stage.clone(),
+                        instance: instance.clone(),
+                        state: state.clone(),
+                    };
+                    if let Ok(mut bytes) = serde_json::to_vec(&line) {
+                        bytes.push(b'\n');
+                        lines.extend(bytes);
+                    }
+                }
+            }
+            index.file = None;
+            Some((lines, live))
+        });
+        if let Some((bytes, live)) = lines {
+            match write_atomic(&self.journal_path(), &bytes) {
+                Ok(()) => self.with_state(|index| {
+                    index.lines = live;
+                    index.torn = false;
+                }),
+                Err(e) => tracing::warn!("compacting the state journal: {e}"),
+            }
+        }
+    }
+
     /// The metadata of this instance's most recent result, whatever its key was.
     pub fn last_result(&self, stage: &str, instance: &str) -> Option<InstanceMeta> {
-        let last: LastKey = read_json(&self.state_path(stage, instance)).ok()?;
-        self.lookup(&last.cache_key)
+        self.lookup(&self.last_key(stage, instance)?.cache_key)
     }
 
     pub fn remember(&self, stage: &str, instance: &str, key: &str) -> Result<(), ArtifactError> {
-        let path = self.state_path(stage, instance);
-        if let Ok(last) = read_json::<LastKey>(&path) {
-            if last.cache_key == key && last.failed.is_none() {
-                return Ok(());
-            }
-        }
-        self.write_state(
-            &path,
+        self.set_state(
+            stage,
+            instance,
             LastKey {
                 cache_key: key.to_string(),
                 failed: None,
@@ -307,43 +503,39 @@ impl Store {
         )
     }
 
-    /// Records a failed attempt, keeping the pointer to the last good result.
-    pub fn remember_failure(
+    /// Records an attempt that failed or was cancelled (`status`), keeping the pointer to
+    /// the last good result.
+    pub fn remember_attempt(
         &self,
         stage: &str,
         instance: &str,
         key: &str,
+        status: InstanceStatus,
         error: &str,
     ) -> Result<(), ArtifactError> {
-        let path = self.state_path(stage, instance);
-        let cache_key = read_json::<LastKey>(&path)
+        let cache_key = self
+            .last_key(stage, instance)
             .map(|l| l.cache_key)
             .unwrap_or_default();
         let error = error.lines().next().unwrap_or_default().to_string();
-        self.write_state(
-            &path,
+        self.set_state(
+            stage,
+            instance,
             LastKey {
                 cache_key,
                 failed: Some(FailedAttempt {
                     cache_key: key.to_string(),
+                    status,
                     error,
                 }),
             },
         )
     }
 
-    /// The most recent failed attempt of an instance, if its last attempt failed.
+    /// The most recent attempt of an instance that failed or was cancelled, if it was its
+    /// last attempt.
     pub fn last_failure(&self, stage: &str, instance: &str) -> Option<FailedAttempt> {
-        read_json::<LastKey>(&self.state_path(stage, instance))
-            .ok()?
-            .failed
-    }
-
-    fn write_state(&self, path: &Path, state: LastKey) -> Result<(), ArtifactError> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
-        }
-        write_json(path, &state)
+        self.last_key(stage, instance)?.failed
     }
 
     /// Makes a fresh run directory named after the current time.
@@ -366,21 +558,56 @@ impl Store {
         }
     }
 
-    /// Links a finished instance into a run directory as `<run>/<stage>/<instance>`.
-    pub fn link_into_run(
+    /// Links the finished instances of one stage into a run directory, so that
+    /// `<run>/<stage>/<instance>` is each one's result: `<run>/<stage>` points at the tree of
+    /// exactly these (instance, key) pairs, made if no earlier run made it.
+    pub fn link_stage(
         &self,
         run_dir: &Path,
         stage: &str,
-        instance: &str,
-        key: &str,
+        instances: &[(&str, &str)],
     ) -> Result<(), ArtifactError> {
-        let stage_dir = run_dir.join(dir_name(stage));
-        fs::create_dir_all(&stage_dir).map_err(io_err(&stage_dir))?;
-        let link = stage_dir.join(dir_name(instance));
-        // Relative, so the whole outputs folder can be moved or copied.
-        let target = Path::new("../../.cbound/objects").join(key);
-        let _ = fs::remove_file(&link);
-        symlink_dir(&target, &link).map_err(io_err(&link))
+        let mut entries: Vec<(String, &str)> = instances
+            .iter()
+            .map(|(instance, key)| (dir_name(instance), *key))
+            .collect();
+        entries.sort();
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"cbound link tree 1\0");
+        for (name, key) in &entries {
+            hasher.update(name.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(key.as_bytes());
+            hasher.update(b"\n");
+        }
+        let digest = hasher.finalize().to_hex().to_string();
+        let tree = self.trees().join(&digest);
+        if !tree.is_dir() {
+            // Built aside and renamed, so a tree under its name is always complete.
+            let tmp = self
+                .trees()
+                .join(format!(".{digest}.tmp-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&tmp);
+            fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+            for (name, key) in &entries {
+                // Relative, so the whole outputs folder can be moved or copied.
+                let target = Path::new("../../objects").join(key);
+                let link = tmp.join(name);
+                symlink_dir(&target, &link).map_err(io_err(&link))?;
+            }
+            if let Err(e) = fs::rename(&tmp, &tree) {
+                let _ = fs::remove_dir_all(&tmp);
+                if !tree.is_dir() {
+                    return Err(io_err(&tree)(e));
+                }
+            }
+        }
+        let link = run_dir.join(dir_name(stage));
+        let tmp = run_dir.join(format!(".{}.tmp-{}", dir_name(stage), std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        symlink_dir(&Path::new("../.cbound/trees").join(&digest), &tmp).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &link).map_err(io_err(&link))
     }
 
     /// Points `latest` at a run directory.
@@ -459,6 +686,137 @@ mod tests {
         store.commit("k1", &meta("k1")).unwrap();
         assert!(store.object_dir("k1").join("b.txt").exists());
         assert!(!store.object_dir("k1").join("a.txt").exists());
+    }
+
+    #[test]
+    fn a_stage_links_one_tree_and_an_unchanged_rerun_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        for key in ["k1", "k2", "k3"] {
+            store.begin(key).unwrap();
+            store.commit(key, &meta(key)).unwrap();
+        }
+        let trees = || fs::read_dir(store.trees()).unwrap().count();
+        let (_, run1) = store.new_run().unwrap();
+        store
+            .link_stage(&run1, "s", &[("s@a=1", "k1"), ("s@a/2", "k2")])
+            .unwrap();
+        let read = |run: &Path, inst: &str| {
+            read_json::<InstanceMeta>(&run.join("s").join(dir_name(inst)).join("meta.json"))
+                .unwrap()
+                .cache_key
+        };
+        assert_eq!(read(&run1, "s@a=1"), "k1");
+        assert_eq!(read(&run1, "s@a/2"), "k2");
+        assert_eq!(trees(), 1);
+        // The same results in another order: the same tree, no new links.
+        let run2 = store.root().join("run2");
+        fs::create_dir(&run2).unwrap();
+        store
+            .link_stage(&run2, "s", &[("s@a/2", "k2"), ("s@a=1", "k1")])
+            .unwrap();
+        assert_eq!(trees(), 1);
+        assert_eq!(
+            fs::read_link(run1.join("s")).unwrap(),
+            fs::read_link(run2.join("s")).unwrap()
+        );
+        // A changed result makes a new tree; the older run still shows its own.
+        let run3 = store.root().join("run3");
+        fs::create_dir(&run3).unwrap();
+        store
+            .link_stage(&run3, "s", &[("s@a=1", "k3"), ("s@a/2", "k2")])
+            .unwrap();
+        assert_eq!(trees(), 2);
+        assert_eq!(read(&run3, "s@a=1"), "k3");
+        assert_eq!(read(&run1, "s@a=1"), "k1");
+    }
+
+    #[test]
+    fn the_state_journal_keeps_the_last_state_of_each_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        store.begin("k1").unwrap();
+        store.commit("k1", &meta("k1")).unwrap();
+        store.remember("s", "s@a=1", "k1").unwrap();
+        store.remember("s", "s@a=1", "k1").unwrap();
+        store
+            .remember_attempt("s", "s@a=1", "k2", InstanceStatus::Cancelled, "cancelled")
+            .unwrap();
+        store
+            .remember_attempt("s", "s@a=2", "k9", InstanceStatus::Failed, "boom\nmore")
+            .unwrap();
+        let text = fs::read_to_string(store.journal_path()).unwrap();
+        // An unchanged state appends nothing.
+        assert_eq!(text.lines().count(), 3, "{text}");
+        // A line cut short by a kill, then a later line: only the fragment is lost.
+        let mut file = File::options()
+            .append(true)
+            .open(store.journal_path())
+            .unwrap();
+        file.write_all(b"{\"stage\":\"s\",\"inst").unwrap();
+        drop(file);
+        let reopened = Store::open(dir.path(), "p").unwrap();
+        reopened.remember("s", "s@b=1", "k1").unwrap();
+        let again = Store::open(dir.path(), "p").unwrap();
+        let attempt = again.last_failure("s", "s@a=1").unwrap();
+        assert_eq!(attempt.status, InstanceStatus::Cancelled);
+        assert_eq!(attempt.cache_key, "k2");
+        assert_eq!(again.last_result("s", "s@a=1").unwrap().cache_key, "k1");
+        let failed = again.last_failure("s", "s@a=2").unwrap();
+        assert_eq!(
+            (failed.status, failed.error.as_str()),
+            (InstanceStatus::Failed, "boom")
+        );
+        assert_eq!(again.last_result("s", "s@b=1").unwrap().cache_key, "k1");
+    }
+
+    #[test]
+    fn a_journal_of_mostly_superseded_lines_is_compacted_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        for round in 0..1200 {
+            store.remember("s", "s@a=1", &format!("k{round}")).unwrap();
+        }
+        store.remember("s", "s@a=2", "x").unwrap();
+        let lines = || {
+            fs::read_to_string(store.journal_path())
+                .unwrap()
+                .lines()
+                .count()
+        };
+        assert_eq!(lines(), 1201);
+        let fresh = Store::open(dir.path(), "p").unwrap();
+        let _lock = fresh.lock("test").unwrap();
+        assert_eq!(lines(), 2);
+        let state: Vec<StateLine> = fs::read_to_string(store.journal_path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(state[0].state.cache_key, "k1199");
+        assert_eq!(state[1].state.cache_key, "x");
+    }
+
+    #[test]
+    fn state_written_before_the_journal_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        store.begin("old").unwrap();
+        store.commit("old", &meta("old")).unwrap();
+        let legacy = store.legacy_state_path("s", "s@a=1");
+        fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        fs::write(
+            &legacy,
+            r#"{"cache_key": "old", "failed": {"cache_key": "new", "error": "x"}}"#,
+        )
+        .unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        assert_eq!(store.last_result("s", "s@a=1").unwrap().cache_key, "old");
+        // State files had no status: their attempts failed.
+        assert_eq!(
+            store.last_failure("s", "s@a=1").unwrap().status,
+            InstanceStatus::Failed
+        );
     }
 
     #[test]

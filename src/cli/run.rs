@@ -14,7 +14,8 @@ use crate::cli::PipelineArgs;
 use crate::config::{self, ExecutorKind};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::exec::local::LocalExecutor;
+use crate::exec::local::{clamped_stages, LocalExecutor};
+use crate::exec::outcome::{InstanceStatus, RunStatus};
 use crate::exec::scheduler::{self, RunOptions};
 use crate::exec::signal::{self, Signal};
 use crate::exec::slurm::{self, SlurmSettings};
@@ -115,7 +116,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         "cbound_version": crate::dag::plan::CBOUND_VERSION,
         "host": crate::host_name(),
         "started": humantime::format_rfc3339_millis(started).to_string(),
-        "status": "running",
+        "status": RunStatus::Running,
         "instances": dag.instances.len(),
         "executor": args.executor.unwrap_or(dag.pipeline.executor.kind).name(),
         "selected": selected.len(),
@@ -128,6 +129,19 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     }
     let interrupt: &AtomicBool = &signal::STOP;
     write_json(&run_dir.join("run.json"), &record)?;
+
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let executor = args.executor.unwrap_or(dag.pipeline.executor.kind);
+    if executor == ExecutorKind::Local {
+        // Said before any progress display starts, so it is not drawn over.
+        for clamped in clamped_stages(&dag, &|i| selected.contains(&i), jobs) {
+            eprintln!("warning: {clamped}");
+        }
+    }
 
     let mode = match args.progress {
         ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
@@ -158,7 +172,6 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         stages: stage_counts,
     });
 
-    let executor = args.executor.unwrap_or(dag.pipeline.executor.kind);
     let options = RunOptions {
         selected: &selected,
         forced: &forced,
@@ -168,11 +181,6 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     };
     let summary = match executor {
         ExecutorKind::Local => {
-            let jobs = args.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
             let mut executor = LocalExecutor::new(Arc::clone(&registry), jobs, args.gpus);
             scheduler::run(
                 &dag,
@@ -198,7 +206,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
             );
             if let Err(e) = &summary {
                 reporter.finish();
-                record["status"] = serde_json::json!("failed");
+                record["status"] = serde_json::json!(RunStatus::Failed);
                 record["error"] = serde_json::json!(e.to_string());
                 write_json(&run_dir.join("run.json"), &record)?;
             }
@@ -209,11 +217,12 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
 
     let results: PathBuf = run_dir.join("results.parquet");
     write_results(&results, &dag, &run_id, &summary)?;
-    let (ok, cached, failed, skipped) = (
-        summary.count("ok"),
-        summary.count("cached"),
-        summary.count("failed"),
-        summary.count("skipped"),
+    let (ok, cached, failed, cancelled, skipped) = (
+        summary.count(InstanceStatus::Ok),
+        summary.count(InstanceStatus::Cached),
+        summary.count(InstanceStatus::Failed),
+        summary.count(InstanceStatus::Cancelled),
+        summary.count(InstanceStatus::Skipped),
     );
     // The signal that stopped the run; a stop flag without one counts as Ctrl-C.
     let stopped_by = summary
@@ -222,9 +231,9 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     record["status"] = serde_json::json!(if let Some(sig) = stopped_by {
         sig.status()
     } else if failed > 0 {
-        "failed"
+        RunStatus::Failed
     } else {
-        "ok"
+        RunStatus::Ok
     });
     record["finished"] =
         serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
@@ -232,13 +241,22 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     if let Some(sig) = stopped_by {
         record["signal"] = serde_json::json!(sig.name());
     }
-    record["counts"] =
-        serde_json::json!({"ok": ok, "cached": cached, "failed": failed, "skipped": skipped});
+    let mut counts = serde_json::Map::new();
+    for (status, n) in [
+        (InstanceStatus::Ok, ok),
+        (InstanceStatus::Cached, cached),
+        (InstanceStatus::Failed, failed),
+        (InstanceStatus::Cancelled, cancelled),
+        (InstanceStatus::Skipped, skipped),
+    ] {
+        counts.insert(status.as_str().to_string(), n.into());
+    }
+    record["counts"] = serde_json::Value::Object(counts);
     write_json(&run_dir.join("run.json"), &record)?;
     store.set_latest(&run_id)?;
     eprintln!(
-        "{} instances: {ok} ran, {cached} cached, {failed} failed, {skipped} skipped in {:.2}s",
-        ok + cached + failed + skipped,
+        "{} instances: {ok} ran, {cached} cached, {failed} failed, {cancelled} cancelled, {skipped} skipped in {:.2}s",
+        ok + cached + failed + cancelled + skipped,
         clock.elapsed().as_secs_f64()
     );
     eprintln!("results: {}", results.display());
@@ -252,9 +270,14 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         );
         std::process::exit(Signal::Terminate.exit_code());
     }
-    if summary.interrupted {
+    let interrupted = summary.interrupted;
+    // Every instance's record is written; freeing ten thousand of them one by one takes
+    // longer than the process has left to live, and the OS reclaims them at exit.
+    std::mem::forget(summary);
+    std::mem::forget(dag);
+    if interrupted {
         Err(Error::Interrupted)
-    } else if failed > 0 || skipped > 0 {
+    } else if failed > 0 || cancelled > 0 || skipped > 0 {
         Err(Error::StagesFailed {
             failed: failed.max(1),
             results: results.display().to_string(),

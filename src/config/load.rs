@@ -486,17 +486,21 @@ fn parse_stage(
                     let axis_path = format!("{path}.matrix.{}", axis.key);
                     match &axis.value.kind {
                         NodeKind::Seq(values) if !values.is_empty() => {
-                            let mut rendered: Vec<String> = Vec::new();
+                            // Rendered value -> index of its first occurrence: a lookup, not a
+                            // scan, so an axis of 40,000 values stays linear.
+                            let mut first_of: std::collections::HashMap<String, usize> =
+                                std::collections::HashMap::with_capacity(values.len());
                             for (j, v) in values.iter().enumerate() {
                                 let text = super::render_value(&v.to_json());
-                                if let Some(first) = rendered.iter().position(|r| *r == text) {
+                                if let Some(&first) = first_of.get(&text) {
                                     c.error(
                                         v.span,
                                         format!("{axis_path}[{j}]"),
                                         format!("matrix value `{text}` repeats value {first} of the same axis (instance ids would clash)"),
                                     );
+                                } else {
+                                    first_of.insert(text, j);
                                 }
-                                rendered.push(text);
                             }
                             matrix.push(MatrixAxis {
                                 key: axis.key.clone(),

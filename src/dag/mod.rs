@@ -17,8 +17,10 @@ pub mod render;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use std::sync::Arc;
+
 use crate::config::{render_value, set_dotted, Pipeline, Replicates, Resources, REPLICATE};
-use crate::stages::Registry;
+use crate::stages::{PreparedStage, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Instance {
@@ -35,6 +37,9 @@ pub struct Instance {
     /// Instance indices, in the order of the stage's `inputs`.
     pub inputs: Vec<usize>,
     pub resources: Resources,
+    /// `params` parsed by the stage kind, once, for its resources, tracked files and run;
+    /// `None` when they do not parse (validation reports that before a DAG is built).
+    pub prepared: Option<Arc<dyn PreparedStage>>,
     lineage: BTreeMap<usize, usize>,
 }
 
@@ -131,6 +136,34 @@ fn matrix_combinations(
     combos
 }
 
+/// The lineage keys (swept ancestors) that every combination so far and every instance of
+/// the next input share, when each side has one set of keys (as a DAG built stage by stage
+/// does); `None` otherwise, and the join then tests each pair.
+fn shared_keys(
+    combos: &[(Vec<usize>, BTreeMap<usize, usize>)],
+    upstream: &[usize],
+    instances: &[Instance],
+) -> Option<Vec<usize>> {
+    let (_, first) = combos.first()?;
+    if combos.iter().any(|(_, l)| !l.keys().eq(first.keys())) {
+        return None;
+    }
+    let theirs = &instances[*upstream.first()?].lineage;
+    if upstream
+        .iter()
+        .any(|&x| !instances[x].lineage.keys().eq(theirs.keys()))
+    {
+        return None;
+    }
+    Some(
+        first
+            .keys()
+            .filter(|k| theirs.contains_key(k))
+            .copied()
+            .collect(),
+    )
+}
+
 impl Dag {
     pub fn build(pipeline: Pipeline, registry: &Registry) -> Dag {
         let order = stage_order(&pipeline);
@@ -165,19 +198,45 @@ impl Dag {
                     continue;
                 };
                 let mut next = Vec::new();
-                for (chosen, lineage) in &combos {
-                    for &inst in &by_stage[u] {
-                        let other: &Instance = &instances[inst];
-                        if other
-                            .lineage
-                            .iter()
-                            .all(|(k, v)| lineage.get(k).is_none_or(|x| x == v))
-                        {
-                            let mut l = lineage.clone();
-                            l.extend(other.lineage.iter().map(|(k, v)| (*k, *v)));
-                            let mut c = chosen.clone();
-                            c.push(inst);
-                            next.push((c, l));
+                let mut join = |chosen: &Vec<usize>, lineage: &BTreeMap<usize, usize>, inst| {
+                    let other: &Instance = &instances[inst];
+                    let mut l = lineage.clone();
+                    l.extend(other.lineage.iter().map(|(k, v)| (*k, *v)));
+                    let mut c = chosen.clone();
+                    c.push(inst);
+                    next.push((c, l));
+                };
+                match shared_keys(&combos, &by_stage[u], &instances) {
+                    // Upstream instances grouped by their values on the ancestors shared
+                    // with the combinations so far: each combination looks up the ones that
+                    // agree with it instead of testing every one (quadratic when two inputs
+                    // are swept alike).
+                    Some(keys) => {
+                        let mut groups: HashMap<Vec<Option<usize>>, Vec<usize>> = HashMap::new();
+                        for &inst in &by_stage[u] {
+                            let lineage = &instances[inst].lineage;
+                            let at = keys.iter().map(|k| lineage.get(k).copied()).collect();
+                            groups.entry(at).or_default().push(inst);
+                        }
+                        for (chosen, lineage) in &combos {
+                            let at: Vec<Option<usize>> =
+                                keys.iter().map(|k| lineage.get(k).copied()).collect();
+                            for &inst in groups.get(&at).map(Vec::as_slice).unwrap_or(&[]) {
+                                join(chosen, lineage, inst);
+                            }
+                        }
+                    }
+                    None => {
+                        for (chosen, lineage) in &combos {
+                            for &inst in &by_stage[u] {
+                                if instances[inst]
+                                    .lineage
+                                    .iter()
+                                    .all(|(k, v)| lineage.get(k).is_none_or(|x| x == v))
+                                {
+                                    join(chosen, lineage, inst);
+                                }
+                            }
                         }
                     }
                 }
@@ -228,9 +287,10 @@ impl Dag {
                             .collect();
                         format!("{}@{}", decl.id, parts.join(","))
                     };
+                    let prepared = stage.and_then(|st| st.prepare(&params).ok());
                     let resources = decl
                         .resources
-                        .or_else(|| stage.map(|st| st.resources(&params)))
+                        .or_else(|| prepared.as_ref().map(|p| p.resources()))
                         .unwrap_or_default();
                     by_stage[s].push(instances.len());
                     instances.push(Instance {
@@ -241,6 +301,7 @@ impl Dag {
                         params,
                         inputs: chosen.clone(),
                         resources,
+                        prepared,
                         lineage,
                     });
                 }

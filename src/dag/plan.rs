@@ -12,11 +12,13 @@ use std::path::Path;
 use super::Dag;
 use crate::artifact::store::Store;
 use crate::artifact::{hash_file, InstanceMeta, KeyFile, KeyInput, KeyInputs};
+use crate::exec::outcome::InstanceStatus;
 use crate::stages::Registry;
 
 pub const CBOUND_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Builds the key inputs of an instance whose upstream results are known.
+/// Builds the key inputs of an instance whose upstream results are known, from the
+/// parameters the DAG parsed once for it.
 pub fn key_inputs(
     dag: &Dag,
     instance: usize,
@@ -24,11 +26,20 @@ pub fn key_inputs(
     upstream: &[&InstanceMeta],
 ) -> Result<KeyInputs, String> {
     let inst = &dag.instances[instance];
-    key_inputs_of(
-        dag.kind(instance),
+    let kind = dag.kind(instance);
+    let stage = registry
+        .get(kind)
+        .ok_or_else(|| format!("unknown stage kind `{kind}`"))?;
+    let tracked = match &inst.prepared {
+        Some(prepared) => prepared.tracked_files()?,
+        None => stage.tracked_files(&inst.params)?,
+    };
+    assemble(
+        kind,
+        stage.version(),
         &inst.params,
         inst.seed,
-        registry,
+        tracked,
         upstream,
     )
 }
@@ -45,16 +56,28 @@ pub fn key_inputs_of(
     let stage = registry
         .get(kind)
         .ok_or_else(|| format!("unknown stage kind `{kind}`"))?;
+    let tracked = stage.tracked_files(params)?;
+    assemble(kind, stage.version(), params, seed, tracked, upstream)
+}
+
+fn assemble(
+    kind: &str,
+    kind_version: u32,
+    params: &serde_json::Value,
+    seed: u64,
+    tracked: Vec<std::path::PathBuf>,
+    upstream: &[&InstanceMeta],
+) -> Result<KeyInputs, String> {
     let mut files = Vec::new();
-    for path in stage.tracked_files(params)? {
+    for path in tracked {
         files.push(KeyFile {
-            path: path.to_string_lossy().into_owned(),
             digest: hash_tracked(&path)?,
+            path: path.to_string_lossy().into_owned(),
         });
     }
     Ok(KeyInputs {
         kind: kind.to_string(),
-        kind_version: stage.version(),
+        kind_version,
         cbound_version: CBOUND_VERSION.to_string(),
         seed,
         params: params.clone(),
@@ -99,6 +122,8 @@ pub enum Reason {
     KeyError(String),
     /// The last attempt with this very key failed.
     LastAttemptFailed(String),
+    /// The last attempt with this very key was cancelled: its run was stopped.
+    LastAttemptCancelled,
 }
 
 impl fmt::Display for Reason {
@@ -120,6 +145,10 @@ impl fmt::Display for Reason {
             Reason::ResultMissing => write!(f, "cached result was deleted"),
             Reason::KeyError(e) => write!(f, "cannot compute cache key: {e}"),
             Reason::LastAttemptFailed(e) => write!(f, "last attempt failed: {e}"),
+            Reason::LastAttemptCancelled => write!(
+                f,
+                "last attempt was cancelled: its run was interrupted before it finished"
+            ),
         }
     }
 }
@@ -233,7 +262,10 @@ pub fn plan(
                 Ok(ki) => match store.lookup(&ki.key()) {
                     Some(meta) => Decision::Cached(Box::new(meta)),
                     None => Decision::Run(match store.last_failure(dag.stage_id(i), &inst.id) {
-                        Some(f) if f.cache_key == ki.key() => Reason::LastAttemptFailed(f.error),
+                        Some(f) if f.cache_key == ki.key() => match f.status {
+                            InstanceStatus::Cancelled => Reason::LastAttemptCancelled,
+                            _ => Reason::LastAttemptFailed(f.error),
+                        },
                         _ => match store.last_result(dag.stage_id(i), &inst.id) {
                             Some(last) => explain_change(&last.key_inputs, &ki),
                             None => Reason::New,

@@ -8,18 +8,22 @@
 
 mod instance;
 pub mod local;
+pub mod outcome;
+pub mod pools;
 pub mod scheduler;
 pub mod signal;
 pub mod slurm;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use instance::execute;
+pub use instance::{execute, execute_in};
 
 use crate::artifact::{InstanceMeta, KeyInputs};
 use crate::config::Resources;
-use crate::stages::{InputArtifact, Progress};
+use crate::stages::{InputArtifact, PreparedStage, Progress};
+use outcome::InstanceError;
 
 /// One instance to compute, with everything needed to do so on any machine that sees the
 /// output directory.
@@ -32,6 +36,9 @@ pub struct JobSpec {
     pub instance: String,
     pub kind: String,
     pub params: serde_json::Value,
+    /// `params` parsed by the stage kind while planning; `None` where there is no plan (a
+    /// cluster node), and then [`execute`] parses them.
+    pub prepared: Option<Arc<dyn PreparedStage>>,
     pub seed: u64,
     pub labels: Vec<(String, serde_json::Value)>,
     pub key: String,
@@ -53,7 +60,7 @@ pub enum JobEvent {
     },
     Finished {
         job: usize,
-        result: Result<Box<InstanceMeta>, String>,
+        result: Result<Box<InstanceMeta>, InstanceError>,
     },
 }
 
@@ -62,7 +69,8 @@ pub trait Executor {
     fn try_submit(&mut self, job: Box<JobSpec>) -> Result<(), Box<JobSpec>>;
     /// Waits up to `timeout` for events from running jobs.
     fn poll(&mut self, timeout: Duration) -> Vec<JobEvent>;
-    /// Asks every running job to stop; they still report `Finished` (with an error).
+    /// Asks every running job to stop; they still report `Finished` (cancelled, or with
+    /// whatever result they reached first).
     fn cancel(&mut self);
     fn running(&self) -> usize;
 }

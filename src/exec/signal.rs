@@ -9,6 +9,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use super::outcome::RunStatus;
+
 /// Set by the first SIGINT or SIGTERM.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 /// The first signal received, 0 before any.
@@ -38,10 +40,10 @@ impl Signal {
     }
 
     /// `status` in `run.json` for a run this signal stopped.
-    pub fn status(self) -> &'static str {
+    pub fn status(self) -> RunStatus {
         match self {
-            Signal::Interrupt => "interrupted",
-            Signal::Terminate => "terminated",
+            Signal::Interrupt => RunStatus::Interrupted,
+            Signal::Terminate => RunStatus::Terminated,
         }
     }
 

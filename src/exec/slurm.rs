@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::scheduler::{record, Outcome, RunOptions, RunSummary};
+use super::outcome::{Failure, Outcome, SkipReason};
+use super::scheduler::{Recorder, RunOptions, RunSummary};
 use super::{execute, JobSpec};
 use crate::artifact::store::{dir_name, Store};
 use crate::artifact::{read_json, write_atomic, write_json, InstanceMeta};
@@ -153,7 +154,8 @@ pub fn submission(
             .iter()
             .find(|u| settled_ok.get(u) == Some(&false))
         {
-            let outcome = Outcome::Skipped(format!("input {} did not finish", dag.instances[u].id));
+            let outcome =
+                Outcome::Skipped(SkipReason::InputDidNotFinish(dag.instances[u].id.clone()));
             settled.push((i, outcome));
             settled_ok.insert(i, false);
             continue;
@@ -165,7 +167,7 @@ pub fn submission(
                 settled_ok.insert(i, true);
             }
             Decision::Run(Reason::KeyError(e)) if !waits => {
-                settled.push((i, Outcome::Failed(e.clone())));
+                settled.push((i, Outcome::Failed(Failure::Key(e.clone()))));
                 settled_ok.insert(i, false);
             }
             _ => {
@@ -502,6 +504,7 @@ fn compute_task(
         instance: task.instance.clone(),
         kind: task.kind.clone(),
         params: task.params.clone(),
+        prepared: None,
         seed: task.seed,
         labels: task.labels.clone(),
         key,
@@ -529,7 +532,9 @@ fn compute_task(
     };
     // Slurm stops a cancelled task by signals; its staging directory survives for resume.
     let cancel = AtomicBool::new(false);
-    execute(&spec, registry, &cancel, &sink).map(|_| ())
+    execute(&spec, registry, &cancel, &sink)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// One line of `squeue -o '%F|%K|%T|%r'`: a task of an array job (or a range of pending
@@ -673,9 +678,10 @@ pub fn run(
         // Fail before writing anything if the tools are missing.
         slurm("sbatch", &["--version".to_string()])?;
     }
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; dag.instances.len()];
+    let mut outcomes: Vec<Option<Outcome>> = (0..dag.instances.len()).map(|_| None).collect();
+    let mut recorder = Recorder::new(dag, store, options);
     for (i, outcome) in sub.settled {
-        record(dag, store, options.run_dir, i, &outcome, reporter);
+        recorder.record(i, &outcome, None, reporter);
         outcomes[i] = Some(outcome);
     }
 
@@ -761,8 +767,7 @@ pub fn run(
         .collect();
     for t in 0..tasks.len() {
         if !active.contains(&t) {
-            outcomes[tasks[t].instance] =
-                Some(Outcome::Skipped("run stopped before it started".into()));
+            outcomes[tasks[t].instance] = Some(Outcome::Skipped(SkipReason::StoppedBeforeStart));
         }
     }
     let mut stop_deadline: Option<Instant> = None;
@@ -864,16 +869,13 @@ pub fn run(
                 if !task.started && matches!(outcome, Outcome::Done(_) | Outcome::Failed(_)) {
                     reporter.event(RunEvent::Started { stage, instance });
                 }
-                if let Outcome::Failed(error) = &outcome {
-                    newly_failed = true;
-                    let key: Option<TaskResult> = read_json(&result_path).ok();
-                    if let Some(key) = key.and_then(|r| r.cache_key) {
-                        if let Err(err) = store.remember_failure(stage, instance, &key, error) {
-                            tracing::warn!("recording the failure of {instance}: {err}");
-                        }
-                    }
+                let mut key = None;
+                if matches!(outcome, Outcome::Failed(_) | Outcome::Cancelled { .. }) {
+                    newly_failed |= matches!(outcome, Outcome::Failed(_));
+                    let result: Option<TaskResult> = read_json(&result_path).ok();
+                    key = result.and_then(|r| r.cache_key);
                 }
-                record(dag, store, options.run_dir, i, &outcome, reporter);
+                recorder.record(i, &outcome, key.as_deref(), reporter);
                 outcomes[i] = Some(outcome);
                 active.remove(&t);
             }
@@ -892,11 +894,10 @@ pub fn run(
         if stop_deadline.is_some_and(|d| Instant::now() > d) {
             for t in std::mem::take(&mut active) {
                 let i = tasks[t].instance;
-                let outcome = Outcome::Skipped(format!(
-                    "run stopped; Slurm job {}_{} was cancelled but is still in the queue",
-                    job_ids[tasks[t].group], tasks[t].index
-                ));
-                record(dag, store, options.run_dir, i, &outcome, reporter);
+                let outcome = Outcome::Skipped(SkipReason::StillQueued {
+                    job: format!("{}_{}", job_ids[tasks[t].group], tasks[t].index),
+                });
+                recorder.record(i, &outcome, None, reporter);
                 outcomes[i] = Some(outcome);
             }
             break;
@@ -919,8 +920,9 @@ pub fn run(
     }
     let outcomes = outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Outcome::Skipped("not reached".into())))
+        .map(|o| o.unwrap_or(Outcome::Skipped(SkipReason::NotReached)))
         .collect();
+    recorder.close();
     Ok(RunSummary {
         outcomes,
         interrupted,
@@ -1004,24 +1006,24 @@ fn task_outcome(store: &Store, result: TaskResult, task: &Task, job: &str) -> Ou
                 extra.join("\n")
             ));
         }
-        return Outcome::Failed(message);
+        return Outcome::Failed(Failure::Slurm(message));
     }
     let Some(key) = result.cache_key else {
-        return Outcome::Failed(format!(
+        return Outcome::Failed(Failure::Slurm(format!(
             "Slurm job {job}_{} wrote a result without a key: {}",
             task.index,
             err_path.display()
-        ));
+        )));
     };
     match store.lookup(&key) {
         Some(meta) if result.cached => Outcome::Cached(Box::new(meta)),
         Some(meta) => Outcome::Done(Box::new(meta)),
-        None => Outcome::Failed(format!(
+        None => Outcome::Failed(Failure::Slurm(format!(
             "Slurm job {job}_{} on {} finished, but its result {key} is not in {}: is the output directory on a filesystem the nodes share?",
             task.index,
             result.host,
             store.root().display(),
-        )),
+        ))),
     }
 }
 
@@ -1036,18 +1038,23 @@ fn vanished(
     stopping: bool,
 ) -> Option<Outcome> {
     if stopping {
-        return Some(Outcome::Skipped("run stopped before it finished".into()));
+        // A task that had started was stopped by the run (scancel): cancelled, like a local
+        // instance; one still waiting in the queue never ran.
+        return Some(if task.started {
+            Outcome::Cancelled { staging: None }
+        } else {
+            Outcome::Skipped(SkipReason::StoppedBeforeFinish)
+        });
     }
     let failed_input = dag.instances[i].inputs.iter().find(|&&u| {
         matches!(
             outcomes[u],
-            Some(Outcome::Failed(_)) | Some(Outcome::Skipped(_))
+            Some(Outcome::Failed(_)) | Some(Outcome::Skipped(_)) | Some(Outcome::Cancelled { .. })
         )
     });
     if let Some(&u) = failed_input {
-        return Some(Outcome::Skipped(format!(
-            "input {} did not finish",
-            dag.instances[u].id
+        return Some(Outcome::Skipped(SkipReason::InputDidNotFinish(
+            dag.instances[u].id.clone(),
         )));
     }
     let id = format!("{job}_{}", task.index);
@@ -1078,9 +1085,7 @@ fn vanished(
         return None;
     }
     if reason == "DependencyNeverSatisfied" || (state == "CANCELLED" && reason == "Dependency") {
-        return Some(Outcome::Skipped(format!(
-            "Slurm cancelled job {id}: a task of an array it waits for (afterok) failed"
-        )));
+        return Some(Outcome::Skipped(SkipReason::DependencyFailed { job: id }));
     }
     let err_path = task_path(&task.dir, task.index, ".err");
     let how = if state.is_empty() {
@@ -1101,9 +1106,9 @@ fn vanished(
             lines.join("\n")
         )
     };
-    Some(Outcome::Failed(format!(
+    Some(Outcome::Failed(Failure::Slurm(format!(
         "Slurm job {id} {how} without a result; {stderr}"
-    )))
+    ))))
 }
 
 fn scancel(job_ids: &[String]) {

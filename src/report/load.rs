@@ -253,7 +253,10 @@ impl Instance {
 
     /// Finished now or earlier: its tables are there to read.
     pub fn has_result(&self) -> bool {
-        self.status == "ok" || self.status == "cached"
+        use crate::exec::outcome::InstanceStatus;
+        [InstanceStatus::Ok, InstanceStatus::Cached]
+            .iter()
+            .any(|s| self.status == s.as_str())
     }
 }
 

@@ -44,6 +44,11 @@ pub enum RunEvent<'a> {
         instance: &'a str,
         error: &'a str,
     },
+    /// Stopped before it finished because the run was stopped: not a failure.
+    Cancelled {
+        stage: &'a str,
+        instance: &'a str,
+    },
     Skipped {
         stage: &'a str,
         instance: &'a str,

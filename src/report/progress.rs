@@ -1,6 +1,8 @@
 //! Progress display. On a terminal: one bar per stage (a sweep group), counting finished
 //! instances, with the latest progress note of a running one. Elsewhere (CI, pipes, files):
-//! one plain line per event. Failures are printed the moment they happen in both.
+//! one plain line per event. Failures are printed the moment they happen in both. Each line
+//! names the instance's status as results.parquet does ([`InstanceStatus`]), failures in
+//! capitals so they stand out.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,6 +10,17 @@ use std::time::Instant;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Reporter, RunEvent};
+use crate::exec::outcome::InstanceStatus;
+
+/// The word a line starts with for an instance that ended with `status`, padded so the
+/// instance ids line up.
+fn word(status: InstanceStatus) -> String {
+    let name = match status {
+        InstanceStatus::Failed => status.as_str().to_uppercase(),
+        other => other.as_str().to_string(),
+    };
+    format!("{name:<7}")
+}
 
 pub struct BarReporter {
     multi: MultiProgress,
@@ -85,7 +98,19 @@ impl Reporter for BarReporter {
                 instance,
                 error,
             } => {
-                let _ = self.multi.println(format!("FAILED {instance}: {error}"));
+                let _ = self.multi.println(format!(
+                    "{} {instance}: {error}",
+                    word(InstanceStatus::Failed).trim_end()
+                ));
+                if let Some(bar) = self.bars.get(stage) {
+                    bar.inc(1);
+                }
+            }
+            RunEvent::Cancelled { stage, instance } => {
+                let _ = self.multi.println(format!(
+                    "{} {instance}",
+                    word(InstanceStatus::Cancelled).trim_end()
+                ));
                 if let Some(bar) = self.bars.get(stage) {
                     bar.inc(1);
                 }
@@ -95,7 +120,10 @@ impl Reporter for BarReporter {
                 instance,
                 reason,
             } => {
-                let _ = self.multi.println(format!("skipped {instance}: {reason}"));
+                let _ = self.multi.println(format!(
+                    "{} {instance}: {reason}",
+                    word(InstanceStatus::Skipped).trim_end()
+                ));
                 if let Some(bar) = self.bars.get(stage) {
                     bar.inc(1);
                 }
@@ -161,7 +189,7 @@ impl Reporter for LineReporter {
             }
             RunEvent::Cached { instance, .. } => {
                 self.done += 1;
-                self.line(&format!("cached  {instance}"));
+                self.line(&format!("{} {instance}", word(InstanceStatus::Cached)));
             }
             RunEvent::Started { instance, .. } => self.line(&format!("start   {instance}")),
             RunEvent::Progress {
@@ -185,19 +213,32 @@ impl Reporter for LineReporter {
                 instance, seconds, ..
             } => {
                 self.done += 1;
-                self.line(&format!("done    {instance} ({seconds:.2}s)"));
+                self.line(&format!(
+                    "{} {instance} ({seconds:.2}s)",
+                    word(InstanceStatus::Ok)
+                ));
             }
             RunEvent::Failed {
                 instance, error, ..
             } => {
                 self.done += 1;
-                self.line(&format!("FAILED  {instance}: {error}"));
+                self.line(&format!(
+                    "{} {instance}: {error}",
+                    word(InstanceStatus::Failed)
+                ));
+            }
+            RunEvent::Cancelled { instance, .. } => {
+                self.done += 1;
+                self.line(&format!("{} {instance}", word(InstanceStatus::Cancelled)));
             }
             RunEvent::Skipped {
                 instance, reason, ..
             } => {
                 self.done += 1;
-                self.line(&format!("skipped {instance}: {reason}"));
+                self.line(&format!(
+                    "{} {instance}: {reason}",
+                    word(InstanceStatus::Skipped)
+                ));
             }
             RunEvent::Stopping { reason } => self.line(reason),
         }
@@ -213,7 +254,10 @@ impl Reporter for QuietReporter {
             instance, error, ..
         } = event
         {
-            eprintln!("FAILED {instance}: {error}");
+            eprintln!(
+                "{} {instance}: {error}",
+                word(InstanceStatus::Failed).trim_end()
+            );
         }
     }
 }

@@ -4,11 +4,11 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | run_id, pipeline, stage, instance, kind | string | which instance |
-//! | status | string | `ok` (computed now), `cached` (reused), `failed`, `skipped` |
+//! | status | string | `ok` (computed now), `cached` (reused), `failed`, `cancelled` (the run was stopped while it ran), `skipped` |
 //! | cache_key | string, null | BLAKE3 cache key; the result lives in `.cbound/objects/<key>` |
 //! | seed | uint64 | the instance's derived seed |
 //! | seconds | float64, null | compute time of the result (of the original run if cached) |
-//! | error | string, null | why it failed or was skipped |
+//! | error | string, null | why it failed, was cancelled or was skipped |
 //! | `sweep.<name>` | by value | matrix values that identify the instance, inherited included; `sweep.replicate` (int) with `repeat:` |
 //! | `param.<path>` | by value | resolved parameters, nested keys joined with `.` |
 //! | `metric.<name>` | float64 | scalar metrics the stage reported |
@@ -16,7 +16,7 @@
 //! Value columns are boolean, int64 or float64 when every value fits, else strings (JSON for
 //! lists and objects).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,18 +27,59 @@ use arrow_schema::{DataType, Field};
 
 use crate::artifact::{documented_schema, write_parquet, ArtifactError};
 use crate::dag::Dag;
-use crate::exec::scheduler::{Outcome, RunSummary};
+use crate::exec::outcome::Outcome;
+use crate::exec::scheduler::RunSummary;
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
-    match v {
-        serde_json::Value::Object(map) if !map.is_empty() => {
-            for (k, child) in map {
-                flatten(&format!("{prefix}.{k}"), child, out);
+/// Values by column name, one slot per row (`None` where a row has no such value), filled
+/// without building a map per row: at ten thousand rows the per-row maps cost more than the
+/// table.
+struct Columns<'a> {
+    rows: usize,
+    by_name: HashMap<String, Vec<Option<&'a serde_json::Value>>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(rows: usize) -> Columns<'a> {
+        Columns {
+            rows,
+            by_name: HashMap::new(),
+        }
+    }
+
+    fn set(&mut self, name: &str, row: usize, value: &'a serde_json::Value) {
+        let column = match self.by_name.get_mut(name) {
+            Some(column) => column,
+            None => self
+                .by_name
+                .entry(name.to_string())
+                .or_insert_with(|| vec![None; self.rows]),
+        };
+        column[row] = Some(value);
+    }
+
+    /// `v` under `name`, non-empty objects flattened into `name.key` columns. `root` leaves
+    /// are not columns (parameters that are not a mapping have no name of their own).
+    fn flatten(&mut self, name: &mut String, v: &'a serde_json::Value, row: usize, root: bool) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let len = name.len();
+                    name.push('.');
+                    name.push_str(k);
+                    self.flatten(name, child, row, false);
+                    name.truncate(len);
+                }
             }
+            other if !root => self.set(name, row, other),
+            _ => {}
         }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
+    }
+
+    /// The columns in name order.
+    fn sorted(self) -> Vec<(String, Vec<Option<&'a serde_json::Value>>)> {
+        let mut columns: Vec<_> = self.by_name.into_iter().collect();
+        columns.sort_by(|a, b| a.0.cmp(&b.0));
+        columns
     }
 }
 
@@ -81,23 +122,23 @@ pub fn results_batch(
     let rows: Vec<usize> = (0..dag.instances.len())
         .filter(|&i| !matches!(summary.outcomes[i], Outcome::NotSelected))
         .collect();
-    let mut params: Vec<BTreeMap<String, serde_json::Value>> = Vec::new();
-    let mut sweeps: Vec<BTreeMap<String, serde_json::Value>> = Vec::new();
+    let mut params = Columns::new(rows.len());
+    let mut sweeps = Columns::new(rows.len());
     let mut metric_names = std::collections::BTreeSet::new();
-    for &i in &rows {
+    let mut name = String::new();
+    for (r, &i) in rows.iter().enumerate() {
         let inst = &dag.instances[i];
-        let mut p = BTreeMap::new();
-        flatten("param", &inst.params, &mut p);
-        p.remove("param");
-        params.push(p);
-        sweeps.push(
-            inst.labels
-                .iter()
-                .map(|(k, v)| (format!("sweep.{k}"), v.clone()))
-                .collect(),
-        );
+        name.clear();
+        name.push_str("param");
+        params.flatten(&mut name, &inst.params, r, true);
+        for (k, v) in &inst.labels {
+            name.clear();
+            name.push_str("sweep.");
+            name.push_str(k);
+            sweeps.set(&name, r, v);
+        }
         if let Some(meta) = summary.outcomes[i].meta() {
-            metric_names.extend(meta.metrics.keys().cloned());
+            metric_names.extend(meta.metrics.keys());
         }
     }
     let text = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
@@ -148,8 +189,8 @@ pub fn results_batch(
         "status",
         DataType::Utf8,
         false,
-        "ok, cached, failed or skipped",
-        text(&|i| Some(summary.outcomes[i].status().to_string())),
+        "ok, cached, failed, cancelled or skipped",
+        text(&|i| Some(summary.outcomes[i].status().as_str().to_string())),
     );
     push(
         "cache_key",
@@ -184,24 +225,17 @@ pub fn results_batch(
         "error",
         DataType::Utf8,
         true,
-        "why the instance failed or was skipped",
-        text(&|i| match &summary.outcomes[i] {
-            Outcome::Failed(e) | Outcome::Skipped(e) => Some(e.clone()),
-            _ => None,
-        }),
+        "why the instance failed, was cancelled or was skipped",
+        text(&|i| summary.outcomes[i].message()),
     );
     for (group, doc) in [
-        (&sweeps, "sweep value identifying the instance"),
-        (&params, "resolved stage parameter"),
+        (sweeps, "sweep value identifying the instance"),
+        (params, "resolved stage parameter"),
     ] {
-        let names: std::collections::BTreeSet<&String> =
-            group.iter().flat_map(|m| m.keys()).collect();
-        // Sweep columns come in instance-id order of first appearance, params sorted.
-        for name in names {
-            let values: Vec<Option<&serde_json::Value>> =
-                group.iter().map(|m| m.get(name)).collect();
+        // Both groups in name order.
+        for (name, values) in group.sorted() {
             let (ty, col) = value_column(&values);
-            push(name, ty, true, doc, col);
+            push(&name, ty, true, doc, col);
         }
     }
     for name in &metric_names {
@@ -210,7 +244,7 @@ pub fn results_batch(
             .map(|&i| {
                 summary.outcomes[i]
                     .meta()
-                    .and_then(|m| m.metrics.get(name).copied())
+                    .and_then(|m| m.metrics.get(name.as_str()).copied())
             })
             .collect();
         push(
@@ -241,4 +275,93 @@ pub fn write_results(
 ) -> Result<(), ArtifactError> {
     let batch = results_batch(dag, run_id, summary)?;
     write_parquet(path, &batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::outcome::SkipReason;
+    use crate::stages::Registry;
+    use arrow_array::Array;
+    use std::collections::BTreeMap;
+
+    /// The columns as they were first built: a map per row, then the union of names.
+    fn first_flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    first_flatten(&format!("{prefix}.{k}"), child, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn parameter_and_sweep_columns_are_the_union_in_name_order() {
+        let registry = Registry::builtin();
+        let text = concat!(
+            "name: r\n",
+            "stages:\n",
+            "  a: {kind: synthetic, params: {n: 10}, matrix: {rho: [0.1, 0.2]}}\n",
+            "  c: {kind: command, inputs: a, params: {argv: [echo, x], env: {B: '2', A: '1'}}}\n",
+            "  z: {kind: synthetic}\n",
+        );
+        let p = crate::config::load_str(text, Path::new("r.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(p, &registry);
+        let outcomes = (0..dag.instances.len())
+            .map(|i| {
+                if dag.instances[i].id == "z" {
+                    Outcome::NotSelected
+                } else {
+                    Outcome::Skipped(SkipReason::NotReached)
+                }
+            })
+            .collect();
+        let summary = RunSummary {
+            outcomes,
+            interrupted: false,
+        };
+        let batch = results_batch(&dag, "run", &summary).unwrap();
+        let rows: Vec<usize> = (0..dag.instances.len())
+            .filter(|&i| dag.instances[i].id != "z")
+            .collect();
+        assert_eq!(batch.num_rows(), rows.len());
+        let mut want: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+        for (r, &i) in rows.iter().enumerate() {
+            let mut p = BTreeMap::new();
+            first_flatten("param", &dag.instances[i].params, &mut p);
+            p.remove("param");
+            for (k, v) in &dag.instances[i].labels {
+                p.insert(format!("sweep.{k}"), v.to_string());
+            }
+            for (name, v) in p {
+                want.entry(name).or_insert_with(|| vec![None; rows.len()])[r] = Some(v);
+            }
+        }
+        let schema = batch.schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let value_names: Vec<&str> = names[10..].to_vec();
+        let mut sweeps: Vec<&str> = want
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("sweep."))
+            .collect();
+        let params: Vec<&str> = want
+            .keys()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("param."))
+            .collect();
+        sweeps.extend(params);
+        assert_eq!(value_names, sweeps);
+        assert!(value_names.contains(&"param.env.A") && value_names.contains(&"param.argv"));
+        for (name, values) in &want {
+            let col = batch.column_by_name(name).unwrap();
+            for (r, v) in values.iter().enumerate() {
+                assert_eq!(col.is_null(r), v.is_none(), "{name} row {r}");
+            }
+        }
+    }
 }

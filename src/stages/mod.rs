@@ -19,6 +19,7 @@ pub mod train;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -227,11 +228,60 @@ pub trait DynStage: Send + Sync {
         params: &serde_json::Value,
         ctx: &StageContext,
     ) -> Result<StageOutput, StageError>;
+    /// Parses `params` once, for everything the engine asks of one instance: its resources
+    /// and tracked files while planning, then its run. The engine holds the result for the
+    /// instance's lifetime instead of deserialising the same JSON three times.
+    fn prepare(&self, params: &serde_json::Value) -> Result<Arc<dyn PreparedStage>, ParamError>;
+}
+
+/// One instance's parameters, parsed: what [`DynStage`] answers from JSON, answered from the
+/// typed parameters of its kind.
+pub trait PreparedStage: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn resources(&self) -> Resources;
+    fn tracked_files(&self) -> Result<Vec<PathBuf>, String>;
+    /// Runs the stage, first refusing parameters that break a rule of [`Stage::check`]
+    /// (validate reports them earlier; this keeps `run` from ever seeing them).
+    fn run(&self, ctx: &StageContext) -> Result<StageOutput, StageError>;
+}
+
+impl std::fmt::Debug for dyn PreparedStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedStage({})", self.kind())
+    }
+}
+
+struct Prepared<S: Stage> {
+    params: S::Params,
+}
+
+impl<S: Stage> PreparedStage for Prepared<S>
+where
+    S::Params: Send + Sync,
+{
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+    fn resources(&self) -> Resources {
+        S::resources(&self.params)
+    }
+    fn tracked_files(&self) -> Result<Vec<PathBuf>, String> {
+        S::tracked_files(&self.params)
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        if let Some(problem) = S::check(&self.params).into_iter().next() {
+            return Err(StageError::Params(problem.to_string()));
+        }
+        S::run(&self.params, ctx)
+    }
 }
 
 struct Registered<S>(PhantomData<S>);
 
-fn register<S: Stage>() -> Box<dyn DynStage> {
+fn register<S: Stage>() -> Box<dyn DynStage>
+where
+    S::Params: Send + Sync,
+{
     Box::new(Registered::<S>(PhantomData))
 }
 
@@ -262,7 +312,10 @@ pub fn schema_settings() -> schemars::generate::SchemaSettings {
     settings
 }
 
-impl<S: Stage> DynStage for Registered<S> {
+impl<S: Stage> DynStage for Registered<S>
+where
+    S::Params: Send + Sync,
+{
     fn kind(&self) -> &'static str {
         S::KIND
     }
@@ -312,12 +365,13 @@ impl<S: Stage> DynStage for Registered<S> {
         params: &serde_json::Value,
         ctx: &StageContext,
     ) -> Result<StageOutput, StageError> {
-        let params =
-            parse_params::<S::Params>(params).map_err(|e| StageError::Params(e.message))?;
-        if let Some(problem) = S::check(&params).into_iter().next() {
-            return Err(StageError::Params(problem.to_string()));
-        }
-        S::run(&params, ctx)
+        self.prepare(params)
+            .map_err(|e| StageError::Params(e.message))?
+            .run(ctx)
+    }
+    fn prepare(&self, params: &serde_json::Value) -> Result<Arc<dyn PreparedStage>, ParamError> {
+        let params = parse_params::<S::Params>(params)?;
+        Ok(Arc::new(Prepared::<S> { params }))
     }
 }
 
@@ -355,6 +409,16 @@ impl Registry {
 
     pub fn iter(&self) -> impl Iterator<Item = &dyn DynStage> {
         self.stages.iter().map(|s| s.as_ref())
+    }
+
+    /// The built-in kinds and `S`, for tests of the engine with a stage of their own.
+    #[cfg(test)]
+    pub(crate) fn with<S: Stage>(mut self) -> Registry
+    where
+        S::Params: Send + Sync,
+    {
+        self.stages.push(register::<S>());
+        self
     }
 }
 
