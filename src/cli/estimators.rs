@@ -84,28 +84,8 @@ fn describe(kind: &KindInfo) -> String {
 
 pub fn estimators(args: EstimatorsArgs) -> Result<(), Error> {
     let all = kinds();
-    match args.name {
-        Some(name) => match all.iter().find(|k| k.name == name) {
-            Some(kind) => print!("{}", describe(kind)),
-            None => {
-                let names: Vec<&str> = all.iter().map(|k| k.name).collect();
-                let hint = crate::config::diagnostics::did_you_mean(&name, &names)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(Error::Usage(format!(
-                    "unknown estimator `{name}`{hint} (known: {})",
-                    names.join(", ")
-                )));
-            }
-        },
-        None => {
-            for (i, kind) in all.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                print!("{}", describe(kind));
-            }
-        }
-    }
-    Ok(())
+    let names: Vec<&str> = all.iter().map(|k| k.name).collect();
+    super::stages::list_or_describe("estimator", args.name.as_deref(), &names, |i| {
+        describe(&all[i])
+    })
 }

@@ -100,30 +100,45 @@ pub fn describe(stage: &dyn DynStage) -> String {
     out
 }
 
-pub fn stages(args: StagesArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
-    match args.kind {
-        Some(kind) => match registry.get(&kind) {
-            Some(stage) => print!("{}", describe(stage)),
+/// Prints the description of the item named `name` (of `what`: "stage kind", "estimator"),
+/// or of every item when no name is given; an unknown name is a usage error with a
+/// suggestion. Shared by `cbound stages` and `cbound estimators`.
+pub(crate) fn list_or_describe(
+    what: &str,
+    name: Option<&str>,
+    names: &[&str],
+    describe: impl Fn(usize) -> String,
+) -> Result<(), Error> {
+    match name {
+        Some(name) => match names.iter().position(|n| *n == name) {
+            Some(i) => print!("{}", describe(i)),
             None => {
-                let kinds = registry.kinds();
-                let hint = crate::config::diagnostics::did_you_mean(&kind, &kinds)
+                let hint = crate::config::diagnostics::did_you_mean(name, names)
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 return Err(Error::Usage(format!(
-                    "unknown stage kind `{kind}`{hint} (known: {})",
-                    kinds.join(", ")
+                    "unknown {what} `{name}`{hint} (known: {})",
+                    names.join(", ")
                 )));
             }
         },
         None => {
-            for (i, stage) in registry.iter().enumerate() {
+            for i in 0..names.len() {
                 if i > 0 {
                     println!();
                 }
-                print!("{}", describe(stage));
+                print!("{}", describe(i));
             }
         }
     }
     Ok(())
+}
+
+pub fn stages(args: StagesArgs) -> Result<(), Error> {
+    let registry = Registry::builtin();
+    let stages: Vec<&dyn DynStage> = registry.iter().collect();
+    let kinds: Vec<&str> = stages.iter().map(|s| s.kind()).collect();
+    list_or_describe("stage kind", args.kind.as_deref(), &kinds, |i| {
+        describe(stages[i])
+    })
 }

@@ -922,8 +922,23 @@ struct ParamProblem {
 fn all_param_errors(stage: &dyn DynStage, mut value: serde_json::Value) -> Vec<ParamProblem> {
     let mut out: Vec<ParamProblem> = Vec::new();
     for _ in 0..64 {
-        let Err(err) = stage.check_params(&value) else {
-            break;
+        let err = match stage.check_params(&value) {
+            // What deserialises may still break a rule of the kind's `check` (a range, a
+            // combination), reported at its own path; but only for parameters that
+            // deserialised as written: after a bad value was removed, a rule may fail for
+            // the removal alone (an emptied list).
+            Ok(rules) if out.is_empty() => {
+                return rules
+                    .into_iter()
+                    .map(|e| ParamProblem {
+                        path: e.path,
+                        message: e.message,
+                        rule: true,
+                    })
+                    .collect()
+            }
+            Ok(_) => return out,
+            Err(err) => err,
         };
         // Removing a bad required value makes it missing: that is the same problem again.
         if let Some(field) = quoted_after(&err.message, "missing field ") {
@@ -949,23 +964,6 @@ fn all_param_errors(stage: &dyn DynStage, mut value: serde_json::Value) -> Vec<P
             return out;
         }
     }
-    // What deserialises may still break a rule of the kind's `check` (a range, a
-    // combination); those are reported at their own paths. Only for parameters that
-    // deserialised as written: after a bad value was removed, a rule may fail for the
-    // removal alone (an emptied list).
-    if !out.is_empty() {
-        return out;
-    }
-    out.extend(
-        stage
-            .check_values(&value)
-            .into_iter()
-            .map(|e| ParamProblem {
-                path: e.path,
-                message: e.message,
-                rule: true,
-            }),
-    );
     out
 }
 

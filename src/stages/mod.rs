@@ -214,10 +214,9 @@ pub trait DynStage: Send + Sync {
     fn summary(&self) -> &'static str;
     fn example(&self) -> &'static str;
     fn params_schema(&self) -> serde_json::Value;
-    /// The first reason `params` do not deserialise, if any.
-    fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError>;
-    /// For parameters that deserialise: every rule of [`Stage::check`] they break.
-    fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError>;
+    /// Parses `params` once: the first reason they do not deserialise, or else every rule
+    /// of [`Stage::check`] they break (empty when they are fine).
+    fn check_params(&self, params: &serde_json::Value) -> Result<Vec<ParamError>, ParamError>;
     fn writes(&self) -> Option<&'static [&'static str]>;
     /// What an instance with these parameters reads (none when they do not deserialise).
     fn needs(&self, params: &serde_json::Value) -> Vec<Need>;
@@ -334,13 +333,8 @@ where
             .into_root_schema_for::<S::Params>();
         schema.to_value()
     }
-    fn check_params(&self, params: &serde_json::Value) -> Result<(), ParamError> {
-        parse_params::<S::Params>(params).map(|_| ())
-    }
-    fn check_values(&self, params: &serde_json::Value) -> Vec<ParamError> {
-        parse_params::<S::Params>(params)
-            .map(|p| S::check(&p))
-            .unwrap_or_default()
+    fn check_params(&self, params: &serde_json::Value) -> Result<Vec<ParamError>, ParamError> {
+        parse_params::<S::Params>(params).map(|p| S::check(&p))
     }
     fn writes(&self) -> Option<&'static [&'static str]> {
         S::WRITES
