@@ -22,5 +22,5 @@ else
     echo "test.sh: not root with apt-get, so no Slurm test cluster; Slurm tests will be skipped unless one runs (tests/slurm/start.sh)" >&2
 fi
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::exec::slurm::run_task;
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecInstanceArgs {
@@ -31,7 +30,7 @@ pub fn exec_instance(args: ExecInstanceArgs) -> Result<(), Error> {
                 )
             })?,
     };
-    let registry = Registry::builtin();
+    let registry = cbound_stages::builtin();
     // A failed instance ends the task non-zero (exit 3), so `afterok` holds dependents back;
     // its message goes to the task's stderr log as well as its result file.
     Ok(run_task(&args.task_dir, index, &registry)?)

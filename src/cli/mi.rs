@@ -8,7 +8,7 @@ use crate::data::table::Table;
 use crate::error::Error;
 use crate::mi::spec::{estimate, EstimatorSpec, IntervalSpec, Preprocess};
 use crate::mi::Matrix;
-use crate::stages::estimate_mi::{estimates_table, PairEstimate};
+use cbound_tables::estimates::{estimates_table, PairEstimate};
 
 #[derive(Debug, clap::Args)]
 pub struct MiArgs {

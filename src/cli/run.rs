@@ -22,7 +22,6 @@ use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
 use crate::report::results::write_results;
 use crate::report::{Reporter, RunEvent};
-use crate::stages::Registry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
@@ -91,7 +90,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         // Read by the runtime loader when a stage first needs it; set before any thread starts.
         std::env::set_var("CBOUND_ORT_LIB", lib);
     }
-    let registry = Arc::new(Registry::builtin());
+    let registry = Arc::new(cbound_stages::builtin());
     let path = &args.pipeline.pipeline;
     let pipeline = config::load(path, &args.pipeline.set, &registry)?;
     let dag = Dag::build(pipeline, &registry);

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use crate::config::schema::pipeline_schema_text;
 use crate::error::Error;
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
@@ -18,7 +17,7 @@ pub struct SchemaArgs {
 }
 
 pub fn schema(args: SchemaArgs) -> Result<(), Error> {
-    let text = pipeline_schema_text(&Registry::builtin());
+    let text = pipeline_schema_text(&cbound_stages::builtin());
     if args.output.as_os_str() == "-" {
         print!("{text}");
         return Ok(());

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::stages::{DynStage, Registry};
+use cbound_engine::stage::DynStage;
 
 #[derive(Debug, clap::Args)]
 pub struct StagesArgs {
@@ -135,7 +135,7 @@ pub(crate) fn list_or_describe(
 }
 
 pub fn stages(args: StagesArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
+    let registry = cbound_stages::builtin();
     let stages: Vec<&dyn DynStage> = registry.iter().collect();
     let kinds: Vec<&str> = stages.iter().map(|s| s.kind()).collect();
     list_or_describe("stage kind", args.kind.as_deref(), &kinds, |i| {

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use crate::config::{self, ConfigErrors};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -18,7 +17,7 @@ pub struct ValidateArgs {
 }
 
 pub fn validate(args: ValidateArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
+    let registry = cbound_stages::builtin();
     let mut all = ConfigErrors::default();
     for path in &args.pipelines {
         match config::load(path, &args.set, &registry) {

@@ -30,7 +30,7 @@ pub struct Written {
 /// its stage kind (a `command` may write `mi_estimates.parquet` too).
 fn read_tables(run: &Run, notes: &mut Vec<String>) -> Tables {
     let mut tables = Tables::default();
-    let kinds = crate::stages::Registry::builtin();
+    let kinds = cbound_stages::builtin();
     for (n, inst) in run.instances.iter().enumerate() {
         let declared = kinds.get(&inst.kind).and_then(|k| k.writes());
         let written = |file: &str| match declared {

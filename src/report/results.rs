@@ -281,7 +281,6 @@ pub fn write_results(
 mod tests {
     use super::*;
     use crate::exec::outcome::SkipReason;
-    use crate::stages::Registry;
     use arrow_array::Array;
     use std::collections::BTreeMap;
 
@@ -301,7 +300,7 @@ mod tests {
 
     #[test]
     fn parameter_and_sweep_columns_are_the_union_in_name_order() {
-        let registry = Registry::builtin();
+        let registry = cbound_stages::builtin();
         let text = concat!(
             "name: r\n",
             "stages:\n",

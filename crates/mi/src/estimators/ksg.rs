@@ -1,0 +1,69 @@
+//! `ksg`: the Kraskov-Stoegbauer-Grassberger k-NN estimate of I(X;Y) ([`crate::ksg`]).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
+use crate::{Direction, Estimator, Ksg, KsgAlgorithm, MiError};
+use cbound_core::params::ParamError;
+
+/// Settings of `ksg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct KsgParams {
+    /// Neighbours (at least 1; 3 is the usual choice).
+    pub k: usize,
+    /// 1 or 2 (Kraskov et al. 2004).
+    pub algorithm: KsgAlgorithm,
+}
+
+impl Default for KsgParams {
+    fn default() -> KsgParams {
+        KsgParams {
+            k: 3,
+            algorithm: KsgAlgorithm::One,
+        }
+    }
+}
+
+impl KsgParams {
+    fn estimator(&self) -> Result<Ksg, MiError> {
+        Ok(Ksg::new(self.k)?.with_algorithm(self.algorithm))
+    }
+}
+
+pub struct KsgKind;
+
+impl EstimatorKind for KsgKind {
+    type Params = KsgParams;
+    const NAME: &'static str = "ksg";
+    const SUMMARY: &'static str =
+        "Kraskov-Stoegbauer-Grassberger k-NN estimate; an estimate, biased low at high MI or dimension.";
+    const EXAMPLE: &'static str = "{name: ksg, k: 3, algorithm: 1}";
+
+    fn inputs(_: &KsgParams) -> Inputs {
+        Inputs {
+            x: Input::NeighbourFeatures,
+            y: Input::NeighbourFeatures,
+            z: Conditioning::Unused,
+        }
+    }
+
+    fn direction(_: &KsgParams) -> Direction {
+        Direction::Estimate
+    }
+
+    fn check(p: &KsgParams) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        rules::at_least(&mut out, "k", p.k, 1, "");
+        out
+    }
+
+    fn run(p: &KsgParams, s: &Sample) -> Result<Outcome, MiError> {
+        Ok(p.estimator()?.estimate(s.x, s.y)?.into())
+    }
+
+    fn resampling(p: &KsgParams, _seed: u64) -> Result<Resampling, MiError> {
+        Ok(Resampling::Subsample(Box::new(p.estimator()?)))
+    }
+}

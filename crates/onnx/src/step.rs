@@ -1,0 +1,534 @@
+//! Composition of model, loss and optimizer into the graphs the runtime executes.
+//!
+//! * [`build_train_step`]: ONE graph for a whole optimizer step. Inputs: every parameter (by
+//!   its name, e.g. `enc.0.weight`), every optimizer state tensor (`opt.m.enc.0.weight`, ...),
+//!   `step` (rank-0 float, 1-based), `lr` (rank-0 float) and the two views `x1`, `x2` of shape
+//!   `[B, ...]` (or, with [`StepConfig::stacked_views`], one `x` of shape `[2B, ...]`).
+//!   Outputs: `loss` (rank 0, computed before the update), then `next.<name>` for every
+//!   parameter and state tensor in input order. Both views go through the encoder as one
+//!   `[2B, ...]` batch (larger GEMMs, one pass of each weight), and no gradient is formed for
+//!   the inputs. Gradients are scaled by [`OptimizerConfig::gradient_prescale`] through the
+//!   backward seed, which saves an elementwise pass per parameter in the update.
+//! * [`build_eval`]: the loss only, from `params + x1 + x2` (for the held-out estimate
+//!   `ln N - L`). Parameters are inputs so the trainer's live buffers feed it without copies.
+//! * [`build_encoder`]: `U = f(X)`. Parameters are either graph inputs (to run on the trainer's
+//!   live buffers) or baked in as initializers (a self-contained `.onnx` artifact). The batch
+//!   axis is symbolic, so one session serves any number of rows.
+
+use super::autodiff::{self, AutodiffError};
+use super::checkpoint::NamedTensor;
+use super::graph::{DType, Graph, GraphError, TensorData, ValueId, OPSET};
+use super::loss::{self, LossConfig};
+use super::models::ContrastiveModel;
+use super::optim::{self, OptimizerConfig};
+
+pub const INPUT_X1: &str = "x1";
+pub const INPUT_X2: &str = "x2";
+pub const INPUT_X: &str = "x";
+pub const INPUT_STEP: &str = "step";
+pub const INPUT_LR: &str = "lr";
+pub const OUTPUT_LOSS: &str = "loss";
+pub const OUTPUT_EMBEDDING: &str = "u";
+
+/// Graph output name carrying the updated value of input `name`.
+pub fn next_name(name: &str) -> String {
+    format!("next.{name}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("building the graph failed: {0}")]
+    Graph(#[from] GraphError),
+    #[error("differentiating the loss failed: {0}")]
+    Autodiff(#[from] AutodiffError),
+    #[error("invalid step configuration: {0}")]
+    Config(String),
+}
+
+/// Name and shape of one graph input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepConfig {
+    pub batch: usize,
+    pub loss: LossConfig,
+    pub optimizer: OptimizerConfig,
+    /// Take both views as ONE input `x` of shape `[2B, ...]` (view 1 in rows `0..B`, view 2
+    /// in rows `B..2B`) instead of `x1` and `x2`. The trainer's API is the same either way; the
+    /// stacked layout saves the graph's `[2B, ...]` Concat (one pass over the batch, ~2% of
+    /// the study's step) because the trainer writes the views straight into place.
+    pub stacked_views: bool,
+}
+
+impl StepConfig {
+    /// Separate `x1`/`x2` inputs.
+    pub fn new(batch: usize, loss: LossConfig, optimizer: OptimizerConfig) -> StepConfig {
+        StepConfig {
+            batch,
+            loss,
+            optimizer,
+            stacked_views: false,
+        }
+    }
+
+    pub fn stacked(self) -> StepConfig {
+        StepConfig {
+            stacked_views: true,
+            ..self
+        }
+    }
+}
+
+/// A serialised training-step graph and the layout of its inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct StepGraph {
+    pub model_bytes: Vec<u8>,
+    pub batch: usize,
+    /// Per-sample view shape (e.g. `[3072]` or `[1, 28, 28]`).
+    pub view_shape: Vec<usize>,
+    pub params: Vec<TensorSpec>,
+    pub state: Vec<TensorSpec>,
+    pub optimizer: OptimizerConfig,
+    /// Whether the views arrive stacked in one input `x` (see [`StepConfig::stacked_views`]).
+    pub stacked_views: bool,
+    /// Per state tensor, internal value = conventional value x scale (see
+    /// [`OptimizerConfig::state_scales`]); the trainer converts when exporting/importing.
+    pub state_scales: Vec<f32>,
+    /// FLOPs of the MatMul/Gemm/Conv nodes of one step (2 per multiply-add).
+    pub matmul_flops: u64,
+}
+
+/// A serialised loss-only graph.
+#[derive(Debug, Clone)]
+pub struct EvalGraph {
+    pub model_bytes: Vec<u8>,
+    pub batch: usize,
+    pub view_shape: Vec<usize>,
+    pub params: Vec<TensorSpec>,
+}
+
+/// How the encoder graph receives its parameters.
+#[derive(Debug, Clone, Copy)]
+pub enum ParamSource<'a> {
+    /// As graph inputs named like the parameters.
+    Inputs,
+    /// Baked in as initializers (must list every encoder parameter).
+    Baked(&'a [NamedTensor]),
+}
+
+/// A serialised encoder graph: input `x` `[batch, ...]`, output `u` `[batch, embedding_dim]`.
+#[derive(Debug, Clone)]
+pub struct EncoderGraph {
+    pub model_bytes: Vec<u8>,
+    pub view_shape: Vec<usize>,
+    pub embedding_dim: usize,
+    /// Parameter inputs (empty when baked).
+    pub params: Vec<TensorSpec>,
+}
+
+fn param_inputs(
+    g: &mut Graph,
+    model: &ContrastiveModel,
+    dtype: DType,
+) -> Result<(Vec<TensorSpec>, Vec<ValueId>), StepError> {
+    let mut specs = Vec::new();
+    let mut values = Vec::new();
+    for p in model.param_specs() {
+        values.push(g.input(&p.name, dtype, &p.shape)?);
+        specs.push(TensorSpec {
+            name: p.name,
+            shape: p.shape,
+        });
+    }
+    Ok((specs, values))
+}
+
+fn batched(batch: usize, view: &[usize]) -> Vec<usize> {
+    let mut s = vec![batch];
+    s.extend_from_slice(view);
+    s
+}
+
+/// Forward pass of both views as one concatenated batch; returns the loss value.
+fn forward_loss(
+    g: &mut Graph,
+    model: &ContrastiveModel,
+    params: &[ValueId],
+    batch: usize,
+    loss_cfg: &LossConfig,
+    dtype: DType,
+    stacked: bool,
+) -> Result<ValueId, StepError> {
+    let view = model.input_shape().to_vec();
+    let x = if stacked {
+        g.input(INPUT_X, dtype, &batched(2 * batch, &view))?
+    } else {
+        let x1 = g.input(INPUT_X1, dtype, &batched(batch, &view))?;
+        let x2 = g.input(INPUT_X2, dtype, &batched(batch, &view))?;
+        g.concat(&[x1, x2], 0)?
+    };
+    let (_, z) = model.forward(g, x, params)?;
+    let halves = g.split(z, 0, &[batch, batch])?;
+    let (z1, z2) = match halves.as_slice() {
+        [a, b] => (*a, *b),
+        _ => {
+            return Err(StepError::Config(
+                "internal: split did not yield two halves".into(),
+            ));
+        }
+    };
+    Ok(loss::contrastive_loss(g, z1, z2, loss_cfg)?)
+}
+
+fn check_batch(batch: usize, loss_cfg: &LossConfig) -> Result<(), StepError> {
+    if batch < 2 {
+        return Err(StepError::Config(format!(
+            "batch size {batch} is too small: a contrastive loss needs at least 2 pairs ({:?})",
+            loss_cfg.kind
+        )));
+    }
+    Ok(())
+}
+
+/// FLOPs of the matrix-multiply-like nodes (Gemm/MatMul/Conv/ConvTranspose).
+pub fn matmul_flops(g: &Graph) -> u64 {
+    use super::graph::Op;
+    let mut total = 0u64;
+    for n in g.nodes() {
+        let f = match &n.op {
+            Op::MatMul => {
+                let (a, b) = (g.shape(n.inputs[0]), g.shape(n.inputs[1]));
+                2 * a[0] * a[1] * b[1]
+            }
+            Op::Gemm { trans_a, .. } => {
+                let a = g.shape(n.inputs[0]);
+                let k = if *trans_a { a[0] } else { a[1] };
+                let y = g.shape(n.outputs[0]);
+                2 * y[0] * y[1] * k
+            }
+            Op::Conv { .. } => {
+                // w[1] is already C_in / group.
+                let w = g.shape(n.inputs[1]);
+                let y = g.shape(n.outputs[0]);
+                2 * y.iter().product::<usize>() * w[1] * w[2] * w[3]
+            }
+            Op::ConvTranspose { .. } => {
+                let x = g.shape(n.inputs[0]);
+                let w = g.shape(n.inputs[1]);
+                2 * x.iter().product::<usize>() * w[1] * w[2] * w[3]
+            }
+            _ => 0,
+        };
+        total += f as u64;
+    }
+    total
+}
+
+/// Builds the one-step training graph (f32) for `model`.
+pub fn build_train_step(
+    model: &ContrastiveModel,
+    cfg: &StepConfig,
+) -> Result<StepGraph, StepError> {
+    let (g, step) = build_train_step_graph(model, cfg, DType::F32)?;
+    Ok(StepGraph {
+        model_bytes: g.to_model_bytes(OPSET)?,
+        ..step
+    })
+}
+
+/// As [`build_train_step`] but returns the unserialised graph too, in the given float dtype
+/// (f64 is used by gradient tests; ONNX Runtime has no f64 Conv kernels).
+pub fn build_train_step_graph(
+    model: &ContrastiveModel,
+    cfg: &StepConfig,
+    dtype: DType,
+) -> Result<(Graph, StepGraph), StepError> {
+    check_batch(cfg.batch, &cfg.loss)?;
+    let mut g = Graph::new("cbound_train_step");
+    g.set_doc(format!(
+        "one training step: {:?} loss (T={}), {:?}, batch {}",
+        cfg.loss.kind, cfg.loss.temperature, cfg.optimizer, cfg.batch
+    ));
+    let (params, pvals) = param_inputs(&mut g, model, dtype)?;
+    let slots = cfg.optimizer.state_slots();
+    let slot_scales = cfg
+        .optimizer
+        .state_scales(cfg.optimizer.gradient_prescale());
+    let mut state = Vec::new();
+    let mut svals = Vec::new();
+    let mut state_scales = Vec::new();
+    for p in &params {
+        for (slot, scale) in slots.iter().zip(&slot_scales) {
+            state_scales.push(*scale as f32);
+            let name = OptimizerConfig::state_name(slot, &p.name);
+            svals.push(g.input(&name, dtype, &p.shape)?);
+            state.push(TensorSpec {
+                name,
+                shape: p.shape.clone(),
+            });
+        }
+    }
+    let step = g.input(INPUT_STEP, dtype, &[])?;
+    let lr = g.input(INPUT_LR, dtype, &[])?;
+    let loss = forward_loss(
+        &mut g,
+        model,
+        &pvals,
+        cfg.batch,
+        &cfg.loss,
+        dtype,
+        cfg.stacked_views,
+    )?;
+    let grad_scale = cfg.optimizer.gradient_prescale();
+    let grads = autodiff::gradients_scaled(&mut g, loss, &pvals, grad_scale)?;
+    let upd = optim::apply_update(
+        &mut g,
+        &cfg.optimizer,
+        &optim::UpdateInputs {
+            params: &pvals,
+            grads: &grads,
+            grad_scale,
+            state: &svals,
+            step,
+            lr,
+        },
+    )?;
+    g.output(loss, OUTPUT_LOSS)?;
+    for (spec, v) in params.iter().zip(&upd.params) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
+    for (spec, v) in state.iter().zip(&upd.state) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
+    let flops = matmul_flops(&g);
+    let sg = StepGraph {
+        model_bytes: Vec::new(),
+        batch: cfg.batch,
+        view_shape: model.input_shape().to_vec(),
+        params,
+        state,
+        optimizer: cfg.optimizer,
+        stacked_views: cfg.stacked_views,
+        state_scales,
+        matmul_flops: flops,
+    };
+    Ok((g, sg))
+}
+
+/// Builds the loss-only graph for `batch` held-out pairs.
+pub fn build_eval(
+    model: &ContrastiveModel,
+    batch: usize,
+    loss_cfg: &LossConfig,
+) -> Result<EvalGraph, StepError> {
+    check_batch(batch, loss_cfg)?;
+    let mut g = Graph::new("cbound_eval_loss");
+    let (params, pvals) = param_inputs(&mut g, model, DType::F32)?;
+    let loss = forward_loss(&mut g, model, &pvals, batch, loss_cfg, DType::F32, false)?;
+    g.output(loss, OUTPUT_LOSS)?;
+    Ok(EvalGraph {
+        model_bytes: g.to_model_bytes(OPSET)?,
+        batch,
+        view_shape: model.input_shape().to_vec(),
+        params,
+    })
+}
+
+/// Builds the encoder graph `u = f(x)` with a symbolic batch axis.
+pub fn build_encoder(
+    model: &ContrastiveModel,
+    source: ParamSource<'_>,
+) -> Result<EncoderGraph, StepError> {
+    build_forward(model, source, false)
+}
+
+/// Builds the projection graph `z = g(f(x))` (the space the contrastive critic scores), with
+/// the same interface as the encoder graph: input `x`, output `u` of the projection size.
+pub fn build_projection(
+    model: &ContrastiveModel,
+    source: ParamSource<'_>,
+) -> Result<EncoderGraph, StepError> {
+    build_forward(model, source, true)
+}
+
+fn build_forward(
+    model: &ContrastiveModel,
+    source: ParamSource<'_>,
+    project: bool,
+) -> Result<EncoderGraph, StepError> {
+    let mut g = Graph::new(if project {
+        "cbound_projection"
+    } else {
+        "cbound_encoder"
+    });
+    let mut specs = Vec::new();
+    let mut values = Vec::new();
+    let wanted = if project {
+        model.param_specs()
+    } else {
+        model.encoder.params().to_vec()
+    };
+    for p in &wanted {
+        match source {
+            ParamSource::Inputs => {
+                values.push(g.input(&p.name, DType::F32, &p.shape)?);
+                specs.push(TensorSpec {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                });
+            }
+            ParamSource::Baked(list) => {
+                let t = list.iter().find(|t| t.name == p.name).ok_or_else(|| {
+                    StepError::Config(format!(
+                        "parameter `{}` is missing from the baked list",
+                        p.name
+                    ))
+                })?;
+                if t.shape != p.shape {
+                    return Err(StepError::Config(format!(
+                        "parameter `{}` has shape {:?}, the model expects {:?}",
+                        p.name, t.shape, p.shape
+                    )));
+                }
+                values.push(g.initializer(&p.name, TensorData::F32(t.data.clone()), &p.shape)?);
+            }
+        }
+    }
+    // The shape's batch entry is a placeholder: the axis is serialised as symbolic and the
+    // encoder uses no batch-dependent op (Flatten, not Reshape).
+    let view = model.input_shape().to_vec();
+    let x = g.input(INPUT_X, DType::F32, &batched(1, &view))?;
+    g.mark_batch_dim(x);
+    let (u, dim) = if project {
+        (model.forward(&mut g, x, &values)?.1, model.projection_dim())
+    } else {
+        (
+            model.encoder.forward(&mut g, x, &values)?,
+            model.embedding_dim(),
+        )
+    };
+    let u = g.output(u, OUTPUT_EMBEDDING)?;
+    g.mark_batch_dim(u);
+    Ok(EncoderGraph {
+        model_bytes: g.to_model_bytes(OPSET)?,
+        view_shape: view,
+        embedding_dim: dim,
+        params: specs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::LossKind;
+    use crate::models::{ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind};
+    use crate::testutil::run_python;
+
+    const CHECKER: &str = r#"
+import sys, onnx
+for path in sys.argv[1:]:
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    print(path.rsplit('/', 1)[-1], len(m.graph.node), 'nodes ok')
+"#;
+
+    fn conv_model() -> ModelConfig {
+        ModelConfig {
+            encoder: EncoderConfig::Conv(ConvConfig {
+                channels: vec![4, 8],
+                out_dim: 16,
+                pool: PoolKind::Average,
+                ..ConvConfig::small([1, 12, 12])
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![16, 16, 8],
+                activation: crate::models::Activation::Gelu,
+            }),
+        }
+    }
+
+    #[test]
+    fn serialised_graphs_pass_the_onnx_checker() -> Result<(), Box<dyn std::error::Error>> {
+        let study = ContrastiveModel::new(&ModelConfig::study(3072))?;
+        let step = build_train_step(
+            &study,
+            &StepConfig::new(256, LossConfig::study(), OptimizerConfig::adam()),
+        )?;
+        let conv = ContrastiveModel::new(&conv_model())?;
+        let conv_step = build_train_step(
+            &conv,
+            &StepConfig::new(
+                4,
+                LossConfig {
+                    kind: LossKind::NtXent,
+                    temperature: 0.5,
+                    eps: 1e-12,
+                },
+                OptimizerConfig::Sgd {
+                    momentum: 0.9,
+                    weight_decay: 1e-4,
+                    nesterov: true,
+                },
+            ),
+        )?;
+        let eval = build_eval(&study, 64, &LossConfig::study())?;
+        let conv_params = conv.init_params(0)?;
+        let baked = build_encoder(&conv, ParamSource::Baked(&conv_params))?;
+        let inputs = build_encoder(&study, ParamSource::Inputs)?;
+
+        let dir = tempfile::tempdir()?;
+        let mut paths = Vec::new();
+        for (name, bytes) in [
+            ("study_step.onnx", &step.model_bytes),
+            ("conv_step.onnx", &conv_step.model_bytes),
+            ("eval.onnx", &eval.model_bytes),
+            ("encoder_baked.onnx", &baked.model_bytes),
+            ("encoder_inputs.onnx", &inputs.model_bytes),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes)?;
+            paths.push(p.to_string_lossy().into_owned());
+        }
+        let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let out = run_python(CHECKER, &args);
+        assert_eq!(
+            out.lines().filter(|l| l.ends_with("nodes ok")).count(),
+            5,
+            "{out}"
+        );
+
+        // Linear layers on 512 rows: forward 2.080 GFLOP, weight gradients the same, input
+        // gradients for all but the first layer 0.470; the 256x256x128 logits Gemm and its two
+        // gradients 0.050. No dL/dX Gemm for the 3072-wide first layer.
+        let fwd: u64 = 2 * 512 * (3072 * 512 + 512 * 512 + 512 * 128 + 128 * 512 + 512 * 128);
+        let dx: u64 = 2 * 512 * (512 * 512 + 512 * 128 + 128 * 512 + 512 * 128);
+        let logits: u64 = 2 * 256 * 256 * 128;
+        // Bias gradients are column sums done as ones[1, 512] x dY GEMVs.
+        let bias: u64 = 2 * 512 * (512 + 512 + 128 + 512 + 128);
+        assert_eq!(step.matmul_flops, 2 * fwd + dx + 3 * logits + bias);
+        assert_eq!(step.params.len(), 10);
+        assert_eq!(step.state.len(), 20);
+        Ok(())
+    }
+
+    #[test]
+    fn tiny_batches_are_rejected() -> Result<(), Box<dyn std::error::Error>> {
+        let m = ContrastiveModel::new(&ModelConfig::study(8))?;
+        let cfg = StepConfig::new(1, LossConfig::study(), OptimizerConfig::adam());
+        assert!(matches!(
+            build_train_step(&m, &cfg),
+            Err(StepError::Config(_))
+        ));
+        Ok(())
+    }
+}

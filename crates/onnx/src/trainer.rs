@@ -1,0 +1,1040 @@
+//! Drives the training-step graph with parameters and optimizer state resident in ONNX
+//! Runtime tensors between steps.
+//!
+//! # Per-step data movement (CPU execution provider)
+//!
+//! Two sets of tensors, A and B, each hold every parameter and optimizer-state tensor. Two
+//! `IoBinding`s are prepared once: binding 0 feeds A as inputs and has ONNX Runtime write the
+//! step's outputs (`next.*`) straight into B; binding 1 does the reverse. A step therefore:
+//!
+//! * copies the two views into the bound view input(s) (`2 x B x prod(view)` floats in
+//!   total: into the two halves of the stacked `x` input, or into `x1` and `x2`) and writes
+//!   the scalars `lr` and `step`;
+//! * runs the bound session (ONNX Runtime writes the new parameters/state into the other set
+//!   in place; bound CPU tensors are aliased, not copied);
+//! * reads the rank-0 `loss` output (one float);
+//! * flips which set is current.
+//!
+//! Parameters and state never pass through Rust-side conversions during training; they are
+//! copied out only by [`Trainer::params`] / [`Trainer::optimizer_state`] / [`Trainer::state`]
+//! and in by the loaders. Adam's first moment is kept scaled inside the graph (see
+//! [`crate::optim::OptimizerConfig::state_scales`]); `optimizer_state` converts to
+//! PyTorch's convention, `state` stores the internal values plus their scales so a resume
+//! is bit-exact.
+//! If the loss is NaN/Inf the flip is skipped, so the model is left exactly as before the
+//! failing step and the error names the step.
+//!
+//! With the CUDA provider the same bound tensors live in host memory, so ONNX Runtime copies
+//! parameters and state to the device and back on every step (correct, but not fast);
+//! device-resident buffers are future work.
+
+use std::path::PathBuf;
+
+use ort::memory::Allocator;
+use ort::session::{IoBinding, Session, SessionInputValue, SessionInputs};
+use ort::value::{Tensor, TensorRef};
+
+use super::checkpoint::{Checkpoint, NamedTensor};
+use super::runtime::{ort_err, ActiveDevice, Runtime, RuntimeError, SessionOptions};
+use super::step::{
+    next_name, EncoderGraph, EvalGraph, StepGraph, TensorSpec, INPUT_LR, INPUT_STEP, INPUT_X,
+    INPUT_X1, INPUT_X2, OUTPUT_EMBEDDING, OUTPUT_LOSS,
+};
+
+fn dims(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+/// A zero-filled tensor owned by ONNX Runtime's allocator: `IoBinding` only accepts such
+/// tensors as output buffers (tensors backed by Rust memory are refused).
+fn new_tensor(alloc: &Allocator, shape: &[usize]) -> Result<Tensor<f32>, RuntimeError> {
+    let mut t = Tensor::<f32>::new(alloc, dims(shape)).map_err(ort_err("allocating a tensor"))?;
+    t.extract_tensor_mut().1.fill(0.0);
+    Ok(t)
+}
+
+fn write(t: &mut Tensor<f32>, src: &[f32], what: &str) -> Result<(), RuntimeError> {
+    let (_, dst) = t.extract_tensor_mut();
+    if dst.len() != src.len() {
+        return Err(RuntimeError::Size {
+            what: what.to_string(),
+            expected: dst.len(),
+            got: src.len(),
+        });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+fn read(t: &Tensor<f32>) -> Vec<f32> {
+    t.extract_tensor().1.to_vec()
+}
+
+/// Checkpoint entry listing, per optimizer state tensor, the factor between the stored values
+/// and PyTorch's convention.
+pub const INTERNAL_SCALES: &str = "opt.internal_scales";
+
+/// Session of the loss-only graph, fed from the trainer's live parameter tensors.
+struct EvalSession {
+    session: Session,
+    batch: usize,
+    view_numel: usize,
+    view_shape: Vec<usize>,
+}
+
+/// Session of the encoder graph with parameters as inputs.
+struct EncoderSession {
+    session: Session,
+    view_shape: Vec<usize>,
+    embedding_dim: usize,
+    num_params: usize,
+}
+
+/// Owns the step session and the model's parameters and optimizer state.
+pub struct Trainer {
+    session: Session,
+    bindings: [IoBinding; 2],
+    /// `slots[k]` = parameters then state, in [`StepGraph`] order.
+    slots: [Vec<Tensor<f32>>; 2],
+    current: usize,
+    specs: Vec<TensorSpec>,
+    num_params: usize,
+    /// `[x]` (stacked `[2B, ...]`) or `[x1, x2]`, as the step graph expects.
+    views: Vec<Tensor<f32>>,
+    /// Per state tensor, internal = conventional x scale.
+    state_scales: Vec<f32>,
+    lr: Tensor<f32>,
+    step_input: Tensor<f32>,
+    loss: Tensor<f32>,
+    steps_done: u64,
+    batch: usize,
+    view_numel: usize,
+    device: ActiveDevice,
+    warnings: Vec<String>,
+    eval: Option<EvalSession>,
+    encoder: Option<EncoderSession>,
+    opts: SessionOptions,
+}
+
+impl Trainer {
+    /// Creates the step session and loads `params` (every parameter of the step graph, any
+    /// order); optimizer state starts at zero and the step count at 0.
+    pub fn new(
+        rt: &Runtime,
+        step: &StepGraph,
+        params: &[NamedTensor],
+        opts: &SessionOptions,
+    ) -> Result<Trainer, RuntimeError> {
+        let handle = rt.session(&step.model_bytes, opts)?;
+        let session = handle.session;
+        let specs: Vec<TensorSpec> = step.params.iter().chain(&step.state).cloned().collect();
+        let mut slots: [Vec<Tensor<f32>>; 2] = [Vec::new(), Vec::new()];
+        let alloc = session.allocator();
+        for set in &mut slots {
+            for s in &specs {
+                set.push(new_tensor(alloc, &s.shape)?);
+            }
+        }
+        let view_numel: usize = step.view_shape.iter().product();
+        let (view_names, rows): (&[&str], usize) = if step.stacked_views {
+            (&[INPUT_X], 2 * step.batch)
+        } else {
+            (&[INPUT_X1, INPUT_X2], step.batch)
+        };
+        let mut view_shape = vec![rows];
+        view_shape.extend_from_slice(&step.view_shape);
+        let views = view_names
+            .iter()
+            .map(|_| new_tensor(alloc, &view_shape))
+            .collect::<Result<Vec<_>, _>>()?;
+        if step.state_scales.len() != step.state.len() {
+            return Err(RuntimeError::Tensor {
+                name: "state".into(),
+                detail: "the step graph lists a scale for each state tensor".into(),
+            });
+        }
+        let lr = new_tensor(alloc, &[])?;
+        let step_input = new_tensor(alloc, &[])?;
+        let mut loss = new_tensor(alloc, &[])?;
+
+        let mut bindings = [
+            session
+                .create_binding()
+                .map_err(ort_err("creating an IoBinding"))?,
+            session
+                .create_binding()
+                .map_err(ort_err("creating an IoBinding"))?,
+        ];
+        for (k, binding) in bindings.iter_mut().enumerate() {
+            let bind_err = |what: &str| ort_err(format!("binding `{what}`"));
+            for (s, t) in specs.iter().zip(&slots[k]) {
+                binding
+                    .bind_input(s.name.as_str(), t)
+                    .map_err(bind_err(&s.name))?;
+            }
+            for (s, t) in specs.iter().zip(slots[1 - k].iter_mut()) {
+                let name = next_name(&s.name);
+                binding
+                    .bind_output(name.as_str(), t)
+                    .map_err(bind_err(&name))?;
+            }
+            for (name, t) in view_names.iter().zip(&views) {
+                binding.bind_input(*name, t).map_err(bind_err(name))?;
+            }
+            binding
+                .bind_input(INPUT_LR, &lr)
+                .map_err(bind_err(INPUT_LR))?;
+            binding
+                .bind_input(INPUT_STEP, &step_input)
+                .map_err(bind_err(INPUT_STEP))?;
+            binding
+                .bind_output(OUTPUT_LOSS, &mut loss)
+                .map_err(bind_err(OUTPUT_LOSS))?;
+        }
+        let mut t = Trainer {
+            session,
+            bindings,
+            slots,
+            current: 0,
+            specs,
+            num_params: step.params.len(),
+            views,
+            state_scales: step.state_scales.clone(),
+            lr,
+            step_input,
+            loss,
+            steps_done: 0,
+            batch: step.batch,
+            view_numel,
+            device: handle.device,
+            warnings: handle.warnings,
+            eval: None,
+            encoder: None,
+            opts: opts.clone(),
+        };
+        t.load_params(params)?;
+        Ok(t)
+    }
+
+    /// Adds a held-out loss session (see [`Trainer::eval_loss`]).
+    pub fn with_eval(mut self, rt: &Runtime, eval: &EvalGraph) -> Result<Trainer, RuntimeError> {
+        self.check_param_specs(&eval.params, "eval graph")?;
+        let opts = SessionOptions {
+            profiling: None,
+            ..self.opts.clone()
+        };
+        let h = rt.session(&eval.model_bytes, &opts)?;
+        self.warnings.extend(h.warnings);
+        self.eval = Some(EvalSession {
+            session: h.session,
+            batch: eval.batch,
+            view_numel: eval.view_shape.iter().product(),
+            view_shape: eval.view_shape.clone(),
+        });
+        Ok(self)
+    }
+
+    /// Adds an encoder session whose parameters are fed from the live tensors.
+    pub fn with_encoder(
+        mut self,
+        rt: &Runtime,
+        enc: &EncoderGraph,
+    ) -> Result<Trainer, RuntimeError> {
+        self.check_param_specs(&enc.params, "encoder graph")?;
+        let opts = SessionOptions {
+            profiling: None,
+            ..self.opts.clone()
+        };
+        let h = rt.session(&enc.model_bytes, &opts)?;
+        self.warnings.extend(h.warnings);
+        self.encoder = Some(EncoderSession {
+            session: h.session,
+            view_shape: enc.view_shape.clone(),
+            embedding_dim: enc.embedding_dim,
+            num_params: enc.params.len(),
+        });
+        Ok(self)
+    }
+
+    fn check_param_specs(&self, specs: &[TensorSpec], what: &str) -> Result<(), RuntimeError> {
+        for (i, s) in specs.iter().enumerate() {
+            if self.specs.get(i) != Some(s) {
+                return Err(RuntimeError::Tensor {
+                    name: s.name.clone(),
+                    detail: format!("the {what} does not match the step graph's parameter #{i}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One optimizer step on a batch of pairs (`view1[i]`, `view2[i]`), row-major
+    /// `[batch, view...]` each. Returns the loss before the update.
+    pub fn step(&mut self, view1: &[f32], view2: &[f32], lr: f32) -> Result<f32, RuntimeError> {
+        let half = self.batch * self.view_numel;
+        for (what, v) in [
+            ("view 1 of the batch", view1),
+            ("view 2 of the batch", view2),
+        ] {
+            if v.len() != half {
+                return Err(RuntimeError::Size {
+                    what: what.into(),
+                    expected: half,
+                    got: v.len(),
+                });
+            }
+        }
+        match self.views.as_mut_slice() {
+            [x] => {
+                // Stacked: view 1 fills rows 0..B, view 2 rows B..2B.
+                let (_, dst) = x.extract_tensor_mut();
+                dst[..half].copy_from_slice(view1);
+                dst[half..].copy_from_slice(view2);
+            }
+            [x1, x2] => {
+                write(x1, view1, "view 1 of the batch")?;
+                write(x2, view2, "view 2 of the batch")?;
+            }
+            _ => {
+                return Err(RuntimeError::Tensor {
+                    name: "views".into(),
+                    detail: "internal: unexpected number of view inputs".into(),
+                });
+            }
+        }
+        let t = self.steps_done + 1;
+        write(&mut self.lr, &[lr], "lr")?;
+        // f32 represents every step count up to 2^24 exactly.
+        write(&mut self.step_input, &[t as f32], "step")?;
+        let outputs = self
+            .session
+            .run_binding(&self.bindings[self.current])
+            .map_err(ort_err(format!("running training step {t}")))?;
+        drop(outputs);
+        let loss = self
+            .loss
+            .extract_tensor()
+            .1
+            .first()
+            .copied()
+            .unwrap_or(f32::NAN);
+        if !loss.is_finite() {
+            return Err(RuntimeError::NonFiniteLoss { step: t, loss });
+        }
+        self.current = 1 - self.current;
+        self.steps_done = t;
+        Ok(loss)
+    }
+
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Floats per sample of one view.
+    pub fn view_numel(&self) -> usize {
+        self.view_numel
+    }
+
+    pub fn device(&self) -> ActiveDevice {
+        self.device
+    }
+
+    /// Warnings collected while creating sessions (e.g. CUDA fallback).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Copies the current parameters out.
+    pub fn params(&self) -> Vec<NamedTensor> {
+        self.specs[..self.num_params]
+            .iter()
+            .zip(&self.slots[self.current])
+            .map(|(s, t)| NamedTensor::new(s.name.clone(), s.shape.clone(), read(t)))
+            .collect()
+    }
+
+    /// Copies the current optimizer state out, in conventional (PyTorch) units.
+    pub fn optimizer_state(&self) -> Vec<NamedTensor> {
+        self.specs[self.num_params..]
+            .iter()
+            .zip(&self.slots[self.current][self.num_params..])
+            .zip(&self.state_scales)
+            .map(|((s, t), &k)| {
+                let data = t.extract_tensor().1.iter().map(|x| x / k).collect();
+                NamedTensor::new(s.name.clone(), s.shape.clone(), data)
+            })
+            .collect()
+    }
+
+    /// Copies `tensors` into the current slots `range`. State tensors are multiplied by
+    /// `internal / stored` where `stored` is the scale they were saved with (1 for
+    /// conventional values), so same-scale checkpoints load bit for bit.
+    fn load_named(
+        &mut self,
+        tensors: &[NamedTensor],
+        range: std::ops::Range<usize>,
+        stored_scales: Option<&[f32]>,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        for i in range {
+            let spec = &self.specs[i];
+            let t = tensors
+                .iter()
+                .find(|t| t.name == spec.name)
+                .ok_or_else(|| RuntimeError::Tensor {
+                    name: spec.name.clone(),
+                    detail: format!("missing from the {what} being loaded"),
+                })?;
+            if t.shape != spec.shape || t.data.len() != spec.numel() {
+                return Err(RuntimeError::Tensor {
+                    name: spec.name.clone(),
+                    detail: format!(
+                        "shape {:?} ({} values) does not match the model's {:?}",
+                        t.shape,
+                        t.data.len(),
+                        spec.shape
+                    ),
+                });
+            }
+            let slot = &mut self.slots[self.current][i];
+            let state_index = i.checked_sub(self.num_params);
+            let internal = state_index.and_then(|j| self.state_scales.get(j)).copied();
+            let stored = match (state_index, stored_scales) {
+                (Some(j), Some(s)) => s.get(j).copied().unwrap_or(1.0),
+                _ => 1.0,
+            };
+            match internal {
+                Some(k) if k != stored => {
+                    let (_, dst) = slot.extract_tensor_mut();
+                    for (d, &x) in dst.iter_mut().zip(&t.data) {
+                        *d = x * (k / stored);
+                    }
+                }
+                _ => write(slot, &t.data, &spec.name)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces all parameters (every one must be present; extra tensors are ignored).
+    pub fn load_params(&mut self, params: &[NamedTensor]) -> Result<(), RuntimeError> {
+        self.load_named(params, 0..self.num_params, None, "parameters")
+    }
+
+    /// Step count, parameters and optimizer state, for an exact resume: state tensors are
+    /// stored as the step graph keeps them, with their scales in [`INTERNAL_SCALES`] (see
+    /// [`crate::optim::OptimizerConfig::state_scales`]); use
+    /// [`Trainer::optimizer_state`] for PyTorch-convention values.
+    pub fn state(&self) -> Checkpoint {
+        let mut tensors = self.params();
+        for (s, t) in self.specs[self.num_params..]
+            .iter()
+            .zip(&self.slots[self.current][self.num_params..])
+        {
+            tensors.push(NamedTensor::new(s.name.clone(), s.shape.clone(), read(t)));
+        }
+        tensors.push(NamedTensor::new(
+            INTERNAL_SCALES,
+            vec![self.state_scales.len()],
+            self.state_scales.clone(),
+        ));
+        Checkpoint {
+            step: self.steps_done,
+            tensors,
+        }
+    }
+
+    /// Restores a [`Trainer::state`] (same model and optimizer). A checkpoint without
+    /// [`INTERNAL_SCALES`] is read as conventional (PyTorch) optimizer state.
+    pub fn load_state(&mut self, ck: &Checkpoint) -> Result<(), RuntimeError> {
+        let scales = match ck.get(INTERNAL_SCALES) {
+            Some(t) if t.data.len() == self.state_scales.len() => Some(t.data.clone()),
+            Some(t) => {
+                return Err(RuntimeError::Tensor {
+                    name: INTERNAL_SCALES.into(),
+                    detail: format!(
+                        "lists {} scales but the optimizer keeps {} state tensors",
+                        t.data.len(),
+                        self.state_scales.len()
+                    ),
+                });
+            }
+            None => None,
+        };
+        let all = 0..self.specs.len();
+        self.load_named(&ck.tensors, all, scales.as_deref(), "checkpoint")?;
+        self.steps_done = ck.step;
+        Ok(())
+    }
+
+    /// Loss of the current parameters on held-out pairs (no update). Requires
+    /// [`Trainer::with_eval`]; the batch must equal the eval graph's.
+    pub fn eval_loss(&mut self, view1: &[f32], view2: &[f32]) -> Result<f32, RuntimeError> {
+        let Some(ev) = self.eval.as_mut() else {
+            return Err(RuntimeError::Tensor {
+                name: OUTPUT_LOSS.into(),
+                detail: "no eval graph attached (call Trainer::with_eval)".into(),
+            });
+        };
+        let expected = ev.batch * ev.view_numel;
+        for (what, v) in [("held-out view 1", view1), ("held-out view 2", view2)] {
+            if v.len() != expected {
+                return Err(RuntimeError::Size {
+                    what: what.into(),
+                    expected,
+                    got: v.len(),
+                });
+            }
+        }
+        let shape = dims_with_batch(ev.batch, &ev.view_shape);
+        let mut inputs = param_inputs(&self.specs, &self.slots[self.current], self.num_params);
+        let a = TensorRef::from_array_view((shape.clone(), view1))
+            .map_err(ort_err("wrapping view 1"))?;
+        let b = TensorRef::from_array_view((shape, view2)).map_err(ort_err("wrapping view 2"))?;
+        inputs.push((INPUT_X1.into(), SessionInputValue::from(a)));
+        inputs.push((INPUT_X2.into(), SessionInputValue::from(b)));
+        let outputs = ev
+            .session
+            .run(SessionInputs::from(inputs))
+            .map_err(ort_err("running the eval graph"))?;
+        let (_, loss) = outputs[OUTPUT_LOSS]
+            .try_extract_tensor::<f32>()
+            .map_err(ort_err("reading the eval loss"))?;
+        Ok(loss.first().copied().unwrap_or(f32::NAN))
+    }
+
+    /// Embeds `x` (whole rows, row-major) with the current encoder parameters, in chunks of at
+    /// most `chunk` rows. Requires [`Trainer::with_encoder`].
+    pub fn embed(&mut self, x: &[f32], chunk: usize) -> Result<Vec<f32>, RuntimeError> {
+        let Some(enc) = self.encoder.as_mut() else {
+            return Err(RuntimeError::Tensor {
+                name: OUTPUT_EMBEDDING.into(),
+                detail: "no encoder graph attached (call Trainer::with_encoder)".into(),
+            });
+        };
+        let (specs, slots) = (&self.specs, &self.slots[self.current]);
+        embed_in_chunks(x, chunk, &enc.view_shape, enc.embedding_dim, |xs, out| {
+            let mut inputs = param_inputs(specs, slots, enc.num_params);
+            inputs.push((INPUT_X.into(), SessionInputValue::from(xs)));
+            let outputs = enc
+                .session
+                .run(SessionInputs::from(inputs))
+                .map_err(ort_err("running the encoder"))?;
+            let (_, u) = outputs[OUTPUT_EMBEDDING]
+                .try_extract_tensor::<f32>()
+                .map_err(ort_err("reading embeddings"))?;
+            out.extend_from_slice(u);
+            Ok(())
+        })
+    }
+
+    /// Ends ONNX Runtime profiling of the step session and returns the trace file.
+    pub fn end_profiling(&mut self) -> Result<PathBuf, RuntimeError> {
+        self.session
+            .end_profiling()
+            .map(PathBuf::from)
+            .map_err(ort_err("ending profiling"))
+    }
+}
+
+/// Runs a self-contained encoder graph (parameters baked in, see
+/// [`crate::step::ParamSource::Baked`]), e.g. for embedding data from a checkpoint.
+pub struct Embedder {
+    session: Session,
+    view_shape: Vec<usize>,
+    embedding_dim: usize,
+    warnings: Vec<String>,
+}
+
+impl Embedder {
+    pub fn new(
+        rt: &Runtime,
+        enc: &EncoderGraph,
+        opts: &SessionOptions,
+    ) -> Result<Embedder, RuntimeError> {
+        if !enc.params.is_empty() {
+            return Err(RuntimeError::Tensor {
+                name: enc.params[0].name.clone(),
+                detail: "the encoder graph takes its parameters as inputs; build it with ParamSource::Baked or use Trainer::with_encoder".into(),
+            });
+        }
+        let h = rt.session(&enc.model_bytes, opts)?;
+        Ok(Embedder {
+            session: h.session,
+            view_shape: enc.view_shape.clone(),
+            embedding_dim: enc.embedding_dim,
+            warnings: h.warnings,
+        })
+    }
+
+    pub fn embedding_dim(&self) -> usize {
+        self.embedding_dim
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Embeds whole rows of `x` (row-major) in chunks of at most `chunk` rows.
+    pub fn embed(&mut self, x: &[f32], chunk: usize) -> Result<Vec<f32>, RuntimeError> {
+        let session = &mut self.session;
+        embed_in_chunks(x, chunk, &self.view_shape, self.embedding_dim, |xs, out| {
+            let outputs = session
+                .run(ort::inputs![INPUT_X => xs])
+                .map_err(ort_err("running the encoder"))?;
+            let (_, u) = outputs[OUTPUT_EMBEDDING]
+                .try_extract_tensor::<f32>()
+                .map_err(ort_err("reading embeddings"))?;
+            out.extend_from_slice(u);
+            Ok(())
+        })
+    }
+}
+
+/// Feeds whole rows of `x` to an encoder `chunk` rows at a time; `run` executes one chunk
+/// (with whatever other inputs its session needs) and appends the embeddings to `out`.
+fn embed_in_chunks(
+    x: &[f32],
+    chunk: usize,
+    view_shape: &[usize],
+    embedding_dim: usize,
+    mut run: impl FnMut(TensorRef<'_, f32>, &mut Vec<f32>) -> Result<(), RuntimeError>,
+) -> Result<Vec<f32>, RuntimeError> {
+    let row: usize = view_shape.iter().product();
+    if row == 0 || !x.len().is_multiple_of(row) {
+        return Err(RuntimeError::Size {
+            what: "encoder input (a whole number of rows)".into(),
+            expected: row,
+            got: x.len(),
+        });
+    }
+    let n = x.len() / row;
+    let mut out = Vec::with_capacity(n * embedding_dim);
+    let chunk = chunk.max(1);
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let shape = dims_with_batch(end - start, view_shape);
+        let xs = TensorRef::from_array_view((shape, &x[start * row..end * row]))
+            .map_err(ort_err("wrapping rows"))?;
+        run(xs, &mut out)?;
+        start = end;
+    }
+    Ok(out)
+}
+
+fn dims_with_batch(batch: usize, view: &[usize]) -> Vec<i64> {
+    let mut shape = vec![batch as i64];
+    shape.extend(view.iter().map(|&d| d as i64));
+    shape
+}
+
+/// Borrowed views of the first `n` live tensors as named session inputs (no copies).
+fn param_inputs<'a>(
+    specs: &[TensorSpec],
+    slots: &'a [Tensor<f32>],
+    n: usize,
+) -> Vec<(String, SessionInputValue<'a>)> {
+    specs[..n]
+        .iter()
+        .zip(slots)
+        .map(|(s, t)| (s.name.clone(), SessionInputValue::from(t)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, StandardNormal, Uniform};
+
+    use super::*;
+    use crate::loss::{infonce_estimate, LossConfig, LossKind};
+    use crate::models::{
+        Activation, ContrastiveModel, ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind,
+    };
+    use crate::optim::OptimizerConfig;
+    use crate::step::{build_encoder, build_eval, build_train_step, ParamSource, StepConfig};
+    use crate::testutil::{run_graph, runtime, Data};
+
+    const D: usize = 32;
+
+    /// 8 Gaussian clusters in 32-d; a sample is a cluster point, its views add 0.1-noise.
+    struct Clusters {
+        centers: Vec<Vec<f32>>,
+        rng: ChaCha8Rng,
+    }
+
+    impl Clusters {
+        fn new(seed: u64) -> Clusters {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let centers = (0..8)
+                .map(|_| {
+                    (0..D)
+                        .map(|_| 3.0 * Distribution::<f32>::sample(&StandardNormal, &mut rng))
+                        .collect()
+                })
+                .collect();
+            Clusters { centers, rng }
+        }
+
+        fn pairs(&mut self, n: usize) -> (Vec<f32>, Vec<f32>) {
+            let pick = Uniform::new(0, self.centers.len()).expect("range");
+            let (mut a, mut b) = (Vec::with_capacity(n * D), Vec::with_capacity(n * D));
+            for _ in 0..n {
+                let c = &self.centers[pick.sample(&mut self.rng)];
+                for &cj in c.iter() {
+                    let x = cj + Distribution::<f32>::sample(&StandardNormal, &mut self.rng);
+                    let n1: f32 = StandardNormal.sample(&mut self.rng);
+                    let n2: f32 = StandardNormal.sample(&mut self.rng);
+                    a.push(x + 0.1 * n1);
+                    b.push(x + 0.1 * n2);
+                }
+            }
+            (a, b)
+        }
+    }
+
+    fn small_model() -> ContrastiveModel {
+        ContrastiveModel::new(&ModelConfig {
+            encoder: EncoderConfig::Mlp(MlpConfig {
+                dims: vec![D, 64, 32],
+                activation: Activation::Relu,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![32, 32, 16],
+                activation: Activation::Relu,
+            }),
+        })
+        .expect("valid model")
+    }
+
+    fn options(threads: usize) -> SessionOptions {
+        SessionOptions {
+            intra_threads: threads,
+            ..SessionOptions::default()
+        }
+    }
+
+    /// Trains for `steps` and returns (first-10 mean loss, last-10 mean loss, eval before,
+    /// eval after, final parameters).
+    fn train(seed: u64, steps: usize, stacked: bool) -> (f32, f32, f32, f32, Vec<NamedTensor>) {
+        let rt = runtime();
+        let model = small_model();
+        let loss = LossConfig {
+            kind: LossKind::InfoNce,
+            temperature: 0.2,
+            eps: 1e-12,
+        };
+        let step = build_train_step(
+            &model,
+            &if stacked {
+                StepConfig::new(32, loss, OptimizerConfig::adam()).stacked()
+            } else {
+                StepConfig::new(32, loss, OptimizerConfig::adam())
+            },
+        )
+        .expect("step graph");
+        let eval = build_eval(&model, 64, &loss).expect("eval graph");
+        let init = model.init_params(seed).expect("init");
+        let mut tr = Trainer::new(&rt, &step, &init, &options(2))
+            .and_then(|t| t.with_eval(&rt, &eval))
+            .expect("trainer");
+        let mut data = Clusters::new(seed + 100);
+        let (h1, h2) = data.pairs(64);
+        let before = tr.eval_loss(&h1, &h2).expect("eval");
+        let mut losses = Vec::new();
+        for _ in 0..steps {
+            let (a, b) = data.pairs(32);
+            losses.push(tr.step(&a, &b, 3e-3).expect("step"));
+        }
+        let after = tr.eval_loss(&h1, &h2).expect("eval");
+        let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+        (
+            mean(&losses[..10]),
+            mean(&losses[steps - 10..]),
+            before,
+            after,
+            tr.params(),
+        )
+    }
+
+    #[test]
+    fn training_reduces_the_loss_and_is_bitwise_reproducible() {
+        let (first, last, before, after, params) = train(1, 150, false);
+        eprintln!("train loss {first} -> {last}; held-out loss {before} -> {after}");
+        assert!(last < 0.5 * first, "loss {first} -> {last}");
+        let (est0, est1) = (
+            infonce_estimate(f64::from(before), 64),
+            infonce_estimate(f64::from(after), 64),
+        );
+        assert!(
+            est1 > est0 + 1.0,
+            "held-out estimate ln N - L {est0} -> {est1}"
+        );
+        let bits = |t: &NamedTensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (_, _, _, _, again) = train(1, 150, false);
+        for (a, b) in params.iter().zip(&again) {
+            assert_eq!(
+                bits(a),
+                bits(b),
+                "parameter {} differs between identical runs",
+                a.name
+            );
+        }
+        // Stacked views feed the encoder the same [2B, d] batch without the Concat node.
+        let (_, _, _, _, stacked) = train(1, 150, true);
+        for (a, b) in params.iter().zip(&stacked) {
+            assert_eq!(
+                bits(a),
+                bits(b),
+                "parameter {} differs with stacked views",
+                a.name
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_loss_names_the_step_and_keeps_the_model() {
+        let rt = runtime();
+        let model = small_model();
+        let step = build_train_step(
+            &model,
+            &StepConfig::new(4, LossConfig::study(), OptimizerConfig::adam()),
+        )
+        .expect("step graph");
+        let init = model.init_params(5).expect("init");
+        let mut tr = Trainer::new(&rt, &step, &init, &options(1)).expect("trainer");
+        let mut data = Clusters::new(9);
+        let (a, b) = data.pairs(4);
+        tr.step(&a, &b, 1e-3).expect("finite step");
+        let before = tr.state();
+        let mut bad = a.clone();
+        bad[3] = f32::NAN;
+        match tr.step(&bad, &b, 1e-3) {
+            Err(RuntimeError::NonFiniteLoss { step, .. }) => assert_eq!(step, 2),
+            other => panic!("expected NonFiniteLoss, got {other:?}"),
+        }
+        assert_eq!(
+            tr.state(),
+            before,
+            "a failed step must not change the model"
+        );
+        assert!(tr.step(&a, &b, 1e-3).is_ok());
+        assert_eq!(tr.steps_done(), 2);
+        // Wrong batch sizes are reported, not truncated.
+        assert!(matches!(
+            tr.step(&a[..8], &b, 1e-3),
+            Err(RuntimeError::Size { .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoint_resume_matches_uninterrupted_training() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let rt = runtime();
+        let model = small_model();
+        let step = build_train_step(
+            &model,
+            &StepConfig::new(8, LossConfig::study(), OptimizerConfig::adamw()),
+        )?;
+        let init = model.init_params(2)?;
+        let mut data = Clusters::new(3);
+        let batches: Vec<_> = (0..6).map(|_| data.pairs(8)).collect();
+        let mut a = Trainer::new(&rt, &step, &init, &options(1))?;
+        for (x, y) in &batches[..3] {
+            a.step(x, y, 1e-3)?;
+        }
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.ckpt");
+        a.state().save(&path)?;
+        for (x, y) in &batches[3..] {
+            a.step(x, y, 1e-3)?;
+        }
+        let mut b = Trainer::new(&rt, &step, &model.init_params(99)?, &options(1))?;
+        b.load_state(&Checkpoint::load(&path)?)?;
+        assert_eq!(b.steps_done(), 3);
+        for (x, y) in &batches[3..] {
+            b.step(x, y, 1e-3)?;
+        }
+        assert_eq!(a.state(), b.state());
+
+        // Conventional (PyTorch-unit) optimizer state loads too; after one Adam step from zero
+        // state m = (1 - b1) g and v = (1 - b2) g^2.
+        let mut fresh = Trainer::new(&rt, &step, &init, &options(1))?;
+        fresh.step(&batches[0].0, &batches[0].1, 1e-3)?;
+        let conv = fresh.optimizer_state();
+        for pair in conv.chunks(2) {
+            for (m, v) in pair[0].data.iter().zip(&pair[1].data) {
+                let (g_m, g_v2) = (m / 0.1, v / 0.001);
+                assert!(
+                    (g_m * g_m - g_v2).abs() <= 1e-3 * g_v2.abs() + 1e-12,
+                    "{m} {v}"
+                );
+            }
+        }
+        let mut ck = fresh.state();
+        ck.tensors.retain(|t| t.name != INTERNAL_SCALES);
+        for t in ck.tensors.iter_mut() {
+            if let Some(c) = conv.iter().find(|c| c.name == t.name) {
+                t.data = c.data.clone();
+            }
+        }
+        let mut resumed = Trainer::new(&rt, &step, &init, &options(1))?;
+        resumed.load_state(&ck)?;
+        let (x, y) = &batches[1];
+        let (l1, l2) = (fresh.step(x, y, 1e-3)?, resumed.step(x, y, 1e-3)?);
+        assert_eq!(l1, l2);
+        for (p, q) in fresh.params().iter().zip(&resumed.params()) {
+            for (u, w) in p.data.iter().zip(&q.data) {
+                assert!(
+                    (u - w).abs() <= 1e-6 * (1.0 + u.abs()),
+                    "{}: {u} vs {w}",
+                    p.name
+                );
+            }
+        }
+        // Loading the wrong shapes is refused.
+        let mut wrong = a.params();
+        wrong[0].shape = vec![1, 1];
+        assert!(matches!(
+            b.load_params(&wrong),
+            Err(RuntimeError::Tensor { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn embeddings_match_the_baked_encoder() -> Result<(), Box<dyn std::error::Error>> {
+        let rt = runtime();
+        let model = small_model();
+        let step = build_train_step(
+            &model,
+            &StepConfig::new(8, LossConfig::study(), OptimizerConfig::adam()),
+        )?;
+        let enc = build_encoder(&model, ParamSource::Inputs)?;
+        let mut tr = Trainer::new(&rt, &step, &model.init_params(4)?, &options(1))?
+            .with_encoder(&rt, &enc)?;
+        let mut data = Clusters::new(5);
+        let (x, y) = data.pairs(8);
+        tr.step(&x, &y, 1e-2)?;
+        let (rows, _) = data.pairs(11);
+        let u_chunked = tr.embed(&rows, 4)?;
+        let u_whole = tr.embed(&rows, 100)?;
+        assert_eq!(u_chunked, u_whole);
+        assert_eq!(u_whole.len(), 11 * 32);
+
+        // The same parameters baked into a standalone encoder graph give the same embeddings.
+        let params = tr.params();
+        let baked = build_encoder(&model, ParamSource::Baked(&params))?;
+        let mut embedder = Embedder::new(&rt, &baked, &options(1))?;
+        assert_eq!(embedder.embed(&rows, 3)?, u_whole);
+        assert!(Embedder::new(&rt, &enc, &options(1)).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn conv_encoder_trains() -> Result<(), Box<dyn std::error::Error>> {
+        let rt = runtime();
+        let model = ContrastiveModel::new(&ModelConfig {
+            encoder: EncoderConfig::Conv(ConvConfig {
+                channels: vec![4, 8],
+                out_dim: 16,
+                pool: PoolKind::Max,
+                ..ConvConfig::small([1, 8, 8])
+            }),
+            projector: None,
+        })?;
+        let step = build_train_step(
+            &model,
+            &StepConfig::new(
+                16,
+                LossConfig {
+                    kind: LossKind::NtXent,
+                    temperature: 0.5,
+                    eps: 1e-12,
+                },
+                OptimizerConfig::Sgd {
+                    momentum: 0.9,
+                    weight_decay: 0.0,
+                    nesterov: false,
+                },
+            ),
+        )?;
+        let mut tr = Trainer::new(&rt, &step, &model.init_params(6)?, &options(1))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        // Fixed images; views differ by small noise.
+        let images: Vec<f32> = (0..16 * 64)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let mut losses = Vec::new();
+        for _ in 0..40 {
+            let noisy = |rng: &mut ChaCha8Rng| -> Vec<f32> {
+                images
+                    .iter()
+                    .map(|&p| p + 0.05 * Distribution::<f32>::sample(&StandardNormal, rng))
+                    .collect()
+            };
+            let (a, b) = (noisy(&mut rng), noisy(&mut rng));
+            losses.push(tr.step(&a, &b, 0.05)?);
+        }
+        assert!(losses[39] < losses[0], "{losses:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn trainer_graph_gradients_match_an_f64_reference_step() {
+        // The f32 step graph's first update equals an f64 evaluation of the same graph.
+        let model = small_model();
+        let cfg = StepConfig::new(
+            4,
+            LossConfig::study(),
+            OptimizerConfig::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+        );
+        let (g64, spec) =
+            crate::step::build_train_step_graph(&model, &cfg, crate::graph::DType::F64)
+                .expect("f64 graph");
+        let init = model.init_params(11).expect("init");
+        let mut data = Clusters::new(12);
+        let (a, b) = data.pairs(4);
+        let mut feeds = Vec::new();
+        for t in &init {
+            let v = g64.find(&t.name).expect("param input");
+            feeds.push((v, Data::F64(t.data.iter().map(|&x| f64::from(x)).collect())));
+        }
+        let f64s = |v: &[f32]| Data::F64(v.iter().map(|&x| f64::from(x)).collect());
+        for (name, d) in [
+            ("x1", f64s(&a)),
+            ("x2", f64s(&b)),
+            ("step", Data::F64(vec![1.0])),
+            ("lr", Data::F64(vec![0.1])),
+        ] {
+            feeds.push((g64.find(name).expect("input"), d));
+        }
+        let reference = run_graph(&g64, &feeds);
+
+        let rt = runtime();
+        let step = build_train_step(&model, &cfg).expect("f32 graph");
+        let mut tr = Trainer::new(&rt, &step, &init, &options(1)).expect("trainer");
+        let loss = tr.step(&a, &b, 0.1).expect("step");
+        assert!((f64::from(loss) - reference["loss"][0]).abs() < 1e-4 * reference["loss"][0].abs());
+        for (p, s) in tr.params().iter().zip(&spec.params) {
+            let r = &reference[&next_name(&s.name)];
+            for (x, y) in p.data.iter().zip(r) {
+                assert!(
+                    (f64::from(*x) - y).abs() < 1e-5 + 1e-4 * y.abs(),
+                    "{}: {x} vs {y}",
+                    s.name
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,958 @@
+//! `train`: fits a contrastive encoder through our own ONNX training-step graph, executed by
+//! ONNX Runtime (see [`cbound_onnx`]).
+//!
+//! Views are made fresh every epoch from the `views` spec with the shared augmentation code,
+//! batches are shuffled from the instance seed, and after every epoch a checkpoint
+//! (parameters, optimizer state, the curve so far) goes to `.checkpoint/` in the instance's
+//! staging directory, so a killed run resumes from its last finished epoch and ends with
+//! bitwise the same parameters. Outputs: `training_curve.parquet`, `train_step.onnx`,
+//! `encoder.onnx` (f, parameters baked in), `projection.onnx` (g o f, where the critic
+//! scores), `params.ckpt`, `model.json`, and with `snapshot_every` both graphs per snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, UInt64Array};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use cbound_data::augment::make_views_into;
+use cbound_data::parquet_io::read_dataset;
+use cbound_data::views::{check_views, view_ops, OpSpec, ViewSpec};
+use cbound_data::SampleShape;
+use cbound_engine::artifact::{read_json, write_atomic, write_json};
+use cbound_engine::config::Resources;
+use cbound_engine::stage::{Need, ParamError, Stage, StageContext, StageError, StageOutput};
+use cbound_onnx::loss::{LossConfig, LossKind};
+use cbound_onnx::models::{
+    Activation, ContrastiveModel, ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind,
+};
+use cbound_onnx::optim::{LrSchedule, OptimizerConfig};
+use cbound_onnx::runtime::{self, Device, LibrarySearch, SessionOptions};
+use cbound_onnx::step::{
+    build_encoder, build_eval, build_projection, build_train_step, ParamSource, StepConfig,
+};
+use cbound_onnx::{Checkpoint, RuntimeError, Trainer};
+use cbound_tables::model::{snapshot_file, ModelInfo};
+use cbound_tables::{training_curve, Builder};
+
+fn study_hidden() -> Vec<usize> {
+    vec![512, 512]
+}
+fn d128() -> usize {
+    128
+}
+fn conv_channels() -> Vec<usize> {
+    vec![32, 64]
+}
+fn three() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+
+/// The encoder f; its input size follows the data.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EncoderSpec {
+    /// Fully connected: input -> hidden... -> output.
+    Mlp {
+        #[serde(default = "study_hidden")]
+        hidden: Vec<usize>,
+        #[serde(default = "d128")]
+        output: usize,
+        #[serde(default)]
+        activation: Activation,
+    },
+    /// Conv -> activation -> pool blocks, then a linear layer (images only).
+    Conv {
+        #[serde(default = "conv_channels")]
+        channels: Vec<usize>,
+        #[serde(default = "three")]
+        kernel: usize,
+        /// `max` or `average`.
+        #[serde(default)]
+        pool: PoolKind,
+        #[serde(default = "two")]
+        pool_size: usize,
+        #[serde(default = "d128")]
+        output: usize,
+        #[serde(default)]
+        activation: Activation,
+    },
+}
+
+impl Default for EncoderSpec {
+    fn default() -> Self {
+        EncoderSpec::Mlp {
+            hidden: study_hidden(),
+            output: d128(),
+            activation: Activation::Relu,
+        }
+    }
+}
+
+fn study_projector() -> Option<Vec<usize>> {
+    Some(vec![512, 128])
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    #[serde(default)]
+    pub encoder: EncoderSpec,
+    /// Projector g widths after the encoder output (hidden..., output); null for none.
+    #[serde(default = "study_projector")]
+    pub projector: Option<Vec<usize>>,
+    #[serde(default)]
+    pub projector_activation: Activation,
+}
+
+impl ModelSpec {
+    /// Every layer width and size at least 1 (the data's shape is checked when it is read).
+    fn check(&self) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        let mut positive = |path: &[&str], what: &str, v: usize| {
+            if v == 0 {
+                out.push(ParamError::at(
+                    path,
+                    format!("{what} must be at least 1, got 0"),
+                ));
+            }
+        };
+        match &self.encoder {
+            EncoderSpec::Mlp { hidden, output, .. } => {
+                for (i, w) in hidden.iter().enumerate() {
+                    let i = i.to_string();
+                    positive(&["model", "encoder", "hidden", &i], "a layer width", *w);
+                }
+                positive(&["model", "encoder", "output"], "the output width", *output);
+            }
+            EncoderSpec::Conv {
+                channels,
+                kernel,
+                pool_size,
+                output,
+                ..
+            } => {
+                for (i, c) in channels.iter().enumerate() {
+                    let i = i.to_string();
+                    positive(&["model", "encoder", "channels", &i], "a channel count", *c);
+                }
+                positive(&["model", "encoder", "kernel"], "the kernel size", *kernel);
+                positive(
+                    &["model", "encoder", "pool_size"],
+                    "the pool size",
+                    *pool_size,
+                );
+                positive(&["model", "encoder", "output"], "the output width", *output);
+            }
+        }
+        for (i, w) in self.projector.iter().flatten().enumerate() {
+            let i = i.to_string();
+            positive(&["model", "projector", &i], "a projector width", *w);
+        }
+        out
+    }
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            encoder: EncoderSpec::default(),
+            projector: study_projector(),
+            projector_activation: Activation::Relu,
+        }
+    }
+}
+
+fn default_temperature() -> f64 {
+    0.1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    #[serde(default)]
+    pub kind: LossKind,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+impl Default for LossSpec {
+    fn default() -> Self {
+        LossSpec {
+            kind: LossKind::InfoNce,
+            temperature: 0.1,
+        }
+    }
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+
+/// The optimizer, picked by `kind` (default `adam`); each kind takes only its own settings,
+/// so `momentum` on Adam is an unknown key rather than silently ignored.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
+// `remote = "Self"` makes the derive an inherent function, so the trait impl below can fill
+// in the default `kind` first (an internally tagged enum has no default variant).
+#[serde(remote = "Self")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[schemars(transform = adam_needs_no_kind)]
+pub enum OptimizerSpec {
+    /// Adam (betas 0.9, 0.999; eps 1e-8); `weight_decay` is L2 added to the gradient.
+    Adam {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+    /// AdamW: Adam with decoupled weight decay.
+    Adamw {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+    /// SGD with heavy-ball momentum.
+    Sgd {
+        #[serde(default = "default_lr")]
+        lr: f64,
+        #[serde(default)]
+        weight_decay: f64,
+        /// In [0, 1); 0 keeps no momentum buffer.
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+}
+
+/// The schema of [`OptimizerSpec`] as the deserialiser reads it: `kind` may be left out,
+/// meaning Adam.
+fn adam_needs_no_kind(schema: &mut schemars::Schema) {
+    let Some(variants) = schema.get_mut("oneOf").and_then(|v| v.as_array_mut()) else {
+        return;
+    };
+    for variant in variants {
+        let is_adam = variant.pointer("/properties/kind/const") == Some(&"adam".into());
+        if let (true, Some(required)) = (
+            is_adam,
+            variant.get_mut("required").and_then(|r| r.as_array_mut()),
+        ) {
+            required.retain(|k| k != "kind");
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(d)?;
+        if let Some(map) = value.as_object_mut() {
+            map.entry("kind").or_insert_with(|| "adam".into());
+        }
+        OptimizerSpec::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl OptimizerSpec {
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { lr, .. }
+            | OptimizerSpec::Adamw { lr, .. }
+            | OptimizerSpec::Sgd { lr, .. } => *lr,
+        }
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            OptimizerSpec::Adam { weight_decay, .. }
+            | OptimizerSpec::Adamw { weight_decay, .. }
+            | OptimizerSpec::Sgd { weight_decay, .. } => *weight_decay,
+        }
+    }
+
+    /// The schedule and its warm-up epochs.
+    pub fn schedule(&self) -> (ScheduleName, u64) {
+        match self {
+            OptimizerSpec::Adam {
+                schedule,
+                warmup_epochs,
+                ..
+            }
+            | OptimizerSpec::Adamw {
+                schedule,
+                warmup_epochs,
+                ..
+            }
+            | OptimizerSpec::Sgd {
+                schedule,
+                warmup_epochs,
+                ..
+            } => (*schedule, *warmup_epochs),
+        }
+    }
+
+    /// The step graph's optimizer for these settings.
+    fn config(&self) -> OptimizerConfig {
+        match *self {
+            OptimizerSpec::Adam { weight_decay, .. } => OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            },
+            OptimizerSpec::Adamw { weight_decay, .. } => OptimizerConfig::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            },
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+                nesterov: false,
+            },
+        }
+    }
+
+    fn check(&self) -> Vec<ParamError> {
+        let mut out = Vec::new();
+        let lr = self.lr();
+        if !(lr.is_finite() && lr > 0.0) {
+            out.push(ParamError::at(
+                &["optimizer", "lr"],
+                format!("the learning rate must be finite and > 0, got {lr}"),
+            ));
+        }
+        let wd = self.weight_decay();
+        if !(wd.is_finite() && wd >= 0.0) {
+            out.push(ParamError::at(
+                &["optimizer", "weight_decay"],
+                format!("weight_decay must be finite and >= 0, got {wd}"),
+            ));
+        }
+        if let OptimizerSpec::Sgd { momentum, .. } = self {
+            if !(0.0..1.0).contains(momentum) {
+                out.push(ParamError::at(
+                    &["optimizer", "momentum"],
+                    format!("momentum must be in [0, 1), got {momentum}"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec::Adam {
+            lr: default_lr(),
+            weight_decay: 0.0,
+            schedule: ScheduleName::Constant,
+            warmup_epochs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleName {
+    #[default]
+    Constant,
+    Warmup,
+    Cosine,
+}
+
+fn default_epochs() -> u64 {
+    10
+}
+fn default_batch() -> usize {
+    256
+}
+fn default_holdout() -> f64 {
+    0.1
+}
+fn study_views() -> ViewSpec {
+    vec![
+        vec![OpSpec::GaussianNoise { std: 0.1 }],
+        vec![OpSpec::GaussianNoise { std: 0.1 }],
+    ]
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    #[serde(default)]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub loss: LossSpec,
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    #[serde(default = "default_epochs")]
+    pub epochs: u64,
+    /// N: pairs per batch (the InfoNCE estimate is capped at log N).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Two views per sample, made fresh each epoch (default: the study's x + 0.1 N(0, 1) twice).
+    #[serde(default = "study_views")]
+    pub views: ViewSpec,
+    /// Fraction of samples held out for the InfoNCE estimate log N - L.
+    #[serde(default = "default_holdout")]
+    pub holdout: f64,
+    #[serde(default)]
+    pub device: Device,
+    /// Also save the encoder every this many epochs (and before training, as epoch 0) as
+    /// `encoder_epoch<E>.onnx`, for `embed` with `snapshots: true`; 0: only the final encoder.
+    #[serde(default)]
+    pub snapshot_every: u64,
+}
+
+/// One row of `training_curve.parquet`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CurveRow {
+    pub epoch: u64,
+    pub loss: f64,
+    pub heldout_loss: f64,
+    /// log N - held-out loss: a lower bound on I(X;Y) in expectation, capped at log N.
+    pub heldout_infonce: f64,
+    pub lr: f64,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+}
+
+fn rt_err(e: RuntimeError) -> StageError {
+    match e {
+        RuntimeError::NonFiniteLoss { step, loss } => StageError::Failed(format!(
+            "loss became {loss} at step {step}; lower optimizer.lr, raise loss.temperature, or check the data for NaN/Inf"
+        )),
+        other => StageError::Failed(other.to_string()),
+    }
+}
+
+fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, StageError> {
+    let (encoder, out) = match &spec.encoder {
+        EncoderSpec::Mlp {
+            hidden,
+            output,
+            activation,
+        } => {
+            let mut dims = vec![input.numel()];
+            dims.extend(hidden);
+            dims.push(*output);
+            (
+                EncoderConfig::Mlp(MlpConfig {
+                    dims,
+                    activation: *activation,
+                }),
+                *output,
+            )
+        }
+        EncoderSpec::Conv {
+            channels,
+            kernel,
+            pool,
+            pool_size,
+            output,
+            activation,
+        } => {
+            let SampleShape::Image {
+                channels: c,
+                height,
+                width,
+            } = input
+            else {
+                return Err(StageError::Params(format!(
+                    "a conv encoder needs images; the views are a {input}"
+                )));
+            };
+            (
+                EncoderConfig::Conv(ConvConfig {
+                    input: [c, height, width],
+                    channels: channels.clone(),
+                    kernel: *kernel,
+                    pool: *pool,
+                    pool_size: *pool_size,
+                    out_dim: *output,
+                    activation: *activation,
+                }),
+                *output,
+            )
+        }
+    };
+    let projector = spec.projector.as_ref().filter(|p| !p.is_empty()).map(|p| {
+        let mut dims = vec![out];
+        dims.extend(p);
+        MlpConfig {
+            dims,
+            activation: spec.projector_activation,
+        }
+    });
+    Ok(ModelConfig { encoder, projector })
+}
+
+/// ONNX Runtime, found the way `cbound doctor` reports it.
+pub fn load_runtime() -> Result<Arc<runtime::Runtime>, StageError> {
+    runtime::runtime(&LibrarySearch::default()).map_err(|e| StageError::Failed(e.to_string()))
+}
+
+fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageError> {
+    let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
+        Arc::new(rows.iter().map(get).collect::<Float64Array>())
+    };
+    Builder::new(&training_curve::TABLE)
+        .column(
+            &training_curve::EPOCH,
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
+        )
+        .column(&training_curve::LOSS, f(&|r| r.loss))
+        .column(&training_curve::HELDOUT_LOSS, f(&|r| r.heldout_loss))
+        .column(&training_curve::HELDOUT_INFONCE, f(&|r| r.heldout_infonce))
+        .column(
+            &training_curve::N,
+            Arc::new(rows.iter().map(|_| batch as u64).collect::<UInt64Array>()),
+        )
+        .column(&training_curve::LR, f(&|r| r.lr))
+        .build()
+        .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
+}
+
+/// `training_curve.timing.parquet`: the wall-clock side of the curve, kept out of the outputs
+/// digest (see [`cbound_engine::artifact::is_timing_output`]) so a resumed or re-run training with the
+/// same result gives downstream stages the same cache keys.
+fn timing_table(rows: &[CurveRow]) -> Result<RecordBatch, StageError> {
+    let f = |get: &dyn Fn(&CurveRow) -> f64| -> ArrayRef {
+        Arc::new(rows.iter().map(get).collect::<Float64Array>())
+    };
+    Builder::new(&training_curve::TIMING_TABLE)
+        .column(
+            &training_curve::TIMING_EPOCH,
+            Arc::new(rows.iter().map(|r| r.epoch).collect::<UInt64Array>()),
+        )
+        .column(
+            &training_curve::TIMING_SAMPLES_PER_S,
+            f(&|r| r.samples_per_s),
+        )
+        .column(&training_curve::TIMING_SECONDS, f(&|r| r.seconds))
+        .build()
+        .map_err(|e| StageError::Failed(format!("building training timing: {e}")))
+}
+
+fn ckpt_io(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(format!("checkpoint: {e}"))
+}
+
+pub struct Train;
+
+impl Stage for Train {
+    type Params = TrainParams;
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 3;
+    const SUMMARY: &'static str =
+        "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
+    const EXAMPLE: &'static str = r#"train:
+  kind: train
+  inputs: [data]
+  params:
+    model: {encoder: {kind: mlp, hidden: [512, 512], output: 128}, projector: [512, 128]}
+    loss: {kind: infonce, temperature: 0.1}
+    optimizer: {kind: adam, lr: 0.001}
+    epochs: 10
+    batch_size: 256
+    views: [[{op: gaussian_noise, std: 0.1}], [{op: gaussian_noise, std: 0.1}]]
+  matrix: {loss.temperature: [0.05, 0.1, 0.2, 0.5]}
+  resources: {cpus: 2}
+"#;
+    const WRITES: Option<&'static [&'static str]> = Some(&[
+        training_curve::FILE,
+        "train_step.onnx",
+        "encoder.onnx",
+        "projection.onnx",
+        "params.ckpt",
+        "model.json",
+    ]);
+
+    fn needs(_p: &TrainParams) -> Vec<Need> {
+        vec![Need::only("dataset.parquet")]
+    }
+
+    fn resources(_p: &TrainParams) -> Resources {
+        Resources { cpus: 2, gpus: 0 }
+    }
+
+    fn check(p: &TrainParams) -> Vec<ParamError> {
+        let mut out = check_views(&p.views, Some(2));
+        if !(0.0..1.0).contains(&p.holdout) {
+            out.push(ParamError::at(
+                &["holdout"],
+                format!("holdout must be in [0, 1), got {}", p.holdout),
+            ));
+        }
+        if p.batch_size < 2 {
+            out.push(ParamError::at(
+                &["batch_size"],
+                format!(
+                    "batch_size must be at least 2 (each positive pair needs a negative), got {}",
+                    p.batch_size
+                ),
+            ));
+        }
+        let t = p.loss.temperature;
+        if !(t.is_finite() && t > 0.0) {
+            out.push(ParamError::at(
+                &["loss", "temperature"],
+                format!("the temperature must be finite and > 0, got {t}"),
+            ));
+        }
+        out.extend(p.optimizer.check());
+        out.extend(p.model.check());
+        out
+    }
+
+    fn run(p: &TrainParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        let [input] = ctx.inputs else {
+            return Err(StageError::Params(format!(
+                "train reads one dataset (a load stage), got {} inputs",
+                ctx.inputs.len()
+            )));
+        };
+        let (ds, normalisation) = read_dataset(&input.file("dataset.parquet")?)
+            .map_err(|e| StageError::Input(e.to_string()))?;
+        let (ops, view_shape) =
+            view_ops(&p.views, ds.sample_shape()).map_err(StageError::Params)?;
+        let b = p.batch_size;
+        let mut order: Vec<usize> = (0..ds.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed));
+        let n_hold = ((ds.len() as f64) * p.holdout).round() as usize;
+        let (held, train) = order.split_at(n_hold);
+        if train.len() < b || (p.holdout > 0.0 && held.len() < b) {
+            return Err(StageError::Params(format!(
+                "batch_size {b} needs at least {b} training and {b} held-out samples; the data has {} ({} held out at holdout {})",
+                ds.len(),
+                held.len(),
+                p.holdout
+            )));
+        }
+        let cfg = model_config(&p.model, view_shape)?;
+        let model = ContrastiveModel::new(&cfg).map_err(|e| StageError::Params(e.to_string()))?;
+        let loss = LossConfig {
+            kind: p.loss.kind,
+            temperature: p.loss.temperature,
+            ..LossConfig::study()
+        };
+        let optimizer = p.optimizer.config();
+        let steps_per_epoch = (train.len() / b) as u64;
+        let total = steps_per_epoch * p.epochs;
+        let (schedule, warmup_epochs) = p.optimizer.schedule();
+        let warmup = warmup_epochs * steps_per_epoch;
+        let lr = p.optimizer.lr();
+        let schedule = match schedule {
+            ScheduleName::Constant => LrSchedule::Constant { lr },
+            ScheduleName::Warmup => LrSchedule::LinearWarmup { lr, warmup },
+            ScheduleName::Cosine => LrSchedule::WarmupCosine {
+                lr,
+                warmup,
+                total,
+                min_lr: 0.0,
+            },
+        };
+        let step_graph = build_train_step(&model, &StepConfig::new(b, loss, optimizer).stacked())
+            .map_err(|e| StageError::Params(e.to_string()))?;
+        let eval_graph =
+            build_eval(&model, b, &loss).map_err(|e| StageError::Params(e.to_string()))?;
+        write_atomic(
+            &ctx.out_dir.join("train_step.onnx"),
+            &step_graph.model_bytes,
+        )?;
+
+        let rt = load_runtime()?;
+        let opts = SessionOptions {
+            device: p.device,
+            intra_threads: ctx.threads.max(1),
+            ..SessionOptions::default()
+        };
+        let init = model
+            .init_params(ctx.seed)
+            .map_err(|e| StageError::Params(e.to_string()))?;
+        let mut trainer = Trainer::new(&rt, &step_graph, &init, &opts)
+            .and_then(|t| t.with_eval(&rt, &eval_graph))
+            .map_err(rt_err)?;
+        for w in trainer.warnings() {
+            tracing::warn!("{}: {w}", ctx.instance);
+        }
+
+        // Resume from the last committed epoch, if a previous attempt got that far.
+        let ckpt_dir = ctx.out_dir.join(".checkpoint");
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| StageError::Io {
+            context: format!("creating {}", ckpt_dir.display()),
+            source: e,
+        })?;
+        let mut manifest = match Manifest::load(&ckpt_dir) {
+            Some((m, state, saved)) => {
+                if let Some(ck) = state {
+                    trainer.load_state(&ck).map_err(rt_err)?;
+                }
+                tracing::info!("{}: resuming after epoch {}", ctx.instance, m.epochs_done);
+                let mut m = m;
+                m.curve_rows = saved;
+                m
+            }
+            None => Manifest::default(),
+        };
+        manifest.remove_strays(&ckpt_dir);
+        if p.snapshot_every > 0 && manifest.epochs_done == 0 && manifest.snapshots.is_empty() {
+            save_snapshot(&ckpt_dir, &model, &trainer, 0)?;
+            manifest.snapshots.push(0);
+            manifest.commit(&ckpt_dir)?;
+        }
+        let mut curve = std::mem::take(&mut manifest.curve_rows);
+        let mut views: Vec<Vec<f32>> = Vec::new();
+        let held_seed = ctx.seed ^ 0x6865_6c64;
+        for epoch in curve.len() as u64..p.epochs {
+            let clock = Instant::now();
+            let mut order = train.to_vec();
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                ctx.seed.wrapping_add(epoch + 1),
+            ));
+            let mut loss_sum = 0.0;
+            let mut lr = p.optimizer.lr();
+            for (s, batch) in order.chunks_exact(b).enumerate() {
+                ctx.check_cancelled()?;
+                make_views_into(
+                    &ds,
+                    batch,
+                    &ops,
+                    ctx.seed,
+                    epoch,
+                    &normalisation,
+                    &mut views,
+                )
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+                lr = schedule.lr_at(trainer.steps_done());
+                loss_sum += trainer
+                    .step(&views[0], &views[1], lr as f32)
+                    .map_err(rt_err)? as f64;
+                if s % 10 == 0 {
+                    ctx.progress(
+                        epoch * steps_per_epoch + s as u64,
+                        total,
+                        format!("epoch {}/{}", epoch + 1, p.epochs),
+                    );
+                }
+            }
+            let train_secs = clock.elapsed().as_secs_f64();
+            // Held-out InfoNCE with views drawn from their own stream (fixed across epochs).
+            let mut held_sum = 0.0;
+            let mut held_batches = 0;
+            for batch in held.chunks_exact(b) {
+                make_views_into(&ds, batch, &ops, held_seed, 0, &normalisation, &mut views)
+                    .map_err(|e| StageError::Failed(e.to_string()))?;
+                held_sum += trainer.eval_loss(&views[0], &views[1]).map_err(rt_err)? as f64;
+                held_batches += 1;
+            }
+            let held_loss = if held_batches > 0 {
+                held_sum / held_batches as f64
+            } else {
+                f64::NAN
+            };
+            curve.push(CurveRow {
+                epoch: epoch + 1,
+                loss: loss_sum / steps_per_epoch.max(1) as f64,
+                heldout_loss: held_loss,
+                heldout_infonce: (b as f64).ln() - held_loss,
+                lr,
+                samples_per_s: (steps_per_epoch as usize * b) as f64 / train_secs,
+                seconds: clock.elapsed().as_secs_f64(),
+            });
+            // One epoch commits as a unit: its state, curve and snapshot files are written
+            // under names of their own, then the manifest naming them is renamed into place.
+            // A kill before that rename resumes from the previous epoch, after it from this
+            // one; never from a mix.
+            let done = epoch + 1;
+            let previous = (manifest.state.clone(), manifest.curve.clone());
+            manifest.epochs_done = done;
+            manifest.state = Some(format!("state-{done}.ckpt"));
+            manifest.curve = Some(format!("curve-{done}.json"));
+            trainer
+                .state()
+                .save(&ckpt_dir.join(format!("state-{done}.ckpt")))
+                .map_err(ckpt_io)?;
+            write_json(&ckpt_dir.join(format!("curve-{done}.json")), &curve)?;
+            if p.snapshot_every > 0 && (done % p.snapshot_every == 0 || done == p.epochs) {
+                save_snapshot(&ckpt_dir, &model, &trainer, done)?;
+                manifest.snapshots.push(done);
+            }
+            cbound_core::failpoint::hit("train.epoch_written");
+            manifest.commit(&ckpt_dir)?;
+            cbound_core::failpoint::hit("train.epoch_committed");
+            for old in [previous.0, previous.1].into_iter().flatten() {
+                let _ = std::fs::remove_file(ckpt_dir.join(old));
+            }
+        }
+        // The snapshots become outputs only now, copied (not moved) so that a kill during
+        // this final phase leaves the checkpoint whole and a rerun repeats it identically.
+        for &e in &manifest.snapshots {
+            for graph in ["encoder", "projection"] {
+                let name = snapshot_file(graph, e);
+                let bytes = std::fs::read(ckpt_dir.join(&name)).map_err(|err| StageError::Io {
+                    context: format!("reading snapshot {name}"),
+                    source: err,
+                })?;
+                write_atomic(&ctx.out_dir.join(&name), &bytes)?;
+            }
+        }
+
+        let params = trainer.params();
+        let encoder = build_encoder(&model, ParamSource::Baked(&params))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        write_atomic(&ctx.out_dir.join("encoder.onnx"), &encoder.model_bytes)?;
+        let projection = build_projection(&model, ParamSource::Baked(&params))
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        write_atomic(
+            &ctx.out_dir.join("projection.onnx"),
+            &projection.model_bytes,
+        )?;
+        Checkpoint {
+            step: trainer.steps_done(),
+            tensors: params.clone(),
+        }
+        .save(&ctx.out_dir.join("params.ckpt"))
+        .map_err(ckpt_io)?;
+        write_json(
+            &ctx.out_dir.join("model.json"),
+            &ModelInfo {
+                view_shape: encoder.view_shape.clone(),
+                embedding_dim: encoder.embedding_dim,
+                projection_dim: Some(projection.embedding_dim),
+                params: params.iter().map(|t| t.data.len()).sum(),
+                steps: trainer.steps_done(),
+            },
+        )?;
+        ctx.write_table(training_curve::TABLE.name, &curve_table(&curve, b)?)?;
+        ctx.write_table(training_curve::TIMING_TABLE.name, &timing_table(&curve)?)?;
+        let last = curve.last().cloned();
+        let mut out = StageOutput::default()
+            .metric("epochs", p.epochs as f64)
+            .metric("steps", trainer.steps_done() as f64)
+            .metric("log_n", (b as f64).ln());
+        if let Some(l) = last {
+            out = out
+                .metric("final_loss", l.loss)
+                .metric("heldout_infonce", l.heldout_infonce)
+                .metric("samples_per_s", l.samples_per_s);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes the encoder and projection as they are after `epoch` epochs into the checkpoint
+/// directory `dir`; the manifest that lists them commits them with their epoch.
+fn save_snapshot(
+    dir: &Path,
+    model: &ContrastiveModel,
+    trainer: &Trainer,
+    epoch: u64,
+) -> Result<(), StageError> {
+    let params = trainer.params();
+    let encoder = build_encoder(model, ParamSource::Baked(&params))
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    write_atomic(
+        &dir.join(snapshot_file("encoder", epoch)),
+        &encoder.model_bytes,
+    )?;
+    let projection = build_projection(model, ParamSource::Baked(&params))
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    write_atomic(
+        &dir.join(snapshot_file("projection", epoch)),
+        &projection.model_bytes,
+    )?;
+    Ok(())
+}
+
+/// The last committed epoch of a training attempt (`.checkpoint/manifest.json`): the files
+/// holding its optimizer state and curve, and every snapshot written so far. Files the
+/// manifest does not name are leftovers of an interrupted epoch.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    epochs_done: u64,
+    /// None before the first epoch: training starts from the seeded initial parameters.
+    state: Option<String>,
+    curve: Option<String>,
+    snapshots: Vec<u64>,
+    #[serde(skip)]
+    curve_rows: Vec<CurveRow>,
+}
+
+impl Manifest {
+    const FILE: &'static str = "manifest.json";
+
+    /// The committed manifest with its state and curve, or None when there is none or its
+    /// files do not read back (then training restarts, which gives the same result).
+    fn load(dir: &Path) -> Option<(Manifest, Option<Checkpoint>, Vec<CurveRow>)> {
+        let m: Manifest = read_json(&dir.join(Self::FILE)).ok()?;
+        let state = match &m.state {
+            Some(f) => Some(Checkpoint::load(&dir.join(f)).ok()?),
+            None => None,
+        };
+        let curve = match &m.curve {
+            Some(f) => read_json::<Vec<CurveRow>>(&dir.join(f)).ok()?,
+            None => Vec::new(),
+        };
+        let snapshots_present = m.snapshots.iter().all(|&e| {
+            ["encoder", "projection"]
+                .iter()
+                .all(|g| dir.join(snapshot_file(g, e)).is_file())
+        });
+        (curve.len() as u64 == m.epochs_done && snapshots_present).then_some((m, state, curve))
+    }
+
+    fn commit(&self, dir: &Path) -> Result<(), StageError> {
+        write_json(&dir.join(Self::FILE), self)?;
+        Ok(())
+    }
+
+    /// Removes what an interrupted epoch left behind, so it cannot be mistaken for committed.
+    fn remove_strays(&self, dir: &Path) {
+        let mut keep: Vec<String> = vec![Self::FILE.into()];
+        keep.extend(self.state.clone());
+        keep.extend(self.curve.clone());
+        for &e in &self.snapshots {
+            keep.push(snapshot_file("encoder", e));
+            keep.push(snapshot_file("projection", e));
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
