@@ -8,7 +8,10 @@ scripts/setup.sh --no-build
 # The Slurm integration tests (tests/slurm.rs) need a cluster: start a one-node one here
 # (packages, munged, slurmctld, slurmd) where that is possible, i.e. as root with apt-get.
 # CBOUND_SLURM=required (as CI sets it) makes a missing cluster a failure instead of a skip.
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+# CBOUND_SLURM=off skips all of that (and the Slurm tests) for a user who only wants the tests.
+if [ "${CBOUND_SLURM:-}" = off ]; then
+    echo "test.sh: CBOUND_SLURM=off: no Slurm test cluster, Slurm tests skipped" >&2
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     if cluster_env="$(tests/slurm/start.sh | tail -n 1)"; then
         eval "$cluster_env" # export SLURM_CONF=...
         export CBOUND_SLURM="${CBOUND_SLURM:-required}"

@@ -5,6 +5,7 @@ mod data;
 mod doctor;
 mod estimators;
 mod exec_instance;
+mod gc;
 mod mi;
 mod plan;
 mod report;
@@ -55,6 +56,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Plots (PNG, SVG) and a self-contained report.html from a finished run directory.
     Report(report::ReportArgs),
+    /// Remove results no kept run reaches (older runs with --keep-runs), and say how much.
+    Gc(gc::GcArgs),
     /// Internal: compute one instance of a Slurm job array (what `--executor slurm` submits).
     #[command(hide = true)]
     ExecInstance(exec_instance::ExecInstanceArgs),
@@ -86,6 +89,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Data(args) => data::data(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Report(args) => report::report(args),
+        Command::Gc(args) => gc::gc(args),
         Command::ExecInstance(args) => exec_instance::exec_instance(args),
     }
 }

@@ -3,6 +3,7 @@
 //! pipeline. The file primitives (atomic writes, Parquet, hashes) are
 //! [`cbound_core::files`], re-exported here.
 
+pub mod gc;
 pub mod store;
 
 use std::collections::BTreeMap;
