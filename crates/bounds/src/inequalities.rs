@@ -83,6 +83,9 @@ pub enum Certification {
     Estimate,
     /// The study's inequality as stated: false in general, so not a bound.
     NotABound,
+    /// The row could not be evaluated (a term is missing, an assumption is not asserted):
+    /// no value at all, and the row's `error` says what it needs.
+    NotComputed,
 }
 
 impl Certification {
@@ -93,6 +96,7 @@ impl Certification {
             Certification::Vacuous => "vacuous",
             Certification::Estimate => "estimate",
             Certification::NotABound => "not_a_bound",
+            Certification::NotComputed => "not_computed",
         }
     }
 }
@@ -403,6 +407,16 @@ fn data_processing(
     )
 }
 
+/// One inequality's evaluation: its name and validity, known whether or not it could be
+/// evaluated, so a table row for a bound that could not be computed still says which bound
+/// it is.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub name: &'static str,
+    pub status: Status,
+    pub result: Result<BoundRow, BoundsError>,
+}
+
 /// Every inequality, each with its own result so one missing term or
 /// unasserted assumption does not hide the others. The multi-view form is
 /// included only when weights are given.
@@ -410,16 +424,44 @@ pub fn evaluate_all(
     terms: &Terms,
     a: &Assumptions,
     multiview_weights: Option<(f64, f64, f64)>,
-) -> Vec<Result<BoundRow, BoundsError>> {
-    let mut rows = vec![study_general(terms), study_theorem1(terms)];
+) -> Vec<Evaluated> {
+    let named = |name, status, result| Evaluated {
+        name,
+        status,
+        result,
+    };
+    let mut rows = vec![
+        named("study_general", Status::AsStated, study_general(terms)),
+        named("study_theorem1", Status::AsStated, study_theorem1(terms)),
+    ];
     if let Some((alpha, beta, gamma)) = multiview_weights {
-        rows.push(study_multiview(terms, alpha, beta, gamma));
+        rows.push(named(
+            "study_multiview",
+            Status::AsStated,
+            study_multiview(terms, alpha, beta, gamma),
+        ));
     }
-    rows.push(valid_general(terms));
-    rows.push(valid_deterministic(terms, a));
-    rows.push(valid_conditional_independence(terms, a));
-    rows.push(data_processing_uz(terms, a));
-    rows.push(data_processing_uy(terms, a));
+    rows.push(named("valid_general", Status::Valid, valid_general(terms)));
+    rows.push(named(
+        "valid_deterministic",
+        Status::Valid,
+        valid_deterministic(terms, a),
+    ));
+    rows.push(named(
+        "valid_conditional_independence",
+        Status::Valid,
+        valid_conditional_independence(terms, a),
+    ));
+    rows.push(named(
+        "data_processing_uz",
+        Status::Valid,
+        data_processing_uz(terms, a),
+    ));
+    rows.push(named(
+        "data_processing_uy",
+        Status::Valid,
+        data_processing_uy(terms, a),
+    ));
     rows
 }
 
@@ -755,11 +797,26 @@ mod tests {
         let all = evaluate_all(&t, &FUNC_CI, Some((1.0, 1.0, 1.0)));
         assert_eq!(all.len(), 8);
         // Only the conditional-independence form needs nothing but I(U;Y).
-        let ok_names: Vec<_> = all.iter().flatten().map(|r| r.name).collect();
+        let ok_names: Vec<_> = all
+            .iter()
+            .filter_map(|e| e.result.as_ref().ok())
+            .map(|r| r.name)
+            .collect();
         assert_eq!(ok_names, ["valid_conditional_independence"]);
+        // A row that could not be evaluated still knows its name and validity, and an
+        // evaluated one agrees with them.
+        for e in &all {
+            if let Ok(r) = &e.result {
+                assert_eq!((r.name, r.status), (e.name, e.status));
+            }
+        }
+        assert_eq!(all[0].name, "study_general");
+        assert_eq!(all[0].status, Status::AsStated);
         let ok = evaluate_all(&all_equal().terms(), &FUNC_CI, None);
         assert_eq!(ok.len(), 7);
-        assert!(ok.iter().all(|r| r.is_ok()));
+        assert!(ok
+            .iter()
+            .all(|e| e.result.as_ref().is_ok_and(|r| r.name == e.name)));
 
         let row = valid_conditional_independence(&t, &FUNC_CI).unwrap();
         let est_truth = Terms::new().with(Quantity::IUZ, term(1.0, Direction::Estimate));

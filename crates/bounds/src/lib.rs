@@ -23,6 +23,6 @@ pub use accuracy::{
 pub use error::BoundsError;
 pub use inequalities::{
     check_against_truth, check_against_truth_with_tolerance, check_value_against_truth,
-    Assumptions, BoundRow, Certification, Side, Status, Violation,
+    Assumptions, BoundRow, Certification, Evaluated, Side, Status, Violation,
 };
 pub use terms::{Direction, Quantity, Term, Terms};

@@ -37,7 +37,7 @@ pub static CERTIFICATION: Column = Column {
     ty: ColumnType::Utf8,
     nullable: true,
     always: true,
-    doc: "certified (holds with the stated confidence), vacuous (holds, but at or below the trivial value), estimate (some term has no confidence bound), not_a_bound (as stated), inconsistent",
+    doc: "certified (holds with the stated confidence), vacuous (holds, but at or below the trivial value), estimate (some term has no confidence bound), not_a_bound (as stated), inconsistent, not_computed (a term or an assumption is missing: see `error`)",
 };
 pub static SIDE: Column = Column {
     name: "side",

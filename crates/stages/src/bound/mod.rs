@@ -100,7 +100,7 @@ impl Stage for Bound {
     type Params = BoundParams;
     const KIND: &'static str = "bound";
     // 4: the `kind` of each term in the `terms` JSON is written `lower_bound`, not `LowerBound`.
-    const VERSION: u32 = 4;
+    const VERSION: u32 = 5;
     const SUMMARY: &'static str =
         "Information bounds on downstream performance: the study's inequalities as stated, the valid ones with point and certified values at a stated confidence, violations against truth, accuracy bounds (bounds.parquet).";
     const EXAMPLE: &'static str = r#"bound:
@@ -464,7 +464,18 @@ impl Evaluation<'_> {
         let mut ok_rows = Vec::new();
         for row in rows {
             let mut r = self.row();
-            match row {
+            // Known whether or not the row could be evaluated: a row without them would be
+            // dropped by every `groupby('name')`.
+            r.name = Some(row.name.into());
+            r.status = Some(
+                if row.status == Status::Valid {
+                    "valid"
+                } else {
+                    "as_stated"
+                }
+                .into(),
+            );
+            match row.result {
                 Ok(b) => {
                     let mut cert = b.certification();
                     // An upper bound on I(U;Z) at or above H(Z) says nothing.
@@ -509,7 +520,10 @@ impl Evaluation<'_> {
                     tally.vacuous += usize::from(cert == Certification::Vacuous);
                     ok_rows.push(b);
                 }
-                Err(e) => r.error = Some(e.to_string()),
+                Err(e) => {
+                    r.certification = Some(Certification::NotComputed.name().into());
+                    r.error = Some(e.to_string());
+                }
             }
             table.rows.push(r);
         }
