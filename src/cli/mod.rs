@@ -68,7 +68,10 @@ pub enum Command {
 pub struct PipelineArgs {
     /// The pipeline file (YAML).
     pub pipeline: PathBuf,
-    /// Override any value: `--set vars.epochs=2`, `--set stages.train.params.lr=0.01`.
+    /// Override a value of the file: `--set vars.epochs=2`,
+    /// `--set stages.train.params.optimizer.lr=0.01`, a matrix axis:
+    /// `--set 'stages.train.matrix.batch_size=[64, 256]'`. A stage or variable the file does
+    /// not declare is an error unless added with `+`: `--set +vars.width=64`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Root of all outputs; results go to OUT/<pipeline name>/.

@@ -20,7 +20,7 @@ use crate::exec::scheduler::{self, RunOptions};
 use crate::exec::signal::{self, Signal};
 use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
-use crate::report::results::write_results;
+use crate::report::results::{write_results, RunIdentity};
 use crate::report::{Reporter, RunEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +58,10 @@ pub struct RunArgs {
     pub fail_fast: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// A name for this run, recorded in run.json and results.parquet (`run_name`), to tell
+    /// runs apart later (`baseline`, `lr-sweep`).
+    #[arg(long)]
+    pub name: Option<String>,
     /// The ONNX Runtime library for train/embed stages (else CBOUND_ORT_LIB, ORT_DYLIB_PATH,
     /// ./.venv, an installed Python onnxruntime).
     #[arg(long)]
@@ -106,8 +110,11 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     }
     let started = SystemTime::now();
     let clock = Instant::now();
+    let identity = RunIdentity::of(path, args.name.clone());
     let mut record = serde_json::json!({
         "run_id": run_id,
+        "name": identity.name,
+        "git": {"commit": identity.git_commit, "dirty": identity.git_dirty},
         "pipeline": dag.pipeline.name,
         "pipeline_file": path,
         "overrides": args.pipeline.set,
@@ -215,7 +222,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     reporter.finish();
 
     let results: PathBuf = run_dir.join("results.parquet");
-    write_results(&results, &dag, &run_id, &summary)?;
+    write_results(&results, &dag, &run_id, &identity, &summary)?;
     let (ok, cached, failed, cancelled, skipped) = (
         summary.count(InstanceStatus::Ok),
         summary.count(InstanceStatus::Cached),
@@ -251,6 +258,16 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         counts.insert(status.as_str().to_string(), n.into());
     }
     record["counts"] = serde_json::Value::Object(counts);
+    // The ONNX Runtime the train and embed stages ran on, where they ran in this process
+    // (on Slurm they run on the nodes, and each instance's meta.json is the record).
+    record["onnxruntime"] = match cbound_onnx::runtime::loaded() {
+        Some(rt) => serde_json::json!({
+            "version": rt.version(),
+            "library": rt.library(),
+            "available_providers": rt.available_providers().unwrap_or_default(),
+        }),
+        None => serde_json::Value::Null,
+    };
     write_json(&run_dir.join("run.json"), &record)?;
     store.set_latest(&run_id)?;
     eprintln!(

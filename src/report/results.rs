@@ -114,9 +114,52 @@ fn value_column(values: &[Option<&serde_json::Value>]) -> (DataType, ArrayRef) {
     (DataType::Utf8, Arc::new(a))
 }
 
+/// What identifies a run beyond its id, for run.json and every row of results.parquet: the
+/// name it was given (`--name`) and the state of the git repository the pipeline file is in
+/// (None outside one, or without git).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunIdentity {
+    pub name: Option<String>,
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
+}
+
+impl RunIdentity {
+    /// The identity of a run of the pipeline at `pipeline_file`, named `name`.
+    pub fn of(pipeline_file: &Path, name: Option<String>) -> RunIdentity {
+        let dir = pipeline_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let git_commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
+        // Dirty: any tracked change, staged or not (untracked files do not change a run).
+        let git_dirty = git_commit
+            .as_ref()
+            .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+            .map(|s| !s.is_empty());
+        RunIdentity {
+            name,
+            git_commit,
+            git_dirty,
+        }
+    }
+}
+
 pub fn results_batch(
     dag: &Dag,
     run_id: &str,
+    identity: &RunIdentity,
     summary: &RunSummary,
 ) -> Result<RecordBatch, ArtifactError> {
     let rows: Vec<usize> = (0..dag.instances.len())
@@ -163,6 +206,31 @@ pub fn results_batch(
         false,
         "pipeline name",
         text(&|_| Some(dag.pipeline.name.clone())),
+    );
+    push(
+        "run_name",
+        DataType::Utf8,
+        true,
+        "the run's name (`cbound run --name`), if it was given one",
+        text(&|_| identity.name.clone()),
+    );
+    push(
+        "git_commit",
+        DataType::Utf8,
+        true,
+        "commit of the git repository holding the pipeline file, if any",
+        text(&|_| identity.git_commit.clone()),
+    );
+    push(
+        "git_dirty",
+        DataType::Boolean,
+        true,
+        "whether that repository had uncommitted changes to tracked files",
+        Arc::new(
+            rows.iter()
+                .map(|_| identity.git_dirty)
+                .collect::<arrow_array::BooleanArray>(),
+        ),
     );
     push(
         "stage",
@@ -271,9 +339,10 @@ pub fn write_results(
     path: &Path,
     dag: &Dag,
     run_id: &str,
+    identity: &RunIdentity,
     summary: &RunSummary,
 ) -> Result<(), ArtifactError> {
-    let batch = results_batch(dag, run_id, summary)?;
+    let batch = results_batch(dag, run_id, identity, summary)?;
     write_parquet(path, &batch)
 }
 
@@ -323,7 +392,7 @@ mod tests {
             outcomes,
             interrupted: false,
         };
-        let batch = results_batch(&dag, "run", &summary).unwrap();
+        let batch = results_batch(&dag, "run", &RunIdentity::default(), &summary).unwrap();
         let rows: Vec<usize> = (0..dag.instances.len())
             .filter(|&i| dag.instances[i].id != "z")
             .collect();

@@ -263,6 +263,14 @@ fn version_from_path(path: &Path) -> String {
         .unwrap_or_else(|| "unknown (>= 1.24: the library passed ort's API-24 check)".to_string())
 }
 
+/// The runtime this process loaded, if any stage has needed it so far (loads nothing).
+pub fn loaded() -> Option<Arc<Runtime>> {
+    RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
 /// Loads ONNX Runtime once per process (later calls return the same runtime).
 pub fn runtime(search: &LibrarySearch) -> Result<Arc<Runtime>, RuntimeError> {
     let mut guard = RUNTIME

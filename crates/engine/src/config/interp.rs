@@ -6,25 +6,39 @@
 //! takes the referenced value with its type (`lr: ${lr}` stays a number); a reference inside
 //! a longer string is spliced in as text. `$${` writes a literal `${`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::diagnostics::Collector;
 use super::yaml::{self, Entry, Node, NodeKind, Span};
 
-/// Applies `--set key.path=value` overrides. Missing mappings along the path are created, so
-/// `--set vars.epochs=2` works whether or not the file has a `vars:` section.
+/// Applies `--set key.path=value` overrides.
+///
+/// An override replaces what the file says, so its path must name something that can be
+/// there: a stage the file declares (`stages.<id>...`) and a variable it defines
+/// (`vars.<name>`) are checked here, with did-you-mean, and everything else (top-level keys,
+/// a stage's fields, its kind's parameters) is checked by the loader like the file itself.
+/// `+key.path=value` adds what the file does not have (a new stage or variable), as Hydra's
+/// `+` does. A matrix axis is one key even with dots in it:
+/// `--set 'stages.train.matrix.model.encoder.output=[8, 32]'`. Missing mappings along the
+/// path are created, so `--set stages.train.params.epochs=2` works whether or not the file
+/// writes `params:`.
 pub fn apply_overrides(root: &mut Node, overrides: &[String], errors: &mut Collector) {
     for item in overrides {
+        let (add, item) = match item.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, item.as_str()),
+        };
         let Some((key, value)) = item.split_once('=') else {
             errors.error_with_help(
                 Span::COMMAND_LINE,
-                item.as_str(),
+                item,
                 format!("--set `{item}` has no `=`"),
                 "write --set key.path=value, e.g. --set vars.epochs=2",
             );
             continue;
         };
-        let segments: Vec<&str> = key.trim().split('.').collect();
+        let key = key.trim();
+        let mut segments: Vec<&str> = key.split('.').collect();
         if segments.iter().any(|s| s.is_empty()) {
             errors.error(
                 Span::COMMAND_LINE,
@@ -33,10 +47,75 @@ pub fn apply_overrides(root: &mut Node, overrides: &[String], errors: &mut Colle
             );
             continue;
         }
+        // `stages.<id>.matrix.<axis>`: the axis is a parameter path, dots and all.
+        let axis;
+        if segments.len() > 4 && segments[0] == "stages" && segments[2] == "matrix" {
+            axis = segments[3..].join(".");
+            segments.truncate(3);
+            segments.push(&axis);
+        }
+        if let Err((message, help)) = check_override_path(root, &segments, add) {
+            errors.error_with_help(Span::COMMAND_LINE, key, message, help);
+            continue;
+        }
         if let Err(message) = set_path(root, &segments, yaml::parse_value(value.trim())) {
             errors.error(Span::COMMAND_LINE, key, message);
         }
     }
+}
+
+/// The names a free-form mapping of the file declares (`stages`, `vars`).
+fn declared<'a>(root: &'a Node, section: &str) -> Vec<&'a str> {
+    root.get(section)
+        .and_then(|e| e.value.as_map())
+        .map(|m| m.iter().map(|e| e.key.as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether an override may set `segments`: without `+`, a stage or variable it names must
+/// exist; with `+`, the path must not exist yet (else the `+` is a mistake to point out).
+fn check_override_path(root: &Node, segments: &[&str], add: bool) -> Result<(), (String, String)> {
+    let rendered = segments.join(".");
+    if add {
+        let mut node = root;
+        for seg in segments {
+            match node.get(seg) {
+                Some(e) => node = &e.value,
+                None => return Ok(()),
+            }
+        }
+        return Err((
+            format!("`+{rendered}` adds a key, but the pipeline already sets it"),
+            format!("drop the `+` to replace it: --set {rendered}=..."),
+        ));
+    }
+    let (section, what) = match segments.first() {
+        Some(&"stages") => ("stages", "stage"),
+        Some(&"vars") => ("vars", "variable"),
+        _ => return Ok(()),
+    };
+    let Some(name) = segments.get(1) else {
+        return Ok(());
+    };
+    let names = declared(root, section);
+    if names.contains(name) {
+        return Ok(());
+    }
+    let message = format!("the pipeline has no {what} `{name}` (in `--set {rendered}=...`)");
+    let help = match super::diagnostics::did_you_mean(name, &names) {
+        Some(s) => format!(
+            "did you mean `{s}`? ({section}: {}); to add a new {what}, write --set +{rendered}=...",
+            names.join(", ")
+        ),
+        None if names.is_empty() => {
+            format!("the file has no `{section}`; to add one, write --set +{rendered}=...")
+        }
+        None => format!(
+            "{section}: {}; to add a new {what}, write --set +{rendered}=...",
+            names.join(", ")
+        ),
+    };
+    Err((message, help))
 }
 
 fn set_path(node: &mut Node, segments: &[&str], value: Node) -> Result<(), String> {
@@ -70,6 +149,8 @@ pub struct Interpolator<'a> {
     raw: &'a [Entry],
     resolved: HashMap<String, Option<Node>>,
     visiting: Vec<String>,
+    /// Variables some `${...}` referred to (in the tree or in another variable).
+    referenced: HashSet<String>,
 }
 
 impl<'a> Interpolator<'a> {
@@ -78,7 +159,17 @@ impl<'a> Interpolator<'a> {
             raw: vars,
             resolved: HashMap::new(),
             visiting: Vec::new(),
+            referenced: HashSet::new(),
         }
+    }
+
+    /// The variables nothing referred to so far: after every value of the file has been
+    /// interpolated, a variable in this list does nothing (usually a typo of one that does).
+    pub fn unused(&self) -> Vec<&'a Entry> {
+        self.raw
+            .iter()
+            .filter(|e| !self.referenced.contains(&e.key))
+            .collect()
     }
 
     /// All variables, resolved, in file order (for the record of a run).
@@ -142,6 +233,7 @@ impl<'a> Interpolator<'a> {
         }
         let mut parts = reference.split('.');
         let head = parts.next().unwrap_or_default();
+        self.referenced.insert(head.to_string());
         if !self.raw.iter().any(|e| e.key == head) {
             let known: Vec<&str> = self.raw.iter().map(|e| e.key.as_str()).collect();
             errors.unknown(span, path, "variable", head, &known);
@@ -366,7 +458,7 @@ mod tests {
             &mut root,
             &[
                 "seed=7".into(),
-                "vars.n=[1, 2]".into(),
+                "+vars.n=[1, 2]".into(),
                 "stages.a.params.k=5".into(),
                 "bad".into(),
             ],
@@ -377,5 +469,69 @@ mod tests {
         assert_eq!(json["seed"], 7);
         assert_eq!(json["vars"]["n"], serde_json::json!([1, 2]));
         assert_eq!(json["stages"]["a"]["params"]["k"], 5);
+    }
+
+    fn override_errors(text: &str, items: &[&str]) -> (Node, Vec<String>) {
+        let (mut root, _) = yaml::parse(text).unwrap();
+        let mut errors = Collector::new(Path::new("t.yaml"));
+        let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+        apply_overrides(&mut root, &items, &mut errors);
+        let messages = errors
+            .errors
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        (root, messages)
+    }
+
+    #[test]
+    fn overrides_of_stages_and_vars_the_file_lacks_need_a_plus() {
+        let text = "vars: {epochs: 3}\nstages: {train: {kind: x}}\n";
+        let (_, e) = override_errors(text, &["vars.epoch=1"]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("no variable `epoch`") && e[0].contains("did you mean `epochs`"),
+            "{}",
+            e[0]
+        );
+        let (_, e) = override_errors(text, &["stages.trian.params.lr=1"]);
+        assert!(
+            e[0].contains("no stage `trian`") && e[0].contains("did you mean `train`"),
+            "{}",
+            e[0]
+        );
+        assert!(e[0].contains("+stages.trian.params.lr"), "{}", e[0]);
+        // With `+`, a new stage or variable is added; `+` on what exists is refused.
+        let (root, e) = override_errors(text, &["+vars.width=8", "+stages.more.kind=x"]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(root.to_json()["vars"]["width"], 8);
+        assert_eq!(root.to_json()["stages"]["more"]["kind"], "x");
+        let (_, e) = override_errors(text, &["+vars.epochs=8"]);
+        assert!(
+            e[0].contains("already sets it") && e[0].contains("drop the `+`"),
+            "{}",
+            e[0]
+        );
+        // Replacing what exists, and fields of a stage the loader checks, need no `+`.
+        let (root, e) = override_errors(text, &["vars.epochs=5", "stages.train.params.n=2"]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(root.to_json()["vars"]["epochs"], 5);
+    }
+
+    #[test]
+    fn a_matrix_axis_with_dots_is_one_key() {
+        let text = "stages: {train: {kind: x, matrix: {model.width: [1]}}}\n";
+        let (root, e) = override_errors(text, &["stages.train.matrix.model.width=[8, 32]"]);
+        assert!(e.is_empty(), "{e:?}");
+        let json = root.to_json();
+        assert_eq!(
+            json["stages"]["train"]["matrix"]["model.width"],
+            serde_json::json!([8, 32])
+        );
+        assert!(
+            json["stages"]["train"]["matrix"].get("model").is_none(),
+            "{json}"
+        );
     }
 }

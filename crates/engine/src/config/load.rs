@@ -1,6 +1,6 @@
 //! Reads a pipeline file into a validated [`Pipeline`], collecting every error in one pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::diagnostics::{did_you_mean, Collector, ConfigErrors};
@@ -319,6 +319,34 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
             ),
         },
     }
+    // Every value is interpolated by now: a variable nothing refers to does nothing, and is
+    // most often a misspelling of one that would have (`epoch` for `epochs`). A variable that
+    // holds a YAML anchor (`estimate: &est {...}`, used as `*est`) is used by its aliases,
+    // which the parser expanded into copies that keep the anchored value's span.
+    let mut aliased = HashSet::new();
+    for e in top.iter().filter(|e| e.key != "vars") {
+        spans_of(&e.value, &mut aliased);
+    }
+    // Values from `--set` all share one span; they are no aliases.
+    aliased.remove(&Span::COMMAND_LINE);
+    for var in interp
+        .unused()
+        .into_iter()
+        .filter(|v| !aliased.contains(&v.value.span))
+    {
+        c.error_with_help(
+            var.key_span,
+            format!("vars.{}", var.key),
+            format!(
+                "variable `{}` is never used: no `${{{}}}` refers to it",
+                var.key, var.key
+            ),
+            format!(
+                "refer to it as `${{{}}}` where it belongs, or remove it",
+                var.key
+            ),
+        );
+    }
     check_graph(&stages, &spans, c);
     super::wiring::check(&stages, &spans, &param_nodes, registry, c);
     check_fan_out(&stages, &spans, repeat, c);
@@ -332,6 +360,16 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
         repeat,
         stages,
     })
+}
+
+/// Every span in a tree (its nodes and their keys' values).
+fn spans_of(node: &Node, out: &mut HashSet<Span>) {
+    out.insert(node.span);
+    match &node.kind {
+        NodeKind::Seq(items) => items.iter().for_each(|n| spans_of(n, out)),
+        NodeKind::Map(entries) => entries.iter().for_each(|e| spans_of(&e.value, out)),
+        _ => {}
+    }
 }
 
 /// `repeat: N`, the number of replicates: an integer of at least 1.
@@ -1263,6 +1301,35 @@ mod tests {
             "{all}"
         );
         assert_eq!(m.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn a_variable_nothing_uses_is_an_error_unless_an_alias_uses_it() {
+        let m = messages("vars: {epochs: 3, epoch: 2}\nstages:\n  a: {kind: synthetic, params: {n: '${epochs}'}}\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("p.yaml:1:19") && m[0].contains("variable `epoch` is never used"),
+            "{}",
+            m[0]
+        );
+        // A variable that holds an anchor is used through its aliases.
+        let p = load_text(
+            "vars:\n  common: &common {n: 20}\nstages:\n  a: {kind: synthetic, params: *common}\n",
+        )
+        .unwrap();
+        assert_eq!(p.stages[0].params["n"], 20);
+        // A variable added from the command line is checked too.
+        let err = load_str(
+            "stages:\n  a: {kind: synthetic}\n",
+            Path::new("p.yaml"),
+            &["+vars.n=3".into()],
+            &crate::stage::testkinds::registry(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("variable `n` is never used"),
+            "{err}"
+        );
     }
 
     #[test]

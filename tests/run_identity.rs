@@ -1,0 +1,68 @@
+//! A run says what it was: its name (`--name`), the commit of the repository its pipeline
+//! file is in and whether that repository had uncommitted changes, in run.json and in every
+//! row of results.parquet.
+
+mod common;
+
+use common::{read_rows, Project};
+
+const PIPELINE: &str =
+    "name: ident\nstages:\n  data: {kind: synthetic, params: {task: bivariate, n: 50, rho: 0.5}}\n";
+
+fn git(p: &Project, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+        .args(args)
+        .current_dir(p.path())
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn run_json(p: &Project) -> serde_json::Value {
+    let text = std::fs::read_to_string(p.latest("ident").join("run.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn runs_record_their_name_commit_and_dirty_state() {
+    let p = Project::new();
+    p.write("p.yaml", PIPELINE);
+    // Outside a repository: no commit, and no error.
+    let run = p.cbound(&["run", "p.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let record = run_json(&p);
+    assert!(
+        record["git"]["commit"].is_null() && record["name"].is_null(),
+        "{record}"
+    );
+
+    git(&p, &["init", "-q"]);
+    p.write(".gitignore", "outputs/\n");
+    git(&p, &["add", "p.yaml", ".gitignore"]);
+    git(&p, &["commit", "-q", "-m", "pipeline"]);
+    let head = git(&p, &["rev-parse", "HEAD"]);
+    let run = p.cbound(&["run", "p.yaml", "--progress", "none", "--name", "baseline"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let record = run_json(&p);
+    assert_eq!(record["name"], "baseline", "{record}");
+    assert_eq!(record["git"]["commit"], head.as_str(), "{record}");
+    assert_eq!(record["git"]["dirty"], false, "{record}");
+    let rows = read_rows(&p.latest("ident").join("results.parquet"));
+    assert_eq!(rows[0]["run_name"], "baseline");
+    assert_eq!(rows[0]["git_commit"], head.as_str());
+    assert_eq!(rows[0]["git_dirty"], false);
+
+    // An uncommitted edit to the pipeline makes the next run dirty.
+    p.write("p.yaml", &PIPELINE.replace("n: 50", "n: 60"));
+    let run = p.cbound(&["run", "p.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let record = run_json(&p);
+    assert_eq!(record["git"]["dirty"], true, "{record}");
+    assert!(record["name"].is_null(), "{record}");
+}
