@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::cluster::{read_queue, scancel, slurm};
-use super::queue::{parse_scontrol, QueueEntry};
+use super::cluster::{scancel, Cluster, SlurmCli};
+use super::queue::QueueEntry;
 use super::submission::{submission, submit};
 use super::{task_path, ProgressFile, SlurmError, SlurmSettings, TaskResult};
 use crate::artifact::read_json;
@@ -71,11 +71,37 @@ pub fn run(
     reporter: &mut dyn Reporter,
     interrupt: &AtomicBool,
 ) -> Result<RunSummary, SlurmError> {
+    run_on(
+        &mut SlurmCli,
+        dag,
+        registry,
+        store,
+        options,
+        settings,
+        run_id,
+        reporter,
+        interrupt,
+    )
+}
+
+/// [`run`] on any [`Cluster`] (the unit tests use an in-memory one).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_on(
+    cluster: &mut dyn Cluster,
+    dag: &Dag,
+    registry: &Registry,
+    store: &Store,
+    options: &RunOptions,
+    settings: &SlurmSettings,
+    run_id: &str,
+    reporter: &mut dyn Reporter,
+    interrupt: &AtomicBool,
+) -> Result<RunSummary, SlurmError> {
     let decisions = plan(dag, store, registry, options.forced);
     let sub = submission(dag, &decisions, &|i| options.selected.contains(&i));
     if !sub.groups.is_empty() {
         // Fail before writing anything if the tools are missing.
-        slurm("sbatch", &["--version".to_string()])?;
+        cluster.check()?;
     }
     let mut outcomes: Vec<Option<Outcome>> = (0..dag.instances.len()).map(|_| None).collect();
     let mut recorder = Recorder::new(dag, store, options);
@@ -87,6 +113,7 @@ pub fn run(
     let mut job_ids: Vec<String> = Vec::new();
     let mut tasks: Vec<Task> = Vec::new();
     let submitted = submit(
+        cluster,
         dag,
         &sub.groups,
         &decisions,
@@ -100,7 +127,7 @@ pub fn run(
     );
     if let Err(e) = submitted {
         // Leave nothing behind in the queue that this run can no longer follow.
-        scancel(&job_ids);
+        scancel(cluster, &job_ids);
         return Err(e);
     }
     let submitted_all = job_ids.len() == sub.groups.len();
@@ -135,11 +162,11 @@ pub fn run(
             }
         }
         if stopping && !cancelled {
-            scancel(&job_ids);
+            scancel(cluster, &job_ids);
             cancelled = true;
-            stop_deadline = Some(Instant::now() + Duration::from_secs(60));
+            stop_deadline = Some(cluster.now() + Duration::from_secs(60));
         }
-        let queue = match read_queue() {
+        let queue = match cluster.queue() {
             Ok(queue) => {
                 queue_errors = 0;
                 queue
@@ -149,7 +176,7 @@ pub fn run(
                 if queue_errors == 1 || queue_errors % 20 == 0 {
                     tracing::warn!("reading the Slurm queue: {e}");
                 }
-                sleep(settings.poll, interrupt);
+                cluster.sleep(settings.poll, interrupt);
                 continue;
             }
         };
@@ -214,7 +241,7 @@ pub fn run(
                     None
                 } else {
                     // `None` while Slurm still has it (squeue can miss a task for a moment).
-                    vanished(dag, i, &outcomes, task, job, stopping)
+                    vanished(cluster, dag, i, &outcomes, task, job, stopping)
                 }
             };
             if let Some(outcome) = outcome {
@@ -234,7 +261,7 @@ pub fn run(
         }
         if !never_satisfied.is_empty() {
             // --kill-on-invalid-dep normally does this; an `sbatch:` flag may have turned it off.
-            scancel(&never_satisfied.into_iter().collect::<Vec<_>>());
+            scancel(cluster, &never_satisfied.into_iter().collect::<Vec<_>>());
         }
         if newly_failed && options.fail_fast && !stopping {
             stopping = true;
@@ -243,7 +270,7 @@ pub fn run(
             });
             continue;
         }
-        if stop_deadline.is_some_and(|d| Instant::now() > d) {
+        if stop_deadline.is_some_and(|d| cluster.now() > d) {
             for t in std::mem::take(&mut active) {
                 let i = tasks[t].instance;
                 let outcome = Outcome::Skipped(SkipReason::StillQueued {
@@ -255,12 +282,12 @@ pub fn run(
             break;
         }
         if !active.is_empty() {
-            sleep(settings.poll, interrupt);
+            cluster.sleep(settings.poll, interrupt);
         }
     }
     // Every instance has its outcome: whatever of this run is still queued would run
     // unobserved (e.g. an array that was never cancelled after a failure upstream).
-    if let Ok(queue) = read_queue() {
+    if let Ok(queue) = cluster.queue() {
         let leftover: BTreeSet<String> = queue
             .into_iter()
             .filter(|e| {
@@ -268,7 +295,7 @@ pub fn run(
             })
             .map(|e| e.job)
             .collect();
-        scancel(&leftover.into_iter().collect::<Vec<_>>());
+        scancel(cluster, &leftover.into_iter().collect::<Vec<_>>());
     }
     let outcomes = outcomes
         .into_iter()
@@ -331,6 +358,7 @@ fn task_outcome(store: &Store, result: TaskResult, task: &Task, job: &str) -> Ou
 /// The outcome of a task that left the queue without writing a result; `None` while Slurm
 /// says it is not over yet.
 fn vanished(
+    cluster: &mut dyn Cluster,
     dag: &Dag,
     i: usize,
     outcomes: &[Option<Outcome>],
@@ -359,12 +387,8 @@ fn vanished(
         )));
     }
     let id = format!("{job}_{}", task.index);
-    let info = slurm(
-        "scontrol",
-        &["show".into(), "job".into(), "-o".into(), id.clone()],
-    )
-    .map(|text| parse_scontrol(&text))
-    .unwrap_or_default();
+    // Slurm forgets a job some minutes after it ended: then nothing is known, as below.
+    let info = cluster.job(&id).unwrap_or_default();
     let state = info.get("JobState").map(String::as_str).unwrap_or("");
     let reason = info.get("Reason").map(String::as_str).unwrap_or("");
     let ended = matches!(
@@ -410,12 +434,4 @@ fn vanished(
     Some(Outcome::Failed(Failure::Slurm(format!(
         "Slurm job {id} {how} without a result; {stderr}"
     ))))
-}
-
-/// Sleeps, waking early on Ctrl-C or SIGTERM.
-fn sleep(total: Duration, interrupt: &AtomicBool) {
-    let until = Instant::now() + total;
-    while Instant::now() < until && !interrupt.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

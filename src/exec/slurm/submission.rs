@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::cluster::slurm;
+use super::cluster::Cluster;
 use super::follow::Task;
-use super::queue::parse_job_id;
 use super::{
     absolute, io, slurm_dir, task_path, InputSource, SlurmError, SlurmSettings, TaskFile, TaskInput,
 };
@@ -310,6 +309,7 @@ fn task_file(
 /// caller can cancel those arrays.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn submit(
+    cluster: &mut dyn Cluster,
     dag: &Dag,
     groups: &[Group],
     decisions: &[Decision],
@@ -343,30 +343,28 @@ pub(super) fn submit(
             tasks.push(Task::new(i, g, index, dir.clone()));
         }
         let script = format!(
-        "#!/bin/sh\n# cbound: each task of this array computes one instance of stage `{}` (pipeline `{}`, run {run_id}).\nexec {} exec-instance --task-dir {}\n",
-        decl.id,
-        dag.pipeline.name,
-        sh_quote(&settings.cbound.display().to_string()),
-        sh_quote(&dir.display().to_string()),
-    );
+            "#!/bin/sh\n# cbound: each task of this array computes one instance of stage `{}` (pipeline `{}`, run {run_id}).\nexec {} exec-instance --task-dir {}\n",
+            decl.id,
+            dag.pipeline.name,
+            sh_quote(&settings.cbound.display().to_string()),
+            sh_quote(&dir.display().to_string()),
+        );
         let script_path = dir.join("task.sh");
         write_atomic(&script_path, script.as_bytes()).map_err(|e| SlurmError::TaskFile {
             path: script_path.clone(),
             message: e.to_string(),
         })?;
-        let cluster = decl.cluster.or(&settings.defaults);
+        let requests = decl.cluster.or(&settings.defaults);
         let after = group.after.iter().map(|&a| job_ids[a].clone()).collect();
-        let args = sbatch_args(&array_spec(dag, group, settings, &cluster, after, &dir));
+        let args = sbatch_args(&array_spec(dag, group, settings, &requests, after, &dir));
         tracing::debug!("{}", shell_line("sbatch", &args));
-        let id = slurm("sbatch", &args)
-            .and_then(|out| parse_job_id(&out))
-            .map_err(|e| match e {
-                SlurmError::Command { message, .. } => SlurmError::Rejected {
-                    stage: decl.id.clone(),
-                    message,
-                },
-                other => other,
-            })?;
+        let id = cluster.submit(&args).map_err(|e| match e {
+            SlurmError::Command { message, .. } => SlurmError::Rejected {
+                stage: decl.id.clone(),
+                message,
+            },
+            other => other,
+        })?;
         job_ids.push(id);
     }
     Ok(())
