@@ -435,3 +435,381 @@ fn vanished(
         "Slurm job {id} {how} without a result; {stderr}"
     ))))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::ClusterResources;
+    use crate::exec::outcome::InstanceStatus as Status;
+    use crate::exec::slurm::fake::{FakeCluster, Script};
+    use crate::exec::slurm::{InputSource, TaskFile};
+    use crate::exec::testkit::{expect, Events, Fixture};
+
+    const RUN: &str = "r1";
+
+    fn settings() -> SlurmSettings {
+        SlurmSettings {
+            max_parallel: None,
+            defaults: ClusterResources::default(),
+            cbound: PathBuf::from("/opt/cbound"),
+            workdir: PathBuf::from("/work"),
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    fn follow_with(
+        fx: &Fixture,
+        cluster: &mut FakeCluster,
+        options: &RunOptions,
+        interrupt: &AtomicBool,
+    ) -> (Result<RunSummary, SlurmError>, Events) {
+        let mut events = Events::default();
+        let summary = run_on(
+            cluster,
+            &fx.dag,
+            &fx.registry,
+            &fx.store,
+            options,
+            &settings(),
+            RUN,
+            &mut events,
+            interrupt,
+        );
+        (summary, events)
+    }
+
+    /// Runs every instance of `fx` on `cluster` with `cbound run`'s defaults.
+    fn follow(fx: &Fixture, cluster: &mut FakeCluster) -> (RunSummary, Events) {
+        let (all, none) = (fx.all(), HashSet::new());
+        let (summary, events) = follow_with(
+            fx,
+            cluster,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        (
+            summary.expect("the run follows its jobs to the end"),
+            events,
+        )
+    }
+
+    /// What the outcome of `id` says (its error, or why it was skipped).
+    fn message(fx: &Fixture, summary: &RunSummary, id: &str) -> String {
+        summary.outcomes[fx.index(id)].message().unwrap_or_default()
+    }
+
+    fn task_dir(fx: &Fixture, stage: &str) -> PathBuf {
+        crate::exec::slurm::slurm_dir(fx.store.root(), RUN).join(stage)
+    }
+
+    #[test]
+    fn every_task_succeeds_and_a_stage_waits_for_the_array_of_its_inputs() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step, matrix: {x: [1, 2]}}\n",
+            "  b: {kind: test_step, inputs: a, params: {x: 10}}\n",
+        ));
+        let mut cluster = FakeCluster::new(&fx.registry);
+        let (summary, events) = follow(&fx, &mut cluster);
+        assert!(!summary.interrupted);
+        assert!(fx.statuses(&summary).values().all(|s| *s == Status::Ok));
+        assert_eq!(fx.values(&summary)["b@x=2"], 12.0);
+        assert_eq!(
+            cluster.logged("submit "),
+            ["100 a 2 after=", "101 b 2 after=100"]
+        );
+        let b_args = &cluster.submitted[1];
+        for arg in ["--dependency=afterok:100", "--kill-on-invalid-dep=yes"] {
+            assert!(b_args.contains(&arg.to_string()), "{b_args:?}");
+        }
+        // Slurm held b's tasks back until a's array completed.
+        let at = |line: &str| cluster.log.iter().position(|l| l == line);
+        let b_starts = at("start 101_0 b@x=1").unwrap();
+        assert!(
+            at("end 100_0 COMPLETED").unwrap() < b_starts,
+            "{:?}",
+            cluster.log
+        );
+        assert!(
+            at("end 100_1 COMPLETED").unwrap() < b_starts,
+            "{:?}",
+            cluster.log
+        );
+        // b's task learns a's key on the node, from a's result file.
+        let task: TaskFile = read_json(&task_dir(&fx, "b").join("1.json")).unwrap();
+        match &task.inputs[0].source {
+            InputSource::Task { result } => {
+                assert_eq!(result, &task_dir(&fx, "a").join("1.result.json"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Each instance is reported started, with its progress, and finished, in that order.
+        for id in ["a@x=1", "a@x=2", "b@x=1", "b@x=2"] {
+            let mine: Vec<&str> = events
+                .0
+                .iter()
+                .map(String::as_str)
+                .filter(|e| e.split(' ').nth(1) == Some(id))
+                .collect();
+            let want = [
+                format!("started {id}"),
+                format!("progress {id} 1/2"),
+                format!("finished {id}"),
+            ];
+            assert_eq!(mine, want, "{:?}", events.0);
+        }
+        assert!(cluster.queued().is_empty());
+        assert!(cluster.logged("scancel").is_empty(), "{:?}", cluster.log);
+    }
+
+    #[test]
+    fn instances_cached_before_the_run_are_not_submitted() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step, matrix: {x: [1, 2]}}\n",
+            "  b: {kind: test_step, inputs: a}\n",
+        ));
+        follow(&fx, &mut FakeCluster::new(&fx.registry));
+        let mut again = FakeCluster::new(&fx.registry);
+        let (summary, events) = follow(&fx, &mut again);
+        assert_eq!(summary.count(Status::Cached), 4);
+        assert!(again.log.is_empty(), "{:?}", again.log);
+        assert_eq!(events.starting("cached ").len(), 4);
+    }
+
+    #[test]
+    fn a_failed_task_is_reported_with_what_else_its_stderr_said() {
+        let fx = Fixture::new(concat!(
+            "  work: {kind: test_step, matrix: {x: [1, 2]}, params: {fail: 'kaboom: disk on fire', fail_if_x: 2}}\n",
+            "  after: {kind: test_step, inputs: work}\n",
+        ));
+        let mut cluster = FakeCluster::new(&fx.registry).script(
+            "work@x=2",
+            Script::RunSaying(vec!["warning: disk almost full".into()]),
+        );
+        let (summary, events) = follow(&fx, &mut cluster);
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[
+                ("work@x=1", Status::Ok),
+                ("work@x=2", Status::Failed),
+                ("after@x=1", Status::Skipped),
+                ("after@x=2", Status::Skipped),
+            ])
+        );
+        let error = message(&fx, &summary, "work@x=2");
+        let log = task_dir(&fx, "work").join("1.err");
+        assert!(error.starts_with("kaboom: disk on fire"), "{error}");
+        assert!(
+            error.contains(&format!("\n(Slurm job 100_1, log {})\n", log.display())),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("\nlast lines of its stderr:\nwarning: disk almost full"),
+            "{error}"
+        );
+        // The task printed its error to stderr too; it is not repeated.
+        assert_eq!(error.matches("kaboom").count(), 1, "{error}");
+        assert_eq!(events.starting("failed work@x=2: kaboom").len(), 1);
+        // Slurm cancels the whole dependent array (afterok): the reader of the failed task
+        // names it, the other one names the cancelled job.
+        assert_eq!(
+            message(&fx, &summary, "after@x=2"),
+            "input work@x=2 did not finish"
+        );
+        assert_eq!(
+            message(&fx, &summary, "after@x=1"),
+            "Slurm cancelled job 101_0: a task of an array it waits for (afterok) failed"
+        );
+        assert!(cluster.queued().is_empty());
+    }
+
+    #[test]
+    fn a_task_that_leaves_the_queue_without_a_result_is_a_failure() {
+        let fx = Fixture::new("  lost: {kind: test_step, matrix: {x: [1, 2]}}\n");
+        let node_fail = Script::Die {
+            state: Some(("NODE_FAIL", "NodeDown", "0:9")),
+            stderr: vec![
+                "slurmstepd: error: *** JOB 100_0 CANCELLED DUE TO NODE FAILURE ***".into(),
+            ],
+        };
+        let forgotten = Script::Die {
+            state: None,
+            stderr: vec![],
+        };
+        let mut cluster = FakeCluster::new(&fx.registry)
+            .script("lost@x=1", node_fail)
+            .script("lost@x=2", forgotten);
+        let (summary, events) = follow(&fx, &mut cluster);
+        assert_eq!(summary.count(Status::Failed), 2);
+        let dir = task_dir(&fx, "lost");
+        assert_eq!(
+            message(&fx, &summary, "lost@x=1"),
+            format!(
+                "Slurm job 100_0 ended NODE_FAIL (NodeDown, exit code 0:9) without a result; \
+                 last lines of its stderr ({}):\n\
+                 slurmstepd: error: *** JOB 100_0 CANCELLED DUE TO NODE FAILURE ***",
+                dir.join("0.err").display()
+            )
+        );
+        assert_eq!(
+            message(&fx, &summary, "lost@x=2"),
+            format!(
+                "Slurm job 100_1 left the Slurm queue without a result; its stderr ({}) is empty",
+                dir.join("1.err").display()
+            )
+        );
+        let lost: Vec<&str> = events
+            .0
+            .iter()
+            .map(String::as_str)
+            .filter(|e| e.contains("lost@x=1"))
+            .collect();
+        assert_eq!(lost.len(), 2, "{lost:?}");
+        assert_eq!(lost[0], "started lost@x=1");
+        assert!(lost[1].starts_with("failed lost@x=1: Slurm job 100_0 ended NODE_FAIL"));
+    }
+
+    #[test]
+    fn a_result_that_shows_up_late_on_a_shared_filesystem_still_counts_for_a_while() {
+        let fx = Fixture::new("  slow_fs: {kind: test_step, matrix: {x: [1, 2]}}\n");
+        let mut cluster = FakeCluster::new(&fx.registry)
+            .script("slow_fs@x=1", Script::Run { late: 5 })
+            .script("slow_fs@x=2", Script::Run { late: 30 });
+        let (summary, _) = follow(&fx, &mut cluster);
+        // Five polls late: Slurm says it completed, so the loop waits for the file.
+        assert_eq!(
+            summary.outcomes[fx.index("slow_fs@x=1")].status(),
+            Status::Ok
+        );
+        assert!(
+            cluster.log.contains(&"scontrol 100_0".to_string()),
+            "{:?}",
+            cluster.log
+        );
+        // Thirty polls late is past what the loop allows a filesystem.
+        assert!(
+            message(&fx, &summary, "slow_fs@x=2").starts_with(
+                "Slurm job 100_1 ended COMPLETED (None, exit code 0:0) without a result"
+            ),
+            "{}",
+            message(&fx, &summary, "slow_fs@x=2")
+        );
+    }
+
+    #[test]
+    fn ctrl_c_cancels_every_submitted_job_and_leaves_none_in_the_queue() {
+        let fx = Fixture::new(concat!(
+            "  slow: {kind: test_step}\n",
+            "  after: {kind: test_step, inputs: slow}\n",
+        ));
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let mut cluster = FakeCluster::new(&fx.registry)
+            .script("slow", Script::Hang)
+            .interrupt_when_stuck(&interrupt);
+        let (all, none) = (fx.all(), HashSet::new());
+        let (summary, events) =
+            follow_with(&fx, &mut cluster, &fx.options(&all, &none), &interrupt);
+        let summary = summary.unwrap();
+        assert!(summary.interrupted);
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[("slow", Status::Cancelled), ("after", Status::Skipped)])
+        );
+        assert_eq!(
+            message(&fx, &summary, "after"),
+            "run stopped before it finished"
+        );
+        assert_eq!(cluster.logged("scancel "), ["100 101"]);
+        assert!(cluster.queued().is_empty(), "{:?}", cluster.log);
+        let stopping = events.starting("stopping: ");
+        assert!(
+            stopping.len() == 1 && stopping[0].ends_with("cancelling the submitted Slurm jobs"),
+            "{:?}",
+            events.0
+        );
+        assert!(events.0.contains(&"cancelled slow".into()));
+    }
+
+    #[test]
+    fn fail_fast_cancels_the_other_jobs() {
+        let fx = Fixture::new(concat!(
+            "  bad: {kind: test_step, params: {fail: boom}}\n",
+            "  slow: {kind: test_step}\n",
+        ));
+        let mut cluster = FakeCluster::new(&fx.registry).script("slow", Script::Hang);
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut options = fx.options(&all, &none);
+        options.fail_fast = true;
+        let (summary, events) = follow_with(&fx, &mut cluster, &options, &AtomicBool::new(false));
+        let summary = summary.unwrap();
+        assert!(!summary.interrupted);
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[("bad", Status::Failed), ("slow", Status::Cancelled)])
+        );
+        assert_eq!(cluster.logged("scancel "), ["100 101"]);
+        assert!(cluster.queued().is_empty());
+        assert!(events.0.contains(
+            &"stopping: --fail-fast: a job failed, cancelling the other Slurm jobs".into()
+        ));
+    }
+
+    #[test]
+    fn a_job_that_outlives_scancel_is_reported_still_queued_after_a_minute() {
+        let fx = Fixture::new("  stubborn: {kind: test_step}\n");
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let mut cluster = FakeCluster::new(&fx.registry)
+            .script("stubborn", Script::Unkillable)
+            .interrupt_when_stuck(&interrupt);
+        let (all, none) = (fx.all(), HashSet::new());
+        let (summary, _) = follow_with(&fx, &mut cluster, &fx.options(&all, &none), &interrupt);
+        let summary = summary.unwrap();
+        assert_eq!(
+            message(&fx, &summary, "stubborn"),
+            "run stopped; Slurm job 100_0 was cancelled but is still in the queue"
+        );
+        // The loop's clock (the fake's: nothing slept) passed the minute it gives Slurm.
+        assert!(
+            cluster.slept() > Duration::from_secs(60),
+            "{:?}",
+            cluster.slept()
+        );
+        // Cancelled once on Ctrl-C, and once more on the way out since it is still queued.
+        assert_eq!(cluster.logged("scancel "), ["100", "100"]);
+    }
+
+    #[test]
+    fn a_rejected_array_cancels_the_arrays_submitted_before_it() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step}\n",
+            "  b: {kind: test_step, inputs: a}\n",
+        ));
+        let mut cluster = FakeCluster::new(&fx.registry).reject("b");
+        let (all, none) = (fx.all(), HashSet::new());
+        let (summary, _) = follow_with(
+            &fx,
+            &mut cluster,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        match summary {
+            Err(SlurmError::Rejected { stage, message }) => {
+                assert_eq!(stage, "b");
+                assert!(message.contains("Invalid partition"), "{message}");
+            }
+            other => panic!("{:?}", other.map(|s| fx.statuses(&s))),
+        }
+        assert_eq!(cluster.logged("scancel "), ["100"]);
+        assert!(cluster.queued().is_empty());
+    }
+
+    #[test]
+    fn a_queue_that_cannot_be_read_for_a_while_only_delays_the_run() {
+        let fx = Fixture::new("  a: {kind: test_step, matrix: {x: [1, 2]}}\n");
+        let mut cluster = FakeCluster::new(&fx.registry).failing_queue(3);
+        let (summary, _) = follow(&fx, &mut cluster);
+        assert_eq!(summary.count(Status::Ok), 2);
+    }
+}

@@ -39,6 +39,8 @@
 //! settings, and the files tasks and the submitter exchange.
 
 mod cluster;
+#[cfg(test)]
+mod fake;
 mod follow;
 mod node;
 mod queue;
