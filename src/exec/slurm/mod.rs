@@ -11,8 +11,8 @@
 //! inputs are computed in the same run the key is learnt on the node: its task file names
 //! the result files of the upstream tasks, and the task computes the key there, reuses a
 //! cached result if one has appeared (an upstream that reran with identical bytes), or runs
-//! the stage through the same [`execute`] as the local executor. Instances cached before the
-//! run are never submitted.
+//! the stage through the same [`execute`](super::execute) as the local executor. Instances
+//! cached before the run are never submitted.
 //!
 //! The submitter follows the tasks through `squeue` (and `scontrol` for tasks that left the
 //! queue without a result; `sacct` needs slurmdbd, which small clusters lack) and the files
@@ -130,8 +130,8 @@ fn slurm_dir(store_root: &Path, run_id: &str) -> PathBuf {
         .join(run_id)
 }
 
-/// What a task computes: everything [`execute`] needs except what depends on upstream
-/// results computed in the same run.
+/// What a task computes: everything [`execute`](super::execute) needs except what depends
+/// on upstream results computed in the same run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskFile {
     pub pipeline: String,
