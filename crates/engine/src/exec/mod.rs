@@ -13,6 +13,8 @@ pub mod pools;
 pub mod scheduler;
 pub mod signal;
 pub mod slurm;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -463,54 +463,414 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::events::NullReporter;
-    use crate::exec::local::LocalExecutor;
-    use crate::exec::outcome::InstanceStatus;
     use std::sync::Arc;
+
+    use super::*;
+    use crate::exec::local::LocalExecutor;
+    use crate::exec::outcome::InstanceStatus as Status;
+    use crate::exec::testkit::{expect, Events, FakeExecutor, Fixture, Meeting};
+
+    fn run_fake(
+        fx: &Fixture,
+        executor: &mut FakeExecutor,
+        options: &RunOptions,
+        interrupt: &AtomicBool,
+    ) -> (RunSummary, Events) {
+        let mut events = Events::default();
+        let summary = run(
+            &fx.dag,
+            &fx.registry,
+            &fx.store,
+            executor,
+            options,
+            &mut events,
+            interrupt,
+        );
+        (summary, events)
+    }
+
+    /// The ids of the inputs of instance `id`.
+    fn inputs_of(fx: &Fixture, id: &str) -> Vec<String> {
+        fx.dag.instances[fx.index(id)]
+            .inputs
+            .iter()
+            .map(|&u| fx.dag.instances[u].id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn an_instance_is_submitted_only_after_all_its_inputs_finished() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step, matrix: {x: [1, 2]}}\n",
+            "  b: {kind: test_step, inputs: a, params: {x: 10}}\n",
+            "  c: {kind: test_step, inputs: b, params: {x: 100}}\n",
+            "  d: {kind: test_step, inputs: [a, c], params: {x: 1000}}\n",
+            "  lone: {kind: test_step}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        // Four slots: everything ready at once is submitted at once, and the fake finishes
+        // the last one submitted first.
+        let mut executor = FakeExecutor::new(&fx.registry, 4);
+        let (summary, _) = run_fake(
+            &fx,
+            &mut executor,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert!(fx.statuses(&summary).values().all(|s| *s == Status::Ok));
+        for (at, id) in executor.log.iter().enumerate() {
+            let Some(id) = id.strip_prefix("submit ") else {
+                continue;
+            };
+            for input in inputs_of(&fx, id) {
+                let finished = executor.log[..at].contains(&format!("finish {input}"));
+                assert!(
+                    finished,
+                    "{id} submitted before {input} finished: {:?}",
+                    executor.log
+                );
+            }
+        }
+        // Each value is x plus its inputs' values, so every instance read the right inputs.
+        let values = fx.values(&summary);
+        assert_eq!(values["c@x=1"], 111.0);
+        assert_eq!(values["d@x=2"], 1000.0 + 2.0 + 112.0);
+        // Independent instances did run side by side: `lone` and both `a` were submitted
+        // before anything finished.
+        let first_finish = executor
+            .log
+            .iter()
+            .position(|l| l.starts_with("finish"))
+            .unwrap();
+        let early = &executor.log[..first_finish];
+        for id in ["a@x=1", "a@x=2", "lone"] {
+            assert!(
+                early.contains(&format!("submit {id}")),
+                "{:?}",
+                executor.log
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_the_executor_refuses_waits_at_the_head_of_the_queue() {
+        let fx = Fixture::new(concat!(
+            "  one: {kind: test_step, matrix: {x: [1, 2, 3]}}\n",
+            "  two: {kind: test_step, resources: {cpus: 2}}\n",
+            "  three: {kind: test_step, matrix: {x: [4, 5]}}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut executor = FakeExecutor::new(&fx.registry, 2);
+        let (summary, _) = run_fake(
+            &fx,
+            &mut executor,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert!(fx.statuses(&summary).values().all(|s| *s == Status::Ok));
+        let refused = executor.logged("refuse ");
+        assert!(
+            !refused.is_empty(),
+            "the budget never filled: {:?}",
+            executor.log
+        );
+        // After a refusal nothing else is offered before the refused job is taken: instances
+        // start in dependency (index) order, whatever their weights.
+        for (at, line) in executor.log.iter().enumerate() {
+            if let Some(id) = line.strip_prefix("refuse ") {
+                let next = executor.log[at + 1..]
+                    .iter()
+                    .find_map(|l| l.strip_prefix("submit ").or(l.strip_prefix("refuse ")));
+                assert_eq!(next, Some(id), "{:?}", executor.log);
+            }
+        }
+        // Each instance was submitted once, in index order.
+        let order: Vec<&str> = fx.dag.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(executor.logged("submit "), order);
+    }
+
+    #[test]
+    fn a_failure_skips_what_reads_it_and_independent_branches_go_on() {
+        let fx = Fixture::new(concat!(
+            "  bad: {kind: test_step, params: {fail: boom}}\n",
+            "  after_bad: {kind: test_step, inputs: bad}\n",
+            "  after_after_bad: {kind: test_step, inputs: after_bad}\n",
+            "  good: {kind: test_step, params: {x: 3}}\n",
+            "  after_good: {kind: test_step, inputs: good}\n",
+            "  gpu: {kind: test_step, resources: {gpus: 1}}\n",
+            "  after_gpu: {kind: test_step, inputs: gpu}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut executor = FakeExecutor::new(&fx.registry, 2);
+        let (summary, events) = run_fake(
+            &fx,
+            &mut executor,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[
+                ("bad", Status::Failed),
+                ("after_bad", Status::Skipped),
+                ("after_after_bad", Status::Skipped),
+                ("good", Status::Ok),
+                ("after_good", Status::Ok),
+                ("gpu", Status::Failed),
+                ("after_gpu", Status::Skipped),
+            ])
+        );
+        assert_eq!(fx.values(&summary)["after_good"], 3.0);
+        let failed = events.starting("failed bad: ");
+        assert!(
+            failed.len() == 1 && failed[0].contains("boom"),
+            "{:?}",
+            events.0
+        );
+        assert!(events
+            .0
+            .contains(&"skipped after_bad: input bad did not finish".into()));
+        assert!(events
+            .0
+            .contains(&"skipped after_after_bad: input after_bad did not finish".into()));
+        // An instance needing GPUs the run does not have fails without being submitted.
+        let gpu = events.starting("failed gpu: ");
+        assert!(gpu.len() == 1 && gpu[0].contains("needs 1 GPU slot(s) but this run has 0"));
+        assert!(
+            !executor.log.iter().any(|l| l.ends_with(" gpu")),
+            "{:?}",
+            executor.log
+        );
+        assert!(!executor.log.contains(&"cancel".to_string()));
+    }
+
+    #[test]
+    fn fail_fast_cancels_running_jobs_and_starts_nothing_more() {
+        let fx = Fixture::new(concat!(
+            "  bad: {kind: test_step, params: {fail: boom}}\n",
+            "  slow: {kind: test_step}\n",
+            "  after_slow: {kind: test_step, inputs: slow}\n",
+            "  waiting: {kind: test_step}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut executor = FakeExecutor::new(&fx.registry, 2).hang(&["slow"]);
+        let mut options = fx.options(&all, &none);
+        options.fail_fast = true;
+        let (summary, events) = run_fake(&fx, &mut executor, &options, &AtomicBool::new(false));
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[
+                ("bad", Status::Failed),
+                ("slow", Status::Cancelled),
+                ("after_slow", Status::Skipped),
+                ("waiting", Status::Skipped),
+            ])
+        );
+        assert!(!summary.interrupted);
+        assert_eq!(executor.logged("submit "), ["bad", "slow"]);
+        assert_eq!(executor.logged("cancel"), [""]);
+        assert!(events
+            .0
+            .contains(&"stopping: --fail-fast: a job failed, stopping the others".into()));
+        assert!(events.0.contains(&"cancelled slow".into()));
+        assert!(events
+            .0
+            .contains(&"skipped waiting: run stopped before it started".into()));
+    }
+
+    #[test]
+    fn ctrl_c_cancels_running_jobs_and_starts_nothing_more() {
+        let fx = Fixture::new(concat!(
+            "  stuck: {kind: test_step}\n",
+            "  queued: {kind: test_step}\n",
+            "  after_stuck: {kind: test_step, inputs: stuck}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let interrupt = Arc::new(AtomicBool::new(false));
+        // One slot: `queued` waits behind `stuck`, which never finishes until cancelled; the
+        // fake presses Ctrl-C when nothing else can happen.
+        let mut executor = FakeExecutor::new(&fx.registry, 1)
+            .hang(&["stuck"])
+            .interrupt_when_stuck(&interrupt);
+        let (summary, events) = run_fake(&fx, &mut executor, &fx.options(&all, &none), &interrupt);
+        assert!(summary.interrupted);
+        assert_eq!(
+            fx.statuses(&summary),
+            expect(&[
+                ("stuck", Status::Cancelled),
+                ("queued", Status::Skipped),
+                ("after_stuck", Status::Skipped),
+            ])
+        );
+        assert_eq!(executor.logged("submit "), ["stuck"]);
+        assert_eq!(executor.logged("cancel"), [""]);
+        let stopping = events.starting("stopping: ");
+        assert!(
+            stopping.len() == 1 && stopping[0].ends_with("stopping running jobs"),
+            "{:?}",
+            events.0
+        );
+        assert!(events.0.contains(&"cancelled stuck".into()));
+        assert!(events
+            .0
+            .contains(&"skipped queued: run stopped before it started".into()));
+        // Cancelled is its own outcome, not a failure.
+        assert_eq!(summary.count(Status::Failed), 0);
+    }
+
+    #[test]
+    fn cached_instances_are_not_run_again_and_forced_ones_are() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step, matrix: {x: [1, 2]}}\n",
+            "  b: {kind: test_step, inputs: a}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut first = FakeExecutor::new(&fx.registry, 2);
+        let (summary, _) = run_fake(
+            &fx,
+            &mut first,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(summary.count(Status::Ok), 4);
+        assert_eq!(first.logged("submit ").len(), 4);
+
+        let mut second = FakeExecutor::new(&fx.registry, 2);
+        let (summary, events) = run_fake(
+            &fx,
+            &mut second,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(summary.count(Status::Cached), 4);
+        assert!(second.log.is_empty(), "{:?}", second.log);
+        let mut cached = events.starting("cached ");
+        cached.sort();
+        assert_eq!(
+            cached,
+            [
+                "cached a@x=1",
+                "cached a@x=2",
+                "cached b@x=1",
+                "cached b@x=2"
+            ]
+        );
+        assert_eq!(fx.values(&summary)["b@x=2"], 2.0);
+
+        let forced: HashSet<usize> = [fx.index("b@x=1")].into();
+        let mut third = FakeExecutor::new(&fx.registry, 2);
+        let (summary, _) = run_fake(
+            &fx,
+            &mut third,
+            &fx.options(&all, &forced),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(third.logged("submit "), ["b@x=1"]);
+        assert_eq!(summary.count(Status::Ok), 1);
+        assert_eq!(summary.count(Status::Cached), 3);
+    }
+
+    #[test]
+    fn events_follow_each_instance_from_start_to_finish() {
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step}\n",
+            "  b: {kind: test_step, inputs: a}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut executor = FakeExecutor::new(&fx.registry, 2);
+        let (_, events) = run_fake(
+            &fx,
+            &mut executor,
+            &fx.options(&all, &none),
+            &AtomicBool::new(false),
+        );
+        assert_eq!(
+            events.0,
+            [
+                "started a",
+                "progress a 1/2",
+                "finished a",
+                "started b",
+                "progress b 1/2",
+                "finished b"
+            ]
+        );
+    }
 
     #[test]
     fn instances_outside_the_selection_stay_not_selected_down_a_chain() {
-        let registry = Arc::new(crate::stage::testkinds::registry());
-        let text = concat!(
-            "name: c\n",
-            "stages:\n",
-            "  a: {kind: synthetic, params: {n: 20}, matrix: {rho: [0.1, 0.2]}}\n",
-            "  b: {kind: synthetic, params: {n: 20}, inputs: a}\n",
-            "  c: {kind: synthetic, params: {n: 20}, inputs: b}\n",
-            "  d: {kind: synthetic, params: {n: 20}, inputs: [a, c]}\n",
-        );
-        let p = crate::config::load_str(text, Path::new("c.yaml"), &[], &registry).unwrap();
-        let dag = Dag::build(p, &registry);
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "c").unwrap();
-        let selected: HashSet<usize> = dag.resolve(&["a".into()]).unwrap();
+        let fx = Fixture::new(concat!(
+            "  a: {kind: test_step, matrix: {x: [1, 2]}}\n",
+            "  b: {kind: test_step, inputs: a}\n",
+            "  c: {kind: test_step, inputs: b}\n",
+            "  d: {kind: test_step, inputs: [a, c]}\n",
+        ));
+        let selected: HashSet<usize> = fx.dag.resolve(&["a".into()]).unwrap();
         let none = HashSet::new();
-        let options = RunOptions {
-            selected: &selected,
-            forced: &none,
-            fail_fast: false,
-            gpus: 0,
-            run_dir: None,
-        };
-        let mut executor = LocalExecutor::new(Arc::clone(&registry), 2, 0);
-        let summary = run(
-            &dag,
-            &registry,
-            &store,
+        let mut executor = FakeExecutor::new(&fx.registry, 2);
+        let (summary, events) = run_fake(
+            &fx,
             &mut executor,
-            &options,
-            &mut NullReporter,
+            &fx.options(&selected, &none),
             &AtomicBool::new(false),
         );
         for (i, outcome) in summary.outcomes.iter().enumerate() {
-            let want = if dag.stage_id(i) == "a" {
-                InstanceStatus::Ok
+            let want = if fx.dag.stage_id(i) == "a" {
+                Status::Ok
             } else {
-                InstanceStatus::NotSelected
+                Status::NotSelected
             };
-            assert_eq!(outcome.status(), want, "{}", dag.instances[i].id);
+            assert_eq!(outcome.status(), want, "{}", fx.dag.instances[i].id);
         }
-        assert_eq!(summary.count(InstanceStatus::Ok), 2);
+        assert_eq!(summary.count(Status::Ok), 2);
+        // Nothing is said about instances outside the selection.
+        assert!(!events.0.is_empty());
+        assert!(
+            events.0.iter().all(|e| e.contains(" a@x=")),
+            "{:?}",
+            events.0
+        );
+    }
+
+    #[test]
+    fn the_local_executor_fills_its_cpu_budget_and_never_exceeds_it() {
+        // `pairs` instances wait inside until two of them run at once, so the budget of two
+        // CPUs is used; `wide` takes the whole budget, so it must run alone.
+        let fx = Fixture::new(concat!(
+            "  pairs: {kind: test_step, params: {meet: budget, parties: 2}, matrix: {x: [1, 2, 3, 4]}}\n",
+            "  wide: {kind: test_step, params: {meet: budget}, resources: {cpus: 2}}\n",
+        ));
+        let (all, none) = (fx.all(), HashSet::new());
+        let mut executor = LocalExecutor::new(Arc::clone(&fx.registry), 2, 0);
+        let mut events = Events::default();
+        let summary = run(
+            &fx.dag,
+            &fx.registry,
+            &fx.store,
+            &mut executor,
+            &fx.options(&all, &none),
+            &mut events,
+            &AtomicBool::new(false),
+        );
+        assert!(
+            fx.statuses(&summary).values().all(|s| *s == Status::Ok),
+            "{:?}",
+            events.0
+        );
+        let met = Meeting::named("budget").state();
+        assert_eq!((met.most_inside, met.most_threads), (2, 2), "{met:?}");
+        // The executor reports a job started when it admits it and finished when it frees
+        // its CPUs, and admits the next one only after that, so counting CPUs along the
+        // events is exactly what it held at each point.
+        let (mut held, mut most) = (0, 0);
+        for line in &events.0 {
+            if let Some(id) = line.strip_prefix("started ") {
+                held += fx.dag.instances[fx.index(id)].resources.cpus;
+            } else if let Some(id) = line.strip_prefix("finished ") {
+                held -= fx.dag.instances[fx.index(id)].resources.cpus;
+            }
+            most = most.max(held);
+        }
+        assert_eq!(most, 2, "{:?}", events.0);
     }
 }

@@ -1,0 +1,250 @@
+//! Convolution (plain, dilated, transposed) and pooling (average, max with indices) over
+//! `[N, C, H, W]` tensors.
+
+use super::{invalid, DType, Graph, GraphResult, Op, ValueId};
+
+impl Graph {
+    // ----- convolution and pooling -----
+
+    /// 2-D convolution: x `[N,C,H,W]`, w `[M,C/group,kh,kw]`, optional bias `[M]`; dilation 1.
+    pub fn conv2d(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        b: Option<ValueId>,
+        strides: [usize; 2],
+        pads: [usize; 4],
+        group: usize,
+    ) -> GraphResult<ValueId> {
+        self.conv2d_dilated(x, w, b, strides, pads, [1, 1], group)
+    }
+
+    /// 2-D convolution with dilation (used by the weight gradient of a strided convolution).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv2d_dilated(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        b: Option<ValueId>,
+        strides: [usize; 2],
+        pads: [usize; 4],
+        dilations: [usize; 2],
+        group: usize,
+    ) -> GraphResult<ValueId> {
+        let dt = self.same_dtype("Conv", &[x, w])?;
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        if xs.len() != 4
+            || ws.len() != 4
+            || group == 0
+            || xs[1] != ws[1] * group
+            || ws[0] % group != 0
+        {
+            return Err(invalid(
+                "Conv",
+                format!("incompatible input {xs:?} and weight {ws:?} (group {group})"),
+            ));
+        }
+        if strides.contains(&0) || dilations.contains(&0) {
+            return Err(invalid("Conv", "strides and dilations must be positive"));
+        }
+        let eff = [
+            dilations[0] * (ws[2] - 1) + 1,
+            dilations[1] * (ws[3] - 1) + 1,
+        ];
+        let out_hw = conv_out(&xs[2..], &eff, strides, pads).ok_or_else(|| {
+            invalid(
+                "Conv",
+                format!("kernel {:?} larger than padded input {xs:?}", &ws[2..]),
+            )
+        })?;
+        let mut inputs = vec![x, w];
+        if let Some(b) = b {
+            if self.shape(b) != [ws[0]] {
+                return Err(invalid(
+                    "Conv",
+                    format!("bias must be [{}], is {:?}", ws[0], self.shape(b)),
+                ));
+            }
+            inputs.push(b);
+        }
+        self.node1(
+            Op::Conv {
+                strides,
+                pads,
+                dilations,
+                group,
+            },
+            inputs,
+            dt,
+            vec![xs[0], ws[0], out_hw[0], out_hw[1]],
+        )
+    }
+
+    /// Transposed 2-D convolution: x `[N,C,H,W]`, w `[C, M/group, kh, kw]`; dilation 1.
+    pub fn conv_transpose2d(
+        &mut self,
+        x: ValueId,
+        w: ValueId,
+        strides: [usize; 2],
+        pads: [usize; 4],
+        output_padding: [usize; 2],
+        group: usize,
+    ) -> GraphResult<ValueId> {
+        let dt = self.same_dtype("ConvTranspose", &[x, w])?;
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        if xs.len() != 4 || ws.len() != 4 || group == 0 || xs[1] != ws[0] || xs[1] % group != 0 {
+            return Err(invalid(
+                "ConvTranspose",
+                format!("incompatible input {xs:?} and weight {ws:?} (group {group})"),
+            ));
+        }
+        let mut hw = [0usize; 2];
+        for i in 0..2 {
+            if output_padding[i] >= strides[i] {
+                return Err(invalid(
+                    "ConvTranspose",
+                    "output_padding must be smaller than the stride",
+                ));
+            }
+            let full = strides[i] * (xs[2 + i] - 1) + output_padding[i] + ws[2 + i];
+            hw[i] = full
+                .checked_sub(pads[i] + pads[i + 2])
+                .ok_or_else(|| invalid("ConvTranspose", "pads larger than the output"))?;
+        }
+        self.node1(
+            Op::ConvTranspose {
+                strides,
+                pads,
+                output_padding,
+                group,
+            },
+            vec![x, w],
+            dt,
+            vec![xs[0], ws[1] * group, hw[0], hw[1]],
+        )
+    }
+
+    fn pool_shape(
+        &self,
+        op: &'static str,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    ) -> GraphResult<Vec<usize>> {
+        let xs = self.shape(x);
+        if xs.len() != 4 || strides.contains(&0) || kernel.contains(&0) {
+            return Err(invalid(
+                op,
+                format!("expects a 4-D input and positive kernel/strides, got {xs:?}"),
+            ));
+        }
+        if pads[0] >= kernel[0]
+            || pads[1] >= kernel[1]
+            || pads[2] >= kernel[0]
+            || pads[3] >= kernel[1]
+        {
+            return Err(invalid(op, "pads must be smaller than the kernel"));
+        }
+        let hw = conv_out(&xs[2..], &kernel, strides, pads).ok_or_else(|| {
+            invalid(
+                op,
+                format!("kernel {kernel:?} larger than padded input {xs:?}"),
+            )
+        })?;
+        Ok(vec![xs[0], xs[1], hw[0], hw[1]])
+    }
+
+    pub fn average_pool(
+        &mut self,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    ) -> GraphResult<ValueId> {
+        let dt = self.require_float("AveragePool", x)?;
+        let shape = self.pool_shape("AveragePool", x, kernel, strides, pads)?;
+        self.node1(
+            Op::AveragePool {
+                kernel,
+                strides,
+                pads,
+            },
+            vec![x],
+            dt,
+            shape,
+        )
+    }
+
+    /// Returns (values, flat int64 indices into the input).
+    pub fn max_pool(
+        &mut self,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    ) -> GraphResult<(ValueId, ValueId)> {
+        let dt = self.require_float("MaxPool", x)?;
+        let shape = self.pool_shape("MaxPool", x, kernel, strides, pads)?;
+        let outs = self.node(
+            Op::MaxPool {
+                kernel,
+                strides,
+                pads,
+            },
+            vec![x],
+            vec![(dt, shape.clone()), (DType::I64, shape)],
+        );
+        match outs.as_slice() {
+            [y, i] => Ok((*y, *i)),
+            _ => Err(invalid("MaxPool", "internal: expected two outputs")),
+        }
+    }
+}
+
+/// Spatial output size of a convolution / pooling window (floor mode, dilation 1).
+fn conv_out(
+    input: &[usize],
+    kernel: &[usize],
+    strides: [usize; 2],
+    pads: [usize; 4],
+) -> Option<[usize; 2]> {
+    let mut out = [0; 2];
+    for i in 0..2 {
+        let padded = input[i] + pads[i] + pads[i + 2];
+        if padded < kernel[i] || strides[i] == 0 {
+            return None;
+        }
+        out[i] = (padded - kernel[i]) / strides[i] + 1;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{DType, Graph, GraphError, GraphResult};
+
+    #[test]
+    fn shape_inference_and_errors() -> GraphResult<()> {
+        let mut g = Graph::new("t");
+        let x = g.input("x", DType::F32, &[4, 3, 8, 8])?;
+        let w = g.input("w", DType::F32, &[5, 3, 3, 3])?;
+        let y = g.conv2d(x, w, None, [2, 2], [1, 1, 1, 1], 1)?;
+        assert_eq!(g.shape(y), &[4, 5, 4, 4]);
+        let (p, i) = g.max_pool(y, [2, 2], [2, 2], [0, 0, 0, 0])?;
+        assert_eq!(g.shape(p), &[4, 5, 2, 2]);
+        assert_eq!(g.dtype(i), DType::I64);
+        let f = g.flatten(p, 1)?;
+        assert_eq!(g.shape(f), &[4, 20]);
+        let bad = g.input("bad", DType::F32, &[3, 7])?;
+        assert!(g.matmul(f, bad).is_err());
+        assert!(matches!(
+            g.input("x", DType::F32, &[1]),
+            Err(GraphError::DuplicateName(_))
+        ));
+        // ConvTranspose with the conv's own weight maps y back to x's shape.
+        let ct = g.conv_transpose2d(y, w, [2, 2], [1, 1, 1, 1], [1, 1], 1)?;
+        assert_eq!(g.shape(ct), &[4, 3, 8, 8]);
+        Ok(())
+    }
+}

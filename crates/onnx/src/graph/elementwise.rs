@@ -1,0 +1,175 @@
+//! Elementwise ops: arithmetic with numpy broadcasting, unary float functions (activations
+//! among them), identity and stop-gradient, n-ary sums, comparisons, selection, casts and
+//! filled tensors.
+
+use super::{broadcast_shapes, invalid, DType, Graph, GraphResult, Op, TensorData, ValueId};
+
+impl Graph {
+    // ----- elementwise -----
+
+    fn binary(&mut self, op: Op, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        let name = op.onnx_name();
+        let dt = self.same_dtype(name, &[a, b])?;
+        let shape = broadcast_shapes(self.shape(a), self.shape(b)).ok_or_else(|| {
+            invalid(
+                name,
+                format!(
+                    "shapes {:?} and {:?} do not broadcast",
+                    self.shape(a),
+                    self.shape(b)
+                ),
+            )
+        })?;
+        self.node1(op, vec![a, b], dt, shape)
+    }
+
+    pub fn add(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        self.binary(Op::Add, a, b)
+    }
+
+    pub fn sub(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        self.binary(Op::Sub, a, b)
+    }
+
+    pub fn mul(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        self.binary(Op::Mul, a, b)
+    }
+
+    pub fn div(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        self.binary(Op::Div, a, b)
+    }
+
+    /// `a ^ b` elementwise (numpy broadcasting, same float dtype).
+    pub fn pow(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        self.require_float("Pow", a)?;
+        self.binary(Op::Pow, a, b)
+    }
+
+    /// `x * c` for a host constant `c`.
+    pub fn scale(&mut self, x: ValueId, c: f64) -> GraphResult<ValueId> {
+        let s = self.scalar_like(x, c)?;
+        self.mul(x, s)
+    }
+
+    /// `x + c` for a host constant `c`.
+    pub fn add_scalar(&mut self, x: ValueId, c: f64) -> GraphResult<ValueId> {
+        let s = self.scalar_like(x, c)?;
+        self.add(x, s)
+    }
+
+    pub(super) fn unary_float(&mut self, op: Op, x: ValueId) -> GraphResult<ValueId> {
+        let dt = self.require_float(op.onnx_name(), x)?;
+        let shape = self.shape(x).to_vec();
+        self.node1(op, vec![x], dt, shape)
+    }
+
+    pub fn neg(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Neg, x)
+    }
+
+    pub fn relu(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Relu, x)
+    }
+
+    pub fn exp(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Exp, x)
+    }
+
+    pub fn log(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Log, x)
+    }
+
+    pub fn sqrt(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Sqrt, x)
+    }
+
+    pub fn tanh(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Tanh, x)
+    }
+
+    pub fn sigmoid(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Sigmoid, x)
+    }
+
+    pub fn sign(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        self.unary_float(Op::Sign, x)
+    }
+
+    pub fn identity(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        let (dt, shape) = (self.dtype(x), self.shape(x).to_vec());
+        self.node1(Op::Identity, vec![x], dt, shape)
+    }
+
+    /// Identity whose output autodiff treats as a constant (e.g. the max in log-sum-exp).
+    pub fn stop_gradient(&mut self, x: ValueId) -> GraphResult<ValueId> {
+        let (dt, shape) = (self.dtype(x), self.shape(x).to_vec());
+        self.node1(Op::StopGradient, vec![x], dt, shape)
+    }
+
+    /// Sum of one or more tensors (numpy broadcasting).
+    pub fn sum(&mut self, xs: &[ValueId]) -> GraphResult<ValueId> {
+        match xs {
+            [] => Err(invalid("Sum", "needs at least one operand")),
+            [x] => Ok(*x),
+            [a, b] => self.add(*a, *b),
+            _ => {
+                let dt = self.same_dtype("Sum", xs)?;
+                let mut shape = self.shape(xs[0]).to_vec();
+                for &x in &xs[1..] {
+                    shape = broadcast_shapes(&shape, self.shape(x))
+                        .ok_or_else(|| invalid("Sum", "operand shapes do not broadcast"))?;
+                }
+                self.node1(Op::Sum, xs.to_vec(), dt, shape)
+            }
+        }
+    }
+
+    // ----- comparisons and selection -----
+
+    pub fn equal(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        let v = self.binary(Op::Equal, a, b)?;
+        self.values[v.0].dtype = DType::Bool;
+        Ok(v)
+    }
+
+    pub fn greater(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        let v = self.binary(Op::Greater, a, b)?;
+        self.values[v.0].dtype = DType::Bool;
+        Ok(v)
+    }
+
+    pub fn where_(&mut self, cond: ValueId, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        if self.dtype(cond) != DType::Bool {
+            return Err(invalid("Where", "condition must be bool"));
+        }
+        let dt = self.same_dtype("Where", &[a, b])?;
+        let s = broadcast_shapes(self.shape(a), self.shape(b))
+            .and_then(|s| broadcast_shapes(&s, self.shape(cond)))
+            .ok_or_else(|| invalid("Where", "operand shapes do not broadcast"))?;
+        self.node1(Op::Where, vec![cond, a, b], dt, s)
+    }
+
+    pub fn cast(&mut self, x: ValueId, to: DType) -> GraphResult<ValueId> {
+        if self.dtype(x) == to {
+            return Ok(x);
+        }
+        let shape = self.shape(x).to_vec();
+        self.node1(Op::Cast { to }, vec![x], to, shape)
+    }
+
+    /// A tensor of the given shape filled with `value`, built at run time (no initializer bytes).
+    pub fn filled(&mut self, dtype: DType, shape: &[usize], value: f64) -> GraphResult<ValueId> {
+        let v = TensorData::filled(dtype, 1, value)
+            .ok_or_else(|| invalid("ConstantOfShape", "unsupported dtype"))?;
+        if shape.is_empty() {
+            return self.scalar(dtype, value);
+        }
+        let s = self.const_usize(shape);
+        self.node1(
+            Op::ConstantOfShape { value: v },
+            vec![s],
+            dtype,
+            shape.to_vec(),
+        )
+    }
+}

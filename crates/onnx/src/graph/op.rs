@@ -1,0 +1,220 @@
+//! The operator vocabulary: every op the builder can emit with its attributes in typed form,
+//! the attributes of `Gemm`, and a node of the graph. How each op is checked and its output
+//! shape inferred is in the op family files; how it is encoded is in `serialise.rs`.
+
+use super::{DType, Reduction, TensorData, ValueId};
+
+/// The operators the builder can emit, with their attributes in typed form.
+///
+/// Constant operands that opset 18 takes as inputs (reduce axes, reshape shape, split sizes,
+/// expand shape, unsqueeze axes) are emitted as `int64` initializers; their values are repeated
+/// here so that [`crate::autodiff`] can read them without decoding initializers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Neg,
+    Relu,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Sigmoid,
+    Sign,
+    Pow,
+    /// 2-D matrix product.
+    MatMul,
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    ReduceSum {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    ReduceMean {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    ReduceMax {
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    Softmax {
+        axis: usize,
+    },
+    LogSoftmax {
+        axis: usize,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Flatten {
+        axis: usize,
+    },
+    /// 2-D convolution. `pads` = [top, left, bottom, right].
+    Conv {
+        strides: [usize; 2],
+        pads: [usize; 4],
+        dilations: [usize; 2],
+        group: usize,
+    },
+    ConvTranspose {
+        strides: [usize; 2],
+        pads: [usize; 4],
+        output_padding: [usize; 2],
+        group: usize,
+    },
+    /// Average pooling with `count_include_pad = 1` (so the divisor is always kh*kw).
+    AveragePool {
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    },
+    /// Max pooling; the node has two outputs, values and flat `int64` indices.
+    MaxPool {
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    },
+    Identity,
+    /// Serialised as `Identity`; [`crate::autodiff`] treats its output as a constant.
+    StopGradient,
+    Concat {
+        axis: usize,
+    },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
+    Expand {
+        shape: Vec<usize>,
+    },
+    Gather {
+        axis: usize,
+    },
+    GatherElements {
+        axis: usize,
+    },
+    ScatterElements {
+        axis: usize,
+        reduction: Reduction,
+    },
+    ScatterNd {
+        reduction: Reduction,
+    },
+    Unsqueeze {
+        axes: Vec<usize>,
+    },
+    /// Static slice with step 1 along the listed axes.
+    Slice {
+        starts: Vec<usize>,
+        ends: Vec<usize>,
+        axes: Vec<usize>,
+    },
+    /// Constant (zero) padding; `pads` = all begins then all ends, one per axis.
+    Pad {
+        pads: Vec<usize>,
+    },
+    Equal,
+    Greater,
+    Where,
+    Cast {
+        to: DType,
+    },
+    ConstantOfShape {
+        value: TensorData,
+    },
+    Sum,
+}
+
+impl Op {
+    /// The ONNX `op_type`.
+    pub fn onnx_name(&self) -> &'static str {
+        match self {
+            Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::Mul => "Mul",
+            Op::Div => "Div",
+            Op::Neg => "Neg",
+            Op::Relu => "Relu",
+            Op::Exp => "Exp",
+            Op::Log => "Log",
+            Op::Sqrt => "Sqrt",
+            Op::Tanh => "Tanh",
+            Op::Sigmoid => "Sigmoid",
+            Op::Sign => "Sign",
+            Op::Pow => "Pow",
+            Op::MatMul => "MatMul",
+            Op::Gemm { .. } => "Gemm",
+            Op::ReduceSum { .. } => "ReduceSum",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::ReduceMax { .. } => "ReduceMax",
+            Op::Softmax { .. } => "Softmax",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Transpose { .. } => "Transpose",
+            Op::Reshape { .. } => "Reshape",
+            Op::Flatten { .. } => "Flatten",
+            Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::MaxPool { .. } => "MaxPool",
+            Op::Identity | Op::StopGradient => "Identity",
+            Op::Concat { .. } => "Concat",
+            Op::Split { .. } => "Split",
+            Op::Expand { .. } => "Expand",
+            Op::Gather { .. } => "Gather",
+            Op::GatherElements { .. } => "GatherElements",
+            Op::ScatterElements { .. } => "ScatterElements",
+            Op::ScatterNd { .. } => "ScatterND",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Slice { .. } => "Slice",
+            Op::Pad { .. } => "Pad",
+            Op::Equal => "Equal",
+            Op::Greater => "Greater",
+            Op::Where => "Where",
+            Op::Cast { .. } => "Cast",
+            Op::ConstantOfShape { .. } => "ConstantOfShape",
+            Op::Sum => "Sum",
+        }
+    }
+}
+
+/// Attributes of a `Gemm` node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmAttrs {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl GemmAttrs {
+    /// `alpha * op(A) op(B) (+ C)`, i.e. `beta = 1`.
+    pub fn new(alpha: f32, trans_a: bool, trans_b: bool) -> GemmAttrs {
+        GemmAttrs {
+            alpha,
+            beta: 1.0,
+            trans_a,
+            trans_b,
+        }
+    }
+
+    pub fn with_beta(self, beta: f32) -> GemmAttrs {
+        GemmAttrs { beta, ..self }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
