@@ -245,3 +245,51 @@ fn data_fetch_verifies_checksums_and_leaves_nothing_behind() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_missing_dataset_names_the_command_that_fetches_it() {
+    let p = common::Project::new();
+    p.write(
+        "p.yaml",
+        "name: m\nstages:\n  d: {kind: load, params: {format: cifar10, path: datasets/cifar-10-batches-bin}}\n",
+    );
+    let run = p.cbound(&["run", "p.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("run `cbound data fetch cifar10 --dest datasets`"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn fetching_an_installed_dataset_links_it_instead_of_downloading() {
+    // Debian's dataset-fashion-mnist (scripts/setup.sh installs it where it can); no network
+    // is needed, and a second fetch changes nothing.
+    let installed = std::path::Path::new("/usr/share/datasets/fashion-mnist");
+    if !installed.join("train-images-idx3-ubyte.gz").is_file() {
+        eprintln!("skipped: {} is not installed", installed.display());
+        return;
+    }
+    let p = common::Project::new();
+    for _ in 0..2 {
+        let run = p.cbound(&[
+            "data",
+            "fetch",
+            "fashion-mnist",
+            "--dest",
+            "ds",
+            "--mirror",
+            "http://127.0.0.1:9/",
+        ]);
+        // With a mirror asked for, the installed copy is not used: the dead mirror fails.
+        assert_ne!(run.code, 0, "{}", run.all());
+        let run = p.cbound(&["data", "fetch", "fashion-mnist", "--dest", "ds"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+    }
+    for name in ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        let link = p.path().join("ds/fashion-mnist").join(name);
+        assert_eq!(std::fs::read_link(&link).unwrap(), installed.join(name));
+    }
+}

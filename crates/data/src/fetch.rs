@@ -84,6 +84,41 @@ pub struct ArchiveSpec {
     pub files: Vec<RemoteFile>,
     /// How they are stored.
     pub packing: Packing,
+    /// Where a system package installs the same data (Debian's `dataset-fashion-mnist`);
+    /// an installed file is linked instead of downloaded when it can be trusted (see
+    /// [`Installed`]).
+    pub installed: Option<Installed>,
+}
+
+/// A dataset as a system package installs it. A file there is linked when its MD5 is the
+/// official one, or when the package's own checksum list vouches for it: Debian
+/// recompresses the `.gz` files, so their bytes differ from the official archive's while
+/// the package's list still proves them unmodified since installation. The `load` stage
+/// hashes a file's content, not its link, so replacing the installed files still
+/// invalidates cached results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The folder holding the files.
+    pub dir: PathBuf,
+    /// The package's `md5sums` list (`<md5>  <path relative to />` lines), if any.
+    pub package_md5sums: Option<PathBuf>,
+}
+
+impl Installed {
+    /// The installed copy of `file`, if present and vouched for.
+    fn trusted(&self, file: &RemoteFile) -> Option<PathBuf> {
+        let path = self.dir.join(&file.name);
+        let md5 = md5_file(&path).ok()?;
+        if md5 == file.md5 {
+            return Some(path);
+        }
+        let list = fs::read_to_string(self.package_md5sums.as_ref()?).ok()?;
+        let listed = list.lines().find_map(|line| {
+            let (sum, name) = line.split_once("  ")?;
+            (Path::new("/").join(name.trim()) == path).then(|| sum.trim().to_string())
+        })?;
+        (listed == md5).then_some(path)
+    }
 }
 
 /// Why a fetch failed. Every variant names the URL or file involved.
@@ -96,7 +131,7 @@ pub enum FetchError {
         name: String,
     },
     /// A base URL that is not http(s).
-    #[error("base URL '{url}' is not usable: expected an http:// or https:// URL of the folder holding the files, e.g. https://mirror.example.org/cifar/")]
+    #[error("base URL '{url}' is not usable: expected an http:// or https:// URL of the folder holding the files (e.g. https://mirror.example.org/cifar/), or a local folder holding them (file:///srv/datasets/ or an existing path)")]
     BadUrl {
         /// The URL given.
         url: String,
@@ -247,6 +282,7 @@ pub fn registry() -> Vec<ArchiveSpec> {
                     "test_batch.bin",
                 ]),
             },
+            installed: None,
         },
         ArchiveSpec {
             name: "cifar100".into(),
@@ -261,6 +297,7 @@ pub fn registry() -> Vec<ArchiveSpec> {
                 root: "cifar-100-binary".into(),
                 members: strings(&["train.bin", "test.bin"]),
             },
+            installed: None,
         },
         ArchiveSpec {
             name: "mnist".into(),
@@ -289,6 +326,7 @@ pub fn registry() -> Vec<ArchiveSpec> {
             packing: Packing::Files {
                 folder: "mnist".into(),
             },
+            installed: None,
         },
         ArchiveSpec {
             name: "fashion-mnist".into(),
@@ -318,6 +356,12 @@ pub fn registry() -> Vec<ArchiveSpec> {
             packing: Packing::Files {
                 folder: "fashion-mnist".into(),
             },
+            installed: Some(Installed {
+                dir: PathBuf::from("/usr/share/datasets/fashion-mnist"),
+                package_md5sums: Some(PathBuf::from(
+                    "/var/lib/dpkg/info/dataset-fashion-mnist.md5sums",
+                )),
+            }),
         },
     ]
 }
@@ -354,9 +398,8 @@ pub fn fetch_with(
     progress: &dyn Fn(u64, Option<u64>),
 ) -> Result<PathBuf, FetchError> {
     check_spec(spec)?;
-    let base = normalise_base(base_url_override.unwrap_or(&spec.base_url))?;
+    let source = Source::parse(base_url_override.unwrap_or(&spec.base_url))?;
     fs::create_dir_all(dest_dir).map_err(io_err(dest_dir))?;
-    let agent = agent_for(&base);
     match &spec.packing {
         Packing::TarGz { root, members } => {
             let target = dest_dir.join(root);
@@ -365,16 +408,9 @@ pub fn fetch_with(
             if unpacked_is_verified(&target, file, members) {
                 return Ok(target);
             }
-            let url = format!("{base}{}", file.name);
+            let url = source.url(&file.name);
             let archive = TempPath::file(dest_dir, &file.name);
-            download(
-                &agent,
-                &url,
-                &archive.path,
-                &file.md5,
-                MAX_DOWNLOAD_BYTES,
-                progress,
-            )?;
+            source.get(&file.name, &archive.path, &file.md5, progress)?;
             let staging = TempPath::dir(dest_dir, root).map_err(io_err(dest_dir))?;
             let hashes = unpack(&archive.path, &staging.path, &url)?;
             drop(archive);
@@ -386,29 +422,114 @@ pub fn fetch_with(
         }
         Packing::Files { folder } => {
             let target = dest_dir.join(folder);
+            // An installed copy is used only when no mirror was asked for.
+            let installed = spec
+                .installed
+                .as_ref()
+                .filter(|_| base_url_override.is_none());
             for file in &spec.files {
                 let path = target.join(&file.name);
-                // A present file is trusted only after its checksum matches again.
+                // A present file is trusted only after its checksum matches again (or, when
+                // it is a link to an installed copy, after the package vouches for it again).
                 if path.is_file() && md5_file(&path).is_ok_and(|m| m == file.md5) {
                     continue;
                 }
-                let url = format!("{base}{}", file.name);
-                // Downloaded beside the folder and moved in only once verified, so a
-                // failed first download leaves no empty dataset folder behind.
+                if let Some(from) = installed.and_then(|i| i.trusted(file)) {
+                    fs::create_dir_all(&target).map_err(io_err(&target))?;
+                    link_file(&from, &path)?;
+                    continue;
+                }
+                // Fetched beside the folder and moved in only once verified, so a failed
+                // first download leaves no empty dataset folder behind.
                 let tmp = TempPath::file(dest_dir, &file.name);
-                download(
-                    &agent,
-                    &url,
-                    &tmp.path,
-                    &file.md5,
-                    MAX_DOWNLOAD_BYTES,
-                    progress,
-                )?;
+                source.get(&file.name, &tmp.path, &file.md5, progress)?;
                 fs::create_dir_all(&target).map_err(io_err(&target))?;
                 fs::rename(&tmp.path, &path).map_err(io_err(&path))?;
                 tmp.keep();
             }
             Ok(target)
+        }
+    }
+}
+
+/// `path` becomes a symbolic link to `from` (replacing a stale file or link there).
+fn link_file(from: &Path, path: &Path) -> Result<(), FetchError> {
+    let tmp = path.with_file_name(format!(
+        ".{}.link-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(from, &tmp).map_err(io_err(&tmp))?;
+    #[cfg(not(unix))]
+    fs::copy(from, &tmp).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Where the files come from: a web server, or a folder on this machine (a mirror on a
+/// shared disk, `file:///srv/datasets/cifar/`, or a plain path to an existing folder).
+enum Source {
+    Http { base: String, agent: ureq::Agent },
+    Local(PathBuf),
+}
+
+impl Source {
+    fn parse(url: &str) -> Result<Source, FetchError> {
+        let bad = || FetchError::BadUrl {
+            url: url.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            let dir = PathBuf::from(path);
+            return if dir.is_absolute() && dir.is_dir() {
+                Ok(Source::Local(dir))
+            } else {
+                Err(bad())
+            };
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            let base = normalise_base(url)?;
+            let agent = agent_for(&base);
+            return Ok(Source::Http { base, agent });
+        }
+        let dir = PathBuf::from(url);
+        if dir.is_dir() {
+            Ok(Source::Local(dir))
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// The address of `name`, for messages.
+    fn url(&self, name: &str) -> String {
+        match self {
+            Source::Http { base, .. } => format!("{base}{name}"),
+            Source::Local(dir) => format!("file://{}", dir.join(name).display()),
+        }
+    }
+
+    /// Fetches `name` to `to` and checks its MD5 (a mismatch is an error, `to` then holds
+    /// the rejected bytes for the caller's temporary to delete).
+    fn get(
+        &self,
+        name: &str,
+        to: &Path,
+        md5: &str,
+        progress: &dyn Fn(u64, Option<u64>),
+    ) -> Result<(), FetchError> {
+        let url = self.url(name);
+        match self {
+            Source::Http { agent, .. } => {
+                download(agent, &url, to, md5, MAX_DOWNLOAD_BYTES, progress)
+            }
+            Source::Local(dir) => {
+                let from = dir.join(name);
+                let file = File::open(&from).map_err(io_err(&from))?;
+                let total = file.metadata().ok().map(|m| m.len());
+                copy_verified(file, total, &url, to, md5, MAX_DOWNLOAD_BYTES, progress)
+            }
         }
     }
 }
@@ -548,6 +669,26 @@ fn download(
     if total.is_some_and(|t| t > max_bytes) {
         return Err(too_large());
     }
+    let reader = response.body_mut().as_reader();
+    copy_verified(reader, total, url, to, md5, max_bytes, progress)
+}
+
+/// Streams `reader` into a new file `to` (never overwriting one), stopping past
+/// `max_bytes`, and checks the length against `total` (when known) and the MD5 against
+/// `md5`. Shared by downloads and copies from a local mirror.
+fn copy_verified(
+    mut reader: impl Read,
+    total: Option<u64>,
+    url: &str,
+    to: &Path,
+    md5: &str,
+    max_bytes: u64,
+    progress: &dyn Fn(u64, Option<u64>),
+) -> Result<(), FetchError> {
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: max_bytes,
+    };
     // create_new: a name collision must fail rather than overwrite someone's file.
     let file = File::options()
         .write(true)
@@ -555,7 +696,6 @@ fn download(
         .open(to)
         .map_err(io_err(to))?;
     let mut out = BufWriter::with_capacity(BUF, file);
-    let mut reader = response.body_mut().as_reader();
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; BUF];
     let mut done = 0u64;
@@ -1314,6 +1454,104 @@ mod tests {
         assert_eq!(listing(&dir).len(), 4, "{:?}", listing(&dir));
     }
 
+    /// Four small gz files and a fashion-mnist spec whose checksums are theirs.
+    fn small_fashion() -> (ArchiveSpec, Vec<(String, Vec<u8>)>) {
+        let mut s = spec("fashion-mnist").unwrap();
+        let payloads: Vec<(String, Vec<u8>)> = s
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), gzip(&vec![i as u8; 50 + i])))
+            .collect();
+        for (f, (_, data)) in s.files.iter_mut().zip(&payloads) {
+            f.md5 = md5_of(data);
+        }
+        (s, payloads)
+    }
+
+    #[test]
+    fn a_local_folder_or_file_url_is_a_mirror_and_checked_like_one() {
+        let (s, payloads) = small_fashion();
+        let mirror = tempfile::tempdir().unwrap();
+        for (name, data) in &payloads {
+            fs::write(mirror.path().join(name), data).unwrap();
+        }
+        let as_url = format!("file://{}", mirror.path().display());
+        let as_path = mirror.path().display().to_string();
+        for base in [as_url.as_str(), as_path.as_str()] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = fetch_with(&s, tmp.path(), Some(base), &quiet).unwrap();
+            for (name, data) in &payloads {
+                assert_eq!(&fs::read(dir.join(name)).unwrap(), data, "{base}: {name}");
+                assert!(!fs::symlink_metadata(dir.join(name)).unwrap().is_symlink());
+            }
+        }
+        // A damaged file in the mirror is refused by its checksum, and nothing is left.
+        fs::write(mirror.path().join(&payloads[1].0), b"damaged").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let err = fetch_with(&s, tmp.path(), Some(&as_url), &quiet).unwrap_err();
+        assert!(matches!(err, FetchError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains("file://"), "{err}");
+        // A file:// URL must name an existing folder.
+        let err = fetch_with(&s, tmp.path(), Some("file:///no/such/folder"), &quiet).unwrap_err();
+        assert!(matches!(err, FetchError::BadUrl { .. }), "{err}");
+    }
+
+    #[test]
+    fn installed_files_are_linked_when_their_checksums_match() {
+        let (mut s, payloads) = small_fashion();
+        let installed = tempfile::tempdir().unwrap();
+        // Three of four installed, one with other bytes: those are linked, the rest fetched.
+        for (name, data) in &payloads[..2] {
+            fs::write(installed.path().join(name), data).unwrap();
+        }
+        fs::write(installed.path().join(&payloads[2].0), b"other").unwrap();
+        // The fourth is not the official bytes but the package's list vouches for it.
+        let repacked = gzip(b"repacked by the distribution");
+        fs::write(installed.path().join(&payloads[3].0), &repacked).unwrap();
+        let list = installed.path().join("pkg.md5sums");
+        let rel = installed.path().join(&payloads[3].0);
+        let rel = rel.strip_prefix("/").unwrap();
+        fs::write(&list, format!("{}  {}\n", md5_of(&repacked), rel.display())).unwrap();
+        s.installed = Some(Installed {
+            dir: installed.path().to_path_buf(),
+            package_md5sums: Some(list),
+        });
+        let pairs: Vec<(&str, &[u8])> = payloads
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        let server = Server::start(routes(&pairs), 20);
+        s.base_url = server.base.clone();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fetch_with(&s, tmp.path(), None, &quiet).unwrap();
+        assert_eq!(
+            server.requests(),
+            1,
+            "only the one installed with other bytes is downloaded"
+        );
+        for (i, (name, data)) in payloads.iter().enumerate() {
+            let link = fs::symlink_metadata(dir.join(name)).unwrap().is_symlink();
+            assert_eq!(link, i != 2, "{name}");
+            if i != 3 {
+                assert_eq!(&fs::read(dir.join(name)).unwrap(), data, "{name}");
+            }
+        }
+        assert_eq!(fs::read(dir.join(&payloads[3].0)).unwrap(), repacked);
+        // Present and vouched for: nothing is fetched again.
+        fetch_with(&s, tmp.path(), None, &quiet).unwrap();
+        assert_eq!(server.requests(), 1);
+        // A vouched-for file that changes after installation is no longer trusted.
+        fs::write(installed.path().join(&payloads[3].0), b"edited").unwrap();
+        fetch_with(&s, tmp.path(), None, &quiet).unwrap();
+        assert_eq!(server.requests(), 2);
+        assert_eq!(fs::read(dir.join(&payloads[3].0)).unwrap(), payloads[3].1);
+        // With a mirror asked for, the installed copy is not used.
+        let other = tempfile::tempdir().unwrap();
+        fetch_with(&s, other.path(), Some(&server.base), &quiet).unwrap();
+        assert_eq!(server.requests(), 6);
+    }
+
     #[test]
     fn registry_and_arguments_are_checked() {
         let reg = registry();
@@ -1335,7 +1573,13 @@ mod tests {
                 .contains("expected one of cifar10, cifar100, mnist, fashion-mnist"),
             "{err}"
         );
-        for bad in ["ftp://x/", "example.org/data", "http://", "https:///x"] {
+        for bad in [
+            "ftp://x/",
+            "example.org/data",
+            "http://",
+            "https:///x",
+            "file://relative/x",
+        ] {
             let err = fetch("mnist", tmp.path(), Some(bad), &quiet).unwrap_err();
             assert!(matches!(err, FetchError::BadUrl { .. }), "{bad}: {err}");
         }

@@ -278,6 +278,37 @@ fn read_parquet_dataset(p: &LoadParams, path: &Path) -> Result<Dataset, StageErr
     Ok(ds)
 }
 
+/// For a dataset that is not there, the command that puts it there: `cbound data fetch`
+/// unpacks each archive into a folder of a known name, so the hint names the parent folder
+/// of the one the pipeline points at (`datasets/cifar-10-batches-bin` -> `--dest datasets`).
+fn fetch_hint(
+    format: Format,
+    path: &std::path::Path,
+    e: &cbound_data::DataError,
+) -> Option<String> {
+    let missing = match e {
+        cbound_data::DataError::MissingFiles { .. } => true,
+        cbound_data::DataError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    };
+    let name = match format {
+        Format::Cifar10 => "cifar10",
+        Format::Cifar100 => "cifar100",
+        Format::Idx => "mnist",
+        _ => return None,
+    };
+    if !missing {
+        return None;
+    }
+    let dest = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| ".".to_string(), |d| d.display().to_string());
+    Some(format!(
+        "to download it, run `cbound data fetch {name} --dest {dest}`"
+    ))
+}
+
 pub struct Load;
 
 impl Stage for Load {
@@ -374,7 +405,13 @@ impl Stage for Load {
         };
         let split = p.split;
         let data_err = |e: cbound_data::DataError| StageError::Input(e.to_string());
-        let read_err = |e: cbound_data::DataError| StageError::Input(locate(&path, &e.to_string()));
+        let read_err = |e: cbound_data::DataError| {
+            let mut message = locate(&path, &e.to_string());
+            if let Some(hint) = fetch_hint(p.format, &path, &e) {
+                message.push_str(&format!(" ({hint})"));
+            }
+            StageError::Input(message)
+        };
         ctx.progress(0, 3, "reading");
         let mut ds = match p.format {
             Format::Cifar10 => load_cifar10(&path, split).map_err(read_err)?,
@@ -382,7 +419,7 @@ impl Stage for Load {
             Format::Idx => load_idx_dir(&path, split).map_err(read_err)?,
             Format::FashionMnist => {
                 let mut ds = load_idx_dir(&path, split).map_err(|e| {
-                    StageError::Input(format!("{e} (Fashion-MNIST is installed by scripts/setup.sh: apt-get install dataset-fashion-mnist)"))
+                    StageError::Input(format!("{e} (Fashion-MNIST is installed by scripts/setup.sh: apt-get install dataset-fashion-mnist; or `cbound data fetch fashion-mnist`)"))
                 })?;
                 ds.label_names = Some(
                     FASHION_MNIST_LABEL_NAMES
