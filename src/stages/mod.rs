@@ -28,7 +28,7 @@ pub use context::{InputArtifact, Progress, StageContext};
 
 use crate::artifact::ArtifactError;
 use crate::config::yaml::PathSeg;
-use crate::config::Resources;
+use crate::config::{ClusterResources, Resources};
 
 /// What a finished stage reports besides the files it wrote: scalar metrics, which become
 /// columns of the run's `results.parquet`.
@@ -231,6 +231,18 @@ pub trait DynStage: Send + Sync {
     /// and tracked files while planning, then its run. The engine holds the result for the
     /// instance's lifetime instead of deserialising the same JSON three times.
     fn prepare(&self, params: &serde_json::Value) -> Result<Arc<dyn PreparedStage>, ParamError>;
+    /// For a kind defined outside the binary (declared in YAML): a digest of its definition,
+    /// which joins every cache key of the kind, because editing the definition changes the
+    /// results as a new version of a built-in kind does. `None` for built-in kinds, whose
+    /// definition is the binary (cbound's version is in the key).
+    fn definition_digest(&self) -> Option<String> {
+        None
+    }
+    /// Cluster settings (memory, time, ...) of the kind's instances where the stage's
+    /// `resources:` do not set them.
+    fn cluster_defaults(&self) -> ClusterResources {
+        ClusterResources::default()
+    }
 }
 
 /// One instance's parameters, parsed: what [`DynStage`] answers from JSON, answered from the
@@ -388,6 +400,12 @@ impl Registry {
                 register::<embed::Embed>(),
             ],
         }
+    }
+
+    /// Adds a kind defined outside this file (one declared in YAML, src/userkind). The
+    /// caller keeps kind names unique: [`Registry::get`] finds the first of a name.
+    pub fn push(&mut self, stage: Box<dyn DynStage>) {
+        self.stages.push(stage);
     }
 
     pub fn get(&self, kind: &str) -> Option<&dyn DynStage> {
