@@ -20,6 +20,7 @@ pub mod onnx;
 pub mod report;
 pub mod stages;
 pub mod tables;
+pub mod userkind;
 
 /// This machine's name, for run records and lock files. Asked once per process: every
 /// instance's `meta.json` records it, and a system call per instance adds up over a sweep.

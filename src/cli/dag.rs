@@ -5,7 +5,6 @@ use crate::config;
 use crate::dag::render::{render, Format};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct DagArgs {
@@ -19,7 +18,7 @@ pub struct DagArgs {
 }
 
 pub fn dag(args: DagArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
+    let (_, registry) = args.pipeline.registry()?;
     let p = config::load(&args.pipeline.pipeline, &args.pipeline.set, &registry)?;
     let dag = Dag::build(p, &registry);
     print!("{}", render(&dag, args.format, args.instances));

@@ -8,7 +8,6 @@ use crate::dag::plan::{plan as decide, Decision};
 use crate::dag::Dag;
 use crate::error::Error;
 use crate::exec::slurm::{plan_lines, SlurmSettings};
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -30,7 +29,7 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: PlanArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
+    let (_, registry) = args.pipeline.registry()?;
     let p = config::load(&args.pipeline.pipeline, &args.pipeline.set, &registry)?;
     let dag = Dag::build(p, &registry);
     let (selected, forced) = super::run::selection(&dag, &args.only, &args.force)?;

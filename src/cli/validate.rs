@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use crate::config::{self, ConfigErrors};
 use crate::dag::Dag;
 use crate::error::Error;
-use crate::stages::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
@@ -15,12 +14,23 @@ pub struct ValidateArgs {
     /// Overrides, applied to every file.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// A directory of stage kinds declared in YAML, for every file; repeatable.
+    #[arg(long = "kinds", value_name = "DIR")]
+    pub kinds: Vec<PathBuf>,
 }
 
 pub fn validate(args: ValidateArgs) -> Result<(), Error> {
-    let registry = Registry::builtin();
     let mut all = ConfigErrors::default();
     for path in &args.pipelines {
+        // Each file has its own kinds (its `kinds:`, the `kinds/` beside it).
+        let registry = match super::kinds_for(path, &args.set, &args.kinds) {
+            Ok((_, registry)) => registry,
+            Err(Error::Config(e)) => {
+                all.diagnostics.extend(e.diagnostics);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match config::load(path, &args.set, &registry) {
             Ok(p) => {
                 let stages = p.stages.len();

@@ -176,13 +176,6 @@ fn loosen(mut schema: Value) -> Value {
     schema
 }
 
-/// The schema as the checked-in file holds it.
-pub fn pipeline_schema_text(registry: &Registry) -> String {
-    let mut text = serde_json::to_string_pretty(&pipeline_schema(registry)).unwrap_or_default();
-    text.push('\n');
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
