@@ -97,6 +97,13 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     let pipeline = config::load(path, &args.pipeline.set, &registry)?;
     let dag = Dag::build(pipeline, &registry);
     let (selected, forced) = selection(&dag, &args.only, &args.force)?;
+    let used: Vec<&str> = dag
+        .pipeline
+        .stages
+        .iter()
+        .map(|s| s.kind.as_str())
+        .collect();
+    let kinds = kinds.only(&used);
 
     let store = Store::open(&args.pipeline.out, &dag.pipeline.name)?;
     let command_line: Vec<String> = std::env::args().collect();

@@ -119,6 +119,19 @@ impl UserKinds {
         self.iter().find(|k| k.name == name)
     }
 
+    /// The kinds among these that `used` names (a run records only the kinds its stages use,
+    /// not every kind of the directory beside it).
+    pub fn only(&self, used: &[&str]) -> UserKinds {
+        UserKinds {
+            kinds: self
+                .kinds
+                .iter()
+                .filter(|k| used.contains(&k.name.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The kinds a pipeline can use: its own `kinds:`, the `kinds/` directory beside it and
     /// `dirs`. Problems in the pipeline file outside `kinds:` (even one that cannot be read)
     /// are left to the pipeline loader, which reports them.
@@ -144,9 +157,12 @@ impl UserKinds {
         let readable = std::fs::metadata(pipeline)
             .map(|m| m.len() as usize <= MAX_PIPELINE_BYTES)
             .unwrap_or(false);
+        // The pipeline loader parses the file again; most pipelines declare no kinds, and a
+        // file without the word cannot, so the second parse is skipped for them (it is most
+        // of `validate`'s time on a large matrix).
         let root = std::fs::read_to_string(pipeline)
             .ok()
-            .filter(|_| readable)
+            .filter(|text| readable && text.contains("kinds"))
             .and_then(|text| yaml::parse(&text).ok())
             .map(|(root, _)| root);
         if let Some(entry) = root.as_ref().and_then(|r| r.get("kinds")) {
