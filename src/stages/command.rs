@@ -3,11 +3,13 @@
 //!
 //! The program gets its inputs three ways, whichever is convenient: placeholders in `argv`
 //! (`{out}`, `{seed}`, `{instance}`, `{input.STAGE}`), environment variables (`CBOUND_OUT`,
-//! `CBOUND_SEED`, `CBOUND_INSTANCE`, `CBOUND_INPUTS`) and `inputs.json` in its output
-//! directory, which lists every input instance with its directory and files. Whatever it
-//! writes into its output directory becomes the instance's outputs; a `metrics.json` of
-//! name-to-number pairs becomes metrics in `results.parquet`. stdout and stderr are kept as
-//! `stdout.txt` and `stderr.txt`.
+//! `CBOUND_SEED`, `CBOUND_INSTANCE`, `CBOUND_INPUTS`, `CBOUND_THREADS`) and `inputs.json` in
+//! its output directory, which lists every input instance with its directory and files.
+//! Whatever it writes into its output directory becomes the instance's outputs; a
+//! `metrics.json` of name-to-number pairs becomes metrics in `results.parquet`. stdout and
+//! stderr are kept as `stdout.txt` and `stderr.txt`. docs/adding-a-stage.md ("What the
+//! program gets") documents the placeholders and variables, shared with kinds declared in
+//! YAML (src/exec/process.rs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
