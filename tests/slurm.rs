@@ -458,3 +458,102 @@ fn declared_kinds_run_on_the_nodes_with_the_keys_of_a_local_run() {
     );
     assert!(again.stderr.contains("0 ran, 4 cached"), "{}", again.all());
 }
+
+/// The shipped example (pipelines/embedding-pca.yaml and its kinds/ directory) in a scratch
+/// project.
+fn shipped_example() -> Project {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    for (from, to) in [
+        ("pipelines/embedding-pca.yaml", "embedding-pca.yaml"),
+        (
+            "pipelines/kinds/pca_embeddings.yaml",
+            "kinds/pca_embeddings.yaml",
+        ),
+        (
+            "pipelines/kinds/pca_embeddings.py",
+            "kinds/pca_embeddings.py",
+        ),
+    ] {
+        p.write(
+            to,
+            &std::fs::read_to_string(root.join(from)).expect("shipped file"),
+        );
+    }
+    p
+}
+
+#[test]
+fn the_shipped_declared_kind_runs_on_slurm_as_it_does_locally() {
+    if !cluster() {
+        return;
+    }
+    let p = shipped_example();
+    // The kind runs `python3`: the project's environment (numpy, pyarrow) first on PATH,
+    // which sbatch hands to the tasks with the rest of the environment.
+    let venv_bin = common::python().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        let out = with_conf(p.command(args))
+            .env("PATH", &path)
+            .output()
+            .expect("run cbound");
+        common::Run::from(out)
+    };
+    let local = run(&[
+        "run",
+        "embedding-pca.yaml",
+        "--out",
+        "local",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(local.code, 0, "{}", local.all());
+    let slurm = run(&[
+        "run",
+        "embedding-pca.yaml",
+        "--out",
+        "slurm",
+        "--executor",
+        "slurm",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(slurm.code, 0, "{}", slurm.all());
+    assert!(
+        slurm.stderr.contains("7 ran, 0 cached, 0 failed"),
+        "{}",
+        slurm.all()
+    );
+    let results = |out: &str| {
+        let link = p.path().join(out).join("embedding-pca").join("latest");
+        let target = std::fs::read_link(&link).expect("latest link");
+        link.parent().unwrap().join(target).join("results.parquet")
+    };
+    // Training is bitwise reproducible, so every instance, the declared kind's included, has
+    // the same key, parameters and metrics on the nodes as here (but for training speed).
+    let without_speed =
+        |rows: Vec<(String, serde_json::Value)>| -> Vec<(String, serde_json::Value)> {
+            rows.into_iter()
+                .map(|(id, mut r)| {
+                    if let Some(obj) = r.as_object_mut() {
+                        obj.remove("metric.samples_per_s");
+                    }
+                    (id, r)
+                })
+                .collect()
+        };
+    let a = without_speed(comparable(&results("local")));
+    let b = without_speed(comparable(&results("slurm")));
+    assert_eq!((a.len(), b.len()), (7, 7));
+    for ((id, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{id} differs between the local and the Slurm run");
+    }
+    let pca = b.iter().find(|(id, _)| id == "pca").expect("pca row");
+    assert_eq!(pca.1["kind"], "pca_embeddings");
+    assert!(pca.1["metric.explained_variance_total"].as_f64().unwrap() > 0.0);
+}
