@@ -464,3 +464,27 @@ print(len(list(v.iter_errors(inline))) > 0)
     let builtin = p.cbound(&["schema", "--output", "-"]);
     assert!(!builtin.stdout.contains("pca_embeddings"));
 }
+
+#[test]
+fn a_broken_kind_file_is_reported_once_for_the_pipelines_beside_it() {
+    let p = Project::new();
+    p.write("kinds/bad.yaml", "version: 0\ncommand: [\"true\"]\n");
+    let stages = "stages:\n  a: {kind: synthetic, params: {n: 10}}\n";
+    p.write("a.yaml", stages);
+    p.write("b.yaml", stages);
+    let run = p.cbound(&["validate", "a.yaml", "b.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert_eq!(
+        run.stderr
+            .matches("kinds/bad.yaml:1:10 (at `version`)")
+            .count(),
+        1,
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("`version` must be a positive integer"),
+        "{}",
+        run.all()
+    );
+}

@@ -26,7 +26,12 @@ pub fn validate(args: ValidateArgs) -> Result<(), Error> {
         let registry = match super::kinds_for(path, &args.set, &args.kinds) {
             Ok((_, registry)) => registry,
             Err(Error::Config(e)) => {
-                all.diagnostics.extend(e.diagnostics);
+                // Pipelines of one directory share its `kinds/`: say each problem once.
+                for d in e.diagnostics {
+                    if !all.diagnostics.contains(&d) {
+                        all.diagnostics.push(d);
+                    }
+                }
                 continue;
             }
             Err(e) => return Err(e),
