@@ -4,6 +4,7 @@ use crate::artifact::store::StoreError;
 use crate::artifact::ArtifactError;
 use crate::config::ConfigErrors;
 use crate::exec::slurm::SlurmError;
+use cbound_engine::userkind::UserKindError;
 
 /// Exit codes, stable for scripts: 0 success, 1 internal error, 2 bad configuration or
 /// usage, 3 one or more stage instances failed, 4 environment problem (output directory,
@@ -29,6 +30,9 @@ pub enum Error {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Slurm(#[from] SlurmError),
+    /// The kinds a run recorded (kinds.json) cannot be read back.
+    #[error(transparent)]
+    UserKind(#[from] UserKindError),
     #[error("{failed} instance(s) failed; see above, and {results} for every instance's status")]
     StagesFailed { failed: usize, results: String },
     #[error("interrupted; finished instances are kept, run the same command again to resume")]
@@ -53,9 +57,11 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::CONFIG,
             Error::Slurm(SlurmError::InstanceFailed { .. }) => exit::STAGE_FAILED,
-            Error::Store(_) | Error::Artifact(_) | Error::Environment(_) | Error::Slurm(_) => {
-                exit::ENVIRONMENT
-            }
+            Error::Store(_)
+            | Error::Artifact(_)
+            | Error::Environment(_)
+            | Error::Slurm(_)
+            | Error::UserKind(_) => exit::ENVIRONMENT,
             Error::StagesFailed { .. } => exit::STAGE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::Stale(_) | Error::Internal(_) => exit::INTERNAL,

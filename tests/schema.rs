@@ -35,23 +35,44 @@ fn every_pipeline_validates_against_the_schema_and_with_cbound() {
     files.sort();
     assert!(!files.is_empty());
     let schema = root().join("schemas/pipeline.schema.json");
-    let mut args = vec![schema.to_str().unwrap()];
+    // Pipelines using the kinds declared in pipelines/kinds are checked against the schema
+    // `cbound schema --kinds` makes with them; the others against the checked-in one.
+    let out = Command::new(common::bin())
+        .args(["schema", "--kinds", "pipelines/kinds"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let with_kinds = dir.path().join("with-kinds.schema.json");
+    std::fs::write(&with_kinds, &out.stdout).unwrap();
+    let mut args = vec![schema.to_str().unwrap(), with_kinds.to_str().unwrap()];
     args.extend(files.iter().map(String::as_str));
     let checked = common::py(
         r#"
 import json, sys, yaml, jsonschema
-schema = json.load(open(sys.argv[1]))
-jsonschema.Draft202012Validator.check_schema(schema)
-validator = jsonschema.Draft202012Validator(schema)
-for path in sys.argv[2:]:
-    errors = list(validator.iter_errors(yaml.safe_load(open(path))))
+builtin, declared = (json.load(open(p)) for p in sys.argv[1:3])
+for schema in (builtin, declared):
+    jsonschema.Draft202012Validator.check_schema(schema)
+builtin_kinds = set(builtin["$defs"]["stage"]["properties"]["kind"]["enum"])
+for path in sys.argv[3:]:
+    pipeline = yaml.safe_load(open(path))
+    kinds = {s.get("kind") for s in pipeline["stages"].values()}
+    schema, which = (builtin, "built-in") if kinds <= builtin_kinds else (declared, "declared")
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(pipeline))
     if errors:
         sys.exit(f"{path}: " + "; ".join(e.message for e in errors))
-    print(path)
+    print(path, which)
 "#,
         &args,
     );
     assert_eq!(checked.lines().count(), files.len());
+    assert!(checked.contains("embedding-pca.yaml declared"), "{checked}");
+    assert!(checked.contains("quickstart.yaml built-in"), "{checked}");
     // The schema must reject what cbound rejects, at least for unknown keys.
     let rejected = common::py(
         r#"

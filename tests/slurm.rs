@@ -365,3 +365,199 @@ stages:
     // The submitter waits for its jobs to leave the queue before exiting.
     assert_eq!(queued_jobs("slurm-sleepy"), Vec::<String>::new());
 }
+
+/// A stage kind declared in YAML (in `kinds/` beside the pipeline) after a small sweep.
+const DECLARED: &str = r#"name: slurm-kinds
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: dense, n: 120}
+    matrix: {rho: [0.3, 0.6]}
+  copy:
+    kind: copy_samples
+    inputs: [data]
+    params: {scale: 3}
+"#;
+
+const COPY_KIND: &str = r#"summary: Copies the samples and reports a number.
+version: 1
+params:
+  scale: {type: number, exclusiveMinimum: 0, default: 2}
+needs: [samples.parquet]
+produces: [copy.parquet]
+track: [copy.sh]
+command: [sh, "{kind_dir}/copy.sh", "{needs.samples.parquet}", "{out}", "{params.scale}"]
+resources: {memory: 100M, time: "5"}
+"#;
+
+#[test]
+fn declared_kinds_run_on_the_nodes_with_the_keys_of_a_local_run() {
+    let p = Project::new();
+    p.write("kinds.yaml", DECLARED);
+    p.write("kinds/copy_samples.yaml", COPY_KIND);
+    p.write(
+        "kinds/copy.sh",
+        "#!/bin/sh\ncp \"$1\" \"$2/copy.parquet\"\necho \"{\\\"scale\\\": $3}\" > \"$2/metrics.json\"\n",
+    );
+    // The kind's cluster settings reach sbatch (no cluster needed to plan).
+    let plan = p.cbound(&["plan", "kinds.yaml", "--executor", "slurm"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    let copy = plan
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("JOB_copy="))
+        .unwrap_or_default();
+    assert!(
+        copy.contains("--mem=100M --time=5") && copy.contains("--dependency=afterok:$JOB_data"),
+        "{}",
+        plan.all()
+    );
+    if !cluster() {
+        return;
+    }
+    let local = cbound(&p, &["run", "kinds.yaml", "--out", "local"]);
+    assert_eq!(local.code, 0, "{}", local.all());
+    let slurm = cbound(
+        &p,
+        &["run", "kinds.yaml", "--out", "slurm", "--executor", "slurm"],
+    );
+    assert_eq!(slurm.code, 0, "{}", slurm.all());
+    assert!(
+        slurm.stderr.contains("4 ran, 0 cached, 0 failed"),
+        "{}",
+        slurm.all()
+    );
+    let latest = |out: &str| {
+        let link = p.path().join(out).join("slurm-kinds").join("latest");
+        let target = std::fs::read_link(&link).expect("latest link");
+        link.parent().unwrap().join(target)
+    };
+    // The nodes rebuilt the kind from the run's snapshot and computed the same keys, ran the
+    // same program and checked its declared table.
+    let run_dir = latest("slurm");
+    let snapshots: Vec<_> = std::fs::read_dir(p.path().join("slurm/slurm-kinds/.cbound/slurm"))
+        .unwrap()
+        .flatten()
+        .filter(|r| r.path().join("kinds.json").is_file())
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    let (a, b) = (
+        comparable(&latest("local").join("results.parquet")),
+        comparable(&run_dir.join("results.parquet")),
+    );
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b);
+    let copy_row = b.iter().find(|(id, _)| id == "copy@rho=0.3").expect("row");
+    assert_eq!(copy_row.1["kind"], "copy_samples");
+    assert_eq!(copy_row.1["metric.scale"], 3.0);
+    assert_eq!(
+        read_rows(&run_dir.join("copy/copy@rho=0.3/copy.parquet")),
+        read_rows(&run_dir.join("data/data@rho=0.3/samples.parquet"))
+    );
+    // Cached across executors, as for built-in kinds.
+    let again = cbound(
+        &p,
+        &["run", "kinds.yaml", "--out", "local", "--executor", "slurm"],
+    );
+    assert!(again.stderr.contains("0 ran, 4 cached"), "{}", again.all());
+}
+
+/// The shipped example (pipelines/embedding-pca.yaml and its kinds/ directory) in a scratch
+/// project.
+fn shipped_example() -> Project {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    for (from, to) in [
+        ("pipelines/embedding-pca.yaml", "embedding-pca.yaml"),
+        (
+            "pipelines/kinds/pca_embeddings.yaml",
+            "kinds/pca_embeddings.yaml",
+        ),
+        (
+            "pipelines/kinds/pca_embeddings.py",
+            "kinds/pca_embeddings.py",
+        ),
+    ] {
+        p.write(
+            to,
+            &std::fs::read_to_string(root.join(from)).expect("shipped file"),
+        );
+    }
+    p
+}
+
+#[test]
+fn the_shipped_declared_kind_runs_on_slurm_as_it_does_locally() {
+    if !cluster() {
+        return;
+    }
+    let p = shipped_example();
+    // The kind runs `python3`: the project's environment (numpy, pyarrow) first on PATH,
+    // which sbatch hands to the tasks with the rest of the environment.
+    let venv_bin = common::python().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        let out = with_conf(p.command(args))
+            .env("PATH", &path)
+            .output()
+            .expect("run cbound");
+        common::Run::from(out)
+    };
+    let local = run(&[
+        "run",
+        "embedding-pca.yaml",
+        "--out",
+        "local",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(local.code, 0, "{}", local.all());
+    let slurm = run(&[
+        "run",
+        "embedding-pca.yaml",
+        "--out",
+        "slurm",
+        "--executor",
+        "slurm",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(slurm.code, 0, "{}", slurm.all());
+    assert!(
+        slurm.stderr.contains("7 ran, 0 cached, 0 failed"),
+        "{}",
+        slurm.all()
+    );
+    let results = |out: &str| {
+        let link = p.path().join(out).join("embedding-pca").join("latest");
+        let target = std::fs::read_link(&link).expect("latest link");
+        link.parent().unwrap().join(target).join("results.parquet")
+    };
+    // Training is bitwise reproducible, so every instance, the declared kind's included, has
+    // the same key, parameters and metrics on the nodes as here (but for training speed).
+    let without_speed =
+        |rows: Vec<(String, serde_json::Value)>| -> Vec<(String, serde_json::Value)> {
+            rows.into_iter()
+                .map(|(id, mut r)| {
+                    if let Some(obj) = r.as_object_mut() {
+                        obj.remove("metric.samples_per_s");
+                    }
+                    (id, r)
+                })
+                .collect()
+        };
+    let a = without_speed(comparable(&results("local")));
+    let b = without_speed(comparable(&results("slurm")));
+    assert_eq!((a.len(), b.len()), (7, 7));
+    for ((id, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x, y, "{id} differs between the local and the Slurm run");
+    }
+    let pca = b.iter().find(|(id, _)| id == "pca").expect("pca row");
+    assert_eq!(pca.1["kind"], "pca_embeddings");
+    assert!(pca.1["metric.explained_variance_total"].as_f64().unwrap() > 0.0);
+}

@@ -18,7 +18,7 @@ pub struct DagArgs {
 }
 
 pub fn dag(args: DagArgs) -> Result<(), Error> {
-    let registry = cbound_stages::builtin();
+    let (_, registry) = args.pipeline.registry()?;
     let p = config::load(&args.pipeline.pipeline, &args.pipeline.set, &registry)?;
     let dag = Dag::build(p, &registry);
     print!("{}", render(&dag, args.format, args.instances));

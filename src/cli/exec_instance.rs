@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::exec::slurm::run_task;
+use cbound_engine::userkind::{UserKinds, SNAPSHOT_FILE};
 
 #[derive(Debug, clap::Args)]
 pub struct ExecInstanceArgs {
@@ -30,7 +31,14 @@ pub fn exec_instance(args: ExecInstanceArgs) -> Result<(), Error> {
                 )
             })?,
     };
-    let registry = cbound_stages::builtin();
+    // Kinds declared in YAML travel as the snapshot `cbound run` wrote beside the task
+    // directories (.cbound/slurm/<run>/kinds.json): the node has no pipeline to read them from.
+    let snapshot = args
+        .task_dir
+        .parent()
+        .map(|run| run.join(SNAPSHOT_FILE))
+        .unwrap_or_else(|| PathBuf::from(SNAPSHOT_FILE));
+    let registry = UserKinds::read_snapshot(&snapshot)?.registry(cbound_stages::builtin())?;
     // A failed instance ends the task non-zero (exit 3), so `afterok` holds dependents back;
     // its message goes to the task's stderr log as well as its result file.
     Ok(run_task(&args.task_dir, index, &registry)?)

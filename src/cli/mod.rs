@@ -20,6 +20,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::error::{exit, Error};
+use cbound_engine::stage::Registry;
+use cbound_engine::userkind::UserKinds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -77,6 +79,51 @@ pub struct PipelineArgs {
     /// Root of all outputs; results go to OUT/<pipeline name>/.
     #[arg(long, default_value = "outputs")]
     pub out: PathBuf,
+    /// A directory of stage kinds declared in YAML, besides the pipeline's own `kinds:` and
+    /// the `kinds/` directory beside it; repeatable.
+    #[arg(long = "kinds", value_name = "DIR")]
+    pub kinds: Vec<PathBuf>,
+}
+
+impl PipelineArgs {
+    /// The stage kinds this pipeline can use: built-in ones and those declared in YAML.
+    pub fn registry(&self) -> Result<(UserKinds, Registry), Error> {
+        kinds_for(&self.pipeline, &self.set, &self.kinds)
+    }
+}
+
+/// `--kinds DIR` must name directories: a typo would otherwise just leave kinds out.
+fn check_kind_dirs(dirs: &[PathBuf]) -> Result<(), Error> {
+    match dirs.iter().find(|d| !d.is_dir()) {
+        Some(d) => Err(Error::Usage(format!(
+            "--kinds {}: not a directory (it should hold stage kind definitions, *.yaml)",
+            d.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The kinds a pipeline can use (its `kinds:`, `kinds/` beside it, `dirs`) and the registry
+/// of them with the built-in kinds.
+pub(crate) fn kinds_for(
+    pipeline: &std::path::Path,
+    set: &[String],
+    dirs: &[PathBuf],
+) -> Result<(UserKinds, Registry), Error> {
+    check_kind_dirs(dirs)?;
+    let builtin = cbound_stages::builtin();
+    let kinds = UserKinds::for_pipeline(pipeline, set, dirs, &builtin.kinds())?;
+    let registry = kinds.registry(builtin)?;
+    Ok((kinds, registry))
+}
+
+/// The kinds declared in `dirs` only (commands without a pipeline).
+pub(crate) fn kinds_in(dirs: &[PathBuf]) -> Result<(UserKinds, Registry), Error> {
+    check_kind_dirs(dirs)?;
+    let builtin = cbound_stages::builtin();
+    let kinds = UserKinds::from_dirs(dirs, &builtin.kinds())?;
+    let registry = kinds.registry(builtin)?;
+    Ok((kinds, registry))
 }
 
 fn dispatch(cli: Cli) -> Result<(), Error> {

@@ -29,7 +29,7 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: PlanArgs) -> Result<(), Error> {
-    let registry = cbound_stages::builtin();
+    let (_, registry) = args.pipeline.registry()?;
     let p = config::load(&args.pipeline.pipeline, &args.pipeline.set, &registry)?;
     let dag = Dag::build(p, &registry);
     let (selected, forced) = super::run::selection(&dag, &args.only, &args.force)?;

@@ -22,6 +22,7 @@ use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
 use crate::report::results::{write_results, RunIdentity};
 use crate::report::{Reporter, RunEvent};
+use cbound_engine::userkind::SNAPSHOT_FILE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
@@ -94,11 +95,19 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         // Read by the runtime loader when a stage first needs it; set before any thread starts.
         std::env::set_var("CBOUND_ORT_LIB", lib);
     }
-    let registry = Arc::new(cbound_stages::builtin());
+    let (kinds, registry) = args.pipeline.registry()?;
+    let registry = Arc::new(registry);
     let path = &args.pipeline.pipeline;
     let pipeline = config::load(path, &args.pipeline.set, &registry)?;
     let dag = Dag::build(pipeline, &registry);
     let (selected, forced) = selection(&dag, &args.only, &args.force)?;
+    let used: Vec<&str> = dag
+        .pipeline
+        .stages
+        .iter()
+        .map(|s| s.kind.as_str())
+        .collect();
+    let kinds = kinds.only(&used);
 
     let store = Store::open(&args.pipeline.out, &dag.pipeline.name)?;
     let command_line: Vec<String> = std::env::args().collect();
@@ -107,6 +116,11 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     // The pipeline as run, so the run directory alone can reproduce it.
     if let Ok(text) = std::fs::read(path) {
         write_atomic(&run_dir.join("pipeline.yaml"), &text)?;
+    }
+    // The kinds declared in YAML that it used, for `cbound report` (and the Slurm nodes,
+    // below) to rebuild without their definition files.
+    if !kinds.is_empty() {
+        kinds.write_snapshot(&run_dir.join(SNAPSHOT_FILE))?;
     }
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -200,6 +214,14 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         }
         ExecutorKind::Slurm => {
             let settings = SlurmSettings::new(&dag.pipeline.executor)?;
+            if !kinds.is_empty() {
+                // `cbound exec-instance` reads it beside its task directory.
+                let dir = slurm::slurm_dir(store.root(), &run_id);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Error::Environment(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                kinds.write_snapshot(&dir.join(SNAPSHOT_FILE))?;
+            }
             let summary = slurm::run(
                 &dag,
                 &registry,

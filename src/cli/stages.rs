@@ -1,6 +1,8 @@
 //! `cbound stages`: every stage kind with its parameters (from the same schema validation
 //! uses), their defaults and an example.
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 
 use crate::error::Error;
@@ -10,6 +12,12 @@ use cbound_engine::stage::DynStage;
 pub struct StagesArgs {
     /// Show only this kind.
     pub kind: Option<String>,
+    /// Also the kinds declared in YAML in this directory; repeatable.
+    #[arg(long = "kinds", value_name = "DIR")]
+    pub kinds: Vec<PathBuf>,
+    /// Also the kinds this pipeline can use: its `kinds:` and the `kinds/` directory beside it.
+    #[arg(long, value_name = "FILE")]
+    pub pipeline: Option<PathBuf>,
 }
 
 /// A short type description of a property schema: `integer`, `bivariate | dense`, ...
@@ -135,10 +143,16 @@ pub(crate) fn list_or_describe(
 }
 
 pub fn stages(args: StagesArgs) -> Result<(), Error> {
-    let registry = cbound_stages::builtin();
+    let (declared, registry) = match &args.pipeline {
+        Some(pipeline) => super::kinds_for(pipeline, &[], &args.kinds)?,
+        None => super::kinds_in(&args.kinds)?,
+    };
     let stages: Vec<&dyn DynStage> = registry.iter().collect();
     let kinds: Vec<&str> = stages.iter().map(|s| s.kind()).collect();
     list_or_describe("stage kind", args.kind.as_deref(), &kinds, |i| {
-        describe(stages[i])
+        // A kind declared in YAML also says where it is defined and what it runs.
+        let mut text = describe(stages[i]);
+        text.push_str(&declared.describe(stages[i].kind()).unwrap_or_default());
+        text
     })
 }

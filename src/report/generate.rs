@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 
 use super::figures::{self, Figure, Tables};
 use super::html::{self, Plot};
+use super::images;
 use super::load::{ReportError, Run, Table};
 use crate::artifact::write_atomic;
+use cbound_engine::stage::Registry;
+use cbound_engine::userkind::{UserKinds, SNAPSHOT_FILE};
 
 /// What a report produced.
 #[derive(Debug)]
@@ -28,9 +31,8 @@ pub struct Written {
 
 /// Reads the tables the plots use from every finished instance that wrote one, whatever
 /// its stage kind (a `command` may write `mi_estimates.parquet` too).
-fn read_tables(run: &Run, notes: &mut Vec<String>) -> Tables {
+fn read_tables(run: &Run, kinds: &Registry, notes: &mut Vec<String>) -> Tables {
     let mut tables = Tables::default();
-    let kinds = cbound_stages::builtin();
     for (n, inst) in run.instances.iter().enumerate() {
         let declared = kinds.get(&inst.kind).and_then(|k| k.writes());
         let written = |file: &str| match declared {
@@ -92,7 +94,14 @@ pub fn generate(run_dir: &Path, out: Option<&Path>) -> Result<Written, ReportErr
         source,
     })?;
     let mut notes = vec![];
-    let tables = read_tables(&run, &mut notes);
+    // The run's kinds: the built-in ones and those declared in YAML that it recorded.
+    let kinds = UserKinds::read_snapshot(&run.dir.join(SNAPSHOT_FILE))
+        .and_then(|k| k.registry(cbound_stages::builtin()))
+        .unwrap_or_else(|e| {
+            notes.push(format!("kinds declared in YAML left out: {e}"));
+            cbound_stages::builtin()
+        });
+    let tables = read_tables(&run, &kinds, &mut notes);
     let (figs, fig_notes) = figures(&run, &tables);
     notes.extend(fig_notes);
     let mut files = vec![];
@@ -112,7 +121,8 @@ pub fn generate(run_dir: &Path, out: Option<&Path>) -> Result<Written, ReportErr
             svg,
         });
     }
-    let page = html::render(&run, &plots, &notes, &tables.bounds);
+    let images = images::declared_images(&run, &kinds, &mut notes);
+    let page = html::render(&run, &plots, &images, &notes, &tables.bounds);
     let html_path = out_dir.join("report.html");
     write_atomic(&html_path, page.as_bytes())?;
     files.push(html_path);

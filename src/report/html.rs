@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use super::figures::final_rows;
+use super::images::Image;
 use super::load::{Cell, Instance, Run, Table};
 
 pub fn escape(s: &str) -> String {
@@ -45,7 +46,7 @@ th { background: #f4f4f4; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .scroll { overflow-x: auto; }
 figure { margin: 1em 0 2em; }
-figure svg { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure svg, figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; margin-top: .3em; }
 tr.failed td, tr.violated td { background: #fde8e8; }
 tr.skipped td { background: #fff6db; }
@@ -97,7 +98,13 @@ fn meta_value(v: &serde_json::Value) -> String {
     }
 }
 
-pub fn render(run: &Run, plots: &[Plot], notes: &[String], bounds: &[(usize, Table)]) -> String {
+pub fn render(
+    run: &Run,
+    plots: &[Plot],
+    images: &[Image],
+    notes: &[String],
+    bounds: &[(usize, Table)],
+) -> String {
     let text = |k: &str| run.meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let pipeline = text("pipeline")
         .or_else(|| run.results.str(0, "pipeline").map(str::to_string))
@@ -159,7 +166,20 @@ pub fn render(run: &Run, plots: &[Plot], notes: &[String], bounds: &[(usize, Tab
             escape(&p.name),
         );
     }
-    if plots.is_empty() {
+    // Images the stage kinds declare they write (a kind declared in YAML), after cbound's own.
+    for img in images {
+        let _ = writeln!(
+            h,
+            "<figure>\n<img src=\"{}\" alt=\"{}\">\n<figcaption>{} <small>({})</small>: \
+             <code>{}</code></figcaption>\n</figure>",
+            img.data_uri(),
+            escape(&format!("{} of {}", img.file, img.instance)),
+            escape(&img.instance),
+            escape(&img.stage),
+            escape(&img.file),
+        );
+    }
+    if plots.is_empty() && images.is_empty() {
         h.push_str("<p>No plot: the run has no data any plot needs.</p>\n");
     }
     if !notes.is_empty() {
@@ -378,7 +398,20 @@ mod tests {
             caption: "c".into(),
             svg: "<?xml version=\"1.0\"?><svg viewBox=\"0 0 1 1\"></svg>".into(),
         };
-        let page = render(&run, &[plot], &["skipped <x>".into()], &[]);
+        let image = Image {
+            stage: "s".into(),
+            instance: "s@x=<b>".into(),
+            file: "pca<1>.png".into(),
+            mime: "image/png",
+            bytes: b"\x89PNG".to_vec(),
+        };
+        let page = render(&run, &[plot], &[image], &["skipped <x>".into()], &[]);
+        // A declared image is embedded, its names escaped.
+        assert!(
+            page.contains("<img src=\"data:image/png;base64,iVBORw==\""),
+            "{page}"
+        );
+        assert!(page.contains("<code>pca&lt;1&gt;.png</code>"), "{page}");
         assert!(page.contains("s@x=&lt;b&gt;"), "{page}");
         assert!(page.contains("boom &lt;&amp;&gt;"));
         assert!(page.contains("<tr class=\"failed\">"));

@@ -5,6 +5,7 @@
 pub mod figures;
 pub mod generate;
 pub mod html;
+pub mod images;
 pub mod load;
 pub mod plots;
 pub mod progress;

@@ -13,5 +13,6 @@ pub mod dag;
 pub mod events;
 pub mod exec;
 pub mod stage;
+pub mod userkind;
 
 pub use cbound_core::{failpoint, host_name};

@@ -3,30 +3,25 @@
 //!
 //! The program gets its inputs three ways, whichever is convenient: placeholders in `argv`
 //! (`{out}`, `{seed}`, `{instance}`, `{input.STAGE}`), environment variables (`CBOUND_OUT`,
-//! `CBOUND_SEED`, `CBOUND_INSTANCE`, `CBOUND_INPUTS`) and `inputs.json` in its output
-//! directory, which lists every input instance with its directory and files. Whatever it
-//! writes into its output directory becomes the instance's outputs; a `metrics.json` of
-//! name-to-number pairs becomes metrics in `results.parquet`. stdout and stderr are kept as
-//! `stdout.txt` and `stderr.txt`.
+//! `CBOUND_SEED`, `CBOUND_INSTANCE`, `CBOUND_INPUTS`, `CBOUND_THREADS`) and `inputs.json` in
+//! its output directory, which lists every input instance with its directory and files.
+//! Whatever it writes into its output directory becomes the instance's outputs; a
+//! `metrics.json` of name-to-number pairs becomes metrics in `results.parquet`. stdout and
+//! stderr are kept as `stdout.txt` and `stderr.txt`. docs/adding-a-stage.md ("What the
+//! program gets") documents the placeholders and variables, shared with kinds declared in
+//! YAML (cbound_engine::exec::process).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command as Process, Stdio};
-use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use cbound_engine::artifact;
 use cbound_engine::config::yaml::PathSeg;
-use cbound_engine::exec::signal;
+use cbound_engine::exec::process;
 use cbound_engine::stage::{
     Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted,
 };
-
-/// How long a cancelled or timed-out program has between SIGTERM and SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,10 +57,6 @@ fn input_placeholders(arg: &str) -> impl Iterator<Item = Option<&str>> {
         let rest = &arg[start + "{input.".len()..];
         rest.find('}').map(|end| &rest[..end])
     })
-}
-
-fn io(context: String) -> impl FnOnce(std::io::Error) -> StageError {
-    move |source| StageError::Io { context, source }
 }
 
 impl Stage for Command {
@@ -147,27 +138,9 @@ impl Stage for Command {
                 "`argv` is empty: name a program to run".into(),
             ));
         };
-        // Absolute paths, so a program that changes directory still finds them.
-        let absolute =
-            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let out_abs = absolute(ctx.out_dir);
+        let out_abs = process::absolute(ctx.out_dir);
         let out = out_abs.as_path();
-        let manifest: Vec<serde_json::Value> = ctx
-            .inputs
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "stage": i.stage,
-                    "instance": i.instance,
-                    "dir": absolute(&i.dir),
-                    "files": i.meta.outputs.iter().map(|o| &o.name).collect::<Vec<_>>(),
-                    "metrics": i.meta.metrics,
-                    "labels": i.meta.labels,
-                })
-            })
-            .collect();
-        let manifest_path = out.join("inputs.json");
-        artifact::write_json(&manifest_path, &manifest)?;
+        process::write_inputs_manifest(ctx, out)?;
 
         let substitute = |arg: &str| -> Result<String, StageError> {
             let mut s = arg
@@ -179,7 +152,7 @@ impl Stage for Command {
                     StageError::Params(format!("unclosed placeholder in `{arg}`"))
                 })?;
                 let stage = &s[start + 7..end];
-                let dir = absolute(&ctx.input(stage)?.dir)
+                let dir = process::absolute(&ctx.input(stage)?.dir)
                     .to_string_lossy()
                     .into_owned();
                 s.replace_range(start..=end, &dir);
@@ -190,86 +163,23 @@ impl Stage for Command {
             .iter()
             .map(|a| substitute(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let stdout =
-            File::create(out.join("stdout.txt")).map_err(io("creating stdout.txt".into()))?;
-        let stderr_path = out.join("stderr.txt");
-        let stderr = File::create(&stderr_path).map_err(io("creating stderr.txt".into()))?;
-        if let Some(missing) = params
-            .pass_env
-            .iter()
-            .find(|name| std::env::var_os(name.as_str()).is_none())
-        {
-            return Err(StageError::Params(format!(
-                "`pass_env` names `{missing}`, which is not set in cbound's environment"
-            )));
-        }
-        // Programs of an earlier, SIGKILLed attempt may still write into this directory.
-        let leftovers = signal::kill_leftovers(out);
-        if leftovers > 0 {
-            tracing::warn!(
-                "{}: killed {leftovers} process(es) left by an earlier attempt",
-                ctx.instance
-            );
-        }
-        let mut process = Process::new(program);
-        // Its own process group, so cancelling ends the program and all it started.
-        signal::own_group(&mut process);
-        let mut child = process
-            .args(&args)
-            .envs(&params.env)
-            .env("CBOUND_OUT", out)
-            .env("CBOUND_SEED", ctx.seed.to_string())
-            .env("CBOUND_INSTANCE", ctx.instance)
-            .env("CBOUND_INPUTS", &manifest_path)
-            .env("CBOUND_THREADS", ctx.threads.to_string())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .map_err(io(format!("cannot start `{program}`")))?;
-        let group = signal::Group::register(child.id());
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(io(format!("waiting for `{program}`")))?
-            {
-                break status;
-            }
-            let timed_out = params
-                .timeout_s
-                .is_some_and(|t| started.elapsed().as_secs_f64() > t);
-            if ctx.is_cancelled() || timed_out {
-                group.terminate(&mut child, KILL_GRACE);
-                return Err(if timed_out {
-                    StageError::Failed(format!(
-                        "`{program}` killed after the {}s timeout",
-                        params.timeout_s.unwrap_or(0.0)
-                    ))
-                } else {
-                    StageError::Cancelled
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if !status.success() {
-            let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(10).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(StageError::Failed(format!(
-                "`{program}` exited with {status}; last lines of stderr:\n{}",
-                tail.join("\n")
-            )));
-        }
+        process::run(
+            &process::Program {
+                program,
+                args: &args,
+                env: params
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                pass_env: &params.pass_env,
+                timeout_s: params.timeout_s,
+            },
+            ctx,
+            out,
+        )?;
         let mut output = StageOutput::default().metric("exit_code", 0.0);
-        let metrics_path = out.join("metrics.json");
-        if metrics_path.exists() {
-            let metrics: BTreeMap<String, f64> =
-                artifact::read_json(&metrics_path).map_err(|e| {
-                    StageError::Failed(format!("metrics.json must map names to numbers: {e}"))
-                })?;
-            output.metrics.extend(metrics);
-        }
+        output.metrics.extend(process::read_metrics(out)?);
         Ok(output)
     }
 }

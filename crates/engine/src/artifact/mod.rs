@@ -44,6 +44,11 @@ pub struct KeyFile {
 pub struct KeyInputs {
     pub kind: String,
     pub kind_version: u32,
+    /// Digest of the kind's definition, for kinds declared in YAML
+    /// ([`crate::stage::DynStage::definition_digest`]); absent for built-in kinds, whose
+    /// keys are therefore what they were before kinds could be declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
     pub cbound_version: String,
     pub seed: u64,
     pub params: serde_json::Value,
@@ -85,6 +90,8 @@ impl Serialize for Canonical<'_> {
 struct KeyPreimage<'a> {
     kind: &'a str,
     kind_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    definition: Option<&'a str>,
     cbound_version: &'a str,
     seed: u64,
     params: Canonical<'a>,
@@ -97,6 +104,7 @@ impl KeyInputs {
         let preimage = KeyPreimage {
             kind: &self.kind,
             kind_version: self.kind_version,
+            definition: self.definition.as_deref(),
             cbound_version: &self.cbound_version,
             seed: self.seed,
             params: Canonical(&self.params),
@@ -215,6 +223,7 @@ mod tests {
             let k = KeyInputs {
                 kind: "synthetic".into(),
                 kind_version: 3,
+                definition: None,
                 cbound_version: "0.1.0".into(),
                 seed: u64::MAX - i as u64,
                 params,
@@ -236,6 +245,7 @@ mod tests {
         let base = KeyInputs {
             kind: "k".into(),
             kind_version: 1,
+            definition: None,
             cbound_version: "0".into(),
             seed: 1,
             params: serde_json::json!({"a": 1, "b": 2}),
@@ -251,5 +261,12 @@ mod tests {
         let mut reseeded = base.clone();
         reseeded.seed = 2;
         assert_ne!(base.key(), reseeded.key());
+        // A kind declared in YAML: its definition is part of the key.
+        let mut defined = base.clone();
+        defined.definition = Some("d1".into());
+        assert_ne!(base.key(), defined.key());
+        let mut redefined = defined.clone();
+        redefined.definition = Some("d2".into());
+        assert_ne!(defined.key(), redefined.key());
     }
 }

@@ -647,6 +647,7 @@ mod tests {
             key_inputs: KeyInputs {
                 kind: "k".into(),
                 kind_version: 1,
+                definition: None,
                 cbound_version: "0".into(),
                 seed: 0,
                 params: serde_json::json!({}),

@@ -20,6 +20,9 @@ const TOP_KEYS: &[&str] = &[
     "vars",
     "executor",
     "stages",
+    // Stage kinds declared in the file; read by the userkind module before the file is loaded (the
+    // registry it builds is what this loader checks stages against), so skipped here.
+    "kinds",
 ];
 const STAGE_KEYS: &[&str] = &[
     "kind",
@@ -146,7 +149,7 @@ fn check_keys(entries: &[Entry], path: &str, known: &[&str], what: &str, c: &mut
     }
 }
 
-pub(super) fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if key.is_empty() {
         path.to_string()
     } else if path.is_empty() {
@@ -691,21 +694,26 @@ fn parse_stage(
             one_at_a_time,
             repeat,
             resources,
-            cluster,
+            // A kind may say what its instances need on a cluster; the stage's own settings win.
+            cluster: match kind {
+                Some(k) => cluster.or(&k.cluster_defaults()),
+                None => cluster,
+            },
         },
         input_spans,
         params_node,
     ))
 }
 
-/// The `resources:` of a stage: CPUs and GPUs (for every executor; `None` when neither is
-/// given, so the stage kind's default applies) and the cluster-only settings.
-fn parse_resources(
+/// The `resources:` of a stage (or of a kind declared in YAML): CPUs and GPUs (for every
+/// executor; `None` when neither is given, so the stage kind's default applies) and the
+/// cluster-only settings.
+pub(crate) fn parse_resources(
     e: &Entry,
     path: &str,
     c: &mut Collector,
 ) -> (Option<Resources>, ClusterResources) {
-    let path = format!("{path}.resources");
+    let path = join(path, "resources");
     let Some(fields) = e.value.as_map() else {
         c.error(
             e.value.span,

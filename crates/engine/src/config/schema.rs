@@ -24,6 +24,12 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
             }}
         }));
     }
+    // What a kind declared in YAML looks like is the userkind module's to say; `cbound schema`
+    // puts its schema here.
+    defs.insert(
+        "kinds".into(),
+        json!({"type": "object", "description": "Stage kinds declared in this file, by name (docs/adding-a-stage.md)."}),
+    );
     defs.insert(
         "interpolation".into(),
         json!({"type": "string", "pattern": "\\$\\{[^}]+\\}", "description": "a ${...} reference to a variable or ${env.NAME}"}),
@@ -102,6 +108,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                 "description": "Replicates of the whole pipeline: every root stage (one without inputs) that has no `repeat` of its own runs N times, as replicate 0..N-1 of one shared axis with its own seeds; downstream stages inherit it through fan-out (a stage combining two roots pairs equal replicates) rather than multiplying again. Results column sweep.replicate."
             },
             "vars": {"type": "object", "description": "Variables for ${name} interpolation."},
+            "kinds": {"$ref": "#/$defs/kinds"},
             "executor": {
                 "type": "object",
                 "additionalProperties": false,
@@ -167,13 +174,6 @@ fn loosen(mut schema: Value) -> Value {
         }
     }
     schema
-}
-
-/// The schema as the checked-in file holds it.
-pub fn pipeline_schema_text(registry: &Registry) -> String {
-    let mut text = serde_json::to_string_pretty(&pipeline_schema(registry)).unwrap_or_default();
-    text.push('\n');
-    text
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn key_inputs(
     assemble(
         kind,
         stage.version(),
+        stage.definition_digest(),
         &inst.params,
         inst.seed,
         tracked,
@@ -57,12 +58,21 @@ pub fn key_inputs_of(
         .get(kind)
         .ok_or_else(|| format!("unknown stage kind `{kind}`"))?;
     let tracked = stage.tracked_files(params)?;
-    assemble(kind, stage.version(), params, seed, tracked, upstream)
+    assemble(
+        kind,
+        stage.version(),
+        stage.definition_digest(),
+        params,
+        seed,
+        tracked,
+        upstream,
+    )
 }
 
 fn assemble(
     kind: &str,
     kind_version: u32,
+    definition: Option<String>,
     params: &serde_json::Value,
     seed: u64,
     tracked: Vec<std::path::PathBuf>,
@@ -78,6 +88,7 @@ fn assemble(
     Ok(KeyInputs {
         kind: kind.to_string(),
         kind_version,
+        definition,
         cbound_version: CBOUND_VERSION.to_string(),
         seed,
         params: params.clone(),
@@ -108,6 +119,8 @@ pub enum Reason {
         from: u32,
         to: u32,
     },
+    /// The definition of a kind declared in YAML changed (its command, parameters, ...).
+    KindDefinitionChanged,
     CboundVersionChanged {
         from: String,
         to: String,
@@ -136,6 +149,7 @@ impl fmt::Display for Reason {
             Reason::StageVersionChanged { from, to } => {
                 write!(f, "stage kind version changed: {from} -> {to}")
             }
+            Reason::KindDefinitionChanged => write!(f, "stage kind definition changed"),
             Reason::CboundVersionChanged { from, to } => {
                 write!(f, "cbound version changed: {from} -> {to}")
             }
@@ -160,6 +174,9 @@ pub fn explain_change(old: &KeyInputs, new: &KeyInputs) -> Reason {
             from: old.kind_version,
             to: new.kind_version,
         };
+    }
+    if old.definition != new.definition {
+        return Reason::KindDefinitionChanged;
     }
     if old.cbound_version != new.cbound_version {
         return Reason::CboundVersionChanged {
@@ -287,6 +304,7 @@ mod tests {
         KeyInputs {
             kind: "k".into(),
             kind_version: 1,
+            definition: None,
             cbound_version: "1".into(),
             seed: 1,
             params,
@@ -314,6 +332,12 @@ mod tests {
         assert_eq!(
             explain_change(&old, &v).to_string(),
             "stage kind version changed: 1 -> 2"
+        );
+        let mut d = old.clone();
+        d.definition = Some("edited".into());
+        assert_eq!(
+            explain_change(&old, &d).to_string(),
+            "stage kind definition changed"
         );
         let mut s = old.clone();
         s.seed = 9;

@@ -10,6 +10,7 @@ mod instance;
 pub mod local;
 pub mod outcome;
 pub mod pools;
+pub mod process;
 pub mod scheduler;
 pub mod signal;
 pub mod slurm;

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 pub use context::{InputArtifact, Progress, StageContext};
 
 use crate::artifact::ArtifactError;
-use crate::config::Resources;
+use crate::config::{ClusterResources, Resources};
 use cbound_core::params::PathSeg;
 
 /// What a finished stage reports besides the files it wrote: scalar metrics, which become
@@ -183,6 +183,18 @@ pub trait DynStage: Send + Sync {
     /// and tracked files while planning, then its run. The engine holds the result for the
     /// instance's lifetime instead of deserialising the same JSON three times.
     fn prepare(&self, params: &serde_json::Value) -> Result<Arc<dyn PreparedStage>, ParamError>;
+    /// For a kind defined outside the binary (declared in YAML): a digest of its definition,
+    /// which joins every cache key of the kind, because editing the definition changes the
+    /// results as a new version of a built-in kind does. `None` for built-in kinds, whose
+    /// definition is the binary (cbound's version is in the key).
+    fn definition_digest(&self) -> Option<String> {
+        None
+    }
+    /// Cluster settings (memory, time, ...) of the kind's instances where the stage's
+    /// `resources:` do not set them.
+    fn cluster_defaults(&self) -> ClusterResources {
+        ClusterResources::default()
+    }
 }
 
 /// One instance's parameters, parsed: what [`DynStage`] answers from JSON, answered from the
@@ -337,7 +349,9 @@ impl Registry {
         self
     }
 
-    /// Adds a kind already behind the object-safe interface.
+    /// Adds a kind already behind the object-safe interface (one declared in YAML,
+    /// [`crate::userkind`]). The
+    /// caller keeps kind names unique: [`Registry::get`] finds the first of a name.
     pub fn push(&mut self, stage: Box<dyn DynStage>) {
         self.stages.push(stage);
     }

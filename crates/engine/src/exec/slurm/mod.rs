@@ -123,7 +123,9 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn slurm_dir(store_root: &Path, run_id: &str) -> PathBuf {
+/// The directory of a run's job arrays (`cbound run` also leaves the run's kinds declared in
+/// YAML there, for `cbound exec-instance`).
+pub fn slurm_dir(store_root: &Path, run_id: &str) -> PathBuf {
     absolute(store_root)
         .join(".cbound")
         .join("slurm")
