@@ -174,7 +174,7 @@ pub fn results_batch(
         name.clear();
         name.push_str("param");
         params.flatten(&mut name, &inst.params, r, true);
-        for (k, v) in &inst.labels {
+        for (k, v) in &inst.sweep {
             name.clear();
             name.push_str("sweep.");
             name.push_str(k);
@@ -245,6 +245,13 @@ pub fn results_batch(
         false,
         "instance id (stage@sweep values)",
         text(&|i| Some(dag.instances[i].id.clone())),
+    );
+    push(
+        "config_id",
+        DataType::Utf8,
+        false,
+        "the configuration (every sweep value of the lineage but the replicate), hashed: rows of different stages, tables and replicates of one configuration share it",
+        text(&|i| Some(dag.instances[i].config_id.clone())),
     );
     push(
         "kind",
@@ -402,7 +409,7 @@ mod tests {
             let mut p = BTreeMap::new();
             first_flatten("param", &dag.instances[i].params, &mut p);
             p.remove("param");
-            for (k, v) in &dag.instances[i].labels {
+            for (k, v) in &dag.instances[i].sweep {
                 p.insert(format!("sweep.{k}"), v.to_string());
             }
             for (name, v) in p {
@@ -411,7 +418,9 @@ mod tests {
         }
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let value_names: Vec<&str> = names[10..].to_vec();
+        // After the 14 fixed columns (run, identity, instance, configuration, status, key,
+        // seed, timing, error).
+        let value_names: Vec<&str> = names[14..].to_vec();
         let mut sweeps: Vec<&str> = want
             .keys()
             .map(String::as_str)

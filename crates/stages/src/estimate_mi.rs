@@ -155,7 +155,7 @@ fn epoch_groups(
 impl Stage for EstimateMi {
     type Params = EstimateMiParams;
     const KIND: &'static str = "estimate_mi";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const SUMMARY: &'static str =
         "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
     const EXAMPLE: &'static str = r#"estimate:
@@ -328,7 +328,7 @@ impl Stage for EstimateMi {
                 }
             }
         }
-        ctx.write_table(
+        ctx.write_result_table(
             "mi_estimates",
             &estimates_table(&rows).map_err(|e| StageError::Failed(e.to_string()))?,
         )?;

@@ -573,7 +573,7 @@ pub struct Train;
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:
@@ -854,7 +854,7 @@ impl Stage for Train {
                 steps: trainer.steps_done(),
             },
         )?;
-        ctx.write_table(training_curve::TABLE.name, &curve_table(&curve, b)?)?;
+        ctx.write_result_table(training_curve::TABLE.name, &curve_table(&curve, b)?)?;
         ctx.write_table(training_curve::TIMING_TABLE.name, &timing_table(&curve)?)?;
         let last = curve.last().cloned();
         let mut out = StageOutput::default()

@@ -192,6 +192,15 @@ pub fn set_dotted(target: &mut serde_json::Value, key: &str, value: serde_json::
     set_parts(target, &parts, value);
 }
 
+/// The value at a dotted key (`model.encoder.hidden`, `views.0.0.std`), if there is one.
+pub fn get_dotted<'a>(target: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    key.split('.').try_fold(target, |node, part| match node {
+        serde_json::Value::Array(items) => items.get(part.parse::<usize>().ok()?),
+        serde_json::Value::Object(map) => map.get(part),
+        _ => None,
+    })
+}
+
 /// Checks that every numeric segment of a dotted key indexes an existing list element
 /// (object keys may be created; list elements may not).
 pub fn check_list_indices(target: &serde_json::Value, key: &str) -> Result<(), String> {

@@ -29,6 +29,14 @@ pub struct Instance {
     pub stage: usize,
     /// Sweep values that tell this instance apart, inherited ones first.
     pub labels: Vec<(String, serde_json::Value)>,
+    /// The value of every matrix axis in the lineage, named as in `labels`: `labels` plus
+    /// the axes a one-at-a-time sweep left at their `params` value (null where `params`
+    /// does not set one), so that tables of one-at-a-time sweeps join on their sweep
+    /// columns.
+    pub sweep: Vec<(String, serde_json::Value)>,
+    /// A stable hash of `sweep` without the replicate axes: one configuration, whichever
+    /// replicate (16 hex digits of BLAKE3 over the canonical JSON).
+    pub config_id: String,
     /// Parameters with this instance's matrix values applied.
     pub params: serde_json::Value,
     /// Derived from the pipeline seed and the instance id: stable under reordering and
@@ -100,6 +108,18 @@ fn stage_order(p: &Pipeline) -> Vec<usize> {
         }
     }
     order
+}
+
+/// The configuration id of a sweep: its values without the replicate axes (`replicate`,
+/// `<stage>.replicate`), hashed over canonical JSON so it does not depend on key order.
+pub fn config_id(sweep: &[(String, serde_json::Value)]) -> String {
+    let config: BTreeMap<&str, serde_json::Value> = sweep
+        .iter()
+        .filter(|(k, _)| k != REPLICATE && !k.ends_with(&format!(".{REPLICATE}")))
+        .map(|(k, v)| (k.as_str(), crate::artifact::canonical_json(v)))
+        .collect();
+    let text = serde_json::to_string(&config).unwrap_or_default();
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
 
 /// The stage's own matrix choices: per instance, the value index of each axis, or `None` for
@@ -177,6 +197,8 @@ impl Dag {
         let mut by_stage = vec![Vec::new(); pipeline.stages.len()];
         // Own matrix assignment of every instance of a swept stage, for label building.
         let mut own_labels: HashMap<(usize, usize), Vec<(String, serde_json::Value)>> =
+            HashMap::new();
+        let mut own_sweep: HashMap<(usize, usize), Vec<(String, serde_json::Value)>> =
             HashMap::new();
         for &s in &order {
             let decl = &pipeline.stages[s];
@@ -261,23 +283,33 @@ impl Dag {
                     let mut lineage = lineage.clone();
                     let mut params = decl.params.clone();
                     let mut mine = Vec::new();
+                    let mut full = Vec::new();
                     for (axis, j) in decl.matrix.iter().zip(choice) {
-                        let Some(j) = *j else { continue };
+                        let Some(j) = *j else {
+                            let kept = crate::config::get_dotted(&decl.params, &axis.key);
+                            full.push((axis.key.clone(), kept.cloned().unwrap_or_default()));
+                            continue;
+                        };
                         set_dotted(&mut params, &axis.key, axis.values[j].clone());
                         mine.push((axis.key.clone(), axis.values[j].clone()));
+                        full.push((axis.key.clone(), axis.values[j].clone()));
                     }
                     if own_reps > 1 {
                         mine.push((REPLICATE.to_string(), serde_json::Value::from(r)));
+                        full.push((REPLICATE.to_string(), serde_json::Value::from(r)));
                     }
                     if swept {
                         let index = m * own_reps + if own_reps > 1 { r } else { 0 };
                         lineage.insert(s, index);
                         own_labels.insert((s, index), mine);
+                        own_sweep.insert((s, index), full);
                     }
                     if shared_reps > 1 {
                         lineage.insert(PIPELINE_REPLICATE, r);
                     }
                     let labels = Self::labels(&pipeline, &order, &lineage, &own_labels);
+                    let sweep = Self::labels(&pipeline, &order, &lineage, &own_sweep);
+                    let config_id = config_id(&sweep);
                     let id = if labels.is_empty() {
                         decl.id.clone()
                     } else {
@@ -298,6 +330,8 @@ impl Dag {
                         id,
                         stage: s,
                         labels,
+                        sweep,
+                        config_id,
                         params,
                         inputs: chosen.clone(),
                         resources,
@@ -430,6 +464,45 @@ mod tests {
         assert_eq!(d.instances[0].id, "a@rho=0.1,n=100");
         assert_eq!(d.instances[5].id, "a@rho=0.5,n=300");
         assert_eq!(d.instances[4].params["n"], 200);
+    }
+
+    #[test]
+    fn sweep_fills_one_at_a_time_axes_and_config_id_ignores_the_replicate() {
+        let d = dag(concat!(
+            "stages:\n",
+            "  a:\n",
+            "    kind: synthetic\n",
+            "    params: {rho: 0.5, n: 200}\n",
+            "    matrix: {rho: [0.1, 0.5], n: [100, 300]}\n",
+            "    matrix_mode: one_at_a_time\n",
+            "    repeat: 2\n",
+            "  b: {kind: synthetic, inputs: a}\n",
+        ));
+        let first = &d.instances[0];
+        assert_eq!(first.id, "a@rho=0.1,replicate=0");
+        // The axis left at its params value is in `sweep`, not in the id's labels.
+        assert_eq!(
+            first.sweep,
+            vec![
+                ("rho".to_string(), serde_json::json!(0.1)),
+                ("n".to_string(), serde_json::json!(200)),
+                ("replicate".to_string(), serde_json::json!(0)),
+            ]
+        );
+        assert_eq!(first.labels.len(), 2);
+        // Replicates of one configuration share an id; configurations differ; downstream
+        // instances inherit the configuration of their lineage.
+        let a: Vec<&Instance> = d.instances.iter().filter(|i| i.stage == 0).collect();
+        assert_eq!(a[0].config_id, a[1].config_id);
+        assert_ne!(a[0].config_id, a[2].config_id);
+        let distinct: HashSet<&str> = a.iter().map(|i| i.config_id.as_str()).collect();
+        assert_eq!(distinct.len(), 4);
+        for b in d.instances.iter().filter(|i| i.stage == 1) {
+            let up = &d.instances[b.inputs[0]];
+            assert_eq!(b.config_id, up.config_id, "{}", b.id);
+            assert_eq!(b.sweep, up.sweep, "{}", b.id);
+        }
+        assert_eq!(a[0].config_id.len(), 16);
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub fn execute_in(
         threads,
         out_dir: &staging,
         inputs: &spec.inputs,
+        sweep: &spec.sweep,
+        config_id: &spec.config_id,
         cancel,
         progress_sink: progress,
     };

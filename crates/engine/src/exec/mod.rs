@@ -44,6 +44,10 @@ pub struct JobSpec {
     pub prepared: Option<Arc<dyn PreparedStage>>,
     pub seed: u64,
     pub labels: Vec<(String, serde_json::Value)>,
+    /// Every matrix axis of the lineage ([`crate::dag::Instance::sweep`]) and its
+    /// configuration id: what result tables carry on each row so they join.
+    pub sweep: Vec<(String, serde_json::Value)>,
+    pub config_id: String,
     pub key: String,
     pub key_inputs: KeyInputs,
     pub inputs: Vec<InputArtifact>,

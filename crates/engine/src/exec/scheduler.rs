@@ -376,6 +376,8 @@ pub fn run(
                         prepared: inst.prepared.clone(),
                         seed: inst.seed,
                         labels: inst.labels.clone(),
+                        sweep: inst.sweep.clone(),
+                        config_id: inst.config_id.clone(),
                         key: key.clone(),
                         key_inputs: ki,
                         inputs,

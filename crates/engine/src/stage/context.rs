@@ -71,6 +71,10 @@ pub struct StageContext<'a> {
     pub threads: usize,
     pub out_dir: &'a Path,
     pub inputs: &'a [InputArtifact],
+    /// Every matrix axis of the instance's lineage and its configuration id
+    /// ([`crate::dag::Instance::sweep`], [`crate::dag::Instance::config_id`]).
+    pub sweep: &'a [(String, serde_json::Value)],
+    pub config_id: &'a str,
     pub cancel: &'a AtomicBool,
     pub progress_sink: &'a (dyn Fn(Progress) + Sync),
 }
@@ -110,6 +114,20 @@ impl StageContext<'_> {
         Ok(path)
     }
 
+    /// [`write_table`](Self::write_table) for a table of results, with what makes its rows
+    /// join across stages appended to each: `config_id` and a `sweep.<axis>` column per
+    /// matrix axis of the lineage (as in results.parquet). Rows of the bound stage then
+    /// join the train stage's on `config_id` in DuckDB or polars with no key wrangling.
+    pub fn write_result_table(
+        &self,
+        name: &str,
+        batch: &RecordBatch,
+    ) -> Result<PathBuf, StageError> {
+        let batch = with_lineage(batch, self.config_id, self.sweep)
+            .map_err(|e| StageError::Failed(format!("{name}: adding lineage columns: {e}")))?;
+        self.write_table(name, &batch)
+    }
+
     /// The single input from stage `stage`, or a clear error.
     pub fn input(&self, stage: &str) -> Result<&InputArtifact, StageError> {
         let n = self.inputs.iter().filter(|i| i.stage == stage).count();
@@ -132,4 +150,55 @@ impl StageContext<'_> {
                 ))
             })
     }
+}
+
+/// `batch` with a `config_id` column and one `sweep.<axis>` column per axis, each constant
+/// down the rows (integers as Int64, numbers as Float64, booleans, strings; anything else as
+/// its JSON text). A name the table already has is left alone.
+pub fn with_lineage(
+    batch: &RecordBatch,
+    config_id: &str,
+    sweep: &[(String, serde_json::Value)],
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow_schema::{Field, Schema};
+    use std::sync::Arc;
+    let n = batch.num_rows();
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut add = |name: String, column: ArrayRef, doc: &str| {
+        if schema.column_with_name(&name).is_none() {
+            let mut md = std::collections::HashMap::new();
+            md.insert("description".to_string(), doc.to_string());
+            fields.push(Field::new(name, column.data_type().clone(), true).with_metadata(md));
+            columns.push(column);
+        }
+    };
+    add(
+        "config_id".into(),
+        Arc::new(StringArray::from(vec![Some(config_id); n])),
+        "the configuration (sweep values without the replicate), hashed: join key across stages",
+    );
+    for (axis, value) in sweep {
+        let column: ArrayRef = match value {
+            serde_json::Value::Bool(b) => Arc::new(BooleanArray::from(vec![Some(*b); n])),
+            serde_json::Value::Number(x) if x.is_i64() => {
+                Arc::new(Int64Array::from(vec![x.as_i64(); n]))
+            }
+            serde_json::Value::Number(x) => Arc::new(Float64Array::from(vec![x.as_f64(); n])),
+            serde_json::Value::String(s) => Arc::new(StringArray::from(vec![Some(s.as_str()); n])),
+            serde_json::Value::Null => Arc::new(StringArray::from(vec![None::<&str>; n])),
+            other => Arc::new(StringArray::from(vec![Some(other.to_string()); n])),
+        };
+        add(
+            format!("sweep.{axis}"),
+            column,
+            "a matrix value of this row's lineage",
+        );
+    }
+    RecordBatch::try_new(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+    )
 }

@@ -260,7 +260,7 @@ impl Stage for Bound {
             )?;
         }
         let with_epoch = epochs.iter().any(|e| e.is_some());
-        ctx.write_table(cbound_tables::bounds::TABLE.name, &table.batch(with_epoch)?)?;
+        ctx.write_result_table(cbound_tables::bounds::TABLE.name, &table.batch(with_epoch)?)?;
         for (name, v) in [
             ("violations", tally.violations),
             ("violations_valid", tally.valid_violations),

@@ -143,6 +143,10 @@ pub struct TaskFile {
     pub params: serde_json::Value,
     pub seed: u64,
     pub labels: Vec<(String, serde_json::Value)>,
+    #[serde(default)]
+    pub sweep: Vec<(String, serde_json::Value)>,
+    #[serde(default)]
+    pub config_id: String,
     pub resources: Resources,
     pub store_root: PathBuf,
     /// Recompute even if a result with the same key exists (`--force`).

@@ -112,6 +112,8 @@ fn compute_task(
         prepared: None,
         seed: task.seed,
         labels: task.labels.clone(),
+        sweep: task.sweep.clone(),
+        config_id: task.config_id.clone(),
         key,
         key_inputs,
         inputs,

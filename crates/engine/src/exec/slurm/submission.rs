@@ -296,6 +296,8 @@ fn task_file(
         params: inst.params.clone(),
         seed: inst.seed,
         labels: inst.labels.clone(),
+        sweep: inst.sweep.clone(),
+        config_id: inst.config_id.clone(),
         resources: inst.resources,
         store_root: store_root.to_path_buf(),
         forced: options.forced.contains(&i),
