@@ -32,7 +32,7 @@ mod testutil;
 
 pub use discrete::{Correction, DiscreteMi};
 pub use estimators::{Conditioning, EstimatorKind, Input, Inputs};
-pub use gaussian::GaussianMi;
+pub use gaussian::{GaussianMi, GaussianMiBc};
 pub use histogram::Histogram;
 pub use infonce::InfoNce;
 pub use knn::NeighbourSearch;
