@@ -507,3 +507,72 @@ stages:
     assert!(lower > 0.25 && lower < 1.0, "{b0}");
     assert!(measured > 0.25, "{b0}");
 }
+
+/// KSG with Euclidean marginal norms against an independent implementation: brute-force
+/// NumPy distances, and digamma of the integer arguments KSG uses as exact harmonic numbers.
+#[test]
+fn euclidean_ksg_matches_an_independent_numpy_reference() {
+    let p = Project::new();
+    let file = p.path().join("g.parquet");
+    let reference = common::py(
+        r#"
+import sys, math
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+rng = np.random.default_rng(7)
+n, k = 400, 3
+x = rng.normal(size=(n, 3))
+y = 0.6 * x[:, :2] + 0.8 * rng.normal(size=(n, 2))
+cols = {f"x{i}": x[:, i] for i in range(3)}
+cols.update({f"y{i}": y[:, i] for i in range(2)})
+pq.write_table(pa.table(cols), sys.argv[1])
+def psi(m):  # digamma at a positive integer: -gamma + H(m - 1)
+    return -0.5772156649015329 + sum(1.0 / i for i in range(1, m))
+dx = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+dy = np.sqrt(((y[:, None, :] - y[None, :, :]) ** 2).sum(-1))
+dj = np.maximum(dx, dy)
+np.fill_diagonal(dj, np.inf)
+out = []
+for alg in (1, 2):
+    s = 0.0
+    for i in range(n):
+        nb = np.argsort(dj[i], kind="stable")[:k]
+        mx, my = np.delete(dx[i], i), np.delete(dy[i], i)
+        if alg == 1:
+            e = dj[i, nb[-1]]
+            s += psi(int((mx < e).sum()) + 1) + psi(int((my < e).sum()) + 1)
+        else:
+            s += psi(int((mx <= dx[i, nb].max()).sum())) + psi(int((my <= dy[i, nb].max()).sum()))
+    v = psi(k) + psi(n) - s / n - (1.0 / k if alg == 2 else 0.0)
+    out.append(v)
+print(*out)
+"#,
+        &[file.to_str().unwrap()],
+    );
+    let want: Vec<f64> = reference
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    for (alg, want) in [(1, want[0]), (2, want[1])] {
+        let run = p.cbound(&[
+            "mi",
+            "g.parquet",
+            "--x",
+            "x0,x1,x2",
+            "--y",
+            "y0,y1",
+            "--no-standardise",
+            "--no-jitter",
+            "--json",
+            "-e",
+            &format!("ksg:metric=euclidean,algorithm={alg}"),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let row: serde_json::Value =
+            serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+        let got = row["nats"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "algorithm {alg}: cbound {got}, NumPy {want}"
+        );
+    }
+}

@@ -21,7 +21,7 @@ use std::hash::Hash;
 
 use super::error::MiError;
 use super::knn::{count_within, k_nearest, NeighbourSearch};
-use super::ksg::{check_enough, check_k, ksg_core, KsgAlgorithm};
+use super::ksg::{check_enough, check_k, ksg_core, KsgAlgorithm, KsgMetric};
 use super::matrix::Matrix;
 use super::special::digamma;
 use super::{check_one, Direction, MiEstimate};
@@ -134,7 +134,14 @@ impl KsgCmi {
             }
             let xc = x.select_rows(rows)?;
             let yc = y.select_rows(rows)?;
-            let core = ksg_core(&xc, &yc, self.k, KsgAlgorithm::One, self.search)?;
+            let core = ksg_core(
+                &xc,
+                &yc,
+                self.k,
+                KsgAlgorithm::One,
+                self.search,
+                KsgMetric::Max,
+            )?;
             nats += rows.len() as f64 / n as f64 * core.nats;
         }
         Ok(MiEstimate {

@@ -22,6 +22,7 @@ pub mod gaussian;
 pub mod histogram;
 pub mod infonce;
 mod knn;
+mod knn_euclid;
 pub mod ksg;
 pub mod ksg_cmi;
 pub mod preprocess;
@@ -36,7 +37,7 @@ pub use gaussian::{GaussianMi, GaussianMiBc};
 pub use histogram::Histogram;
 pub use infonce::InfoNce;
 pub use knn::NeighbourSearch;
-pub use ksg::{Ksg, KsgAlgorithm};
+pub use ksg::{Ksg, KsgAlgorithm, KsgMetric};
 pub use ksg_cmi::KsgCmi;
 pub use probe::{Probe, ProbeResult};
 

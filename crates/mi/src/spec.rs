@@ -536,7 +536,11 @@ mod tests {
     use crate::KsgAlgorithm;
 
     fn ksg(k: usize, algorithm: KsgAlgorithm) -> EstimatorSpec {
-        EstimatorSpec::of::<KsgKind>(KsgParams { k, algorithm })
+        EstimatorSpec::of::<KsgKind>(KsgParams {
+            k,
+            algorithm,
+            ..KsgParams::default()
+        })
     }
 
     #[test]

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
-use crate::{Direction, Estimator, Ksg, KsgAlgorithm, MiError};
+use crate::{Direction, Estimator, Ksg, KsgAlgorithm, KsgMetric, MiError};
 use cbound_core::params::ParamError;
 
 /// Settings of `ksg`.
@@ -15,6 +15,15 @@ pub struct KsgParams {
     pub k: usize,
     /// 1 or 2 (Kraskov et al. 2004).
     pub algorithm: KsgAlgorithm,
+    /// The norm inside X and inside Y: `max` (the paper's, fast indexes) or `euclidean`
+    /// (closer to the truth on most multi-dimensional tasks of the Beyond-Normal suite;
+    /// exact brute-force search, O(N^2 d)).
+    #[serde(skip_serializing_if = "is_max")]
+    pub metric: KsgMetric,
+}
+
+fn is_max(m: &KsgMetric) -> bool {
+    *m == KsgMetric::Max
 }
 
 impl Default for KsgParams {
@@ -22,13 +31,16 @@ impl Default for KsgParams {
         KsgParams {
             k: 3,
             algorithm: KsgAlgorithm::One,
+            metric: KsgMetric::Max,
         }
     }
 }
 
 impl KsgParams {
     fn estimator(&self) -> Result<Ksg, MiError> {
-        Ok(Ksg::new(self.k)?.with_algorithm(self.algorithm))
+        Ok(Ksg::new(self.k)?
+            .with_algorithm(self.algorithm)
+            .with_metric(self.metric))
     }
 }
 
