@@ -223,12 +223,10 @@ pub(crate) fn ksg_core(
             let eps: Vec<f64> = nb.chunks_exact(k).map(|c| c[k - 1].dist).collect();
             let nx = count_within(x, &eps, true, search);
             let ny = count_within(y, &eps, true, search);
-            let s: f64 = nx
-                .iter()
-                .zip(&ny)
-                .map(|(&a, &b)| digamma(a as f64 + 1.0) + digamma(b as f64 + 1.0))
-                .sum();
-            (s, eps.iter().filter(|&&e| e == 0.0).count())
+            (
+                counts_term(algorithm, &nx, &ny, k),
+                eps.iter().filter(|&&e| e == 0.0).count(),
+            )
         }
         KsgAlgorithm::Two => {
             let mut ex = vec![0.0; n];
@@ -241,17 +239,30 @@ pub(crate) fn ksg_core(
             }
             let nx = count_within(x, &ex, false, search);
             let ny = count_within(y, &ey, false, search);
-            let s: f64 = nx
-                .iter()
-                .zip(&ny)
-                .map(|(&a, &b)| digamma(a as f64) + digamma(b as f64))
-                .sum();
             let zeros = nb.chunks_exact(k).filter(|c| c[k - 1].dist == 0.0).count();
-            (s + n as f64 / kf, zeros)
+            (counts_term(algorithm, &nx, &ny, k), zeros)
         }
     };
     let nats = digamma(kf) + digamma(n as f64) - sum / n as f64;
     Ok(KsgCore { nats, zero_radius })
+}
+
+/// Sum over points of the marginal-count terms: psi(n_x + 1) + psi(n_y + 1) for algorithm 1,
+/// psi(n_x) + psi(n_y) plus 1/k per point for algorithm 2 (so that the estimate is
+/// psi(k) + psi(N) - sum / N either way).
+fn counts_term(algorithm: KsgAlgorithm, nx: &[usize], ny: &[usize], k: usize) -> f64 {
+    let pairs = nx.iter().zip(ny);
+    match algorithm {
+        KsgAlgorithm::One => pairs
+            .map(|(&a, &b)| digamma(a as f64 + 1.0) + digamma(b as f64 + 1.0))
+            .sum(),
+        KsgAlgorithm::Two => {
+            let s: f64 = pairs
+                .map(|(&a, &b)| digamma(a as f64) + digamma(b as f64))
+                .sum();
+            s + nx.len() as f64 / k as f64
+        }
+    }
 }
 
 /// [`ksg_core`] with Euclidean marginal norms (inputs already checked).
@@ -261,33 +272,22 @@ fn ksg_euclidean(x: &Matrix, y: &Matrix, k: usize, algorithm: KsgAlgorithm) -> K
     let nb = nearest(x, y, k);
     let kf = k as f64;
     let zero_radius = nb.iter().filter(|c| c[k - 1].1 == 0.0).count();
-    let sum: f64 = match algorithm {
+    let (nx, ny) = match algorithm {
         KsgAlgorithm::One => {
             let eps: Vec<f64> = nb.iter().map(|c| c[k - 1].1).collect();
-            let (nx, ny) = (count(x, &eps, true), count(y, &eps, true));
-            nx.iter()
-                .zip(&ny)
-                .map(|(&a, &b)| digamma(a as f64 + 1.0) + digamma(b as f64 + 1.0))
-                .sum()
+            (count(x, &eps, true), count(y, &eps, true))
         }
         KsgAlgorithm::Two => {
-            let ex: Vec<f64> = nb
-                .iter()
-                .map(|c| c.iter().map(|t| t.2).fold(0.0, f64::max))
-                .collect();
-            let ey: Vec<f64> = nb
-                .iter()
-                .map(|c| c.iter().map(|t| t.3).fold(0.0, f64::max))
-                .collect();
-            let (nx, ny) = (count(x, &ex, false), count(y, &ey, false));
-            let s: f64 = nx
-                .iter()
-                .zip(&ny)
-                .map(|(&a, &b)| digamma(a as f64) + digamma(b as f64))
-                .sum();
-            s + n as f64 / kf
+            let extent = |pick: fn(&(usize, f64, f64, f64)) -> f64| -> Vec<f64> {
+                nb.iter()
+                    .map(|c| c.iter().map(pick).fold(0.0, f64::max))
+                    .collect()
+            };
+            let (ex, ey) = (extent(|t| t.2), extent(|t| t.3));
+            (count(x, &ex, false), count(y, &ey, false))
         }
     };
+    let sum = counts_term(algorithm, &nx, &ny, k);
     KsgCore {
         nats: digamma(kf) + digamma(n as f64) - sum / n as f64,
         zero_radius,
