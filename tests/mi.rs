@@ -576,3 +576,62 @@ print(*out)
         );
     }
 }
+
+/// One estimator of several that cannot run is not a failed command: the others' estimates
+/// stand, the failing row says why, and the exit code is 0 (2 only when none could run).
+/// Inputs that make estimates meaningless are warned about before estimating.
+#[test]
+fn partial_success_exits_zero_and_meaningless_inputs_are_warned_about() {
+    let p = Project::new();
+    p.write("t.csv", "a,b\n1,2\n2,1\n3,4\n");
+    let run = p.cbound(&[
+        "mi", "t.csv", "--x", "a", "--y", "b", "-e", "ksg", "-e", "gaussian", "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("at least 4 samples")),
+        "{rows:?}"
+    );
+    assert!(rows[1]["nats"].is_number(), "{rows:?}");
+    assert!(
+        run.stderr.contains("1 of 2 estimators could not run"),
+        "{}",
+        run.all()
+    );
+    let none = p.cbound(&["mi", "t.csv", "--x", "a", "--y", "b", "-e", "ksg"]);
+    assert_eq!(none.code, 2, "{}", none.all());
+
+    let mut csv = String::from("x,y\n");
+    for i in 0..200 {
+        let v = (i as f64 * 0.37).sin();
+        csv.push_str(&format!("{v},{}\n", v * 0.5 + (i as f64 * 1.3).cos()));
+    }
+    p.write("c.csv", &csv);
+    let same = p.cbound(&["mi", "c.csv", "--x", "x", "--y", "x", "-e", "ksg"]);
+    assert_eq!(same.code, 0, "{}", same.all());
+    assert!(
+        same.stderr.contains("hold the same values"),
+        "{}",
+        same.all()
+    );
+    let discrete = p.cbound(&["mi", "c.csv", "--x", "x", "--y", "y", "-e", "discrete"]);
+    assert!(
+        discrete
+            .stderr
+            .contains("`discrete` reads x as class labels, but x looks continuous"),
+        "{}",
+        discrete.all()
+    );
+    // Integer labels draw no warning.
+    p.write("l.csv", "a,b\n0,1\n1,1\n0,0\n1,0\n0,1\n1,1\n");
+    let labels = p.cbound(&["mi", "l.csv", "--x", "a", "--y", "b", "-e", "discrete"]);
+    assert_eq!(labels.code, 0, "{}", labels.all());
+    assert!(!labels.stderr.contains("warning"), "{}", labels.all());
+}

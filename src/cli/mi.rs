@@ -120,6 +120,9 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
     let x = matrix(&table, &args.x)?;
     let y = matrix(ytable, &args.y)?;
     let z = args.z.as_deref().map(|z| matrix(ytable, z)).transpose()?;
+    for warning in input_warnings(&specs, &x, &y, &args.x, &args.y) {
+        eprintln!("warning: {warning}");
+    }
     let mut rows = Vec::new();
     for spec in &specs {
         let result = estimate(spec, &x, &y, z.as_ref(), &pre, interval.as_ref(), args.seed)
@@ -176,11 +179,57 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         let batch = estimates_table(&rows).map_err(|e| Error::Internal(e.to_string()))?;
         crate::artifact::write_parquet(out, &batch)?;
     }
-    if failed > 0 {
+    // Partial success is success: the estimates that ran are printed (and written), and the
+    // failing rows carry their error. Only when nothing could be estimated is it an error.
+    if failed == rows.len() {
         Err(Error::Usage(format!(
             "{failed} estimator(s) could not run on this input (see above)"
         )))
     } else {
+        if failed > 0 {
+            eprintln!(
+                "warning: {failed} of {} estimators could not run on this input (their rows carry the error)",
+                rows.len()
+            );
+        }
         Ok(())
     }
+}
+
+/// Inputs that make an estimate meaningless rather than impossible, said before estimating:
+/// X and Y the same columns (I(X;X) is the entropy of X: infinite for continuous data, and a
+/// k-NN estimate of it only measures the sample size), and label-reading estimators on
+/// columns that are not labels (every distinct real value becomes its own class, so the
+/// "MI" approaches log N).
+fn input_warnings(
+    specs: &[EstimatorSpec],
+    x: &Matrix,
+    y: &Matrix,
+    x_cols: &str,
+    y_cols: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if x.rows() == y.rows() && x.cols() == y.cols() && x.as_slice() == y.as_slice() {
+        out.push(format!(
+            "--x `{x_cols}` and --y `{y_cols}` hold the same values: I(X;X) is the entropy of X, infinite for continuous data; estimators report a number that grows with the sample size, not a mutual information"
+        ));
+    }
+    let not_labels = |m: &Matrix| {
+        let distinct: std::collections::HashSet<u64> =
+            m.as_slice().iter().map(|v| v.to_bits()).collect();
+        let fractional = m.as_slice().iter().any(|v| v.fract() != 0.0);
+        fractional || distinct.len() * 2 > m.rows()
+    };
+    for spec in specs {
+        let inputs = spec.inputs();
+        for (side, input, m) in [("x", inputs.x, x), ("y", inputs.y, y)] {
+            if input == cbound_mi::Input::Labels && not_labels(m) {
+                out.push(format!(
+                    "`{}` reads {side} as class labels, but {side} looks continuous (non-integer values, or more distinct values than half the rows): every distinct value becomes a class, so the estimate approaches log N; discretise {side} first or use a continuous estimator (ksg, gaussian)",
+                    spec.name()
+                ));
+            }
+        }
+    }
+    out
 }
