@@ -635,3 +635,49 @@ fn partial_success_exits_zero_and_meaningless_inputs_are_warned_about() {
     assert_eq!(labels.code, 0, "{}", labels.all());
     assert!(!labels.stderr.contains("warning"), "{}", labels.all());
 }
+
+/// A table of several encoder snapshots (an `epoch` column) is not pooled: without
+/// `--epoch` it is an error listing the epochs, and `--epoch E` estimates on that one.
+#[test]
+fn snapshots_are_chosen_with_epoch_never_pooled() {
+    let p = Project::new();
+    let mut csv = String::from("epoch,u,v\n");
+    for epoch in [2, 4] {
+        for i in 0..300 {
+            let u = (i as f64 * 0.61).sin();
+            // Epoch 4's v follows u closely, epoch 2's hardly.
+            let w = if epoch == 4 { 0.95 } else { 0.05 };
+            csv.push_str(&format!(
+                "{epoch},{u},{}\n",
+                w * u + (1.0 - w) * (i as f64 * 2.3).cos()
+            ));
+        }
+    }
+    p.write("s.csv", &csv);
+    let pooled = p.cbound(&["mi", "s.csv", "--x", "u", "--y", "v", "-e", "ksg"]);
+    assert_eq!(pooled.code, 2, "{}", pooled.all());
+    assert!(
+        pooled.stderr.contains("2 encoder snapshots (epochs 2, 4)")
+            && pooled.stderr.contains("--epoch"),
+        "{}",
+        pooled.all()
+    );
+    let nats = |epoch: &str| {
+        let run = p.cbound(&[
+            "mi", "s.csv", "--x", "u", "--y", "v", "-e", "ksg", "--json", "--epoch", epoch,
+        ]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let row: serde_json::Value =
+            serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(row["n"], 300, "{row}");
+        row["nats"].as_f64().unwrap()
+    };
+    assert!(nats("4") > nats("2") + 0.5);
+    let missing = p.cbound(&["mi", "s.csv", "--x", "u", "--y", "v", "--epoch", "3"]);
+    assert_eq!(missing.code, 2, "{}", missing.all());
+    assert!(
+        missing.stderr.contains("has epochs 2, 4"),
+        "{}",
+        missing.all()
+    );
+}

@@ -57,6 +57,11 @@ pub struct MiArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// With a file of several encoder snapshots (an `embed` stage with `snapshots: true`,
+    /// whose rows have an `epoch`), the snapshot to estimate on: required there, since
+    /// pooling the rows of different encoders estimates nothing.
+    #[arg(long)]
+    pub epoch: Option<i64>,
 }
 
 fn matrix(table: &Table, spec: &str) -> Result<Matrix, Error> {
@@ -117,9 +122,22 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         None => None,
     };
     let ytable = other.as_ref().unwrap_or(&table);
-    let x = matrix(&table, &args.x)?;
-    let y = matrix(ytable, &args.y)?;
-    let z = args.z.as_deref().map(|z| matrix(ytable, z)).transpose()?;
+    let rows_x = snapshot_rows(&table, &args.file, args.epoch)?;
+    let rows_y = match &args.y_file {
+        Some(path) => snapshot_rows(ytable, path, args.epoch)?,
+        None => rows_x.clone(),
+    };
+    let pick = |m: Matrix, rows: &Option<Vec<usize>>| match rows {
+        Some(r) => m.select_rows(r).map_err(|e| Error::Internal(e.to_string())),
+        None => Ok(m),
+    };
+    let x = pick(matrix(&table, &args.x)?, &rows_x)?;
+    let y = pick(matrix(ytable, &args.y)?, &rows_y)?;
+    let z = args
+        .z
+        .as_deref()
+        .map(|z| matrix(ytable, z).and_then(|m| pick(m, &rows_y)))
+        .transpose()?;
     for warning in input_warnings(&specs, &x, &y, &args.x, &args.y) {
         eprintln!("warning: {warning}");
     }
@@ -193,6 +211,57 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
             );
         }
         Ok(())
+    }
+}
+
+/// The rows of one encoder snapshot, for a table with an `epoch` column holding more than
+/// one epoch (None: use every row). Several epochs and no `--epoch` is an error listing
+/// them; so is an `--epoch` the file does not have.
+fn snapshot_rows(
+    table: &Table,
+    path: &std::path::Path,
+    epoch: Option<i64>,
+) -> Result<Option<Vec<usize>>, Error> {
+    if !table.column_names().iter().any(|c| c == "epoch") {
+        return match epoch {
+            Some(e) => Err(Error::Usage(format!(
+                "--epoch {e}: {} has no `epoch` column (it holds one encoder's rows)",
+                path.display()
+            ))),
+            None => Ok(None),
+        };
+    }
+    let column = table
+        .select("epoch")
+        .map_err(|e| Error::Usage(e.to_string()))?
+        .data;
+    let mut epochs: Vec<i64> = column.iter().map(|&v| v as i64).collect();
+    epochs.sort_unstable();
+    epochs.dedup();
+    let listed = epochs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match epoch {
+        None if epochs.len() > 1 => Err(Error::Usage(format!(
+            "{} holds the rows of {} encoder snapshots (epochs {listed}); choose one with --epoch E (pooling them estimates nothing)",
+            path.display(),
+            epochs.len()
+        ))),
+        None => Ok(None),
+        Some(e) if !epochs.contains(&e) => Err(Error::Usage(format!(
+            "--epoch {e}: {} has epochs {listed}",
+            path.display()
+        ))),
+        Some(e) => Ok(Some(
+            column
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| v as i64 == e)
+                .map(|(i, _)| i)
+                .collect(),
+        )),
     }
 }
 
