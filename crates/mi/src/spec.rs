@@ -383,6 +383,32 @@ pub struct EstimateRow {
 }
 
 /// One side as its kind reads it (see [`Input`]).
+/// The jitter seed of the y side, apart from the x side's.
+const Y_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// An estimator that preprocesses what it is given first, as [`estimate`] preprocesses the
+/// full sample: the interval's replicates then see their own standardisation.
+struct PreparedEstimator<'a> {
+    inner: &'a dyn crate::Estimator,
+    inputs: Inputs,
+    pre: &'a Preprocess,
+    seed: u64,
+}
+
+impl crate::Estimator for PreparedEstimator<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn direction(&self) -> Direction {
+        self.inner.direction()
+    }
+    fn estimate(&self, x: &Matrix, y: &Matrix) -> Result<crate::MiEstimate, MiError> {
+        let x = prepare(x.clone(), self.inputs.x, self.pre, self.seed)?;
+        let y = prepare(y.clone(), self.inputs.y, self.pre, self.seed ^ Y_SEED)?;
+        self.inner.estimate(&x, &y)
+    }
+}
+
 fn prepare(m: Matrix, input: Input, pre: &Preprocess, seed: u64) -> Result<Matrix, MiError> {
     if !input.preprocessed() {
         return Ok(m);
@@ -463,8 +489,10 @@ pub fn estimate(
         z = z.map(|m| m.select_rows(&idx)).transpose()?;
     }
     let inputs = spec.inputs();
+    // Kept as read: each interval replicate is preprocessed on its own (below).
+    let (x_raw, y_raw) = (x.clone(), y.clone());
     let x = prepare(x, inputs.x, pre, seed)?;
-    let y = prepare(y, inputs.y, pre, seed ^ 0x9e37_79b9_7f4a_7c15)?;
+    let y = prepare(y, inputs.y, pre, seed ^ Y_SEED)?;
     let z = match (inputs.z, z) {
         (estimators::Conditioning::Required(_), None) => {
             return Err(MiError::InvalidParameter {
@@ -510,10 +538,28 @@ pub fn estimate(
                     seed,
                     ..SubsampleConfig::default()
                 };
-                let i = subsample_interval(est.as_ref(), &x, &y, &cfg)?;
+                // Each replicate is standardised (and asinh'd, and jittered) on its own
+                // rows, as the full sample was: with the full sample's scaling reused, the
+                // replicates vary less than independent samples would, and the interval is
+                // too narrow (most on heavy tails).
+                let per_replicate = PreparedEstimator {
+                    inner: est.as_ref(),
+                    inputs,
+                    pre,
+                    seed,
+                };
+                let i = subsample_interval(&per_replicate, &x_raw, &y_raw, &cfg)?;
                 row.ci_low = Some(i.lo);
                 row.ci_high = Some(i.hi);
                 row.ci_level = Some(iv.level);
+                let meaning = format!(
+                    "{}% interval by subsampling: covers this estimator's expected value at this n, not the true MI",
+                    iv.level * 100.0
+                );
+                row.note = Some(match row.note.take() {
+                    Some(n) if !n.is_empty() => format!("{n}; {meaning}"),
+                    _ => meaning,
+                });
             }
             Resampling::Unsupported(why) => {
                 row.note = Some(format!(
@@ -763,5 +809,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains('x'), "{err}");
+    }
+
+    /// Coverage of the subsampling interval over 30 seeds, of what it claims to cover: the
+    /// estimator's expected value at this n (the mean of 120 independent estimates), on a
+    /// heavy-tailed 2x2 task (multivariate Student-t, 3 degrees of freedom, two pairs at
+    /// correlation 0.6) with KSG. At 95%, fewer than 25 of 30 is below nominal beyond
+    /// binomial noise (P(X <= 24) = 0.3% for Binomial(30, 0.95)).
+    #[test]
+    fn intervals_cover_the_estimators_expected_value_on_heavy_tails() {
+        use rand::SeedableRng;
+        use rand_distr::{ChiSquared, Distribution, StandardNormal};
+        let n = 400;
+        let sample = |seed: u64| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let chi = ChiSquared::new(3.0).unwrap();
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let scale = (chi.sample(&mut rng) / 3.0f64).sqrt();
+                for _ in 0..2 {
+                    let (a, b): (f64, f64) = (
+                        StandardNormal.sample(&mut rng),
+                        StandardNormal.sample(&mut rng),
+                    );
+                    xs.push(a / scale);
+                    ys.push((0.6 * a + 0.8 * b) / scale);
+                }
+            }
+            (
+                Matrix::new(n, 2, xs).unwrap(),
+                Matrix::new(n, 2, ys).unwrap(),
+            )
+        };
+        let spec = EstimatorSpec::parse_cli("ksg").unwrap();
+        let pre = Preprocess::default();
+        let target: f64 = (0..120)
+            .map(|s| {
+                let (x, y) = sample(10_000 + s);
+                estimate(&spec, &x, &y, None, &pre, None, 0).unwrap().nats
+            })
+            .sum::<f64>()
+            / 120.0;
+        let iv = IntervalSpec {
+            reps: 20,
+            level: 0.95,
+        };
+        let covered = (0..30)
+            .filter(|&s| {
+                let (x, y) = sample(s);
+                let row = estimate(&spec, &x, &y, None, &pre, Some(&iv), s).unwrap();
+                row.ci_low.unwrap() <= target && target <= row.ci_high.unwrap()
+            })
+            .count();
+        eprintln!("Student-t 2x2, KSG, n {n}: 95% intervals cover the estimator's mean {target:.4} in {covered} of 30");
+        assert!(covered >= 25, "{covered} of 30");
     }
 }
