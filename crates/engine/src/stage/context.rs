@@ -153,14 +153,14 @@ impl StageContext<'_> {
 }
 
 /// `batch` with a `config_id` column and one `sweep.<axis>` column per axis, each constant
-/// down the rows (integers as Int64, numbers as Float64, booleans, strings; anything else as
-/// its JSON text). A name the table already has is left alone.
+/// down the rows (numbers as Float64, booleans, strings; anything else as its JSON text). A
+/// name the table already has is left alone.
 pub fn with_lineage(
     batch: &RecordBatch,
     config_id: &str,
     sweep: &[(String, serde_json::Value)],
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, StringArray};
     use arrow_schema::{Field, Schema};
     use std::sync::Arc;
     let n = batch.num_rows();
@@ -183,9 +183,9 @@ pub fn with_lineage(
     for (axis, value) in sweep {
         let column: ArrayRef = match value {
             serde_json::Value::Bool(b) => Arc::new(BooleanArray::from(vec![Some(*b); n])),
-            serde_json::Value::Number(x) if x.is_i64() => {
-                Arc::new(Int64Array::from(vec![x.as_i64(); n]))
-            }
+            // Every number as Float64: each instance writes its own file, and an axis such
+            // as [1, 0.5] must not give Int64 in one and Float64 in the next, or a glob over
+            // the stage's tables no longer reads as one table.
             serde_json::Value::Number(x) => Arc::new(Float64Array::from(vec![x.as_f64(); n])),
             serde_json::Value::String(s) => Arc::new(StringArray::from(vec![Some(s.as_str()); n])),
             serde_json::Value::Null => Arc::new(StringArray::from(vec![None::<&str>; n])),
@@ -201,4 +201,52 @@ pub fn with_lineage(
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
         columns,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Float64Array, Int64Array};
+    use std::sync::Arc;
+
+    #[test]
+    fn lineage_columns_are_constant_and_typed_alike_across_instances() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "v",
+            arrow_schema::DataType::Int64,
+            false,
+        )]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let sweep = |v: serde_json::Value| {
+            vec![
+                ("lr".to_string(), v),
+                ("act".to_string(), serde_json::json!("relu")),
+            ]
+        };
+        let a = with_lineage(&batch, "c1", &sweep(serde_json::json!(1))).unwrap();
+        let b = with_lineage(&batch, "c2", &sweep(serde_json::json!(0.5))).unwrap();
+        assert_eq!(
+            a.schema(),
+            b.schema(),
+            "an integer and a float value give one type"
+        );
+        let names: Vec<String> = a
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["v", "config_id", "sweep.lr", "sweep.act"]);
+        let lr = b.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!((lr.len(), lr.value(2)), (3, 0.5));
+        assert_eq!(
+            a.schema()
+                .field(1)
+                .metadata()
+                .get("description")
+                .map(|d| d.contains("join")),
+            Some(true)
+        );
+    }
 }
