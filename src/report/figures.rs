@@ -1007,9 +1007,15 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
         x_ticks: x_ticks.clone(),
         series,
     };
+    // Lower and upper bounds apart: an upper bound of hundreds of nats (a channel's
+    // I(X;Y|Z)) would otherwise flatten lower bounds of one nat onto the axis.
+    let (lower, upper): (Vec<Series>, Vec<Series>) = bound_series
+        .into_iter()
+        .partition(|s| !s.label.contains("(upper bound on"));
     let panels: Vec<Panel> = [
         panel("accuracy", "accuracy", accuracy_series),
-        panel("final certified bounds", "nats", bound_series),
+        panel("final certified lower bounds", "nats", lower),
+        panel("final certified upper bounds", "nats", upper),
     ]
     .into_iter()
     .filter(|p| !p.series.is_empty())

@@ -356,8 +356,19 @@ fn draw_panel<DB: DrawingBackend>(
             )
         }
     };
+    // Counts (epochs, dimensions) have no ticks between whole numbers.
+    let whole = panel.x != XAxis::Log
+        && panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().chain(&s.vacuous))
+            .all(|p| p.0.fract() == 0.0);
     let x_ticks = if panel.x_ticks.is_empty() {
-        auto_ticks
+        let mut t = auto_ticks;
+        if whole {
+            t.retain(|v| v.fract() == 0.0);
+        }
+        t
     } else {
         panel.x_ticks.clone()
     };
@@ -417,6 +428,11 @@ fn draw_panel<DB: DrawingBackend>(
         )
         .map_err(err)?;
     let x_fmt = |v: &f64| -> String {
+        // Upright labels are drawn below by hand: plotters centres a turned label on its
+        // tick, over the data.
+        if upright {
+            return String::new();
+        }
         if names.is_empty() {
             tick_label(*v)
         } else {
@@ -432,13 +448,6 @@ fn draw_panel<DB: DrawingBackend>(
         }
     };
     let y_fmt = |v: &f64| tick_label(*v);
-    let x_label_font = if upright {
-        ("sans-serif", 13)
-            .into_font()
-            .transform(FontTransform::Rotate90)
-    } else {
-        ("sans-serif", 13).into_font()
-    };
     chart
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
@@ -446,12 +455,28 @@ fn draw_panel<DB: DrawingBackend>(
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .label_style(("sans-serif", 13))
-        .x_label_style(x_label_font)
         .axis_desc_style(("sans-serif", 15))
         .light_line_style(WHITE)
         .bold_line_style(RGBColor(225, 225, 225))
         .draw()
         .map_err(err)?;
+    if upright {
+        let font = ("sans-serif", 13)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+            .color(&BLACK);
+        let base = area.get_base_pixel();
+        for (i, name) in names.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64, y_range.0));
+            // Turned clockwise, the glyphs lie to the right of the anchor and run down.
+            area.draw(&Text::new(
+                truncate(name, 28),
+                (px - base.0 - 7, py - base.1 + 8),
+                font.clone(),
+            ))
+            .map_err(err)?;
+        }
+    }
     let on_axis = |p: &(f64, f64)| !log || p.0 > 0.0;
     for (s, &c) in panel.series.iter().zip(colours) {
         let line = c.stroke_width(2);
