@@ -377,7 +377,18 @@ fn bound_column(t: &Table) -> &'static str {
 fn estimate_key(t: &Table, r: usize, prefix: &str) -> Option<String> {
     let pair = t.str(r, mi_estimates::PAIR.name)?;
     let est = t.str(r, mi_estimates::ESTIMATOR.name)?;
-    Some(format!("{prefix}{pair} / {est}"))
+    let params = t.str(r, mi_estimates::PARAMS.name);
+    // One estimator run twice with different settings (KSG's two algorithms) is two
+    // series, told apart by their settings; otherwise the settings are noise.
+    let twice = (0..t.len()).any(|o| {
+        t.str(o, mi_estimates::PAIR.name) == Some(pair)
+            && t.str(o, mi_estimates::ESTIMATOR.name) == Some(est)
+            && t.str(o, mi_estimates::PARAMS.name) != params
+    });
+    match params.map(params_label) {
+        Some(p) if twice && !p.is_empty() => Some(format!("{prefix}{pair} / {est} {p}")),
+        _ => Some(format!("{prefix}{pair} / {est}")),
+    }
 }
 
 /// What a bound row contributes to a plot.
@@ -690,10 +701,10 @@ fn faceted_epochs(run: &Run, tables: &Tables) -> Option<Figure> {
 
 /// Panel titles are one line over a 640 px panel.
 fn truncate_title(s: &str) -> String {
-    if s.chars().count() <= 60 {
+    if s.chars().count() <= 66 {
         s.to_string()
     } else {
-        let mut t: String = s.chars().take(59).collect();
+        let mut t: String = s.chars().take(65).collect();
         t.push('…');
         t
     }

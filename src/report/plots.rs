@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::figures::{legend_entries, legend_outside, Figure, Panel, Series, Style, XAxis};
@@ -42,6 +43,26 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
+
+/// How a series is drawn: a palette colour, and past the palette's ten colours the same
+/// colours again with dashed lines, so that no two series of a panel look alike.
+#[derive(Debug, Clone, Copy)]
+struct Ink {
+    colour: RGBColor,
+    dashed: bool,
+}
+
+fn ink(i: usize) -> Ink {
+    Ink {
+        colour: PALETTE[i % PALETTE.len()],
+        dashed: (i / PALETTE.len()) % 2 == 1,
+    }
+}
+
+const GREY: Ink = Ink {
+    colour: RGBColor(120, 120, 120),
+    dashed: false,
+};
 
 const PANEL_WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
@@ -154,13 +175,13 @@ fn draw_facets<DB: DrawingBackend>(
         labels
             .iter()
             .position(|l| *l == s.label)
-            .map(|i| PALETTE[i % PALETTE.len()])
-            .unwrap_or(RGBColor(120, 120, 120))
+            .map(ink)
+            .unwrap_or(GREY)
     };
     let (grid_area, legend) = body.split_horizontally(cols as u32 * PANEL_WIDTH);
     let areas = grid_area.split_evenly((rows, cols));
     for (panel, area) in fig.panels.iter().zip(&areas) {
-        let colours: Vec<RGBColor> = panel.series.iter().map(colour_of).collect();
+        let colours: Vec<Ink> = panel.series.iter().map(colour_of).collect();
         draw_panel(panel, area, &colours, false)?;
     }
     let mut rows: Vec<LegendRow> = vec![];
@@ -170,7 +191,7 @@ fn draw_facets<DB: DrawingBackend>(
             if !rows.iter().any(|r| r.label == s.label) {
                 rows.push(LegendRow {
                     label: s.label.clone(),
-                    colour: c,
+                    ink: c,
                     style: s.style,
                     cross: false,
                 });
@@ -327,7 +348,7 @@ pub fn category_labels_upright(names: &[String]) -> bool {
 fn draw_panel<DB: DrawingBackend>(
     panel: &Panel,
     area: &DrawingArea<DB, Shift>,
-    colours: &[RGBColor],
+    colours: &[Ink],
     inside_legend: bool,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
@@ -478,7 +499,8 @@ fn draw_panel<DB: DrawingBackend>(
         }
     }
     let on_axis = |p: &(f64, f64)| !log || p.0 > 0.0;
-    for (s, &c) in panel.series.iter().zip(colours) {
+    for (s, &ink) in panel.series.iter().zip(colours) {
+        let (c, dashed) = (ink.colour, ink.dashed);
         let line = c.stroke_width(2);
         let fill = c.filled();
         for &(x, lo, hi) in s.errors.iter().filter(|e| on_axis(&(e.0, 0.0))) {
@@ -503,6 +525,9 @@ fn draw_panel<DB: DrawingBackend>(
                     c.stroke_width(if s.style == Style::Baseline { 2 } else { 1 }),
                 ))
                 .map_err(err)?,
+            Style::Line if dashed => chart
+                .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, line))
+                .map_err(err)?,
             Style::Line => chart
                 .draw_series(LineSeries::new(pts.iter().copied(), line))
                 .map_err(err)?,
@@ -513,9 +538,15 @@ fn draw_panel<DB: DrawingBackend>(
                 chart
                     .draw_series(pts.iter().map(|p| Circle::new(*p, 3, fill)))
                     .map_err(err)?;
-                chart
-                    .draw_series(LineSeries::new(pts.iter().copied(), line))
-                    .map_err(err)?
+                if dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, line))
+                        .map_err(err)?
+                } else {
+                    chart
+                        .draw_series(LineSeries::new(pts.iter().copied(), line))
+                        .map_err(err)?
+                }
             }
         };
         if !outside {
@@ -525,6 +556,9 @@ fn draw_panel<DB: DrawingBackend>(
                     Style::Points => Circle::new((x + 10, y), 4, fill).into_dyn(),
                     Style::Reference | Style::Baseline => {
                         PathElement::new(vec![(x, y), (x + 8, y)], line).into_dyn()
+                    }
+                    _ if dashed => {
+                        DashedPathElement::new(vec![(x, y), (x + 20, y)], 6, 4, line).into_dyn()
                     }
                     _ => PathElement::new(vec![(x, y), (x + 20, y)], line).into_dyn(),
                 });
@@ -563,18 +597,18 @@ fn legend_label(s: &Series) -> String {
     }
 }
 
-/// Each series' colour: grey for reference lines, the palette in order for the rest.
-fn colours(panel: &Panel) -> Vec<RGBColor> {
+/// Each series' ink: grey for reference lines, the palette in order for the rest.
+fn colours(panel: &Panel) -> Vec<Ink> {
     let mut next = 0;
     panel
         .series
         .iter()
         .map(|s| {
             if s.style == Style::Reference {
-                RGBColor(120, 120, 120)
+                GREY
             } else {
                 next += 1;
-                PALETTE[(next - 1) % PALETTE.len()]
+                ink(next - 1)
             }
         })
         .collect()
@@ -583,7 +617,7 @@ fn colours(panel: &Panel) -> Vec<RGBColor> {
 /// One row of a legend drawn by hand (beside the panels).
 struct LegendRow {
     label: String,
-    colour: RGBColor,
+    ink: Ink,
     style: Style,
     /// The vacuous-bound mark rather than the series' own.
     cross: bool,
@@ -592,20 +626,23 @@ struct LegendRow {
 fn vacuous_row() -> LegendRow {
     LegendRow {
         label: VACUOUS_LABEL.to_string(),
-        colour: RGBColor(90, 90, 90),
+        ink: Ink {
+            colour: RGBColor(90, 90, 90),
+            dashed: false,
+        },
         style: Style::Points,
         cross: true,
     }
 }
 
-fn legend_rows(panel: &Panel, colours: &[RGBColor]) -> Vec<LegendRow> {
+fn legend_rows(panel: &Panel, colours: &[Ink]) -> Vec<LegendRow> {
     let mut rows: Vec<LegendRow> = panel
         .series
         .iter()
         .zip(colours)
         .map(|(s, c)| LegendRow {
             label: legend_label(s),
-            colour: *c,
+            ink: *c,
             style: s.style,
             cross: false,
         })
@@ -634,13 +671,21 @@ fn draw_legend_beside<DB: DrawingBackend>(
     };
     for (k, e) in entries.iter().take(shown).enumerate() {
         let y = top + k as i32 * LEGEND_ROW;
-        let c = e.colour;
+        let c = e.ink.colour;
         if e.cross {
             area.draw(&Cross::new((14, y), 5, c.stroke_width(2)))
                 .map_err(err)?;
         } else if e.style == Style::Points {
             area.draw(&Circle::new((14, y), 4, c.filled()))
                 .map_err(err)?;
+        } else if e.ink.dashed || e.style == Style::Baseline {
+            area.draw(&DashedPathElement::new(
+                vec![(4, y), (24, y)],
+                6,
+                4,
+                c.stroke_width(2),
+            ))
+            .map_err(err)?;
         } else {
             area.draw(&PathElement::new(vec![(4, y), (24, y)], c.stroke_width(2)))
                 .map_err(err)?;
@@ -686,6 +731,26 @@ mod tests {
         assert_eq!(tick_label(4.0), "4");
         assert_eq!(tick_label(-0.0), "0");
         assert_eq!(tick_label(0.30000000000000004), "0.3");
+    }
+
+    #[test]
+    fn log_ticks_are_powers_of_ten_and_their_halves_on_short_ranges() {
+        assert_eq!(log_ticks(1e-4, 1e-1), vec![1e-4, 1e-3, 1e-2, 1e-1]);
+        assert_eq!(log_ticks(60.0, 600.0), vec![100.0, 200.0, 500.0]);
+        assert!(log_ticks(0.0, 10.0).is_empty(), "no log axis through 0");
+    }
+
+    #[test]
+    fn category_names_turn_upright_only_when_they_would_overlap() {
+        let names = |n: usize, len: usize| vec!["x".repeat(len); n];
+        assert!(!category_labels_upright(&names(4, 10)));
+        assert!(category_labels_upright(&names(11, 20)));
+    }
+
+    #[test]
+    fn inks_past_the_palette_are_dashed() {
+        assert!(!ink(0).dashed && !ink(9).dashed);
+        assert!(ink(10).dashed && ink(11).colour == ink(1).colour);
     }
 
     #[test]
