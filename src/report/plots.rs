@@ -194,9 +194,34 @@ fn draw_facets<DB: DrawingBackend>(
                     ink: c,
                     style: s.style,
                     cross: false,
+                    text_only: false,
                 });
             }
         }
+    }
+    // Every configuration a mean of the same number of replicates: said once, not on
+    // every row (where it would push the configuration's name out of the column).
+    let suffix = rows.first().and_then(|r| {
+        r.label
+            .find(" (mean ± sd of ")
+            .map(|i| r.label[i..].to_string())
+    });
+    if let Some(suffix) = suffix.filter(|x| {
+        rows.iter()
+            .all(|r| r.style == Style::Reference || r.label.ends_with(x.as_str()))
+    }) {
+        for r in &mut rows {
+            if let Some(l) = r.label.strip_suffix(suffix.as_str()) {
+                r.label = l.to_string();
+            }
+        }
+        rows.push(LegendRow {
+            label: format!("lines: {}", suffix.trim().trim_matches(['(', ')'])),
+            ink: GREY,
+            style: Style::Points,
+            cross: false,
+            text_only: true,
+        });
     }
     if fig
         .panels
@@ -621,6 +646,8 @@ struct LegendRow {
     style: Style,
     /// The vacuous-bound mark rather than the series' own.
     cross: bool,
+    /// A note without a mark.
+    text_only: bool,
 }
 
 fn vacuous_row() -> LegendRow {
@@ -632,6 +659,7 @@ fn vacuous_row() -> LegendRow {
         },
         style: Style::Points,
         cross: true,
+        text_only: false,
     }
 }
 
@@ -645,6 +673,7 @@ fn legend_rows(panel: &Panel, colours: &[Ink]) -> Vec<LegendRow> {
             ink: *c,
             style: s.style,
             cross: false,
+            text_only: false,
         })
         .collect();
     if panel.series.iter().any(|s| !s.vacuous.is_empty()) {
@@ -672,7 +701,9 @@ fn draw_legend_beside<DB: DrawingBackend>(
     for (k, e) in entries.iter().take(shown).enumerate() {
         let y = top + k as i32 * LEGEND_ROW;
         let c = e.ink.colour;
-        if e.cross {
+        if e.text_only {
+            // A note: no mark to draw.
+        } else if e.cross {
             area.draw(&Cross::new((14, y), 5, c.stroke_width(2)))
                 .map_err(err)?;
         } else if e.style == Style::Points {
