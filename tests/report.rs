@@ -2,6 +2,8 @@
 //! a temperature sweep and a failing stage, then the report of its directory.
 
 mod common;
+use cbound::report::figures::{legend_outside, Figure, Style, XAxis, MAX_LEGEND_INSIDE};
+use cbound::report::generate::figures_of;
 use common::Project;
 
 const PIPELINE: &str = r#"name: r
@@ -169,6 +171,15 @@ stages:
     assert!(report.stderr.contains("no train stage"), "{}", report.all());
     let dir = p.latest("m").join("report");
     assert!(dir.join("mi_bounds_final.svg").is_file());
+    // Bivariate Gaussian data has a known MI: the estimate goes against it, with y = x.
+    assert!(dir.join("estimate_vs_truth.png").is_file());
+    let (figs, _) = figures_of(&p.latest("m")).unwrap();
+    let truth = figs.iter().find(|f| f.name == "estimate_vs_truth").unwrap();
+    let series = &truth.panels[0].series;
+    assert_eq!(series[0].style, Style::Reference);
+    let (x, y) = series[1].points[0];
+    assert!((x - 0.1438).abs() < 1e-3, "true MI of rho = 0.5: {x}");
+    assert!((y - x).abs() < 0.1, "gaussian estimate {y} of {x}");
     assert!(!dir.join("training_curves.png").exists());
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
@@ -183,4 +194,164 @@ stages:
         "{}",
         not_a_run.all()
     );
+}
+
+/// An ablation with snapshots, list-valued widths, a learning rate and replicates: the
+/// figures' data (not their pixels) are checked for what makes them readable.
+const SWEEP: &str = r#"name: s
+seed: 3
+stages:
+  mixture:
+    kind: synthetic
+    params: {task: mixture, classes: 4, dim: 8, spread: 0.8, noise: 1.0, n: 800, mc_samples: 20000}
+  data:
+    kind: load
+    inputs: mixture
+    params: {format: parquet, feature_columns: "x*", label_column: z}
+  train:
+    kind: train
+    inputs: data
+    repeat: 2
+    params:
+      model: {encoder: {kind: mlp, hidden: [16], output: 8}, projector: [16, 8]}
+      loss: {kind: infonce, temperature: 0.1}
+      optimizer: {kind: adam, lr: 0.003}
+      epochs: 2
+      snapshot_every: 1
+      batch_size: 128
+      holdout: 0.2
+      views: [[{op: gaussian_noise, std: 0.5}], [{op: gaussian_noise, std: 0.5}]]
+    matrix:
+      model.encoder.hidden: [[64, 64], [8, 8], [16, 16]]
+      optimizer.lr: [0.0003, 0.01]
+    matrix_mode: one_at_a_time
+  embed:
+    kind: embed
+    inputs: [train, data]
+    params: {snapshots: true}
+  estimate:
+    kind: estimate_mi
+    inputs: embed
+    params:
+      pairs:
+        - {name: uz, x: {columns: u}, y: {columns: label}, estimators: [{name: probe, steps: 50}]}
+  bound:
+    kind: bound
+    inputs: [estimate, mixture]
+    params:
+      terms:
+        i_uz: {pair: uz, estimator: probe}
+        i_xz: {metric: true_i_xz, kind: exact}
+        h_z: {metric: true_h_z, kind: exact}
+      assumptions: {u_is_function_of_x: true}
+      classes: 4
+"#;
+
+fn figure<'a>(figs: &'a [Figure], name: &str) -> &'a Figure {
+    figs.iter().find(|f| f.name == name).unwrap_or_else(|| {
+        panic!(
+            "no {name} among {:?}",
+            figs.iter().map(|f| &f.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+#[test]
+fn report_figures_of_an_ablation_are_readable() {
+    let p = Project::new();
+    p.write("s.yaml", SWEEP);
+    let run = p.cbound(&["run", "s.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let (figs, notes) = figures_of(&p.latest("s")).unwrap();
+
+    // List-valued widths in numeric order, labelled compactly.
+    let widths = figure(&figs, "ablation_model_encoder_hidden");
+    assert_eq!(
+        widths.panels[0].x,
+        XAxis::Categories(vec!["8×8".into(), "16×16".into(), "64×64".into()]),
+        "{notes:?}"
+    );
+    // A learning rate spanning more than a decade goes on a log axis, ticked where run.
+    let lr = figure(&figs, "ablation_optimizer_lr");
+    assert_eq!(lr.panels[0].x, XAxis::Log);
+    assert_eq!(lr.panels[0].x_ticks, vec![0.0003, 0.01]);
+    // Replicates are drawn as a mean with bars, and the caption says what the bars are.
+    let probe = lr.panels[0]
+        .series
+        .iter()
+        .find(|s| s.label.starts_with("probe accuracy (measured)"))
+        .unwrap();
+    assert!(probe.label.contains("mean ± sd of 2"), "{}", probe.label);
+    assert_eq!(probe.errors.len(), 2, "{probe:?}");
+    assert!(lr.caption.contains("standard deviation"), "{}", lr.caption);
+    // Chance accuracy (4 classes) and the untrained encoder are drawn to read against.
+    let baselines: Vec<&str> = lr.panels[0]
+        .series
+        .iter()
+        .filter(|s| s.style == Style::Baseline)
+        .map(|s| s.label.as_str())
+        .collect();
+    assert!(baselines.contains(&"chance (1 / classes)"), "{baselines:?}");
+    assert!(
+        baselines.iter().any(|b| b.contains("untrained encoder")),
+        "{baselines:?}"
+    );
+    let chance = lr.panels[0]
+        .series
+        .iter()
+        .find(|s| s.label.starts_with("chance"))
+        .unwrap();
+    assert!(chance.points.iter().all(|p| p.1 == 0.25));
+
+    for f in &figs {
+        for panel in &f.panels {
+            // No legend inside a panel has more than a handful of entries: longer ones
+            // go beside the plot, or one legend serves all facets.
+            let inside = !f.shared_legend && !legend_outside(panel);
+            if inside {
+                assert!(
+                    cbound::report::figures::legend_entries(panel) <= MAX_LEGEND_INSIDE,
+                    "{}: {}",
+                    f.name,
+                    panel.title
+                );
+            }
+            // No lower bound at or below 0 is drawn as a value: it is vacuous, marked.
+            for s in &panel.series {
+                if s.label.contains("lower bound on I(") {
+                    assert!(
+                        s.points.iter().all(|p| p.1 > 0.0),
+                        "{}: {} draws a vacuous bound as a value: {:?}",
+                        f.name,
+                        s.label,
+                        s.points
+                    );
+                }
+            }
+        }
+    }
+    // Five configurations over epochs: one panel per quantity, one legend for them all.
+    let epochs = figure(&figs, "mi_bounds_epochs");
+    assert!(epochs.shared_legend);
+    assert!(epochs.panels.iter().any(|p| p.title == "uz / probe"));
+    for panel in &epochs.panels {
+        assert!(
+            panel.series.len() <= 5,
+            "{}: {}",
+            panel.title,
+            panel.series.len()
+        );
+    }
+
+    let report = p.cbound(&["report", "outputs/s"]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    let dir = p.latest("s").join("report");
+    for name in [
+        "mi_bounds_epochs",
+        "ablation_optimizer_lr",
+        "training_curves",
+    ] {
+        let png = std::fs::read(dir.join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+    }
 }

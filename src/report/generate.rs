@@ -72,6 +72,7 @@ pub fn figures(run: &Run, tables: &Tables) -> (Vec<Figure>, Vec<String>) {
         figures::training_curves(run, tables),
         figures::mi_and_bounds(run, tables),
         figures::bound_vs_accuracy(run),
+        figures::estimate_vs_truth(run, tables),
     ] {
         match f {
             Ok(f) => figs.push(f),
@@ -84,6 +85,28 @@ pub fn figures(run: &Run, tables: &Tables) -> (Vec<Figure>, Vec<String>) {
     (figs, notes)
 }
 
+/// The run's kinds: the built-in ones and those declared in YAML that it recorded.
+fn kinds_of(run: &Run, notes: &mut Vec<String>) -> Registry {
+    UserKinds::read_snapshot(&run.dir.join(SNAPSHOT_FILE))
+        .and_then(|k| k.registry(cbound_stages::builtin()))
+        .unwrap_or_else(|e| {
+            notes.push(format!("kinds declared in YAML left out: {e}"));
+            cbound_stages::builtin()
+        })
+}
+
+/// The figures a report of `run_dir` would draw, as data, and the notes on those it
+/// would not: what tests (and other front ends) check without looking at pixels.
+pub fn figures_of(run_dir: &Path) -> Result<(Vec<Figure>, Vec<String>), ReportError> {
+    let run = Run::open(run_dir)?;
+    let mut notes = vec![];
+    let kinds = kinds_of(&run, &mut notes);
+    let tables = read_tables(&run, &kinds, &mut notes);
+    let (figs, more) = figures(&run, &tables);
+    notes.extend(more);
+    Ok((figs, notes))
+}
+
 pub fn generate(run_dir: &Path, out: Option<&Path>) -> Result<Written, ReportError> {
     let run = Run::open(run_dir)?;
     let out_dir = out
@@ -94,13 +117,7 @@ pub fn generate(run_dir: &Path, out: Option<&Path>) -> Result<Written, ReportErr
         source,
     })?;
     let mut notes = vec![];
-    // The run's kinds: the built-in ones and those declared in YAML that it recorded.
-    let kinds = UserKinds::read_snapshot(&run.dir.join(SNAPSHOT_FILE))
-        .and_then(|k| k.registry(cbound_stages::builtin()))
-        .unwrap_or_else(|e| {
-            notes.push(format!("kinds declared in YAML left out: {e}"));
-            cbound_stages::builtin()
-        });
+    let kinds = kinds_of(&run, &mut notes);
     let tables = read_tables(&run, &kinds, &mut notes);
     let (figs, fig_notes) = figures(&run, &tables);
     notes.extend(fig_notes);
