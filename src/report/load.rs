@@ -230,7 +230,8 @@ pub struct Instance {
     pub kind: String,
     pub status: String,
     pub error: Option<String>,
-    /// `sweep.<name>` columns without the prefix; nulls (other grids) left out.
+    /// `sweep.<name>` columns without the prefix, of the axes the instance varies
+    /// (`sweep_axes`); nulls (other grids) left out.
     pub sweeps: Vec<(String, Cell)>,
     /// `metric.<name>` columns without the prefix; nulls left out.
     pub metrics: Vec<(String, f64)>,
@@ -319,10 +320,20 @@ fn instances(dir: &Path, results: &Table) -> Vec<Instance> {
             let text = |c: &str| results.str(r, c).unwrap_or_default().to_string();
             let mut sweeps = vec![];
             let mut metrics = vec![];
+            // The axes the instance varies: a one-at-a-time sweep fills the others with their
+            // params values (so tables join), but the plots group by what was varied. Runs
+            // from before `sweep_axes` have nulls there instead.
+            let axes = results.str(r, "sweep_axes").map(|a| {
+                a.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            });
             for (c, name) in results.columns.iter().enumerate() {
                 let cell = &results.rows[r][c];
                 if let Some(key) = name.strip_prefix("sweep.") {
-                    if !cell.is_null() {
+                    let varied = axes.as_ref().is_none_or(|a| a.iter().any(|k| k == key));
+                    if !cell.is_null() && varied {
                         sweeps.push((key.to_string(), cell.clone()));
                     }
                 } else if let Some(key) = name.strip_prefix("metric.") {

@@ -254,6 +254,22 @@ pub fn results_batch(
         text(&|i| Some(dag.instances[i].config_id.clone())),
     );
     push(
+        "sweep_axes",
+        DataType::Utf8,
+        false,
+        "the sweep axes that tell this instance apart (those in its id), comma-separated; the other sweep.* columns hold the params values of one-at-a-time axes it leaves alone",
+        text(&|i| {
+            Some(
+                dag.instances[i]
+                    .labels
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        }),
+    );
+    push(
         "kind",
         DataType::Utf8,
         false,
@@ -418,9 +434,9 @@ mod tests {
         }
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        // After the 14 fixed columns (run, identity, instance, configuration, status, key,
-        // seed, timing, error).
-        let value_names: Vec<&str> = names[14..].to_vec();
+        // After the 15 fixed columns (run, identity, instance, configuration, axes, status,
+        // key, seed, timing, error).
+        let value_names: Vec<&str> = names[15..].to_vec();
         let mut sweeps: Vec<&str> = want
             .keys()
             .map(String::as_str)
