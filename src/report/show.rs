@@ -7,7 +7,10 @@
 //! configuration is a subset of another's is (by the engine's pairing rule) on its lineage:
 //! the table has one row per maximal configuration, and each row takes the metrics of every
 //! instance whose configuration it contains (a shared, unswept `load` stage appears in every
-//! row). Replicates of one configuration are aggregated as mean, sample sd and n.
+//! row). Stages with `gather: true` (in the run's pipeline.yaml) summarise the whole sweep and
+//! belong to no one configuration: they get a last row of their own, without sweep values.
+//! Replicates of one configuration are aggregated as mean, sample sd and n. With `--columns`,
+//! a row none of whose chosen numbers has a value is left out, unless it did not finish.
 //!
 //! Default columns (the rule `--columns` replaces), by stage kind, named `<stage>.<metric>`:
 //! - `train`: `final_loss`, `heldout_infonce`
@@ -247,12 +250,14 @@ impl ShowTable {
             .into_iter()
             .filter(|a| !is_replicate_axis(a))
             .collect();
+        let gathers = gather_stages(&run.dir);
+        let gathered = |i: &Instance| gathers.contains(&i.stage);
         let keys: Vec<Vec<(String, Cell)>> = insts.iter().map(key_of).collect();
         // Distinct configurations in order of first appearance (the DAG's, which follows the
         // matrices' order), then only the maximal ones.
         let mut distinct: Vec<&Vec<(String, Cell)>> = vec![];
-        for k in &keys {
-            if !distinct.contains(&k) {
+        for (i, k) in insts.iter().zip(&keys) {
+            if !gathered(i) && !distinct.contains(&k) {
                 distinct.push(k);
             }
         }
@@ -261,6 +266,25 @@ impl ShowTable {
             .filter(|k| !distinct.iter().any(|o| o.len() > k.len() && subset(k, o)))
             .map(|k| (*k).clone())
             .collect();
+        // Rows as the instances in each: a configuration's lineage; then the stages that
+        // gather over the whole sweep, which belong to no one configuration, in a row of
+        // their own (no sweep values).
+        let mut groups: Vec<Vec<&Instance>> = maximal
+            .iter()
+            .map(|config| {
+                insts
+                    .iter()
+                    .zip(&keys)
+                    .filter(|(i, k)| !gathered(i) && subset(k, config))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+        let mut maximal = maximal;
+        if insts.iter().any(gathered) {
+            groups.push(insts.iter().filter(|i| gathered(i)).collect());
+            maximal.push(vec![]);
+        }
 
         // Columns: stages in order of first appearance, metrics in name order.
         let mut stages: Vec<(String, String)> = vec![];
@@ -292,13 +316,7 @@ impl ShowTable {
         let mut values = vec![];
         let mut status = vec![];
         let mut n = vec![];
-        for config in &maximal {
-            let members: Vec<&Instance> = insts
-                .iter()
-                .zip(&keys)
-                .filter(|(_, k)| subset(k, config))
-                .map(|(i, _)| i)
-                .collect();
+        for members in &groups {
             let row: Vec<Option<Agg>> = columns
                 .iter()
                 .map(|c| {
@@ -317,11 +335,11 @@ impl ShowTable {
                 .collect();
             // The row's replicate count: the most instances any one stage has in it.
             let mut per_stage: BTreeMap<&str, usize> = BTreeMap::new();
-            for i in &members {
+            for i in members {
                 *per_stage.entry(i.stage.as_str()).or_default() += 1;
             }
             n.push(per_stage.values().copied().max().unwrap_or(0));
-            status.push(status_text(&members));
+            status.push(status_text(members));
             values.push(row);
         }
         let configs = maximal
@@ -414,7 +432,19 @@ impl ShowTable {
         header.push("n".into());
         let keys = header.len();
         header.extend(selected.iter().map(|&c| names[c].clone()));
+        // A row with none of the chosen numbers (another family's configuration, when
+        // `--columns` picks one family) is noise; one that did not finish stays, to say so.
+        let chosen: Vec<usize> = selected
+            .iter()
+            .copied()
+            .filter(|&c| c != status_index)
+            .collect();
         let mut rows: Vec<(Vec<Field>, usize)> = (0..self.configs.len())
+            .filter(|&r| {
+                chosen.is_empty()
+                    || self.status[r] != "ok"
+                    || chosen.iter().any(|&c| self.values[r][c].is_some())
+            })
             .map(|r| {
                 let mut row: Vec<Field> = self.configs[r].iter().map(Field::from_cell).collect();
                 row.push(Field::Int(self.n[r] as i64));
@@ -444,6 +474,25 @@ impl ShowTable {
             keys,
         })
     }
+}
+
+/// The stages of the run's pipeline file with `gather: true`; none if it has no readable
+/// pipeline.yaml (then a gathering stage joins every row, as an unswept upstream one does).
+fn gather_stages(run_dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(run_dir.join("pipeline.yaml")) else {
+        return vec![];
+    };
+    let Ok(docs) = yaml_rust2::YamlLoader::load_from_str(&text) else {
+        return vec![];
+    };
+    let Some(stages) = docs.first().and_then(|d| d["stages"].as_hash()) else {
+        return vec![];
+    };
+    stages
+        .iter()
+        .filter(|(_, v)| v["gather"].as_bool() == Some(true))
+        .filter_map(|(k, _)| k.as_str().map(str::to_string))
+        .collect()
 }
 
 /// `ok` when every instance finished (now or cached), else the counts of those that did not.
@@ -827,6 +876,38 @@ mod tests {
             g.render(Format::Table).lines().nth(2).unwrap().trim_end(),
             "0.5000  3  10 (n=1)"
         );
+    }
+
+    #[test]
+    fn a_gathering_stage_gets_its_own_row_not_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pipeline.yaml"),
+            "stages:\n  t: {kind: train}\n  sum: {kind: command, inputs: t, gather: true}\n",
+        )
+        .unwrap();
+        let mut insts: Vec<Instance> = [1, 2]
+            .iter()
+            .map(|&i| {
+                inst(
+                    "t",
+                    "train",
+                    &[("lr", Cell::Int(i))],
+                    &[("final_loss", 1.0)],
+                )
+            })
+            .collect();
+        let mut sum = inst("sum", "command", &[], &[]);
+        sum.status = "failed".into();
+        insts.push(sum);
+        let mut r = run(insts, &["lr"]);
+        r.dir = dir.path().to_path_buf();
+        let g = ShowTable::of_run(&r)
+            .grid(&["status".into()], None, false)
+            .unwrap();
+        let status: Vec<String> = g.rows.iter().map(|row| row[2].text_plain()).collect();
+        assert_eq!(status, ["ok", "ok", "1 failed"]);
+        assert_eq!(g.rows[2][0], Field::Null);
     }
 
     #[test]
