@@ -301,9 +301,10 @@ fn a_run_ends_with_its_table_even_without_a_terminal() {
         .iter()
         .position(|l| l.trim_start().starts_with("rho  n"))
         .expect(&run.stderr);
+    // At 30 characters the upstream number gives way; the keys and the status stay.
     assert_eq!(
         lines[head].split_whitespace().collect::<Vec<_>>(),
-        ["rho", "n", "data.true_mi_nats"]
+        ["rho", "n", "status"]
     );
     // Header, rule, 15 rows, then where the rest is.
     assert!(lines[head + 2].starts_with("0.04000  1"), "{}", run.stderr);
@@ -328,4 +329,22 @@ fn a_run_ends_with_its_table_even_without_a_terminal() {
     for l in &lines[head..head + 17] {
         assert!(l.chars().count() <= 30, "{l:?} is wider than COLUMNS=30");
     }
+    // Wide enough, the same (cached) run shows every default column.
+    let out = p
+        .command(&["run", "many.yaml"])
+        .env("COLUMNS", "200")
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let head = run
+        .stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("rho  n"))
+        .expect(&run.stderr);
+    assert_eq!(
+        head.split_whitespace().collect::<Vec<_>>(),
+        ["rho", "n", "data.true_mi_nats", "status"]
+    );
+    assert!(!run.stderr.contains("more column(s)"), "{}", run.stderr);
 }

@@ -593,8 +593,8 @@ impl Grid {
             .collect()
     }
 
-    /// Aligned columns (numbers to the right), cut to `width` characters by leaving out
-    /// trailing non-key columns and to `max_rows` rows. Returns the text and how many
+    /// Aligned columns (numbers to the right), cut to `width` characters by leaving out the
+    /// leftmost non-key columns and to `max_rows` rows. Returns the text and how many
     /// columns and rows were left out.
     pub fn table(&self, width: usize, max_rows: usize) -> (String, usize, usize) {
         let texts = self.texts();
@@ -609,10 +609,16 @@ impl Grid {
                     .unwrap_or(0)
             })
             .collect();
-        let mut cols = self.header.len();
-        let total = |k: usize| widths[..k].iter().sum::<usize>() + 2 * k.saturating_sub(1);
-        while cols > self.keys.max(1) && total(cols) > width {
-            cols -= 1;
+        // Key columns always; of the others, the rightmost that fit. Stages are in pipeline
+        // order, so what is cut first is upstream (data sizes, truths) and what stays is the
+        // findings (bounds, accuracy) and the status.
+        let keys = self.keys.max(1).min(self.header.len());
+        let mut visible: Vec<usize> = (0..self.header.len()).collect();
+        let total = |v: &[usize]| {
+            v.iter().map(|&c| widths[c]).sum::<usize>() + 2 * v.len().saturating_sub(1)
+        };
+        while visible.len() > keys && total(&visible) > width {
+            visible.remove(keys);
         }
         let numeric: Vec<bool> = (0..self.header.len())
             .map(|c| {
@@ -625,8 +631,9 @@ impl Grid {
             .collect();
         let mut out = String::new();
         let line = |cells: &[String], out: &mut String| {
-            let parts: Vec<String> = (0..cols)
-                .map(|c| {
+            let parts: Vec<String> = visible
+                .iter()
+                .map(|&c| {
                     if numeric[c] {
                         format!("{:>w$}", cells[c], w = widths[c])
                     } else {
@@ -643,7 +650,11 @@ impl Grid {
         for r in &texts[..shown_rows] {
             line(r, &mut out);
         }
-        (out, self.header.len() - cols, texts.len() - shown_rows)
+        (
+            out,
+            self.header.len() - visible.len(),
+            texts.len() - shown_rows,
+        )
     }
 
     fn csv(&self) -> String {
@@ -966,7 +977,8 @@ mod tests {
         let t = ShowTable::of_run(&run(insts, &["lr"]));
         let s = summary(&t, 20, 15);
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines[0], "lr  n  t.final_loss");
+        // The rightmost columns are kept: status, then the last stage's numbers.
+        assert_eq!(lines[0], "lr  n  status");
         assert!(lines
             .iter()
             .all(|l| l.chars().count() <= 20 || l.starts_with("...") || l.starts_with('(')));
