@@ -10,7 +10,8 @@
 //! row). Stages with `gather: true` (in the run's pipeline.yaml) summarise the whole sweep and
 //! belong to no one configuration: they get a last row of their own, without sweep values.
 //! Replicates of one configuration are aggregated as mean, sample sd and n. With `--columns`,
-//! a row none of whose chosen numbers has a value is left out, unless it did not finish.
+//! a row none of whose chosen numbers has a value is left out (unless it did not finish and
+//! `status` is chosen), and so is an axis none of the remaining rows has a value for.
 //!
 //! Default columns (the rule `--columns` replaces), by stage kind, named `<stage>.<metric>`:
 //! - `train`: `final_loss`, `heldout_infonce`
@@ -430,7 +431,7 @@ impl ShowTable {
             .collect();
         let mut header = self.axis_headers();
         header.push("n".into());
-        let keys = header.len();
+        let mut keys = header.len();
         header.extend(selected.iter().map(|&c| names[c].clone()));
         // A row with none of the chosen numbers (another family's configuration, when
         // `--columns` picks one family) is noise; one that did not finish stays, to say so.
@@ -442,7 +443,7 @@ impl ShowTable {
         let mut rows: Vec<(Vec<Field>, usize)> = (0..self.configs.len())
             .filter(|&r| {
                 chosen.is_empty()
-                    || self.status[r] != "ok"
+                    || (selected.contains(&status_index) && self.status[r] != "ok")
                     || chosen.iter().any(|&c| self.values[r][c].is_some())
             })
             .map(|r| {
@@ -458,6 +459,16 @@ impl ShowTable {
                 (row, self.n[r])
             })
             .collect();
+        // An axis none of the rows left has a value for (another family's) says nothing.
+        for c in (0..self.axes.len()).rev() {
+            if !rows.is_empty() && rows.iter().all(|(row, _)| row[c] == Field::Null) {
+                header.remove(c);
+                for (row, _) in rows.iter_mut() {
+                    row.remove(c);
+                }
+                keys -= 1;
+            }
+        }
         if let Some(col) = sort {
             let Some(at) = header.iter().position(|h| h == col) else {
                 return Err(ShowError::NoSuchSortColumn {
