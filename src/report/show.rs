@@ -214,8 +214,87 @@ fn key_of(inst: &Instance) -> Vec<(String, Cell)> {
     k
 }
 
-fn subset(a: &[(String, Cell)], b: &[(String, Cell)]) -> bool {
-    a.iter().all(|x| b.contains(x))
+/// The maximal configurations among the instances `among` (in order of first appearance: the
+/// DAG's, which follows the matrices' order), and for each the instances whose configuration
+/// it contains, in table order.
+///
+/// Through an index from each (axis, value) to the configurations holding it, so that ten
+/// thousand instances cost ten thousand look-ups rather than a hundred million comparisons.
+#[allow(clippy::type_complexity)]
+fn configurations(
+    keys: &[Vec<(String, Cell)>],
+    among: &[usize],
+) -> (Vec<Vec<(String, Cell)>>, Vec<Vec<usize>>) {
+    use std::collections::{BTreeSet, HashMap};
+    // Cells hold floats (no Hash); their Debug text is exact and round-trips.
+    let pair = |(n, v): &(String, Cell)| format!("{n}\u{0}{v:?}");
+    let mut distinct: Vec<usize> = vec![]; // first instance of each distinct key
+    let mut seen: HashMap<Vec<String>, usize> = HashMap::new();
+    for &i in among {
+        let text: Vec<String> = keys[i].iter().map(pair).collect();
+        seen.entry(text).or_insert_with(|| {
+            distinct.push(i);
+            distinct.len() - 1
+        });
+    }
+    // (axis, value) -> distinct keys holding it.
+    let mut holding: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    for (d, &i) in distinct.iter().enumerate() {
+        for p in &keys[i] {
+            holding.entry(pair(p)).or_default().insert(d);
+        }
+    }
+    // The distinct keys that contain key `k` (all of them for the empty key).
+    let containing = |k: &[(String, Cell)]| -> BTreeSet<usize> {
+        let mut sets = k.iter().map(|p| holding.get(&pair(p)));
+        match sets.next() {
+            None => (0..distinct.len()).collect(),
+            Some(first) => {
+                let mut acc: BTreeSet<usize> = first.cloned().unwrap_or_default();
+                for s in sets {
+                    let s = s.cloned().unwrap_or_default();
+                    acc.retain(|d| s.contains(d));
+                }
+                acc
+            }
+        }
+    };
+    let is_maximal: Vec<bool> = distinct
+        .iter()
+        .map(|&i| {
+            let len = keys[i].len();
+            !containing(&keys[i])
+                .iter()
+                .any(|&d| keys[distinct[d]].len() > len)
+        })
+        .collect();
+    let row_of: Vec<Option<usize>> = {
+        let mut next = 0;
+        is_maximal
+            .iter()
+            .map(|&m| {
+                m.then(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect()
+    };
+    let maximal: Vec<Vec<(String, Cell)>> = distinct
+        .iter()
+        .zip(&is_maximal)
+        .filter(|(_, m)| **m)
+        .map(|(&i, _)| keys[i].clone())
+        .collect();
+    let mut members: Vec<Vec<usize>> = vec![vec![]; maximal.len()];
+    for &i in among {
+        for d in containing(&keys[i]) {
+            if let Some(r) = row_of[d] {
+                members[r].push(i);
+            }
+        }
+    }
+    (maximal, members)
 }
 
 /// Whether `metric` of a stage of `kind` is a default column (the module doc's rule);
@@ -254,34 +333,15 @@ impl ShowTable {
         let gathers = gather_stages(&run.dir);
         let gathered = |i: &Instance| gathers.contains(&i.stage);
         let keys: Vec<Vec<(String, Cell)>> = insts.iter().map(key_of).collect();
-        // Distinct configurations in order of first appearance (the DAG's, which follows the
-        // matrices' order), then only the maximal ones.
-        let mut distinct: Vec<&Vec<(String, Cell)>> = vec![];
-        for (i, k) in insts.iter().zip(&keys) {
-            if !gathered(i) && !distinct.contains(&k) {
-                distinct.push(k);
-            }
-        }
-        let maximal: Vec<Vec<(String, Cell)>> = distinct
-            .iter()
-            .filter(|k| !distinct.iter().any(|o| o.len() > k.len() && subset(k, o)))
-            .map(|k| (*k).clone())
-            .collect();
+        let swept: Vec<usize> = (0..insts.len()).filter(|&i| !gathered(&insts[i])).collect();
+        let (mut maximal, members) = configurations(&keys, &swept);
         // Rows as the instances in each: a configuration's lineage; then the stages that
         // gather over the whole sweep, which belong to no one configuration, in a row of
         // their own (no sweep values).
-        let mut groups: Vec<Vec<&Instance>> = maximal
+        let mut groups: Vec<Vec<&Instance>> = members
             .iter()
-            .map(|config| {
-                insts
-                    .iter()
-                    .zip(&keys)
-                    .filter(|(i, k)| !gathered(i) && subset(k, config))
-                    .map(|(i, _)| i)
-                    .collect()
-            })
+            .map(|m| m.iter().map(|&i| &insts[i]).collect())
             .collect();
-        let mut maximal = maximal;
         if insts.iter().any(gathered) {
             groups.push(insts.iter().filter(|i| gathered(i)).collect());
             maximal.push(vec![]);
