@@ -961,6 +961,44 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_the_maximal_configurations_and_take_their_lineage() {
+        let k = |pairs: &[(&str, i64)]| -> Vec<(String, Cell)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), Cell::Int(*v)))
+                .collect()
+        };
+        // A root, a swept stage, a stage below it with its own axis, another branch.
+        let keys = vec![
+            k(&[]),
+            k(&[("a", 1)]),
+            k(&[("a", 1), ("b", 1)]),
+            k(&[("a", 1), ("b", 2)]),
+            k(&[("a", 2)]),
+            k(&[("c", 1)]),
+        ];
+        let all: Vec<usize> = (0..keys.len()).collect();
+        let (rows, members) = configurations(&keys, &all);
+        assert_eq!(
+            rows,
+            vec![
+                keys[2].clone(),
+                keys[3].clone(),
+                keys[4].clone(),
+                keys[5].clone()
+            ]
+        );
+        assert_eq!(
+            members,
+            vec![vec![0, 1, 2], vec![0, 1, 3], vec![0, 4], vec![0, 5]]
+        );
+        // Only unswept instances: one row holding them all.
+        let (rows, members) = configurations(&[k(&[]), k(&[])], &[0, 1]);
+        assert_eq!(rows, vec![k(&[])]);
+        assert_eq!(members, vec![vec![0, 1]]);
+    }
+
+    #[test]
     fn a_gathering_stage_gets_its_own_row_not_every_row() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
