@@ -2,6 +2,7 @@
 
 mod dag;
 mod data;
+mod diff;
 mod doctor;
 mod estimators;
 mod exec_instance;
@@ -11,6 +12,7 @@ mod plan;
 mod report;
 mod run;
 mod schema;
+mod show;
 mod stages;
 mod validate;
 
@@ -58,6 +60,10 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Plots (PNG, SVG) and a self-contained report.html from a finished run directory.
     Report(report::ReportArgs),
+    /// A run's headline numbers: one row per configuration, replicates as mean ± sd (n).
+    Show(show::ShowArgs),
+    /// Parameters and metrics that differ between two runs.
+    Diff(diff::DiffArgs),
     /// Remove results no kept run reaches (older runs with --keep-runs), and say how much.
     Gc(gc::GcArgs),
     /// Internal: compute one instance of a Slurm job array (what `--executor slurm` submits).
@@ -139,6 +145,8 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Data(args) => data::data(args),
         Command::Doctor(args) => doctor::doctor(args),
         Command::Report(args) => report::report(args),
+        Command::Show(args) => show::show(args),
+        Command::Diff(args) => diff::diff(args),
         Command::Gc(args) => gc::gc(args),
         Command::ExecInstance(args) => exec_instance::exec_instance(args),
     }

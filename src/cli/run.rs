@@ -21,6 +21,7 @@ use crate::exec::signal::{self, Signal};
 use crate::exec::slurm::{self, SlurmSettings};
 use crate::report::progress::{BarReporter, LineReporter, QuietReporter};
 use crate::report::results::{write_results, RunIdentity};
+use crate::report::show::{self, ShowTable};
 use crate::report::{Reporter, RunEvent};
 use cbound_engine::userkind::SNAPSHOT_FILE;
 
@@ -297,7 +298,14 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         ok + cached + failed + cancelled + skipped,
         clock.elapsed().as_secs_f64()
     );
+    // The headline numbers, so a run ends with its finding rather than only a path; read
+    // back from the file just written, as `cbound show` would.
+    match ShowTable::open(&run_dir) {
+        Ok(table) => eprint!("{}", show::summary(&table, show::terminal_width(), 15)),
+        Err(e) => tracing::warn!("no summary table: {e}"),
+    }
     eprintln!("results: {}", results.display());
+    eprintln!("report:  cbound report {}", run_dir.display());
     if stopped_by == Some(Signal::Terminate) {
         // Exit 143, as a shell reports a process SIGTERM ended; the run's record is complete
         // and nothing is left running (every job has reported back).

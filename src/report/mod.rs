@@ -2,6 +2,7 @@
 //! consumer of [`RunEvent`]s, the tables a run leaves behind, and `cbound report`'s plots and
 //! HTML page drawn from them afterwards.
 
+pub mod diff;
 pub mod figures;
 pub mod generate;
 pub mod html;
@@ -10,5 +11,6 @@ pub mod load;
 pub mod plots;
 pub mod progress;
 pub mod results;
+pub mod show;
 
 pub use cbound_engine::events::{Reporter, RunEvent};

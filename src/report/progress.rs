@@ -2,10 +2,11 @@
 //! instances, with the latest progress note of a running one. Elsewhere (CI, pipes, files):
 //! one plain line per event. Failures are printed the moment they happen in both. Each line
 //! names the instance's status as results.parquet does ([`InstanceStatus`]), failures in
-//! capitals so they stand out.
+//! capitals so they stand out. Each stage's bar carries an ETA from the rate at which its
+//! instances have finished so far, and says `done` once all have.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -22,9 +23,84 @@ fn word(status: InstanceStatus) -> String {
     format!("{name:<7}")
 }
 
+/// One stage's count of settled instances and the rate of those it computed, for its ETA.
+#[derive(Debug, Clone)]
+struct StageClock {
+    total: usize,
+    /// Settled in any way (computed, cached, failed, cancelled, skipped).
+    settled: usize,
+    /// Computed here: the only ones whose time says anything about the rest.
+    computed: usize,
+    failed: usize,
+    first_start: Option<Instant>,
+    /// The latest thing a running instance said.
+    note: String,
+}
+
+impl StageClock {
+    fn new(total: usize) -> StageClock {
+        StageClock {
+            total,
+            settled: 0,
+            computed: 0,
+            failed: 0,
+            first_start: None,
+            note: String::new(),
+        }
+    }
+
+    fn started(&mut self, now: Instant) {
+        self.first_start.get_or_insert(now);
+    }
+
+    fn is_done(&self) -> bool {
+        self.settled >= self.total
+    }
+
+    /// Time left: the stage's wall-clock time per computed instance so far (which already
+    /// counts the instances it runs in parallel) times the instances left. None before the
+    /// first one finishes: a guess from nothing would mislead.
+    fn eta(&self, now: Instant) -> Option<Duration> {
+        let start = self.first_start?;
+        if self.computed == 0 || self.is_done() {
+            return None;
+        }
+        let left = (self.total - self.settled) as f64;
+        let per = now.duration_since(start).as_secs_f64() / self.computed as f64;
+        Some(Duration::from_secs_f64(per * left))
+    }
+
+    /// What the bar says after its count: `done` (with failures counted) once every
+    /// instance settled, else the ETA and the latest note.
+    fn message(&self, now: Instant) -> String {
+        if self.is_done() {
+            return match self.failed {
+                0 => "done".into(),
+                n => format!("done, {n} FAILED"),
+            };
+        }
+        match self.eta(now) {
+            Some(eta) if self.note.is_empty() => format!("eta {}", short_duration(eta)),
+            Some(eta) => format!("eta {} | {}", short_duration(eta), self.note),
+            None => self.note.clone(),
+        }
+    }
+}
+
+/// `42s`, `3m05s`, `2h07m`: short enough for a bar's message.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 pub struct BarReporter {
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
+    clocks: HashMap<String, StageClock>,
 }
 
 impl BarReporter {
@@ -32,6 +108,33 @@ impl BarReporter {
         BarReporter {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: HashMap::new(),
+            clocks: HashMap::new(),
+        }
+    }
+
+    /// Counts one settled instance of `stage` (`computed`: it ran here; `failed`: it failed)
+    /// and redraws its bar.
+    fn settle(&mut self, stage: &str, computed: bool, failed: bool) {
+        let now = Instant::now();
+        if let Some(clock) = self.clocks.get_mut(stage) {
+            clock.settled += 1;
+            clock.computed += usize::from(computed);
+            clock.failed += usize::from(failed);
+        }
+        if let Some(bar) = self.bars.get(stage) {
+            bar.inc(1);
+        }
+        self.redraw(stage, now);
+    }
+
+    fn redraw(&self, stage: &str, now: Instant) {
+        if let (Some(bar), Some(clock)) = (self.bars.get(stage), self.clocks.get(stage)) {
+            if clock.is_done() {
+                // Its last note is stale now; the bar stays, frozen, until the run ends.
+                bar.finish_with_message(clock.message(now));
+            } else {
+                bar.set_message(clock.message(now));
+            }
         }
     }
 }
@@ -64,35 +167,34 @@ impl Reporter for BarReporter {
                     bar.set_style(style.clone());
                     bar.set_prefix(stage.to_string());
                     self.bars.insert(stage.to_string(), bar);
+                    self.clocks
+                        .insert(stage.to_string(), StageClock::new(count));
                 }
             }
-            RunEvent::Cached { stage, .. } => {
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.inc(1);
-                }
-            }
+            RunEvent::Cached { stage, .. } => self.settle(stage, false, false),
             RunEvent::Started { stage, instance } => {
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.set_message(format!("running {instance}"));
+                let now = Instant::now();
+                if let Some(clock) = self.clocks.get_mut(stage) {
+                    clock.started(now);
+                    clock.note = format!("running {instance}");
                 }
+                self.redraw(stage, now);
             }
             RunEvent::Progress {
                 stage,
                 instance,
                 progress,
             } => {
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.set_message(format!(
+                let now = Instant::now();
+                if let Some(clock) = self.clocks.get_mut(stage) {
+                    clock.note = format!(
                         "{instance}: {}/{} {}",
                         progress.done, progress.total, progress.message
-                    ));
+                    );
                 }
+                self.redraw(stage, now);
             }
-            RunEvent::Finished { stage, .. } => {
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.inc(1);
-                }
-            }
+            RunEvent::Finished { stage, .. } => self.settle(stage, true, false),
             RunEvent::Failed {
                 stage,
                 instance,
@@ -102,18 +204,14 @@ impl Reporter for BarReporter {
                     "{} {instance}: {error}",
                     word(InstanceStatus::Failed).trim_end()
                 ));
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.inc(1);
-                }
+                self.settle(stage, false, true);
             }
             RunEvent::Cancelled { stage, instance } => {
                 let _ = self.multi.println(format!(
                     "{} {instance}",
                     word(InstanceStatus::Cancelled).trim_end()
                 ));
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.inc(1);
-                }
+                self.settle(stage, false, false);
             }
             RunEvent::Skipped {
                 stage,
@@ -124,9 +222,7 @@ impl Reporter for BarReporter {
                     "{} {instance}: {reason}",
                     word(InstanceStatus::Skipped).trim_end()
                 ));
-                if let Some(bar) = self.bars.get(stage) {
-                    bar.inc(1);
-                }
+                self.settle(stage, false, false);
             }
             RunEvent::Stopping { reason } => {
                 let _ = self.multi.println(format!("cbound: {reason}"));
@@ -259,5 +355,38 @@ impl Reporter for QuietReporter {
                 word(InstanceStatus::Failed).trim_end()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_is_the_rate_so_far_times_what_is_left() {
+        let t0 = Instant::now();
+        let mut c = StageClock::new(5);
+        c.started(t0);
+        c.note = "running a".into();
+        // Nothing finished: no guess.
+        assert_eq!(c.eta(t0 + Duration::from_secs(3)), None);
+        assert_eq!(c.message(t0 + Duration::from_secs(3)), "running a");
+        // One cached (no time) and two computed in 10 s: 5 s each, 2 left.
+        c.settled = 3;
+        c.computed = 2;
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(c.eta(now), Some(Duration::from_secs(10)));
+        assert_eq!(c.message(now), "eta 10s | running a");
+        c.settled = 5;
+        c.failed = 1;
+        assert_eq!(c.eta(now), None);
+        assert_eq!(c.message(now), "done, 1 FAILED");
+    }
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(short_duration(Duration::from_secs_f64(41.6)), "42s");
+        assert_eq!(short_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(short_duration(Duration::from_secs(7620)), "2h07m");
     }
 }
