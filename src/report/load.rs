@@ -108,10 +108,24 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table, ArtifactError> {
+        Table::read_columns(path, &|_| true)
+    }
+
+    /// [`Table::read`] of the columns `keep` accepts: a wide results.parquet (thousands of
+    /// `param.*` cells) converts only what the reader needs.
+    pub fn read_columns(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Table, ArtifactError> {
         let batches = read_parquet(path)?;
         let mut table = Table::default();
         for batch in &batches {
-            table.append(batch);
+            let schema = batch.schema();
+            let wanted: Vec<usize> = (0..schema.fields().len())
+                .filter(|&i| keep(schema.field(i).name()))
+                .collect();
+            let projected = batch.project(&wanted).map_err(|e| ArtifactError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            table.append(&projected);
         }
         Ok(table)
     }
@@ -274,6 +288,11 @@ pub struct Run {
 impl Run {
     /// Opens `dir`, or `dir/latest` when given a pipeline's output directory.
     pub fn open(dir: &Path) -> Result<Run, ReportError> {
+        Run::open_columns(dir, &|_| true)
+    }
+
+    /// [`Run::open`], reading only the results.parquet columns `keep` accepts.
+    pub fn open_columns(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Run, ReportError> {
         let dir = if !dir.join("results.parquet").is_file()
             && dir.join("latest/results.parquet").is_file()
         {
@@ -285,7 +304,7 @@ impl Run {
         if !results_path.is_file() {
             return Err(ReportError::NotARunDir(dir));
         }
-        let results = Table::read(&results_path)?;
+        let results = Table::read_columns(&results_path, keep)?;
         let meta = std::fs::read(dir.join("run.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
