@@ -326,14 +326,17 @@ fn build(root: &Node, path: &Path, registry: &Registry, c: &mut Collector) -> Op
     // most often a misspelling of one that would have (`epoch` for `epochs`). A variable that
     // holds a YAML anchor (`estimate: &est {...}`, used as `*est`) is used by its aliases,
     // which the parser expanded into copies that keep the anchored value's span.
+    let unused = interp.unused();
+    // Walked only when some variable is unreferenced: the tree of a large sweep is big.
     let mut aliased = HashSet::new();
-    for e in top.iter().filter(|e| e.key != "vars") {
-        spans_of(&e.value, &mut aliased);
+    if !unused.is_empty() {
+        for e in top.iter().filter(|e| e.key != "vars") {
+            spans_of(&e.value, &mut aliased);
+        }
+        // Values from `--set` all share one span; they are no aliases.
+        aliased.remove(&Span::COMMAND_LINE);
     }
-    // Values from `--set` all share one span; they are no aliases.
-    aliased.remove(&Span::COMMAND_LINE);
-    for var in interp
-        .unused()
+    for var in unused
         .into_iter()
         .filter(|v| !aliased.contains(&v.value.span))
     {
