@@ -66,3 +66,50 @@ fn runs_record_their_name_commit_and_dirty_state() {
     assert_eq!(record["git"]["dirty"], true, "{record}");
     assert!(record["name"].is_null(), "{record}");
 }
+
+/// The stages that run on ONNX Runtime say, per instance, which execution provider they ran
+/// on and which ONNX Runtime version (the one run.json names); other stages leave it empty.
+#[test]
+fn onnx_stages_record_their_execution_provider_per_instance() {
+    let p = Project::new();
+    p.write(
+        "t.yaml",
+        r#"name: ident
+seed: 1
+stages:
+  mix:
+    kind: synthetic
+    params: {task: mixture, classes: 2, dim: 4, spread: 3.0, noise: 0.5, n: 400, mc_samples: 1000}
+  data:
+    kind: load
+    inputs: mix
+    params: {format: parquet, feature_columns: "x*", label_column: z}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {encoder: {kind: mlp, hidden: [8], output: 4}, projector: [8, 4]}
+      epochs: 1
+      batch_size: 32
+      holdout: 0.2
+      views: [[{op: gaussian_noise, std: 0.3}], [{op: gaussian_noise, std: 0.3}]]
+  embed:
+    kind: embed
+    inputs: [train, data]
+"#,
+    );
+    let run = p.cbound(&["run", "t.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let version = run_json(&p)["onnxruntime"]["version"].clone();
+    assert!(version.is_string(), "{version}");
+    let rows = read_rows(&p.latest("ident").join("results.parquet"));
+    for row in &rows {
+        match row["stage"].as_str() {
+            Some("train" | "embed") => {
+                assert_eq!(row["info.execution_provider"], "cpu", "{row}");
+                assert_eq!(row["info.onnxruntime"], version, "{row}");
+            }
+            _ => assert!(row["info.execution_provider"].is_null(), "{row}"),
+        }
+    }
+}

@@ -238,31 +238,82 @@ impl Reporter for BarReporter {
     }
 }
 
-/// Plain log lines on stderr, for anything that is not a terminal.
+/// Plain log lines on stderr, for anything that is not a terminal. A computed instance's
+/// line ends with its stage's count and ETA (the same clock as the bars'), and a stage whose
+/// instances have all settled gets a `done` line of its own.
 pub struct LineReporter {
     done: usize,
     total: usize,
     start: Instant,
     last_progress: HashMap<String, Instant>,
+    clocks: HashMap<String, StageClock>,
+    /// Where lines go: stderr, or a test's buffer.
+    sink: Box<dyn std::io::Write + Send>,
 }
 
 impl LineReporter {
     pub fn new() -> LineReporter {
+        LineReporter::to(Box::new(std::io::stderr()))
+    }
+
+    /// Lines written to `sink` instead of stderr.
+    pub fn to(sink: Box<dyn std::io::Write + Send>) -> LineReporter {
         LineReporter {
             done: 0,
             total: 0,
             start: Instant::now(),
             last_progress: HashMap::new(),
+            clocks: HashMap::new(),
+            sink,
         }
     }
 
-    fn line(&self, text: &str) {
-        eprintln!(
-            "[{:>7.1}s {}/{}] {text}",
+    /// One line, written with one call: stderr is unbuffered, and `eprintln!` of a formatted
+    /// line is a write per piece (fourteen system calls per instance of a cached sweep).
+    fn line(&mut self, text: &str) {
+        let line = format!(
+            "[{:>7.1}s {}/{}] {text}\n",
             self.start.elapsed().as_secs_f64(),
             self.done,
             self.total
         );
+        let _ = self.sink.write_all(line.as_bytes());
+    }
+
+    /// Counts one settled instance of `stage`, prints `text` with the stage's count and ETA
+    /// (for a computed one, while the stage is not done), then the stage's `done` line once
+    /// all of its instances have settled.
+    fn settle(&mut self, stage: &str, computed: bool, failed: bool, text: &str) {
+        let now = Instant::now();
+        self.done += 1;
+        let Some(clock) = self.clocks.get_mut(stage) else {
+            self.line(text);
+            return;
+        };
+        clock.settled += 1;
+        clock.computed += usize::from(computed);
+        clock.failed += usize::from(failed);
+        let clock = clock.clone();
+        match clock.eta(now) {
+            Some(eta) if computed => self.line(&format!(
+                "{text}; {stage} {}/{}, eta {}",
+                clock.settled,
+                clock.total,
+                short_duration(eta)
+            )),
+            _ => self.line(text),
+        }
+        if clock.is_done() {
+            self.line(&format!(
+                "{:<7} {stage}: {} instance(s){}",
+                "done",
+                clock.total,
+                match clock.failed {
+                    0 => String::new(),
+                    n => format!(", {n} FAILED"),
+                }
+            ));
+        }
     }
 }
 
@@ -281,13 +332,22 @@ impl Reporter for LineReporter {
                 stages,
             } => {
                 self.total = stages.iter().map(|(_, n)| n).sum();
+                for (stage, count) in stages {
+                    self.clocks
+                        .insert(stage.to_string(), StageClock::new(count));
+                }
                 self.line(&format!("running `{pipeline}` into {run_dir}"));
             }
-            RunEvent::Cached { instance, .. } => {
-                self.done += 1;
-                self.line(&format!("{} {instance}", word(InstanceStatus::Cached)));
+            RunEvent::Cached { stage, instance } => {
+                let text = format!("{} {instance}", word(InstanceStatus::Cached));
+                self.settle(stage, false, false, &text);
             }
-            RunEvent::Started { instance, .. } => self.line(&format!("start   {instance}")),
+            RunEvent::Started { stage, instance } => {
+                if let Some(clock) = self.clocks.get_mut(stage) {
+                    clock.started(Instant::now());
+                }
+                self.line(&format!("start   {instance}"))
+            }
             RunEvent::Progress {
                 instance, progress, ..
             } => {
@@ -306,35 +366,32 @@ impl Reporter for LineReporter {
                 }
             }
             RunEvent::Finished {
-                instance, seconds, ..
+                stage,
+                instance,
+                seconds,
             } => {
-                self.done += 1;
-                self.line(&format!(
-                    "{} {instance} ({seconds:.2}s)",
-                    word(InstanceStatus::Ok)
-                ));
+                let text = format!("{} {instance} ({seconds:.2}s)", word(InstanceStatus::Ok));
+                self.settle(stage, true, false, &text);
             }
             RunEvent::Failed {
-                instance, error, ..
+                stage,
+                instance,
+                error,
             } => {
-                self.done += 1;
-                self.line(&format!(
-                    "{} {instance}: {error}",
-                    word(InstanceStatus::Failed)
-                ));
+                let text = format!("{} {instance}: {error}", word(InstanceStatus::Failed));
+                self.settle(stage, false, true, &text);
             }
-            RunEvent::Cancelled { instance, .. } => {
-                self.done += 1;
-                self.line(&format!("{} {instance}", word(InstanceStatus::Cancelled)));
+            RunEvent::Cancelled { stage, instance } => {
+                let text = format!("{} {instance}", word(InstanceStatus::Cancelled));
+                self.settle(stage, false, false, &text);
             }
             RunEvent::Skipped {
-                instance, reason, ..
+                stage,
+                instance,
+                reason,
             } => {
-                self.done += 1;
-                self.line(&format!(
-                    "{} {instance}: {reason}",
-                    word(InstanceStatus::Skipped)
-                ));
+                let text = format!("{} {instance}: {reason}", word(InstanceStatus::Skipped));
+                self.settle(stage, false, false, &text);
             }
             RunEvent::Stopping { reason } => self.line(reason),
         }
@@ -361,6 +418,65 @@ impl Reporter for QuietReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A sink whose bytes the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_carry_the_stage_eta_and_a_done_line() {
+        let buf = Buffer::default();
+        let mut r = LineReporter::to(Box::new(buf.clone()));
+        r.event(RunEvent::Begin {
+            pipeline: "p",
+            run_dir: "out/p/1",
+            stages: vec![("a", 3), ("b", 1)],
+        });
+        r.event(RunEvent::Cached {
+            stage: "b",
+            instance: "b",
+        });
+        for i in ["a[x=1]", "a[x=2]", "a[x=3]"] {
+            r.event(RunEvent::Started {
+                stage: "a",
+                instance: i,
+            });
+            r.event(RunEvent::Finished {
+                stage: "a",
+                instance: i,
+                seconds: 0.5,
+            });
+        }
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Cached b settles its stage at once: its line, then b's done line (no ETA).
+        assert!(lines[1].ends_with("cached  b"), "{text}");
+        assert!(lines[2].ends_with("done    b: 1 instance(s)"), "{text}");
+        // Computed instances of a stage not yet done say how far it is and how long is left.
+        let first_ok = lines.iter().find(|l| l.contains("ok      a[x=1]")).unwrap();
+        assert!(first_ok.contains("; a 1/3, eta "), "{text}");
+        let last_ok = lines.iter().find(|l| l.contains("ok      a[x=3]")).unwrap();
+        assert!(!last_ok.contains("eta"), "{text}");
+        assert!(
+            lines.last().unwrap().ends_with("done    a: 3 instance(s)"),
+            "{text}"
+        );
+        assert!(lines.last().unwrap().contains(" 4/4]"), "{text}");
+    }
 
     #[test]
     fn eta_is_the_rate_so_far_times_what_is_left() {

@@ -12,6 +12,7 @@
 //! | `sweep.<name>` | by value | matrix values that identify the instance, inherited included; `sweep.replicate` (int) with `repeat:` |
 //! | `param.<path>` | by value | resolved parameters, nested keys joined with `.` |
 //! | `metric.<name>` | float64 | scalar metrics the stage reported |
+//! | `info.<name>` | string | how the instance ran, as the stage reported it: `info.execution_provider` (`cpu` or `cuda`) and `info.onnxruntime` (its version) for train and embed |
 //!
 //! Value columns are boolean, int64 or float64 when every value fits, else strings (JSON for
 //! lists and objects).
@@ -168,6 +169,7 @@ pub fn results_batch(
     let mut params = Columns::new(rows.len());
     let mut sweeps = Columns::new(rows.len());
     let mut metric_names = std::collections::BTreeSet::new();
+    let mut fact_names = std::collections::BTreeSet::new();
     let mut name = String::new();
     for (r, &i) in rows.iter().enumerate() {
         let inst = &dag.instances[i];
@@ -182,6 +184,7 @@ pub fn results_batch(
         }
         if let Some(meta) = summary.outcomes[i].meta() {
             metric_names.extend(meta.metrics.keys());
+            fact_names.extend(meta.facts.keys());
         }
     }
     let text = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
@@ -344,6 +347,20 @@ pub fn results_batch(
             true,
             "scalar metric reported by the stage",
             Arc::new(col),
+        );
+    }
+    for name in &fact_names {
+        let col = text(&|i| {
+            summary.outcomes[i]
+                .meta()
+                .and_then(|m| m.facts.get(name.as_str()).cloned())
+        });
+        push(
+            &format!("info.{name}"),
+            DataType::Utf8,
+            true,
+            "how the instance ran, as the stage reported it",
+            col,
         );
     }
     let schema = documented_schema(

@@ -218,42 +218,56 @@ fn key_of(inst: &Instance) -> Vec<(String, Cell)> {
 /// DAG's, which follows the matrices' order), and for each the instances whose configuration
 /// it contains, in table order.
 ///
-/// Through an index from each (axis, value) to the configurations holding it, so that ten
-/// thousand instances cost ten thousand look-ups rather than a hundred million comparisons.
+/// Every (axis, value) pair is interned to a number once, and an index from each pair to the
+/// configurations holding it answers "which contain this key", so that ten thousand
+/// instances cost ten thousand look-ups rather than a hundred million comparisons (and the
+/// end-of-run summary of a large sweep stays cheap).
 #[allow(clippy::type_complexity)]
 fn configurations(
     keys: &[Vec<(String, Cell)>],
     among: &[usize],
 ) -> (Vec<Vec<(String, Cell)>>, Vec<Vec<usize>>) {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::HashMap;
     // Cells hold floats (no Hash); their Debug text is exact and round-trips.
-    let pair = |(n, v): &(String, Cell)| format!("{n}\u{0}{v:?}");
-    let mut distinct: Vec<usize> = vec![]; // first instance of each distinct key
-    let mut seen: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut interned: HashMap<String, u32> = HashMap::new();
+    let mut text = String::new();
+    let mut ids: Vec<Vec<u32>> = vec![vec![]; keys.len()];
     for &i in among {
-        let text: Vec<String> = keys[i].iter().map(pair).collect();
-        seen.entry(text).or_insert_with(|| {
+        ids[i] = keys[i]
+            .iter()
+            .map(|(n, v)| {
+                use std::fmt::Write;
+                text.clear();
+                let _ = write!(text, "{n}\u{0}{v:?}");
+                let next = interned.len() as u32;
+                *interned.entry(text.clone()).or_insert(next)
+            })
+            .collect();
+    }
+    let mut distinct: Vec<usize> = vec![]; // first instance of each distinct key
+    let mut seen: HashMap<&[u32], usize> = HashMap::new();
+    for &i in among {
+        seen.entry(&ids[i]).or_insert_with(|| {
             distinct.push(i);
             distinct.len() - 1
         });
     }
-    // (axis, value) -> distinct keys holding it.
-    let mut holding: HashMap<String, BTreeSet<usize>> = HashMap::new();
+    // pair -> distinct keys holding it, ascending (distinct keys are visited in order).
+    let mut holding: Vec<Vec<usize>> = vec![vec![]; interned.len()];
     for (d, &i) in distinct.iter().enumerate() {
-        for p in &keys[i] {
-            holding.entry(pair(p)).or_default().insert(d);
+        for &p in &ids[i] {
+            holding[p as usize].push(d);
         }
     }
-    // The distinct keys that contain key `k` (all of them for the empty key).
-    let containing = |k: &[(String, Cell)]| -> BTreeSet<usize> {
-        let mut sets = k.iter().map(|p| holding.get(&pair(p)));
-        match sets.next() {
+    // The distinct keys that contain key `k` (all of them for the empty key), ascending.
+    let containing = |k: &[u32]| -> Vec<usize> {
+        match k.split_first() {
             None => (0..distinct.len()).collect(),
-            Some(first) => {
-                let mut acc: BTreeSet<usize> = first.cloned().unwrap_or_default();
-                for s in sets {
-                    let s = s.cloned().unwrap_or_default();
-                    acc.retain(|d| s.contains(d));
+            Some((first, rest)) => {
+                let mut acc = holding[*first as usize].clone();
+                for p in rest {
+                    let s = &holding[*p as usize];
+                    acc.retain(|d| s.binary_search(d).is_ok());
                 }
                 acc
             }
@@ -262,10 +276,10 @@ fn configurations(
     let is_maximal: Vec<bool> = distinct
         .iter()
         .map(|&i| {
-            let len = keys[i].len();
-            !containing(&keys[i])
+            let len = ids[i].len();
+            !containing(&ids[i])
                 .iter()
-                .any(|&d| keys[distinct[d]].len() > len)
+                .any(|&d| ids[distinct[d]].len() > len)
         })
         .collect();
     let row_of: Vec<Option<usize>> = {
@@ -288,7 +302,7 @@ fn configurations(
         .collect();
     let mut members: Vec<Vec<usize>> = vec![vec![]; maximal.len()];
     for &i in among {
-        for d in containing(&keys[i]) {
+        for d in containing(&ids[i]) {
             if let Some(r) = row_of[d] {
                 members[r].push(i);
             }
@@ -659,9 +673,11 @@ impl Grid {
         }
     }
 
-    fn texts(&self) -> Vec<Vec<String>> {
+    /// The first `rows` rows as text (only those: a summary shows 15 of 10,000).
+    fn texts(&self, rows: usize) -> Vec<Vec<String>> {
         self.rows
             .iter()
+            .take(rows)
             .zip(&self.row_n)
             .map(|(r, &n)| r.iter().map(|f| f.text(n)).collect())
             .collect()
@@ -671,11 +687,11 @@ impl Grid {
     /// leftmost non-key columns and to `max_rows` rows. Returns the text and how many
     /// columns and rows were left out.
     pub fn table(&self, width: usize, max_rows: usize) -> (String, usize, usize) {
-        let texts = self.texts();
-        let shown_rows = texts.len().min(max_rows);
+        let shown_rows = self.rows.len().min(max_rows);
+        let texts = self.texts(shown_rows);
         let widths: Vec<usize> = (0..self.header.len())
             .map(|c| {
-                texts[..shown_rows]
+                texts
                     .iter()
                     .map(|r| r[c].chars().count())
                     .chain([self.header[c].chars().count()])
@@ -721,13 +737,13 @@ impl Grid {
         line(&self.header, &mut out);
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         line(&rule, &mut out);
-        for r in &texts[..shown_rows] {
+        for r in &texts {
             line(r, &mut out);
         }
         (
             out,
             self.header.len() - visible.len(),
-            texts.len() - shown_rows,
+            self.rows.len() - shown_rows,
         )
     }
 
@@ -815,7 +831,7 @@ impl Grid {
         let head: Vec<String> = self.header.iter().map(|h| esc(h)).collect();
         let _ = writeln!(out, "| {} |", head.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(self.header.len()));
-        for r in self.texts() {
+        for r in self.texts(self.rows.len()) {
             let cells: Vec<String> = r.iter().map(|c| esc(c)).collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
         }

@@ -396,6 +396,16 @@ pub enum ActiveDevice {
     Cuda,
 }
 
+impl ActiveDevice {
+    /// `cpu` or `cuda`: what results.parquet's `info.execution_provider` says.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActiveDevice::Cpu => "cpu",
+            ActiveDevice::Cuda => "cuda",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Optimization {
     Disable,

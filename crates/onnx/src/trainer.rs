@@ -547,6 +547,7 @@ pub struct Embedder {
     session: Session,
     view_shape: Vec<usize>,
     embedding_dim: usize,
+    device: ActiveDevice,
     warnings: Vec<String>,
 }
 
@@ -567,12 +568,18 @@ impl Embedder {
             session: h.session,
             view_shape: enc.view_shape.clone(),
             embedding_dim: enc.embedding_dim,
+            device: h.device,
             warnings: h.warnings,
         })
     }
 
     pub fn embedding_dim(&self) -> usize {
         self.embedding_dim
+    }
+
+    /// The provider its session runs on.
+    pub fn device(&self) -> ActiveDevice {
+        self.device
     }
 
     pub fn warnings(&self) -> &[String] {

@@ -201,6 +201,8 @@ impl Stage for Embed {
         let indices: Vec<usize> = (0..n).collect();
         let chunk = p.chunk.max(1);
         let mut views = Vec::new();
+        // The provider the sessions ran on (all of them ask for the same device).
+        let mut provider = "cpu";
         for (b, (epoch, file)) in encoders.iter().enumerate() {
             let open = |file: &str, dim: usize| -> Result<Embedder, StageError> {
                 let bytes = std::fs::read(model.dir.join(file)).map_err(|e| StageError::Io {
@@ -216,6 +218,7 @@ impl Stage for Embed {
                 Embedder::new(&rt, &graph, &opts).map_err(|e| StageError::Failed(e.to_string()))
             };
             let mut embedder = open(file, info.embedding_dim)?;
+            provider = embedder.device().as_str();
             let mut projector = projection_dim
                 .map(|k| open(&file.replacen("encoder", "projection", 1), k))
                 .transpose()?;
@@ -320,6 +323,8 @@ impl Stage for Embed {
         ctx.write_table("embeddings", &batch)?;
         Ok(StageOutput::default()
             .metric("n", n as f64)
-            .metric("embedding_dim", d as f64))
+            .metric("embedding_dim", d as f64)
+            .fact("execution_provider", provider)
+            .fact("onnxruntime", rt.version()))
     }
 }

@@ -356,6 +356,9 @@ impl Stage for EstimateMi {
             }
             metrics.insert(key, value);
         }
-        Ok(StageOutput { metrics })
+        Ok(StageOutput {
+            metrics,
+            ..Default::default()
+        })
     }
 }

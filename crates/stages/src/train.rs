@@ -860,7 +860,9 @@ impl Stage for Train {
         let mut out = StageOutput::default()
             .metric("epochs", p.epochs as f64)
             .metric("steps", trainer.steps_done() as f64)
-            .metric("log_n", (b as f64).ln());
+            .metric("log_n", (b as f64).ln())
+            .fact("execution_provider", trainer.device().as_str())
+            .fact("onnxruntime", rt.version());
         if let Some(l) = last {
             out = out
                 .metric("final_loss", l.loss)

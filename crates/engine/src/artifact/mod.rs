@@ -132,6 +132,10 @@ pub struct InstanceMeta {
     /// BLAKE3 over the output list: what downstream cache keys see.
     pub outputs_digest: String,
     pub metrics: BTreeMap<String, f64>,
+    /// How it ran (see [`crate::stage::StageOutput::fact`]); absent from the records of
+    /// stages that report none, and of instances committed before facts existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
     pub started: String,
     pub finished: String,
     pub seconds: f64,

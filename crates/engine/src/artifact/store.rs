@@ -658,6 +658,7 @@ mod tests {
             outputs: vec![],
             outputs_digest: String::new(),
             metrics: Default::default(),
+            facts: Default::default(),
             started: String::new(),
             finished: String::new(),
             seconds: 0.0,

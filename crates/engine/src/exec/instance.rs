@@ -107,6 +107,7 @@ pub fn execute_in(
         outputs_digest: outputs_digest(&outputs),
         outputs,
         metrics: output.metrics,
+        facts: output.facts,
         started: humantime::format_rfc3339_millis(started).to_string(),
         finished: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         seconds,

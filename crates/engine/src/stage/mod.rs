@@ -25,16 +25,24 @@ use crate::artifact::ArtifactError;
 use crate::config::{ClusterResources, Resources};
 use cbound_core::params::PathSeg;
 
-/// What a finished stage reports besides the files it wrote: scalar metrics, which become
-/// columns of the run's `results.parquet`.
+/// What a finished stage reports besides the files it wrote: scalar metrics and short facts
+/// about how it ran (the execution provider, a library version), which become `metric.*`
+/// and `info.*` columns of the run's `results.parquet`.
 #[derive(Debug, Default, Clone)]
 pub struct StageOutput {
     pub metrics: BTreeMap<String, f64>,
+    pub facts: BTreeMap<String, String>,
 }
 
 impl StageOutput {
     pub fn metric(mut self, name: &str, value: f64) -> StageOutput {
         self.metrics.insert(name.to_string(), value);
+        self
+    }
+
+    /// A fact about how the instance ran, e.g. `execution_provider = cpu`.
+    pub fn fact(mut self, name: &str, value: impl Into<String>) -> StageOutput {
+        self.facts.insert(name.to_string(), value.into());
         self
     }
 }

@@ -385,6 +385,7 @@ impl PreparedStage for Prepared {
         check_declared(&self.def, out)?;
         Ok(StageOutput {
             metrics: process::read_metrics(out)?,
+            facts: Default::default(),
         })
     }
 }
