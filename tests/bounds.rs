@@ -314,3 +314,63 @@ fn quickstart_certifies_a_bound_consistent_with_the_truth() {
         assert_eq!(cp["certification"], "certified", "{cp}");
     }
 }
+
+/// An accuracy bound that says no more than chance (a lower bound at or below 1/K) is
+/// `vacuous` in bounds.parquet and no `accuracy_lower_bound` result; one above chance is
+/// certified and reported.
+#[test]
+fn an_accuracy_lower_bound_at_chance_is_vacuous() {
+    let p = Project::new();
+    let pipeline = |iuz: &str| {
+        format!(
+            r#"name: v
+stages:
+  data:
+    kind: synthetic
+    params: {{task: bivariate, rho: 0.5, n: 100}}
+  bound:
+    kind: bound
+    inputs: data
+    params:
+      terms:
+        i_uz: {{value: {iuz}, kind: lower_bound}}
+      classes: 4
+"#
+        )
+    };
+    let accuracy_row = |p: &Project| {
+        let rows = read_rows(&p.latest("v").join("bound/bound/bounds.parquet"));
+        rows.into_iter()
+            .find(|r| r["name"] == "accuracy_feder_merhav")
+            .expect("a Feder-Merhav row")
+    };
+    let bound_result = |p: &Project| {
+        read_rows(&p.latest("v").join("results.parquet"))
+            .into_iter()
+            .find(|r| r["stage"] == "bound")
+            .unwrap()
+    };
+    // I(U;Z) >= 0 gives accuracy >= 1/4 exactly: chance.
+    p.write("v.yaml", &pipeline("0.0"));
+    let run = p.cbound(&["run", "v.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let row = accuracy_row(&p);
+    assert_eq!(row["certification"], "vacuous", "{row}");
+    assert!(
+        (row["certified_nats"].as_f64().unwrap() - 0.25).abs() < 1e-9,
+        "{row}"
+    );
+    let b = bound_result(&p);
+    assert!(b["metric.accuracy_lower_bound"].is_null(), "{b}");
+    assert!(b["metric.vacuous"].as_f64().unwrap() >= 1.0, "{b}");
+
+    // I(U;Z) >= 0.5 nats: above chance, certified and reported.
+    p.write("v.yaml", &pipeline("0.5"));
+    let run = p.cbound(&["run", "v.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let row = accuracy_row(&p);
+    assert_eq!(row["certification"], "certified", "{row}");
+    let b = bound_result(&p);
+    let lower = b["metric.accuracy_lower_bound"].as_f64().unwrap();
+    assert!(lower > 0.25 && lower < 1.0, "{b}");
+}

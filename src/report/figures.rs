@@ -357,9 +357,9 @@ fn vacuous_note(panels: &[Panel]) -> &'static str {
         .flat_map(|p| &p.series)
         .any(|s| !s.vacuous.is_empty())
     {
-        " Crosses mark vacuous bounds (true but trivial, such as a lower bound on information \
-         at or below 0): drawn at the trivial value, not at their computed value, since they \
-         say nothing."
+        " Crosses mark vacuous bounds (true but trivial: a lower bound on information at or \
+         below 0, an accuracy lower bound at or below chance): drawn at the trivial value, not \
+         at their computed value, since they say nothing."
     } else {
         ""
     }
@@ -938,6 +938,8 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
     // Per bound: its certified observations, and where it is vacuous.
     type Split = (Vec<Obs>, Vec<(f64, f64)>);
     let mut bounds: BTreeMap<String, Split> = BTreeMap::new();
+    // Accuracy lower bounds at or below chance: marked at chance, not drawn as values.
+    let mut accuracy_vacuous: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut chances = vec![];
     for ((n, inst, _), x) in rows.iter().zip(&xs) {
         for (metric, label) in [
@@ -971,6 +973,22 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
         }
         chances.extend(chance(run, *n));
         if let Some((_, t)) = tables.bounds.iter().find(|(i, _)| i == n) {
+            let vacuous_lower = (0..t.len()).any(|r| {
+                t.str(r, bounds::NAME.name)
+                    .is_some_and(|s| s.starts_with("accuracy_"))
+                    && t.str(r, bounds::SIDE.name) == Some("lower")
+                    && t.str(r, bounds::CERTIFICATION.name) == Some("vacuous")
+            });
+            if let (true, None, Some(c)) = (
+                vacuous_lower,
+                inst.metric("accuracy_lower_bound"),
+                chance(run, *n),
+            ) {
+                accuracy_vacuous
+                    .entry(format!("accuracy lower bound{}", suffix(&inst.stage)))
+                    .or_default()
+                    .push((*x, c));
+            }
             for r in final_rows(t) {
                 if let Some((k, p)) = bound_point(t, r, "") {
                     let e = bounds
@@ -992,6 +1010,19 @@ fn bound_ablation(run: &Run, tables: &Tables, factor: &str) -> Result<Figure, St
         .into_iter()
         .map(|(k, o)| factor_series(k, o))
         .collect();
+    for (label, marks) in accuracy_vacuous {
+        match accuracy_series
+            .iter_mut()
+            .find(|s| s.label.starts_with(&label))
+        {
+            Some(s) => s.vacuous.extend(marks),
+            None => {
+                let mut s = Series::new(label, vec![], Style::LinePoints);
+                s.vacuous = marks;
+                accuracy_series.push(s);
+            }
+        }
+    }
     for (k, o) in untrained {
         let mut s = factor_series(k, o);
         s.style = Style::Baseline;

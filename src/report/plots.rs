@@ -610,7 +610,7 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-const VACUOUS_LABEL: &str = "× vacuous: true but trivial, drawn at 0";
+const VACUOUS_LABEL: &str = "× vacuous: true but trivial, drawn at the trivial value (0, chance)";
 
 fn legend_label(s: &Series) -> String {
     let vacuous_only = s.points.is_empty() && !s.vacuous.is_empty();

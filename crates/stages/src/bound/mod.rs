@@ -614,6 +614,7 @@ impl Evaluation<'_> {
                     }
                 }
                 for mut r in accuracy.rows(self) {
+                    tally.vacuous += usize::from(r.certification.as_deref() == Some("vacuous"));
                     if let Some(t) = truth_accuracy {
                         r.truth = Some(t);
                         let wrong = |v: f64| match r.side.as_deref() {
@@ -758,6 +759,26 @@ impl Accuracy {
             .reduce(f64::max)
     }
 
+    /// Chance, 1/K: the Bayes accuracy is at least the largest class probability, which is
+    /// at least 1/K whatever the priors. A lower bound at or below it says nothing.
+    fn chance(&self) -> f64 {
+        1.0 / self.k.max(1) as f64
+    }
+
+    /// Whether a certified accuracy bound on `side` is trivial: a lower bound at or below
+    /// chance, or an upper bound at or above 1. True, and never reported as a result.
+    fn is_vacuous(&self, side: &str, certified: f64) -> bool {
+        match side {
+            "lower" => certified <= self.chance() + 1e-12,
+            _ => certified >= 1.0 - 1e-12,
+        }
+    }
+
+    /// A certified value that is not vacuous: what the metrics report.
+    fn result(&self, side: &str, certified: Option<f64>) -> Option<f64> {
+        certified.filter(|v| !self.is_vacuous(side, *v))
+    }
+
     fn rows(&self, ev: &Evaluation) -> Vec<Row> {
         let mut rows = Vec::new();
         let mut push = |name: &str, statement: String, side: &str, point, certified, error| {
@@ -770,10 +791,10 @@ impl Accuracy {
             r.value = point;
             r.certified_value = certified;
             r.certification = Some(
-                if certified.is_some() {
-                    "certified"
-                } else {
-                    "estimate"
+                match certified {
+                    Some(v) if self.is_vacuous(side, v) => "vacuous",
+                    Some(_) => "certified",
+                    None => "estimate",
                 }
                 .into(),
             );
@@ -819,11 +840,21 @@ impl Accuracy {
                 out.metrics.insert(name.into(), v);
             }
         };
-        put("accuracy_lower_bound", self.lower_certified());
-        put("accuracy_lower_bound_feder_merhav", self.feder_merhav);
-        put("accuracy_lower_bound_clopper_pearson", self.clopper_pearson);
+        // Vacuous certified bounds (at or below chance, at or above 1) are no result.
+        put(
+            "accuracy_lower_bound",
+            self.result("lower", self.lower_certified()),
+        );
+        put(
+            "accuracy_lower_bound_feder_merhav",
+            self.result("lower", self.feder_merhav),
+        );
+        put(
+            "accuracy_lower_bound_clopper_pearson",
+            self.result("lower", self.clopper_pearson),
+        );
         put("accuracy_lower_bound_point", self.feder_merhav_point);
-        put("accuracy_upper_bound", self.fano);
+        put("accuracy_upper_bound", self.result("upper", self.fano));
         put("accuracy_upper_bound_point", self.fano_point);
     }
 }
