@@ -100,7 +100,8 @@ impl Stage for Bound {
     type Params = BoundParams;
     const KIND: &'static str = "bound";
     // 4: the `kind` of each term in the `terms` JSON is written `lower_bound`, not `LowerBound`.
-    const VERSION: u32 = 5;
+    // 6: an accuracy bound at or below chance (or an upper one at or above 1) is vacuous.
+    const VERSION: u32 = 6;
     const SUMMARY: &'static str =
         "Information bounds on downstream performance: the study's inequalities as stated, the valid ones with point and certified values at a stated confidence, violations against truth, accuracy bounds (bounds.parquet).";
     const EXAMPLE: &'static str = r#"bound:
