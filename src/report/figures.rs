@@ -1681,6 +1681,65 @@ mod tests {
     }
 
     #[test]
+    fn an_accuracy_lower_bound_at_chance_is_marked_not_drawn() {
+        let b = |id: &str, t: f64, metrics: &[(&str, f64)]| {
+            inst("bound", id, "bound", &[("t", F(t))], metrics)
+        };
+        let mut r = run(
+            vec![
+                b(
+                    "bound@t=0.1",
+                    0.1,
+                    &[("accuracy_lower_bound", 0.5), ("probe_accuracy", 0.8)],
+                ),
+                // Its lower bound came out at chance: vacuous, so no metric.
+                b("bound@t=0.5", 0.5, &[("probe_accuracy", 0.3)]),
+            ],
+            &["t"],
+        );
+        r.results = table(
+            &["stage", "sweep.t", "param.classes"],
+            vec![
+                vec![T("bound".into()), F(0.1), I(4)],
+                vec![T("bound".into()), F(0.5), I(4)],
+            ],
+        );
+        let accuracy_rows = |cert: &str, v: f64| {
+            table(
+                &["name", "status", "side", "certification", "certified_nats"],
+                vec![vec![
+                    T("accuracy_feder_merhav".into()),
+                    T("valid".into()),
+                    T("lower".into()),
+                    T(cert.into()),
+                    F(v),
+                ]],
+            )
+        };
+        let tables = Tables {
+            bounds: vec![
+                (0, accuracy_rows("certified", 0.5)),
+                (1, accuracy_rows("vacuous", 0.25)),
+            ],
+            ..Tables::default()
+        };
+        let (figs, notes) = ablations(&r, &tables);
+        assert_eq!(figs.len(), 1, "{notes:?}");
+        let lower = figs[0].panels[0]
+            .series
+            .iter()
+            .find(|s| s.label == "accuracy lower bound")
+            .unwrap();
+        assert_eq!(lower.points, vec![(0.1, 0.5)]);
+        assert_eq!(lower.vacuous, vec![(0.5, 0.25)], "marked at chance");
+        assert!(
+            figs[0].caption.contains("at or below chance"),
+            "{}",
+            figs[0].caption
+        );
+    }
+
+    #[test]
     fn replicates_become_a_mean_with_a_standard_deviation() {
         assert_eq!(
             without_replicate("train@lr=0.1,replicate=2"),
