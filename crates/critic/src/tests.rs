@@ -1,0 +1,349 @@
+//! The critic graphs against NumPy (tests/fixtures/critic_objectives.json, written by
+//! scripts/critic_fixtures.py), training reproducibility, and the estimators on correlated
+//! Gaussians, whose MI is known in closed form.
+
+use super::*;
+use cbound_mi::spec::{estimate_with, EstimatorSpec, Preprocess, Tools};
+use cbound_mi::Direction;
+use rand_distr::StandardNormal;
+
+fn critic() -> OnnxCritic {
+    OnnxCritic {
+        threads: 1,
+        search: LibrarySearch {
+            project_root: Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")),
+            ..LibrarySearch::default()
+        },
+    }
+}
+
+fn fixture() -> serde_json::Value {
+    serde_json::from_str(include_str!(
+        "../../../tests/fixtures/critic_objectives.json"
+    ))
+    .expect("fixture parses")
+}
+
+fn matrix(v: &serde_json::Value) -> Matrix {
+    let rows: Vec<Vec<f64>> = serde_json::from_value(v.clone()).expect("rows");
+    Matrix::from_rows(&rows).expect("matrix")
+}
+
+/// NumPy's layers (`[{weight, bias}]`) as the named tensors of `prefix` (nn.Sequential
+/// indices: linear layers at 0, 2, 4, ...).
+fn layers(prefix: &str, v: &serde_json::Value) -> Vec<NamedTensor> {
+    let mut out = Vec::new();
+    for (k, layer) in v.as_array().expect("layers").iter().enumerate() {
+        let w = matrix(&layer["weight"]);
+        let b: Vec<f64> = serde_json::from_value(layer["bias"].clone()).expect("bias");
+        out.push(NamedTensor::new(
+            format!("{prefix}.{}.weight", 2 * k),
+            vec![w.rows(), w.cols()],
+            w.as_slice().iter().map(|&v| v as f32).collect(),
+        ));
+        out.push(NamedTensor::new(
+            format!("{prefix}.{}.bias", 2 * k),
+            vec![b.len()],
+            b.iter().map(|&v| v as f32).collect(),
+        ));
+    }
+    out
+}
+
+fn config(
+    objective: Objective,
+    arch: CriticArch,
+    hidden: Vec<usize>,
+    embedding: usize,
+) -> CriticConfig {
+    CriticConfig {
+        objective,
+        arch,
+        hidden,
+        embedding,
+        steps: 1,
+        batch: 6,
+        lr: 1e-3,
+        seed: 0,
+    }
+}
+
+/// Fixed weights: the ONNX scoring graph gives NumPy's score matrices (to f32 precision), and
+/// the objectives of those scores NumPy's values.
+#[test]
+fn fixed_critics_score_as_numpy_does() {
+    let fx = fixture();
+    let c = &fx["critics"];
+    let (x, y) = (matrix(&c["x"]), matrix(&c["y"]));
+    for (arch, key, params, hidden, embedding) in [
+        (
+            CriticArch::Separable,
+            "separable",
+            [
+                layers("f", &c["separable"]["f"]),
+                layers("g", &c["separable"]["g"]),
+            ]
+            .concat(),
+            vec![5],
+            4,
+        ),
+        (
+            CriticArch::Concat,
+            "concat",
+            layers("h", &c["concat"]["h"]),
+            vec![7],
+            1,
+        ),
+    ] {
+        let cfg = config(Objective::Infonce, arch, hidden, embedding);
+        let mut fitted = critic()
+            .with_params(&cfg, (x.cols(), y.cols()), params)
+            .expect("scoring session");
+        let got = fitted.score(&x, &y).expect("scores");
+        let want = matrix(&c[key]["scores"]);
+        for (a, b) in got.as_slice().iter().zip(want.as_slice()) {
+            assert!((a - b).abs() < 1e-5, "{key}: {a} vs NumPy {b}");
+        }
+        for (objective, name) in [
+            (Objective::Infonce, "infonce"),
+            (Objective::Nwj, "nwj"),
+            (Objective::Mine, "dv"),
+        ] {
+            let v = objective.value(&got).expect("value");
+            let w = c[key][name].as_f64().expect("number");
+            assert!((v - w).abs() < 1e-5, "{key} {name}: {v} vs NumPy {w}");
+        }
+    }
+}
+
+/// The step graph's loss is the negated objective (log N apart for InfoNCE) of NumPy's
+/// scores, and the first Adam step moves every weight against the gradient of that loss as
+/// central finite differences through the scoring graph find it.
+#[test]
+fn step_loss_and_gradient_match_the_objective() {
+    let fx = fixture();
+    let c = &fx["critics"];
+    let (x, y) = (matrix(&c["x"]), matrix(&c["y"]));
+    let params = [
+        layers("f", &c["separable"]["f"]),
+        layers("g", &c["separable"]["g"]),
+    ]
+    .concat();
+    let rt = critic().runtime().expect("runtime");
+    let n = x.rows();
+    for (objective, key) in [
+        (Objective::Infonce, "infonce"),
+        (Objective::Nwj, "nwj"),
+        (Objective::Mine, "dv"),
+    ] {
+        let cfg = config(objective, CriticArch::Separable, vec![5], 4);
+        let nets = Networks::new(&cfg, x.cols(), y.cols()).expect("networks");
+        let step = build_step(&nets, objective, n, x.cols(), y.cols()).expect("step graph");
+        let mut tr = Trainer::new(&rt, &step, &params, &critic().options()).expect("trainer");
+        let rows: Vec<usize> = (0..n).collect();
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        f32_rows(&x, &rows, &mut xs);
+        f32_rows(&y, &rows, &mut ys);
+        let lr = 1e-4;
+        let l = f64::from(tr.step(&xs, &ys, lr).expect("step"));
+        let value = c["separable"][key].as_f64().expect("number");
+        let offset = if objective == Objective::Infonce {
+            (n as f64).ln()
+        } else {
+            0.0
+        };
+        assert!(
+            (l - (offset - value)).abs() < 1e-5,
+            "{key}: loss {l} vs {}",
+            offset - value
+        );
+        // Finite differences of the objective (f64 formulas of cbound-mi on f32 scores).
+        let after = tr.params();
+        let scorer = critic();
+        let objective_at = |p: Vec<NamedTensor>| -> f64 {
+            let mut s = scorer
+                .with_params(&cfg, (x.cols(), y.cols()), p)
+                .expect("session");
+            -objective
+                .value(&s.score(&x, &y).expect("scores"))
+                .expect("value")
+        };
+        let mut checked = 0;
+        for (t, (before, moved)) in params.iter().zip(&after).enumerate() {
+            for k in (0..before.data.len()).step_by(3) {
+                let h = 1e-2f32;
+                let mut up = params.clone();
+                up[t].data[k] += h;
+                let mut down = params.clone();
+                down[t].data[k] -= h;
+                let grad = (objective_at(up) - objective_at(down)) / (2.0 * f64::from(h));
+                if grad.abs() < 1e-3 {
+                    continue;
+                }
+                let delta = f64::from(moved.data[k] - before.data[k]);
+                assert!(
+                    delta * grad < 0.0 && (delta.abs() - f64::from(lr)).abs() < 0.2 * f64::from(lr),
+                    "{key} {}[{k}]: moved {delta:e}, finite-difference gradient {grad:e}",
+                    before.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 10,
+            "{key}: only {checked} weights had a gradient to check"
+        );
+    }
+}
+
+fn gaussian(n: usize, d: usize, rho: f64, seed: u64) -> (Matrix, Matrix) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for _ in 0..n * d {
+        let a: f64 = StandardNormal.sample(&mut rng);
+        let e: f64 = StandardNormal.sample(&mut rng);
+        x.push(a);
+        y.push(rho * a + (1.0 - rho * rho).sqrt() * e);
+    }
+    (
+        Matrix::new(n, d, x).expect("x"),
+        Matrix::new(n, d, y).expect("y"),
+    )
+}
+
+#[test]
+fn training_is_reproducible_and_lowers_the_loss() {
+    let (x, y) = gaussian(512, 2, 0.8, 1);
+    let cfg = CriticConfig {
+        objective: Objective::Infonce,
+        arch: CriticArch::Separable,
+        hidden: vec![16],
+        embedding: 8,
+        steps: 150,
+        batch: 32,
+        lr: 5e-3,
+        seed: 9,
+    };
+    let a = critic().fit(&cfg, &x, &y).expect("fit");
+    let b = critic().fit(&cfg, &x, &y).expect("fit");
+    assert_eq!(a.params(), b.params());
+    assert_eq!(a.losses(), b.losses());
+    let c = critic()
+        .fit(
+            &CriticConfig {
+                seed: 10,
+                ..cfg.clone()
+            },
+            &x,
+            &y,
+        )
+        .expect("fit");
+    assert_ne!(a.params(), c.params());
+    let l = a.losses();
+    let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
+    assert!(
+        mean(&l[l.len() - 20..]) < mean(&l[..20]) - 0.3,
+        "{}",
+        a.summary()
+    );
+}
+
+/// The estimators through cbound-mi's driver on correlated Gaussians (2 + 2 dimensions,
+/// rho = 0.8: I = -log(1 - rho^2) = 1.0217 nats), over seeds: InfoNCE below the truth and
+/// below log N, NWJ below the truth (within the noise of its held-out batches), MINE near it.
+#[test]
+fn trained_critics_on_correlated_gaussians() {
+    let rho: f64 = 0.8;
+    let d = 2;
+    let truth = -(d as f64) / 2.0 * (1.0 - rho * rho).ln();
+    let trainer = critic();
+    let tools = Tools {
+        critic: Some(&trainer),
+    };
+    let pre = Preprocess::default();
+    let mut report = Vec::new();
+    for (name, arch) in [
+        ("infonce_critic", "separable"),
+        ("infonce_critic", "concat"),
+        ("nwj_critic", "separable"),
+        ("mine_critic", "separable"),
+    ] {
+        let spec = EstimatorSpec::parse_cli(&format!(
+            "{name}:critic={arch},hidden=[32],embedding=16,steps=400,batch=64,lr=0.003"
+        ))
+        .expect("spec");
+        let mut values = Vec::new();
+        for seed in 0..3 {
+            let (x, y) = gaussian(2048, d, rho, 100 + seed);
+            let row =
+                estimate_with(&spec, &x, &y, None, &pre, None, seed, tools).expect("estimate");
+            assert_eq!(row.kind, spec.direction());
+            values.push(row.nats);
+            if name == "infonce_critic" {
+                let cap = row.cap_nats.expect("InfoNCE has a cap");
+                assert!((cap - 64f64.ln()).abs() < 1e-12);
+                assert!(row.nats < cap);
+            } else {
+                assert_eq!(row.cap_nats, None);
+            }
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        report.push(format!(
+            "{name} {arch}: {values:.3?} mean {mean:.3} (truth {truth:.4})"
+        ));
+        match name {
+            "infonce_critic" => {
+                assert!(values.iter().all(|&v| v < truth + 0.05), "{report:?}");
+                assert!(mean > truth - 0.2, "{report:?}");
+            }
+            "nwj_critic" => {
+                assert!(spec.direction() == Direction::LowerBound);
+                assert!(values.iter().all(|&v| v < truth + 0.1), "{report:?}");
+                assert!(mean > truth - 0.25, "{report:?}");
+            }
+            _ => {
+                assert!(spec.direction() == Direction::Estimate);
+                assert!((mean - truth).abs() < 0.2, "{report:?}");
+            }
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// Where the truth is above log N, the cap binds: the estimate stays below log N (rho = 0.95
+/// in 2 + 2 dimensions: I = 2.33 nats; N = 8: log N = 2.08; 1.43 at seed 0), well
+/// above zero.
+#[test]
+fn infonce_critic_stays_below_its_cap() {
+    let rho: f64 = 0.95;
+    let truth = -(1.0 - rho * rho).ln();
+    let trainer = critic();
+    let spec = EstimatorSpec::parse_cli(
+        "infonce_critic:hidden=[32],embedding=16,steps=400,batch=8,lr=0.003",
+    )
+    .expect("spec");
+    for seed in 0..2 {
+        let (x, y) = gaussian(1024, 2, rho, 200 + seed);
+        let row = estimate_with(
+            &spec,
+            &x,
+            &y,
+            None,
+            &Preprocess::default(),
+            None,
+            seed,
+            Tools {
+                critic: Some(&trainer),
+            },
+        )
+        .expect("estimate");
+        let cap = 8f64.ln();
+        assert_eq!(row.cap_nats, Some(cap));
+        assert!(cap < truth);
+        assert!(
+            row.nats < cap && row.nats > 1.0,
+            "{} vs cap {cap}",
+            row.nats
+        );
+    }
+}
