@@ -409,8 +409,8 @@ impl FittedCritic {
         let (_, s) = outputs[OUTPUT_SCORES]
             .try_extract_tensor::<f32>()
             .map_err(ort_err("reading the critic's scores"))?;
-        Ok(Matrix::new(n, n, s.iter().map(|&v| f64::from(v)).collect())
-            .map_err(|e| CriticError::Config(e.to_string()))?)
+        Matrix::new(n, n, s.iter().map(|&v| f64::from(v)).collect())
+            .map_err(|e| CriticError::Config(e.to_string()))
     }
 }
 
@@ -424,7 +424,7 @@ impl TrainedCritic for FittedCritic {
     }
 
     fn summary(&self) -> String {
-        let k = self.losses.len().min(20).max(1);
+        let k = self.losses.len().clamp(1, 20);
         let mean = |s: &[f32]| s.iter().map(|&v| f64::from(v)).sum::<f64>() / s.len().max(1) as f64;
         format!(
             "training loss {:.4} (first {k} steps) -> {:.4} (last {k})",
