@@ -185,6 +185,21 @@ impl Networks {
     }
 }
 
+/// `c tanh(s / c)` with `Some(c)`: scores squashed into (-c, c); `s` itself with `None`.
+fn bounded(g: &mut Graph, s: ValueId, score_bound: Option<f64>) -> Result<ValueId, CriticError> {
+    match score_bound {
+        None => Ok(s),
+        Some(c) if c > 0.0 && c.is_finite() => {
+            let t = g.scale(s, 1.0 / c)?;
+            let t = g.tanh(t)?;
+            Ok(g.scale(t, c)?)
+        }
+        Some(c) => Err(CriticError::Config(format!(
+            "score_bound must be positive and finite, got {c}"
+        ))),
+    }
+}
+
 fn mask(g: &mut Graph, n: usize, diagonal: bool) -> Result<ValueId, CriticError> {
     let data = (0..n * n)
         .map(|k| {
@@ -249,8 +264,8 @@ pub fn build_step(
     nets: &Networks,
     objective: Objective,
     batch: usize,
-    dx: usize,
-    dy: usize,
+    (dx, dy): (usize, usize),
+    score_bound: Option<f64>,
 ) -> Result<StepGraph, CriticError> {
     let optimizer = OptimizerConfig::adam();
     let mut g = Graph::new("cbound_critic_step");
@@ -287,6 +302,7 @@ pub fn build_step(
     let x = g.input(INPUT_X1, DType::F32, &[batch, dx])?;
     let y = g.input(INPUT_X2, DType::F32, &[batch, dy])?;
     let s = nets.scores(&mut g, x, y, &pvals)?;
+    let s = bounded(&mut g, s, score_bound)?;
     let l = loss(&mut g, s, objective)?;
     let grads = autodiff::gradients_scaled(&mut g, l, &pvals, grad_scale)?;
     let upd = optim::apply_update(
@@ -326,8 +342,8 @@ pub fn build_step(
 pub fn build_scores(
     nets: &Networks,
     n: usize,
-    dx: usize,
-    dy: usize,
+    (dx, dy): (usize, usize),
+    score_bound: Option<f64>,
 ) -> Result<Vec<u8>, CriticError> {
     let mut g = Graph::new("cbound_critic_scores");
     let mut pvals = Vec::new();
@@ -337,6 +353,7 @@ pub fn build_scores(
     let x = g.input(INPUT_X1, DType::F32, &[n, dx])?;
     let y = g.input(INPUT_X2, DType::F32, &[n, dy])?;
     let s = nets.scores(&mut g, x, y, &pvals)?;
+    let s = bounded(&mut g, s, score_bound)?;
     g.output(s, OUTPUT_SCORES)?;
     Ok(g.to_model_bytes(OPSET)?)
 }
@@ -469,7 +486,7 @@ impl OnnxCritic {
             )));
         }
         let nets = Networks::new(cfg, dx, dy)?;
-        let step = build_step(&nets, cfg.objective, cfg.batch, dx, dy)?;
+        let step = build_step(&nets, cfg.objective, cfg.batch, (dx, dy), cfg.score_bound)?;
         let rt = self.runtime()?;
         let opts = self.options();
         let mut trainer = Trainer::new(&rt, &step, &nets.init(cfg.seed)?, &opts)?;
@@ -495,7 +512,7 @@ impl OnnxCritic {
                 Err(e) => return Err(e.into()),
             }
         }
-        let bytes = build_scores(&nets, cfg.batch, dx, dy)?;
+        let bytes = build_scores(&nets, cfg.batch, (dx, dy), cfg.score_bound)?;
         let session = rt.session(&bytes, &opts)?.session;
         Ok(FittedCritic {
             session,
@@ -525,7 +542,7 @@ impl OnnxCritic {
                 "the parameters do not match the critic's networks (names and shapes)".into(),
             ));
         }
-        let bytes = build_scores(&nets, cfg.batch, dims.0, dims.1)?;
+        let bytes = build_scores(&nets, cfg.batch, dims, cfg.score_bound)?;
         let session = self.runtime()?.session(&bytes, &self.options())?.session;
         Ok(FittedCritic {
             session,

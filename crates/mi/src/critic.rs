@@ -141,6 +141,9 @@ pub struct CriticConfig {
     /// N, pairs per training batch.
     pub batch: usize,
     pub lr: f64,
+    /// Squash every score into (-c, c) with `c tanh(T / c)`, in training and scoring (what
+    /// makes a held-out InfoNCE batch value bounded, and so certifiable).
+    pub score_bound: Option<f64>,
     /// Initialisation and batch order.
     pub seed: u64,
 }

@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, Conditioning, EstimatorKind, Input, Inputs, Outcome, Resampling, Sample};
+use crate::certificate::Certificate;
+use crate::confidence::BoundedSample;
 use crate::critic::{held_out_batches, split, CriticArch, CriticConfig, Objective};
 use crate::{Direction, MiError};
 use cbound_core::params::ParamError;
@@ -33,6 +35,13 @@ pub struct CriticParams {
     pub lr: f64,
     /// Share of the rows that train the critic; the rest score it (in disjoint batches of N).
     pub train_fraction: f64,
+    /// c > 0: squash the critic's scores into (-c, c) with c tanh(T / c). Each held-out
+    /// InfoNCE batch value then lies in [-2c, log N], so `infonce_critic` records a certificate
+    /// and `bound` can certify it (empirical Bernstein); the bound is tighter for small c, the
+    /// critic weaker (it can express at most 2c nats of contrast per pair). Unset: unbounded
+    /// scores, no certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score_bound: Option<f64>,
 }
 
 impl Default for CriticParams {
@@ -45,6 +54,7 @@ impl Default for CriticParams {
             batch: 128,
             lr: 1e-3,
             train_fraction: 0.5,
+            score_bound: None,
         }
     }
 }
@@ -122,6 +132,9 @@ impl<O: CriticObjective> EstimatorKind for CriticKind<O> {
         rules::at_least(&mut out, "embedding", p.embedding, 1, "");
         rules::positive(&mut out, "lr", p.lr);
         rules::open_unit(&mut out, "train_fraction", p.train_fraction);
+        if let Some(c) = p.score_bound {
+            rules::positive(&mut out, "score_bound", c);
+        }
         for (i, &w) in p.hidden.iter().enumerate() {
             if w == 0 {
                 out.push(ParamError::at(
@@ -178,6 +191,7 @@ fn run_critic(
         steps: p.steps,
         batch: p.batch,
         lr: p.lr,
+        score_bound: p.score_bound,
         seed: s.seed,
     };
     let failed = |e: Box<dyn std::error::Error + Send + Sync>| MiError::Critic {
@@ -189,9 +203,24 @@ fn run_critic(
         .map_err(failed)?;
     let mut values = Vec::new();
     for idx in held_out_batches(&held_out, p.batch, s.seed) {
-        let scores = critic
+        let mut scores = critic
             .scores(&s.x.select_rows(&idx)?, &s.y.select_rows(&idx)?)
             .map_err(failed)?;
+        if let Some(c) = p.score_bound {
+            // The certificate's range rests on this: check it rather than trust the trainer.
+            let limit = c * (1.0 + 1e-6);
+            if let Some(v) = scores.as_slice().iter().find(|v| v.abs() > limit) {
+                return Err(MiError::Critic {
+                    estimator: name,
+                    detail: format!(
+                        "the trainer returned a score {v} outside score_bound (-{c}, {c})"
+                    ),
+                });
+            }
+            // f32 rounding of c tanh(T / c) may land a hair beyond c: clamp, so every batch
+            // value lies in the certificate's range exactly.
+            scores = scores.map(|v| v.clamp(-c, c));
+        }
         let v = objective.value(&scores).map_err(|e| MiError::Critic {
             estimator: name,
             detail: format!(
@@ -218,6 +247,27 @@ fn run_critic(
             "an estimate: the log of a sample mean biases it upward; no cap".to_string()
         }
     };
+    let certificate = match (objective, p.score_bound, cap) {
+        (Objective::Infonce, Some(c), Some(log_n)) if values.len() >= 2 => {
+            Some(Certificate::Infonce {
+                batches: BoundedSample::from_values(&values, -2.0 * c, log_n)?,
+                batch: p.batch,
+                temperature: 1.0 / c,
+            })
+        }
+        _ => None,
+    };
+    let certified = match (&certificate, p.score_bound) {
+        (Some(_), Some(c)) => format!(
+            "certificate: {} batch values in [-2c, log N], scores bounded by c = {c}",
+            values.len()
+        ),
+        (None, Some(_)) if objective == Objective::Infonce => {
+            "no certificate (fewer than 2 held-out batches)".to_string()
+        }
+        (None, Some(_)) => format!("no certificate ({} has none yet)", objective.name()),
+        _ => "no certificate (unbounded critic: set score_bound for one)".to_string(),
+    };
     let arch = match p.critic {
         CriticArch::Separable => "separable f(x).g(y)",
         CriticArch::Concat => "concatenated h([x, y])",
@@ -226,7 +276,7 @@ fn run_critic(
         nats,
         direction: objective.direction(),
         note: Some(format!(
-            "{} with a {arch} MLP critic (hidden {:?}) trained {} steps on {} rows; mean of {} held-out batches of N = {} (batch sd {sd:.4}): {promise}; {}; no certificate (unbounded critic)",
+            "{} with a {arch} MLP critic (hidden {:?}) trained {} steps on {} rows; mean of {} held-out batches of N = {} (batch sd {sd:.4}): {promise}; {}; {certified}",
             objective.name(),
             p.hidden,
             p.steps,
@@ -237,7 +287,7 @@ fn run_critic(
         )),
         accuracy: None,
         cap_nats: cap,
-        certificate: None,
+        certificate,
     })
 }
 
@@ -418,6 +468,24 @@ mod tests {
             .contains("held-out batches"));
     }
 
+    /// `score_bound` is the certificate's premise, so scores beyond it are an error, not a
+    /// certificate.
+    #[test]
+    fn scores_beyond_the_bound_are_refused() {
+        let (x, y) = gaussian_pair(400, 0.9, 2);
+        let oracle = Oracle {
+            rho: 0.9,
+            shift: 0.0,
+        };
+        let spec = EstimatorSpec::parse_cli("infonce_critic:batch=32,score_bound=0.5").unwrap();
+        let tools = Tools {
+            critic: Some(&oracle),
+        };
+        let err =
+            estimate_with(&spec, &x, &y, None, &Preprocess::default(), None, 0, tools).unwrap_err();
+        assert!(err.to_string().contains("outside score_bound"), "{err}");
+    }
+
     #[test]
     fn settings_are_checked_and_written_in_order() {
         assert_eq!(
@@ -428,6 +496,7 @@ mod tests {
             ("nwj_critic:batch=1", "`batch`"),
             ("mine_critic:train_fraction=1", "`train_fraction`"),
             ("infonce_critic:lr=0", "`lr`"),
+            ("infonce_critic:score_bound=-1", "`score_bound`"),
             ("infonce_critic:hidden=[8,0]", "hidden[1] is 0"),
             ("infonce_critic:critic=deep", "unknown variant `deep`"),
         ] {
