@@ -27,8 +27,10 @@ pub struct MiArgs {
     #[arg(long)]
     pub y_file: Option<PathBuf>,
     /// Estimators: `ksg`, `ksg:k=5,algorithm=2`, `ksg_cmi`, `histogram:bins=16`, `gaussian`,
-    /// `discrete`, `infonce:temperature=0.1,batch=256`, `probe` (all kinds and settings:
-    /// `cbound estimators`). Repeatable.
+    /// `discrete`, `infonce_cosine:temperature=0.1,batch=256` (the fixed cosine critic, for
+    /// embeddings; `infonce` is its old name), trained critics `infonce_critic`, `nwj_critic`,
+    /// `mine_critic` (e.g. `infonce_critic:critic=concat,hidden=[64,64],steps=2000`), `probe`
+    /// (all kinds and settings: `cbound estimators`). Repeatable.
     #[arg(long = "estimator", short = 'e', default_value = "ksg")]
     pub estimators: Vec<String>,
     /// Do not standardise continuous columns.
