@@ -798,3 +798,53 @@ stages:
         serde_json::from_str(again.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["nats"], lines[0]["nats"]);
 }
+
+/// A bounded trained critic enters `bound` through its confidence bound: the term row is
+/// certified below the point value, which is below the truth.
+#[test]
+fn a_bounded_infonce_critic_is_certified_by_the_bound_stage() {
+    let p = Project::new();
+    p.write(
+        "cb.yaml",
+        r#"name: cb
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.8, n: 12000}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs: [{name: uy, x: {columns: x0}, y: {columns: y0}}]
+      estimators:
+        - {name: infonce_critic, hidden: [16], embedding: 8, steps: 300, batch: 8, lr: 0.005, score_bound: 1.0, train_fraction: 0.25}
+  bound:
+    kind: bound
+    inputs: [estimate]
+    params:
+      terms: {i_uy: {pair: uy, estimator: infonce_critic}}
+"#,
+    );
+    let run = p.cbound(&["run", "cb.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("cb").join("bound/bound/bounds.parquet"));
+    let term = rows
+        .iter()
+        .find(|r| r["name"] == "term")
+        .unwrap_or_else(|| panic!("no term row in {rows:?}"));
+    assert_eq!(term["certification"], "certified", "{term}");
+    let (point, certified) = (
+        term["value_nats"].as_f64().unwrap(),
+        term["certified_nats"].as_f64().unwrap(),
+    );
+    let truth = -0.5 * (1.0f64 - 0.8 * 0.8).ln();
+    assert!(
+        0.0 < certified && certified < point && point < truth,
+        "{term}"
+    );
+    assert!(
+        term["statement"].as_str().unwrap().contains("score_bound"),
+        "{term}"
+    );
+}
