@@ -3,7 +3,8 @@
 //! by themselves: no built-in stage kind imports another, and the command line and report
 //! reach the kinds only through their registry.
 //!
-//! The layers (bottom to top): core; mi, bounds, onnx, data; tables; engine; stages; cbound.
+//! The layers (bottom to top): core; mi, bounds, onnx, data; critic; tables; engine; stages;
+//! cbound.
 //! docs/architecture.md explains what each holds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cbound-mi", &["cbound-core"]),
     ("cbound-bounds", &["cbound-core"]),
     ("cbound-onnx", &[]),
+    // Trained critics: the estimators' training, on the ONNX machinery.
+    (
+        "cbound-critic",
+        &["cbound-core", "cbound-mi", "cbound-onnx"],
+    ),
     // The ground-truth tests compare closed forms with the estimators (a dev-dependency).
     ("cbound-data", &["cbound-core", "cbound-mi"]),
     ("cbound-tables", &["cbound-core", "cbound-mi"]),
@@ -27,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cbound-mi",
             "cbound-bounds",
             "cbound-onnx",
+            "cbound-critic",
             "cbound-data",
             "cbound-tables",
             "cbound-engine",
@@ -39,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cbound-mi",
             "cbound-bounds",
             "cbound-onnx",
+            "cbound-critic",
             "cbound-data",
             "cbound-tables",
             "cbound-engine",
@@ -54,6 +62,9 @@ const FORBIDDEN: &[(&str, &str)] = &[
     ("cbound-bounds", "cbound-engine"),
     ("cbound-onnx", "cbound-engine"),
     ("cbound-data", "cbound-engine"),
+    ("cbound-critic", "cbound-engine"),
+    ("cbound-mi", "cbound-critic"),
+    ("cbound-onnx", "cbound-critic"),
     ("cbound-mi", "cbound-stages"),
     ("cbound-bounds", "cbound-stages"),
     ("cbound-onnx", "cbound-stages"),

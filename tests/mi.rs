@@ -290,6 +290,10 @@ fn every_listed_estimator_example_validates() {
         "gaussian",
         "discrete",
         "infonce",
+        "infonce_cosine",
+        "infonce_critic",
+        "nwj_critic",
+        "mine_critic",
         "gaussian_channel",
         "probe",
     ] {
@@ -679,5 +683,168 @@ fn snapshots_are_chosen_with_epoch_never_pooled() {
         missing.stderr.contains("has epochs 2, 4"),
         "{}",
         missing.all()
+    );
+}
+
+/// The trained-critic estimators through the binary: in an `estimate_mi` stage (rows with
+/// their direction and cap in mi_estimates.parquet) and on `cbound mi` (JSON rows), both
+/// fitting the critic with cbound-critic on ONNX Runtime; the old `infonce` name still runs
+/// as the raw-cosine critic under its own name.
+#[test]
+fn trained_critics_in_the_stage_and_on_the_command_line() {
+    let p = Project::new();
+    p.write(
+        "critic.yaml",
+        r#"name: critic
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.8, n: 1200}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs: [{name: xy, x: {columns: x0}, y: {columns: y0}}]
+      estimators:
+        - {name: infonce_critic, hidden: [16], embedding: 8, steps: 200, batch: 32, lr: 0.005}
+        - {name: nwj_critic, hidden: [16], embedding: 8, steps: 200, batch: 32, lr: 0.005}
+        - {name: mine_critic, critic: concat, hidden: [16], steps: 200, batch: 32, lr: 0.005}
+        - {name: infonce, temperature: 0.5, batch: 32}
+"#,
+    );
+    let run = p.cbound(&["run", "critic.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(
+        &p.latest("critic")
+            .join("estimate/estimate/mi_estimates.parquet"),
+    );
+    let truth = -0.5 * (1.0f64 - 0.8 * 0.8).ln();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["estimator"] == name)
+            .unwrap_or_else(|| panic!("no {name} row in {rows:?}"))
+    };
+    let nce = row("infonce_critic");
+    assert!(nce["error"].is_null(), "{nce}");
+    assert_eq!(nce["kind"], "lower_bound");
+    assert!(
+        (nce["cap_nats"].as_f64().unwrap() - 32f64.ln()).abs() < 1e-9,
+        "{nce}"
+    );
+    let v = nce["nats"].as_f64().unwrap();
+    assert!(v < truth + 0.1 && v > truth - 0.3, "{nce} (truth {truth})");
+    let nwj = row("nwj_critic");
+    assert_eq!(nwj["kind"], "lower_bound");
+    assert!(nwj["cap_nats"].is_null(), "{nwj}");
+    let mine = row("mine_critic");
+    assert_eq!(mine["kind"], "estimate");
+    assert!(
+        (mine["nats"].as_f64().unwrap() - truth).abs() < 0.3,
+        "{mine}"
+    );
+    assert!(
+        mine["params"]
+            .as_str()
+            .unwrap()
+            .contains(r#""critic":"concat""#),
+        "{mine}"
+    );
+    let cosine = row("infonce");
+    assert_eq!(cosine["kind"], "lower_bound");
+    assert!(cosine["params"]
+        .as_str()
+        .unwrap()
+        .starts_with(r#"{"name":"infonce","#));
+
+    let samples = p.latest("critic").join("data/data/samples.parquet");
+    let json = p.cbound(&[
+        "mi",
+        samples.to_str().unwrap(),
+        "--x",
+        "x0",
+        "--y",
+        "y0",
+        "-e",
+        "infonce_critic:hidden=[16],embedding=8,steps=200,batch=32,lr=0.005",
+        "-e",
+        "infonce_cosine:temperature=0.5,batch=32",
+        "--json",
+    ]);
+    assert_eq!(json.code, 0, "{}", json.all());
+    let lines: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["estimator"], "infonce_critic");
+    assert_eq!(lines[0]["kind"], "lower_bound");
+    assert!((lines[0]["cap_nats"].as_f64().unwrap() - 32f64.ln()).abs() < 1e-9);
+    assert!(lines[0]["nats"].as_f64().unwrap() < 32f64.ln());
+    assert_eq!(lines[1]["estimator"], "infonce_cosine");
+    // The same seed and settings give the same critic: the command line repeats itself.
+    let again = p.cbound(&[
+        "mi",
+        samples.to_str().unwrap(),
+        "--x",
+        "x0",
+        "--y",
+        "y0",
+        "-e",
+        "infonce_critic:hidden=[16],embedding=8,steps=200,batch=32,lr=0.005",
+        "--json",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(again.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["nats"], lines[0]["nats"]);
+}
+
+/// A bounded trained critic enters `bound` through its confidence bound: the term row is
+/// certified below the point value, which is below the truth.
+#[test]
+fn a_bounded_infonce_critic_is_certified_by_the_bound_stage() {
+    let p = Project::new();
+    p.write(
+        "cb.yaml",
+        r#"name: cb
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.8, n: 12000}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs: [{name: uy, x: {columns: x0}, y: {columns: y0}}]
+      estimators:
+        - {name: infonce_critic, hidden: [16], embedding: 8, steps: 300, batch: 8, lr: 0.005, score_bound: 1.0, train_fraction: 0.25}
+  bound:
+    kind: bound
+    inputs: [estimate]
+    params:
+      terms: {i_uy: {pair: uy, estimator: infonce_critic}}
+"#,
+    );
+    let run = p.cbound(&["run", "cb.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = read_rows(&p.latest("cb").join("bound/bound/bounds.parquet"));
+    let term = rows
+        .iter()
+        .find(|r| r["name"] == "term")
+        .unwrap_or_else(|| panic!("no term row in {rows:?}"));
+    assert_eq!(term["certification"], "certified", "{term}");
+    let (point, certified) = (
+        term["value_nats"].as_f64().unwrap(),
+        term["certified_nats"].as_f64().unwrap(),
+    );
+    let truth = -0.5 * (1.0f64 - 0.8 * 0.8).ln();
+    assert!(
+        0.0 < certified && certified < point && point < truth,
+        "{term}"
+    );
+    assert!(
+        term["statement"].as_str().unwrap().contains("score_bound"),
+        "{term}"
     );
 }

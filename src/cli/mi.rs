@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::config::yaml::PathSeg;
 use crate::data::table::Table;
 use crate::error::Error;
-use crate::mi::spec::{estimate, EstimatorSpec, IntervalSpec, Preprocess};
+use crate::mi::spec::{estimate_with, EstimatorSpec, IntervalSpec, Preprocess, Tools};
 use crate::mi::Matrix;
 use cbound_tables::estimates::{estimates_table, PairEstimate};
 
@@ -27,8 +27,10 @@ pub struct MiArgs {
     #[arg(long)]
     pub y_file: Option<PathBuf>,
     /// Estimators: `ksg`, `ksg:k=5,algorithm=2`, `ksg_cmi`, `histogram:bins=16`, `gaussian`,
-    /// `discrete`, `infonce:temperature=0.1,batch=256`, `probe` (all kinds and settings:
-    /// `cbound estimators`). Repeatable.
+    /// `discrete`, `infonce_cosine:temperature=0.1,batch=256` (the fixed cosine critic, for
+    /// embeddings; `infonce` is its old name), trained critics `infonce_critic`, `nwj_critic`,
+    /// `mine_critic` (e.g. `infonce_critic:critic=concat,hidden=[64,64],steps=2000`), `probe`
+    /// (all kinds and settings: `cbound estimators`). Repeatable.
     #[arg(long = "estimator", short = 'e', default_value = "ksg")]
     pub estimators: Vec<String>,
     /// Do not standardise continuous columns.
@@ -144,9 +146,24 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
         eprintln!("warning: {warning}");
     }
     let mut rows = Vec::new();
+    // Trained-critic estimators fit their critic on ONNX Runtime, one thread, loaded only
+    // when such an estimator runs.
+    let critic = cbound_critic::OnnxCritic::default();
+    let tools = Tools {
+        critic: Some(&critic),
+    };
     for spec in &specs {
-        let result = estimate(spec, &x, &y, z.as_ref(), &pre, interval.as_ref(), args.seed)
-            .map_err(|e| e.to_string());
+        let result = estimate_with(
+            spec,
+            &x,
+            &y,
+            z.as_ref(),
+            &pre,
+            interval.as_ref(),
+            args.seed,
+            tools,
+        )
+        .map_err(|e| e.to_string());
         rows.push(PairEstimate {
             epoch: None,
             pair: "cli".to_string(),
@@ -156,7 +173,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
     }
     if !args.json {
         println!(
-            "{:<10} {:>9} {:>9} {:>21} {:<12} {:>7} {:>9} {:>8}",
+            "{:<16} {:>9} {:>9} {:>21} {:<12} {:>7} {:>9} {:>8}",
             "estimator", "nats", "bits", "interval (nats)", "kind", "n", "dims", "seconds"
         );
     }
@@ -171,7 +188,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
                     _ => "-".into(),
                 };
                 println!(
-                    "{:<10} {:>9.4} {:>9.4} {:>21} {:<12} {:>7} {:>9} {:>8.3}",
+                    "{:<16} {:>9.4} {:>9.4} {:>21} {:<12} {:>7} {:>9} {:>8.3}",
                     r.estimator,
                     r.nats,
                     r.nats / std::f64::consts::LN_2,
@@ -182,7 +199,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
                     r.seconds
                 );
                 if let Some(note) = &r.note {
-                    println!("           {note}");
+                    println!("                 {note}");
                 }
             }
             Err(e) => {
@@ -190,7 +207,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
                 if args.json {
                     println!("{}", serde_json::json!({"estimator": name, "error": e}));
                 } else {
-                    println!("{name:<10} {:>9} error: {e}", "NaN");
+                    println!("{name:<16} {:>9} error: {e}", "NaN");
                 }
             }
         }

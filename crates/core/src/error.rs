@@ -131,6 +131,25 @@ pub enum MiError {
         problem: String,
     },
 
+    /// An estimator that trains a critic, run by a caller that gave it no trainer (the
+    /// training lives in a crate above the estimators: cbound-critic).
+    #[error(
+        "{estimator} trains a neural critic, and this caller passed no critic trainer: run it through `cbound mi` or an `estimate_mi` stage, or pass one (cbound_critic::OnnxCritic) to cbound_mi::spec::estimate_with"
+    )]
+    NoCriticTrainer {
+        /// The estimator kind.
+        estimator: &'static str,
+    },
+
+    /// Training a critic or scoring held-out pairs with it failed.
+    #[error("{estimator}: {detail}")]
+    Critic {
+        /// The estimator kind.
+        estimator: &'static str,
+        /// What failed, with what to change.
+        detail: String,
+    },
+
     /// A histogram whose joint grid would be too large to be meaningful.
     #[error(
         "histogram with {bins} bins over {dims} joint dimensions has {cells:e} cells, above the limit {limit:e}; use fewer bins or a k-NN estimator"

@@ -45,7 +45,8 @@ pub enum Certificate {
         n_test: u64,
     },
     /// InfoNCE over disjoint held-out batches of N pairs: each batch value
-    /// B = log N - L lies in [-2 / t, log N] for a cosine critic at temperature t, the
+    /// B = log N - L lies in [-2 / t, log N] for a critic whose scores lie in [-1/t, 1/t] (the
+    /// cosine critic at temperature t; `infonce_critic` with `score_bound` 1/t), the
     /// batches are independent, and E[B] <= I(X;Y); so an empirical-Bernstein lower bound on
     /// E[B] is a lower bound on I(X;Y).
     Infonce {
@@ -108,7 +109,7 @@ impl Certificate {
                 "held-out rows i.i.d. and unseen by the probe's fit; Z takes only the K label values"
             }
             Certificate::Infonce { .. } => {
-                "held-out pairs i.i.d. and unseen by the critic's training; cosine critic"
+                "held-out pairs i.i.d. and unseen by the critic's training; critic scores within [-1/t, 1/t] (the cosine critic at temperature t, or a trained critic with score_bound 1/t)"
             }
             Certificate::ChannelTrace { .. } => {
                 "Y = X + s E with E standard normal independent of (X, Z); every feature of X in the declared range; rows i.i.d."

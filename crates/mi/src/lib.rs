@@ -16,6 +16,7 @@ pub mod bootstrap;
 pub mod certificate;
 pub mod channel;
 pub mod confidence;
+pub mod critic;
 pub mod discrete;
 pub mod estimators;
 pub mod gaussian;

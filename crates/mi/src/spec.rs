@@ -14,6 +14,7 @@ use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::bootstrap::{subsample_interval, SubsampleConfig};
+use super::critic::CriticTrainer;
 use super::estimators::{
     self, Configured, DynEstimator, EstimatorKind, Input, Inputs, Resampling, Sample, VisitKind,
 };
@@ -21,6 +22,26 @@ use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
 use super::{Direction, Matrix, MiError};
 use cbound_core::params::ParamError;
 use cbound_core::params::PathSeg;
+
+/// `a=1,b=[2,3],c=4` split at the commas outside brackets: `a=1`, `b=[2,3]`, `c=4`.
+fn split_top_level(text: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ',' if depth <= 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter()
+}
 
 /// One estimator with its settings, written `{name: ksg, k: 3}`.
 pub struct EstimatorSpec(Box<dyn DynEstimator>);
@@ -31,7 +52,8 @@ impl EstimatorSpec {
         EstimatorSpec(Box::new(Configured::<K> { params }))
     }
 
-    /// Parses the command line's short form: `ksg`, `ksg:k=5`, `infonce:temperature=0.1,batch=128`.
+    /// Parses the command line's short form: `ksg`, `ksg:k=5`, `infonce:temperature=0.1,batch=128`,
+    /// `infonce_critic:hidden=[64,64],steps=500` (lists in brackets).
     /// Settings are read as they are in a pipeline, and their rules checked, so a value
     /// `validate` would refuse is refused here too.
     pub fn parse_cli(text: &str) -> Result<EstimatorSpec, String> {
@@ -41,7 +63,7 @@ impl EstimatorSpec {
             "name".into(),
             serde_json::Value::String(name.trim().to_string()),
         );
-        for kv in rest.split(',').filter(|s| !s.trim().is_empty()) {
+        for kv in split_top_level(rest).filter(|s| !s.trim().is_empty()) {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("`{kv}` in `{text}` is not key=value"))?;
@@ -486,7 +508,15 @@ fn check_settings(
     }
 }
 
-/// Runs one estimator on (x, y[, z]).
+/// What an estimate may use beyond the data: the machinery of layers above this crate,
+/// passed down explicitly (the trained-critic kinds need a [`CriticTrainer`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tools<'a> {
+    pub critic: Option<&'a dyn CriticTrainer>,
+}
+
+/// Runs one estimator on (x, y[, z]) with no [`Tools`]: a trained-critic kind fails with an
+/// error saying so (see [`estimate_with`]).
 pub fn estimate(
     spec: &EstimatorSpec,
     x: &Matrix,
@@ -495,6 +525,21 @@ pub fn estimate(
     pre: &Preprocess,
     interval: Option<&IntervalSpec>,
     seed: u64,
+) -> Result<EstimateRow, MiError> {
+    estimate_with(spec, x, y, z, pre, interval, seed, Tools::default())
+}
+
+/// Runs one estimator on (x, y[, z]), with the tools the caller provides.
+#[allow(clippy::too_many_arguments)] // `estimate`'s arguments and the tools
+pub fn estimate_with(
+    spec: &EstimatorSpec,
+    x: &Matrix,
+    y: &Matrix,
+    z: Option<&Matrix>,
+    pre: &Preprocess,
+    interval: Option<&IntervalSpec>,
+    seed: u64,
+    tools: Tools<'_>,
 ) -> Result<EstimateRow, MiError> {
     let start = Instant::now();
     check_settings(spec, pre, interval)?;
@@ -543,6 +588,7 @@ pub fn estimate(
         y: &y,
         z: z.as_ref(),
         seed,
+        critic: tools.critic,
     })?;
     let mut row = EstimateRow {
         estimator: spec.name().to_string(),

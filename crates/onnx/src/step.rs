@@ -96,6 +96,10 @@ pub struct StepGraph {
     pub batch: usize,
     /// Per-sample view shape (e.g. `[3072]` or `[1, 28, 28]`).
     pub view_shape: Vec<usize>,
+    /// Per-sample shape of `x2` where it differs from `x1`'s (a critic scoring pairs (x, y)
+    /// of different widths); `None`: both views have [`StepGraph::view_shape`]. Only with
+    /// separate `x1`/`x2` inputs.
+    pub second_view_shape: Option<Vec<usize>>,
     pub params: Vec<TensorSpec>,
     pub state: Vec<TensorSpec>,
     pub optimizer: OptimizerConfig,
@@ -315,6 +319,7 @@ pub fn build_train_step_graph(
         model_bytes: Vec::new(),
         batch: cfg.batch,
         view_shape: model.input_shape().to_vec(),
+        second_view_shape: None,
         params,
         state,
         optimizer: cfg.optimizer,

@@ -109,6 +109,9 @@ pub struct Trainer {
     steps_done: u64,
     batch: usize,
     view_numel: usize,
+    /// Floats per sample of the second view (equal to `view_numel` unless the step graph
+    /// gives `x2` its own shape).
+    view2_numel: usize,
     device: ActiveDevice,
     warnings: Vec<String>,
     eval: Option<EvalSession>,
@@ -136,17 +139,37 @@ impl Trainer {
             }
         }
         let view_numel: usize = step.view_shape.iter().product();
-        let (view_names, rows): (&[&str], usize) = if step.stacked_views {
-            (&[INPUT_X], 2 * step.batch)
-        } else {
-            (&[INPUT_X1, INPUT_X2], step.batch)
+        let second_shape = step.second_view_shape.as_ref().unwrap_or(&step.view_shape);
+        let view2_numel: usize = second_shape.iter().product();
+        if step.stacked_views && step.second_view_shape.is_some() {
+            return Err(RuntimeError::Tensor {
+                name: INPUT_X.into(),
+                detail: "stacked views must share one shape (the step graph gives x2 its own)"
+                    .into(),
+            });
+        }
+        let batched = |rows: usize, view: &[usize]| {
+            let mut shape = vec![rows];
+            shape.extend_from_slice(view);
+            shape
         };
-        let mut view_shape = vec![rows];
-        view_shape.extend_from_slice(&step.view_shape);
-        let views = view_names
-            .iter()
-            .map(|_| new_tensor(alloc, &view_shape))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (view_names, views): (&[&str], Vec<Tensor<f32>>) = if step.stacked_views {
+            (
+                &[INPUT_X],
+                vec![new_tensor(
+                    alloc,
+                    &batched(2 * step.batch, &step.view_shape),
+                )?],
+            )
+        } else {
+            (
+                &[INPUT_X1, INPUT_X2],
+                vec![
+                    new_tensor(alloc, &batched(step.batch, &step.view_shape))?,
+                    new_tensor(alloc, &batched(step.batch, second_shape))?,
+                ],
+            )
+        };
         if step.state_scales.len() != step.state.len() {
             return Err(RuntimeError::Tensor {
                 name: "state".into(),
@@ -206,6 +229,7 @@ impl Trainer {
             steps_done: 0,
             batch: step.batch,
             view_numel,
+            view2_numel,
             device: handle.device,
             warnings: handle.warnings,
             eval: None,
@@ -272,14 +296,14 @@ impl Trainer {
     /// `[batch, view...]` each. Returns the loss before the update.
     pub fn step(&mut self, view1: &[f32], view2: &[f32], lr: f32) -> Result<f32, RuntimeError> {
         let half = self.batch * self.view_numel;
-        for (what, v) in [
-            ("view 1 of the batch", view1),
-            ("view 2 of the batch", view2),
+        for (what, v, expected) in [
+            ("view 1 of the batch", view1, half),
+            ("view 2 of the batch", view2, self.batch * self.view2_numel),
         ] {
-            if v.len() != half {
+            if v.len() != expected {
                 return Err(RuntimeError::Size {
                     what: what.into(),
-                    expected: half,
+                    expected,
                     got: v.len(),
                 });
             }

@@ -15,13 +15,14 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use cbound_critic::OnnxCritic;
 use cbound_data::table::Table;
 use cbound_engine::config::yaml::PathSeg;
 use cbound_engine::stage::{
     Need, ParamError, Stage, StageContext, StageError, StageOutput, Upstream, Wanted,
 };
 use cbound_mi::estimators::ksg::{KsgKind, KsgParams};
-use cbound_mi::spec::{estimate, EstimatorSpec, IntervalSpec, Preprocess};
+use cbound_mi::spec::{estimate_with, EstimatorSpec, IntervalSpec, Preprocess, Tools};
 use cbound_mi::{Conditioning, Matrix};
 use cbound_tables::estimates::{estimates_table, timing_table, PairEstimate};
 use cbound_tables::mi_estimates;
@@ -268,6 +269,10 @@ impl Stage for EstimateMi {
     fn run(params: &EstimateMiParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
         let mut cache = HashMap::new();
         let mut rows = Vec::new();
+        // Trained-critic estimators fit on ONNX Runtime with one thread whatever the stage's
+        // CPU budget, so their values do not depend on the machine; the library is loaded
+        // only when one runs.
+        let critic = OnnxCritic::default();
         let mut total: usize = params
             .pairs
             .iter()
@@ -308,7 +313,7 @@ impl Stage for EstimateMi {
                     );
                     let seed = ctx.seed
                         ^ ((pi as u64) << 32 | ei as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                    let result = estimate(
+                    let result = estimate_with(
                         spec,
                         &x,
                         &y,
@@ -316,6 +321,9 @@ impl Stage for EstimateMi {
                         &params.preprocess,
                         params.interval.as_ref(),
                         seed,
+                        Tools {
+                            critic: Some(&critic),
+                        },
                     )
                     .map_err(|e| e.to_string());
                     rows.push(PairEstimate {

@@ -93,7 +93,7 @@ mod tests {
     }
 
     use cbound_mi::estimators::{kinds, Input};
-    use cbound_mi::spec::{estimate, EstimatorSpec, Preprocess};
+    use cbound_mi::spec::{estimate_with, EstimatorSpec, Preprocess, Tools};
     use cbound_mi::Matrix;
     use rand::{Rng, SeedableRng};
 
@@ -148,6 +148,15 @@ mod tests {
             .collect();
         let col = |v: &[f64]| Matrix::new(v.len(), 1, v.to_vec()).unwrap();
         let (x, y, z) = (col(&clean), col(&noisy), col(&labels));
+        let critic = cbound_critic::OnnxCritic {
+            search: cbound_onnx::runtime::LibrarySearch {
+                project_root: Some(
+                    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         for text in [
             "{name: ksg}",
             "{name: ksg_cmi}",
@@ -171,7 +180,18 @@ mod tests {
                 (_, Input::Labels) => (&x, &z),
                 _ => (&x, &y),
             };
-            let row = match estimate(&spec, a, b, Some(&z), &Preprocess::default(), None, 1) {
+            let row = match estimate_with(
+                &spec,
+                a,
+                b,
+                Some(&z),
+                &Preprocess::default(),
+                None,
+                1,
+                Tools {
+                    critic: Some(&critic),
+                },
+            ) {
                 Ok(row) => row,
                 Err(e) => panic!("{text}: {e}"),
             };

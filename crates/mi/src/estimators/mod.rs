@@ -9,6 +9,7 @@
 //! (docs/adding-an-estimator.md). [`crate::spec`] holds the configured estimator that
 //! pipelines carry and the driver that runs any kind into a row of `mi_estimates.parquet`.
 
+pub mod critic;
 pub mod discrete;
 pub mod gaussian;
 pub mod gaussian_channel;
@@ -115,6 +116,9 @@ pub struct Sample<'a> {
     pub z: Option<&'a Matrix>,
     /// Seed for everything random the estimator does.
     pub seed: u64,
+    /// What trains a neural critic, where the caller provides one (`cbound mi` and
+    /// `estimate_mi` pass cbound-critic's); the trained-critic kinds fail without it.
+    pub critic: Option<&'a dyn crate::critic::CriticTrainer>,
 }
 
 /// What one run of an estimator reports; the driver adds the row's sizes, interval and time.
@@ -273,7 +277,11 @@ pub fn each_kind(v: &mut impl VisitKind) {
     v.visit::<histogram::HistogramKind>();
     v.visit::<gaussian::GaussianKind>();
     v.visit::<discrete::DiscreteKind>();
+    v.visit::<infonce::InfoNceCosineKind>();
     v.visit::<infonce::InfoNceKind>();
+    v.visit::<critic::InfoNceCriticKind>();
+    v.visit::<critic::NwjCriticKind>();
+    v.visit::<critic::MineCriticKind>();
     v.visit::<gaussian_channel::GaussianChannelKind>();
     v.visit::<probe::ProbeKind>();
 }
