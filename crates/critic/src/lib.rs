@@ -33,14 +33,14 @@ use cbound_core::Matrix;
 use cbound_mi::critic::{
     training_batches, CriticArch, CriticConfig, CriticTrainer, Objective, TrainedCritic,
 };
-use cbound_onnx::autodiff::{self, AutodiffError};
+use cbound_onnx::autodiff::AutodiffError;
 use cbound_onnx::graph::{DType, Graph, GraphError, TensorData, ValueId, OPSET};
 use cbound_onnx::models::{Activation, MlpConfig, ModelError, Network, ParamSpec};
-use cbound_onnx::optim::{self, OptimizerConfig};
+use cbound_onnx::optim::OptimizerConfig;
 use cbound_onnx::runtime::{self, LibrarySearch, Runtime, RuntimeError, SessionOptions};
 use cbound_onnx::step::{
-    matmul_flops, next_name, StepGraph, TensorSpec, INPUT_LR, INPUT_STEP, INPUT_X1, INPUT_X2,
-    OUTPUT_LOSS,
+    emit_update, matmul_flops, state_inputs, StateInputs, StepError, StepGraph, TensorSpec,
+    INPUT_LR, INPUT_STEP, INPUT_X1, INPUT_X2,
 };
 use cbound_onnx::{NamedTensor, Trainer};
 
@@ -58,6 +58,8 @@ pub enum CriticError {
     Model(#[from] ModelError),
     #[error("differentiating the critic's loss failed: {0}")]
     Autodiff(#[from] AutodiffError),
+    #[error("building the critic's training step failed: {0}")]
+    Step(#[from] StepError),
     #[error(
         "ONNX Runtime: {0} (`cbound doctor` shows which library is used and how to install one)"
     )]
@@ -282,21 +284,11 @@ pub fn build_step(
             shape: p.shape,
         });
     }
-    let grad_scale = optimizer.gradient_prescale();
-    let slots = optimizer.state_slots();
-    let scales = optimizer.state_scales(grad_scale);
-    let (mut state, mut svals, mut state_scales) = (Vec::new(), Vec::new(), Vec::new());
-    for p in &params {
-        for (slot, scale) in slots.iter().zip(&scales) {
-            let name = OptimizerConfig::state_name(slot, &p.name);
-            svals.push(g.input(&name, DType::F32, &p.shape)?);
-            state.push(TensorSpec {
-                name,
-                shape: p.shape.clone(),
-            });
-            state_scales.push(*scale as f32);
-        }
-    }
+    let StateInputs {
+        specs: state,
+        values: svals,
+        scales: state_scales,
+    } = state_inputs(&mut g, &optimizer, &params, DType::F32)?;
     let step = g.input(INPUT_STEP, DType::F32, &[])?;
     let lr = g.input(INPUT_LR, DType::F32, &[])?;
     let x = g.input(INPUT_X1, DType::F32, &[batch, dx])?;
@@ -304,26 +296,14 @@ pub fn build_step(
     let s = nets.scores(&mut g, x, y, &pvals)?;
     let s = bounded(&mut g, s, score_bound)?;
     let l = loss(&mut g, s, objective)?;
-    let grads = autodiff::gradients_scaled(&mut g, l, &pvals, grad_scale)?;
-    let upd = optim::apply_update(
+    emit_update(
         &mut g,
+        l,
         &optimizer,
-        &optim::UpdateInputs {
-            params: &pvals,
-            grads: &grads,
-            grad_scale,
-            state: &svals,
-            step,
-            lr,
-        },
+        (&params, &pvals),
+        (&state, &svals),
+        (step, lr),
     )?;
-    g.output(l, OUTPUT_LOSS)?;
-    for (spec, v) in params.iter().zip(&upd.params) {
-        g.output(*v, &next_name(&spec.name))?;
-    }
-    for (spec, v) in state.iter().zip(&upd.state) {
-        g.output(*v, &next_name(&spec.name))?;
-    }
     Ok(StepGraph {
         model_bytes: g.to_model_bytes(OPSET)?,
         batch,

@@ -238,6 +238,77 @@ pub fn matmul_flops(g: &Graph) -> u64 {
     total
 }
 
+/// A step graph's optimizer-state inputs: one per parameter and optimizer slot (Adam's two
+/// moments), and the scale each is stored at.
+pub struct StateInputs {
+    pub specs: Vec<TensorSpec>,
+    pub values: Vec<ValueId>,
+    pub scales: Vec<f32>,
+}
+
+/// Declares the optimizer-state inputs of the parameters `params`, slot by slot.
+pub fn state_inputs(
+    g: &mut Graph,
+    optimizer: &OptimizerConfig,
+    params: &[TensorSpec],
+    dtype: DType,
+) -> Result<StateInputs, StepError> {
+    let slots = optimizer.state_slots();
+    let slot_scales = optimizer.state_scales(optimizer.gradient_prescale());
+    let mut out = StateInputs {
+        specs: vec![],
+        values: vec![],
+        scales: vec![],
+    };
+    for p in params {
+        for (slot, scale) in slots.iter().zip(&slot_scales) {
+            let name = OptimizerConfig::state_name(slot, &p.name);
+            out.values.push(g.input(&name, dtype, &p.shape)?);
+            out.specs.push(TensorSpec {
+                name,
+                shape: p.shape.clone(),
+            });
+            out.scales.push(*scale as f32);
+        }
+    }
+    Ok(out)
+}
+
+/// What every training step does once its loss is built: the gradients of `loss` by the
+/// parameters, the optimizer's update, and as outputs the loss and the next parameters and
+/// state (each named by [`next_name`], which the ping-pong binding relies on).
+pub fn emit_update(
+    g: &mut Graph,
+    loss: ValueId,
+    optimizer: &OptimizerConfig,
+    (params, pvals): (&[TensorSpec], &[ValueId]),
+    (state, svals): (&[TensorSpec], &[ValueId]),
+    (step, lr): (ValueId, ValueId),
+) -> Result<(), StepError> {
+    let grad_scale = optimizer.gradient_prescale();
+    let grads = autodiff::gradients_scaled(g, loss, pvals, grad_scale)?;
+    let upd = optim::apply_update(
+        g,
+        optimizer,
+        &optim::UpdateInputs {
+            params: pvals,
+            grads: &grads,
+            grad_scale,
+            state: svals,
+            step,
+            lr,
+        },
+    )?;
+    g.output(loss, OUTPUT_LOSS)?;
+    for (spec, v) in params.iter().zip(&upd.params) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
+    for (spec, v) in state.iter().zip(&upd.state) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
+    Ok(())
+}
+
 /// Builds the one-step training graph (f32) for `model`.
 pub fn build_train_step(
     model: &ContrastiveModel,
@@ -264,24 +335,11 @@ pub fn build_train_step_graph(
         cfg.loss.kind, cfg.loss.temperature, cfg.optimizer, cfg.batch
     ));
     let (params, pvals) = param_inputs(&mut g, model, dtype)?;
-    let slots = cfg.optimizer.state_slots();
-    let slot_scales = cfg
-        .optimizer
-        .state_scales(cfg.optimizer.gradient_prescale());
-    let mut state = Vec::new();
-    let mut svals = Vec::new();
-    let mut state_scales = Vec::new();
-    for p in &params {
-        for (slot, scale) in slots.iter().zip(&slot_scales) {
-            state_scales.push(*scale as f32);
-            let name = OptimizerConfig::state_name(slot, &p.name);
-            svals.push(g.input(&name, dtype, &p.shape)?);
-            state.push(TensorSpec {
-                name,
-                shape: p.shape.clone(),
-            });
-        }
-    }
+    let StateInputs {
+        specs: state,
+        values: svals,
+        scales: state_scales,
+    } = state_inputs(&mut g, &cfg.optimizer, &params, dtype)?;
     let step = g.input(INPUT_STEP, dtype, &[])?;
     let lr = g.input(INPUT_LR, dtype, &[])?;
     let loss = forward_loss(
@@ -293,27 +351,14 @@ pub fn build_train_step_graph(
         dtype,
         cfg.stacked_views,
     )?;
-    let grad_scale = cfg.optimizer.gradient_prescale();
-    let grads = autodiff::gradients_scaled(&mut g, loss, &pvals, grad_scale)?;
-    let upd = optim::apply_update(
+    emit_update(
         &mut g,
+        loss,
         &cfg.optimizer,
-        &optim::UpdateInputs {
-            params: &pvals,
-            grads: &grads,
-            grad_scale,
-            state: &svals,
-            step,
-            lr,
-        },
+        (&params, &pvals),
+        (&state, &svals),
+        (step, lr),
     )?;
-    g.output(loss, OUTPUT_LOSS)?;
-    for (spec, v) in params.iter().zip(&upd.params) {
-        g.output(*v, &next_name(&spec.name))?;
-    }
-    for (spec, v) in state.iter().zip(&upd.state) {
-        g.output(*v, &next_name(&spec.name))?;
-    }
     let flops = matmul_flops(&g);
     let sg = StepGraph {
         model_bytes: Vec::new(),
