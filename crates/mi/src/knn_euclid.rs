@@ -6,13 +6,18 @@
 //! points (each point's result is computed alone, so the estimate does not depend on the
 //! thread count), and never forms an N x N matrix: memory is O(N (dx + dy + k)).
 //!
-//! The scan is tiled: the points are copied into panels of `LANES` points stored
-//! coordinate-major, a block of queries walks a cache-resident tile of panels, and a register
-//! tile of `Q` queries x `LANES` candidates accumulates squared distances one coordinate at a
-//! time (AVX2 when the CPU has it). Each squared distance is still the sum over coordinates in
-//! order of (q_c - x_c)^2, with no fused multiply-add, so every distance, neighbour, count and
-//! estimate has the bits of the direct scalar scan kept below as the reference
-//! ([`k_nearest_scalar`], [`count_within_scalar`]).
+//! The scan is tiled like a matrix product: the points, centred, are copied into panels of
+//! `LANES` points stored coordinate-major, a block of queries walks a cache-resident tile of
+//! panels, and a register tile of `Q` queries x `LANES` candidates accumulates dot products
+//! one coordinate at a time (AVX2 when the CPU has it). A squared distance from them,
+//! |q|^2 + |x|^2 - 2 q.x, is only an approximation, so it only filters: with a proven bound on
+//! its distance to the squared distance as the scalar scan rounds it (the sum over coordinates
+//! in order of (q_c - x_c)^2), a candidate is dropped only when that bound shows it cannot be
+//! among the k nearest or cannot be within the radius, counted without an exact check only when
+//! it shows it is within, and every other case (a few candidates per query) is decided on the
+//! exactly rounded distance. Every neighbour, distance and count, and so the estimate, is
+//! therefore the one of the direct scalar scan kept below as the reference
+//! ([`k_nearest_scalar`], [`count_within_scalar`]), bit for bit.
 
 use rayon::prelude::*;
 
@@ -28,60 +33,119 @@ const LANES: usize = 8;
 const QUERY_BLOCK: usize = 64;
 /// Panels per candidate tile: 1,024 points, 64 KiB per 8 coordinates.
 const TILE_PANELS: usize = 128;
+/// Unit roundoff of f64.
+const U: f64 = f64::EPSILON / 2.0;
+/// Relative slack of the thresholds below (far above a few units of roundoff, far below any
+/// spread of distances that matters for speed).
+const SLACK: f64 = 1e-12;
 
-/// Points in panels of `LANES`: coordinate c of point p * LANES + l is
-/// `data[(p * dim + c) * LANES + l]`. Lanes past the last point are NaN, which every
-/// comparison below rejects.
+/// Points centred on their column means in panels of `LANES`: coordinate c of point
+/// p * LANES + l is `data[(p * dim + c) * LANES + l]`, its squared norm `norms[p * LANES + l]`.
+/// Lanes past the last point are NaN, which fails every test below that could accept one.
 struct Panels {
     dim: usize,
     count: usize,
+    centre: Vec<f64>,
     data: Vec<f64>,
+    norms: Vec<f64>,
+    /// `|s' - s| <= tol (|q|^2 + |x|^2)` for the approximation s' and the scalar scan's s.
+    tol: f64,
+    /// All norms finite (no overflow): otherwise the callers use the scalar scan.
+    finite: bool,
 }
 
 impl Panels {
     fn new(m: &Matrix) -> Panels {
         let (n, dim) = (m.rows(), m.cols());
+        let mut centre = vec![0.0; dim];
+        for r in m.iter_rows() {
+            centre.iter_mut().zip(r).for_each(|(c, v)| *c += v);
+        }
+        centre.iter_mut().for_each(|c| *c /= n.max(1) as f64);
         let count = n.div_ceil(LANES);
         let mut data = vec![f64::NAN; count * dim * LANES];
-        for j in 0..n {
+        let mut norms = vec![f64::NAN; count * LANES];
+        let mut finite = true;
+        for (j, slot) in norms.iter_mut().take(n).enumerate() {
             let (p, l) = (j / LANES, j % LANES);
-            for (c, &v) in m.row(j).iter().enumerate() {
+            let mut norm = 0.0;
+            for (c, (&v, &mu)) in m.row(j).iter().zip(&centre).enumerate() {
+                let v = v - mu;
                 data[(p * dim + c) * LANES + l] = v;
+                norm += v * v;
             }
+            finite &= norm.is_finite() && norm < 1e300;
+            *slot = norm;
         }
-        Panels { dim, count, data }
+        // The approximation's error (dot products and norms: about (2d + 3) u (|q|^2 + |x|^2),
+        // the centring's rounding: 4 u, the scalar scan's own rounding: (2d + 4) u), doubled.
+        let tol = 8.0 * (dim as f64 + 4.0) * U;
+        Panels {
+            dim,
+            count,
+            centre,
+            data,
+            norms,
+            tol,
+            finite,
+        }
     }
 
     fn panel(&self, p: usize) -> &[f64] {
         &self.data[p * self.dim * LANES..(p + 1) * self.dim * LANES]
     }
-}
 
-/// Queries `rows` of `m`, coordinate-major: `out[c][q]`.
-fn pack<const Q: usize>(m: &Matrix, rows: std::ops::Range<usize>) -> Vec<[f64; Q]> {
-    let mut out = vec![[0.0; Q]; m.cols()];
-    for (q, i) in rows.enumerate() {
-        for (o, &v) in out.iter_mut().zip(m.row(i)) {
-            o[q] = v;
-        }
+    fn panel_norms(&self, p: usize) -> &[f64] {
+        &self.norms[p * LANES..(p + 1) * LANES]
     }
-    out
-}
 
-/// Squared distances from Q packed queries to the LANES points of one panel, each summed
-/// over coordinates in order as [`sq_dist`] sums them.
-#[inline(always)]
-fn sq_panel<const Q: usize>(queries: &[[f64; Q]], panel: &[f64]) -> [[f64; LANES]; Q] {
-    let mut acc = [[0.0f64; LANES]; Q];
-    for (col, qs) in panel.chunks_exact(LANES).zip(queries) {
-        for (a, &v) in acc.iter_mut().zip(qs) {
-            for l in 0..LANES {
-                let t = v - col[l];
-                a[l] += t * t;
+    /// Queries `rows` of `m` (the points of these panels), centred, coordinate-major
+    /// (`out[c][q]`), and their squared norms.
+    fn pack<const Q: usize>(
+        &self,
+        m: &Matrix,
+        rows: std::ops::Range<usize>,
+    ) -> (Vec<[f64; Q]>, [f64; Q]) {
+        let mut out = vec![[0.0; Q]; m.cols()];
+        let mut norms = [0.0; Q];
+        for (q, i) in rows.enumerate() {
+            norms[q] = self.norms[i];
+            for ((o, &v), &mu) in out.iter_mut().zip(m.row(i)).zip(&self.centre) {
+                o[q] = v - mu;
             }
         }
+        (out, norms)
     }
-    acc
+
+    /// For Q packed queries and the LANES points of panel `p`: the approximate squared
+    /// distances and their error bounds.
+    #[inline(always)]
+    fn approx<const Q: usize>(
+        &self,
+        queries: &[[f64; Q]],
+        qnorms: &[f64; Q],
+        p: usize,
+    ) -> ([[f64; LANES]; Q], [[f64; LANES]; Q]) {
+        let panel = self.panel(p);
+        let mut dot = [[0.0f64; LANES]; Q];
+        for (col, qs) in panel.chunks_exact(LANES).zip(queries) {
+            for (a, &v) in dot.iter_mut().zip(qs) {
+                for l in 0..LANES {
+                    a[l] += v * col[l];
+                }
+            }
+        }
+        let xn = self.panel_norms(p);
+        let mut err = [[0.0f64; LANES]; Q];
+        for q in 0..Q {
+            for l in 0..LANES {
+                let both = qnorms[q] + xn[l];
+                err[q][l] = self.tol * both;
+                dot[q][l] = both - 2.0 * dot[q][l];
+            }
+        }
+        (dot, err)
+    }
 }
 
 /// One neighbour: joint distance and index, ordered by (distance, index).
@@ -118,6 +182,9 @@ fn insert(best: &mut [Near], cand: Near) {
 pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64, f64, f64)>> {
     let n = x.rows();
     let (px, py) = (Panels::new(x), Panels::new(y));
+    if !(px.finite && py.finite) {
+        return k_nearest_scalar(x, y, k);
+    }
     let starts: Vec<usize> = (0..n).step_by(QUERY_BLOCK).collect();
     let near: Vec<Near> = starts
         .into_par_iter()
@@ -126,8 +193,6 @@ pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64
             knn_block(x, y, &px, &py, k, rows)
         })
         .collect();
-    // The joint distance is max(sqrt(s_x), sqrt(s_y)) = sqrt(max(s_x, s_y)) (sqrt is
-    // correctly rounded, so monotone); the marginal ones are recomputed for the k found.
     near.chunks_exact(k)
         .enumerate()
         .map(|(i, c)| {
@@ -158,8 +223,8 @@ fn knn_block(
     knn_block_with::<2>(x, y, px, py, k, rows)
 }
 
-/// [`knn_block`] compiled for AVX2, never FMA (products and sums rounded one by one, as in
-/// the portable version), with more queries per register tile.
+/// [`knn_block`] compiled for AVX2, with more queries per register tile. (Only the filter
+/// runs there; the decisions are made on the scalar scan's distances either way.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn knn_block_avx2(
@@ -172,6 +237,8 @@ fn knn_block_avx2(
 ) -> Vec<Near> {
     knn_block_with::<4>(x, y, px, py, k, rows)
 }
+
+type Packed<const Q: usize> = (Vec<[f64; Q]>, [f64; Q]);
 
 #[inline(always)]
 fn knn_block_with<const Q: usize>(
@@ -188,71 +255,85 @@ fn knn_block_with<const Q: usize>(
     };
     let mut best = vec![none; rows.len() * k];
     let tiles: Vec<usize> = (rows.start..rows.end).step_by(Q).collect();
-    let full: Vec<(Vec<[f64; Q]>, Vec<[f64; Q]>)> = tiles
+    let full: Vec<(Packed<Q>, Packed<Q>)> = tiles
         .iter()
         .filter(|&&s| s + Q <= rows.end)
-        .map(|&s| (pack::<Q>(x, s..s + Q), pack::<Q>(y, s..s + Q)))
+        .map(|&s| (px.pack::<Q>(x, s..s + Q), py.pack::<Q>(y, s..s + Q)))
         .collect();
+    let single: Vec<(Packed<1>, Packed<1>)> = (rows.start + full.len() * Q..rows.end)
+        .map(|i| (px.pack::<1>(x, i..i + 1), py.pack::<1>(y, i..i + 1)))
+        .collect();
+    let joint = Joint { x, y, px, py, k };
     for t0 in (0..px.count).step_by(TILE_PANELS) {
         let tile = t0..(t0 + TILE_PANELS).min(px.count);
-        for (qi, &s) in tiles.iter().enumerate() {
+        for (qi, (qx, qy)) in full.iter().enumerate() {
+            let s = rows.start + qi * Q;
             let b0 = (s - rows.start) * k;
-            if let Some((qx, qy)) = full.get(qi) {
-                scan_joint::<Q>(
-                    qx,
-                    qy,
-                    px,
-                    py,
-                    tile.clone(),
-                    s,
-                    &mut best[b0..b0 + Q * k],
-                    k,
-                );
-            } else {
-                for i in s..rows.end {
-                    let (qx, qy) = (pack::<1>(x, i..i + 1), pack::<1>(y, i..i + 1));
-                    let b = (i - rows.start) * k;
-                    scan_joint::<1>(&qx, &qy, px, py, tile.clone(), i, &mut best[b..b + k], k);
-                }
-            }
+            joint.scan::<Q>(qx, qy, tile.clone(), s, &mut best[b0..b0 + Q * k]);
+        }
+        for (qi, (qx, qy)) in single.iter().enumerate() {
+            let i = rows.start + full.len() * Q + qi;
+            let b = (i - rows.start) * k;
+            joint.scan::<1>(qx, qy, tile.clone(), i, &mut best[b..b + k]);
         }
     }
     best
 }
 
-/// Offers every point of the panels in `tile` to the k-lists of queries `first..first + Q`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn scan_joint<const Q: usize>(
-    qx: &[[f64; Q]],
-    qy: &[[f64; Q]],
-    px: &Panels,
-    py: &Panels,
-    tile: std::ops::Range<usize>,
-    first: usize,
-    best: &mut [Near],
+struct Joint<'a> {
+    x: &'a Matrix,
+    y: &'a Matrix,
+    px: &'a Panels,
+    py: &'a Panels,
     k: usize,
-) {
-    for p in tile {
-        let sx = sq_panel::<Q>(qx, px.panel(p));
-        let sy = sq_panel::<Q>(qy, py.panel(p));
-        for q in 0..Q {
-            let mut d = [0.0f64; LANES];
-            for l in 0..LANES {
-                // NaN padding stays NaN (and fails the test below).
-                let s = if sx[q][l] > sy[q][l] {
-                    sx[q][l]
-                } else {
-                    sy[q][l]
-                };
-                d[l] = s.sqrt();
-            }
-            let list = &mut best[q * k..(q + 1) * k];
-            let bound = list[k - 1].dist;
-            for (l, &dist) in d.iter().enumerate() {
-                let index = p * LANES + l;
-                if dist <= bound && index != first + q {
-                    insert(list, Near { dist, index });
+}
+
+impl Joint<'_> {
+    /// Offers every point of the panels in `tile` to the k-lists of queries `first..first + Q`.
+    #[inline(always)]
+    fn scan<const Q: usize>(
+        &self,
+        qx: &Packed<Q>,
+        qy: &Packed<Q>,
+        tile: std::ops::Range<usize>,
+        first: usize,
+        best: &mut [Near],
+    ) {
+        let k = self.k;
+        for p in tile {
+            let (sx, ex) = self.px.approx::<Q>(&qx.0, &qx.1, p);
+            let (sy, ey) = self.py.approx::<Q>(&qy.0, &qy.1, p);
+            for q in 0..Q {
+                let list = &mut best[q * k..(q + 1) * k];
+                // A candidate enters only if its joint distance d = sqrt(max(s_x, s_y)) is at
+                // most the k-th one, B, which needs max(s_x, s_y) <= B^2 (1 + 3u) < limit.
+                let b = list[k - 1].dist;
+                let limit = b * b * (1.0 + SLACK);
+                let mut any = false;
+                let mut low = [0.0f64; LANES];
+                for l in 0..LANES {
+                    let (a, c) = (sx[q][l] - ex[q][l], sy[q][l] - ey[q][l]);
+                    // NaN (padding) stays NaN and fails the test.
+                    low[l] = if a > c { a } else { c };
+                    any |= low[l] <= limit;
+                }
+                if !any {
+                    continue;
+                }
+                let i = first + q;
+                for (l, &lo) in low.iter().enumerate() {
+                    let j = p * LANES + l;
+                    if lo <= list[k - 1].dist * list[k - 1].dist * (1.0 + SLACK) && j != i {
+                        let dx = sq_dist(self.x.row(i), self.x.row(j)).sqrt();
+                        let dy = sq_dist(self.y.row(i), self.y.row(j)).sqrt();
+                        insert(
+                            list,
+                            Near {
+                                dist: dx.max(dy),
+                                index: j,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -263,6 +344,9 @@ fn scan_joint<const Q: usize>(
 pub(crate) fn count_within(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
     let n = m.rows();
     let pm = Panels::new(m);
+    if !pm.finite {
+        return count_within_scalar(m, radii, strict);
+    }
     let starts: Vec<usize> = (0..n).step_by(QUERY_BLOCK).collect();
     starts
         .into_par_iter()
@@ -288,7 +372,7 @@ fn count_block(
     count_block_with::<2>(m, pm, radii, strict, rows)
 }
 
-/// [`count_block`] compiled for AVX2, never FMA.
+/// [`count_block`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn count_block_avx2(
@@ -312,6 +396,36 @@ fn within(s: f64, r: f64, r2: f64, strict: bool) -> bool {
     }
 }
 
+/// A radius as two thresholds on the squared distance s: [`within`] holds for every s < `lo`
+/// and fails for every s > `hi`.
+#[derive(Clone, Copy)]
+struct Radius {
+    r: f64,
+    r2: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl Radius {
+    fn new(r: f64, strict: bool) -> Radius {
+        let r2 = r * r;
+        // Relative thresholds need r^2 normal; below that, decide exactly (or, for `<=`, use
+        // that s > 1e-278 means sqrt(s) > 1e-139 > r).
+        let normal = r2 >= 1e-280;
+        let lo = if normal {
+            r2 * (1.0 - SLACK)
+        } else {
+            f64::NEG_INFINITY
+        };
+        let hi = match (strict, normal) {
+            (true, _) => r2,
+            (false, true) => r2 * (1.0 + SLACK),
+            (false, false) => 1e-278,
+        };
+        Radius { r, r2, lo, hi }
+    }
+}
+
 #[inline(always)]
 fn count_block_with<const Q: usize>(
     m: &Matrix,
@@ -321,71 +435,79 @@ fn count_block_with<const Q: usize>(
     rows: std::ops::Range<usize>,
 ) -> Vec<usize> {
     let mut counts = vec![0usize; rows.len()];
-    let tiles: Vec<usize> = (rows.start..rows.end).step_by(Q).collect();
-    let full: Vec<Vec<[f64; Q]>> = tiles
-        .iter()
-        .filter(|&&s| s + Q <= rows.end)
-        .map(|&s| pack::<Q>(m, s..s + Q))
+    let full: Vec<(Packed<Q>, [Radius; Q])> = (rows.start..rows.end)
+        .step_by(Q)
+        .filter(|&s| s + Q <= rows.end)
+        .map(|s| {
+            let r = std::array::from_fn(|q| Radius::new(radii[s + q], strict));
+            (pm.pack::<Q>(m, s..s + Q), r)
+        })
         .collect();
+    let single: Vec<(Packed<1>, [Radius; 1])> = (rows.start + full.len() * Q..rows.end)
+        .map(|i| (pm.pack::<1>(m, i..i + 1), [Radius::new(radii[i], strict)]))
+        .collect();
+    let scan = Counting { m, pm, strict };
     for t0 in (0..pm.count).step_by(TILE_PANELS) {
         let tile = t0..(t0 + TILE_PANELS).min(pm.count);
-        for (qi, &s) in tiles.iter().enumerate() {
-            let c0 = s - rows.start;
-            if let Some(q) = full.get(qi) {
-                scan_count::<Q>(
-                    q,
-                    pm,
-                    tile.clone(),
-                    &radii[s..s + Q],
-                    strict,
-                    &mut counts[c0..c0 + Q],
-                );
-            } else {
-                for i in s..rows.end {
-                    let q = pack::<1>(m, i..i + 1);
-                    let c = i - rows.start;
-                    scan_count::<1>(
-                        &q,
-                        pm,
-                        tile.clone(),
-                        &radii[i..i + 1],
-                        strict,
-                        &mut counts[c..c + 1],
-                    );
-                }
-            }
+        for (qi, (q, r)) in full.iter().enumerate() {
+            let c0 = qi * Q;
+            scan.scan::<Q>(q, r, tile.clone(), rows.start + c0, &mut counts[c0..c0 + Q]);
+        }
+        for (qi, (q, r)) in single.iter().enumerate() {
+            let c = full.len() * Q + qi;
+            scan.scan::<1>(q, r, tile.clone(), rows.start + c, &mut counts[c..c + 1]);
         }
     }
-    // Each query met itself at squared distance exactly 0.
+    // Each query met itself, at squared distance exactly 0, and was decided as that.
     for (c, &r) in counts.iter_mut().zip(&radii[rows]) {
         *c -= usize::from(within(0.0, r, r * r, strict));
     }
     counts
 }
 
-#[inline(always)]
-fn scan_count<const Q: usize>(
-    queries: &[[f64; Q]],
-    pm: &Panels,
-    tile: std::ops::Range<usize>,
-    radii: &[f64],
+struct Counting<'a> {
+    m: &'a Matrix,
+    pm: &'a Panels,
     strict: bool,
-    counts: &mut [usize],
-) {
-    let mut r = [0.0f64; Q];
-    let mut r2 = [0.0f64; Q];
-    for q in 0..Q {
-        r[q] = radii[q];
-        r2[q] = radii[q] * radii[q];
-    }
-    for p in tile {
-        let s = sq_panel::<Q>(queries, pm.panel(p));
-        for q in 0..Q {
-            let mut hits = 0usize;
-            for l in 0..LANES {
-                hits += usize::from(within(s[q][l], r[q], r2[q], strict));
+}
+
+impl Counting<'_> {
+    #[inline(always)]
+    fn scan<const Q: usize>(
+        &self,
+        queries: &Packed<Q>,
+        radii: &[Radius; Q],
+        tile: std::ops::Range<usize>,
+        first: usize,
+        counts: &mut [usize],
+    ) {
+        let n = self.m.rows();
+        for p in tile {
+            let (s, e) = self.pm.approx::<Q>(&queries.0, &queries.1, p);
+            for q in 0..Q {
+                let r = radii[q];
+                let mut hits = 0usize;
+                let mut unsure = false;
+                for l in 0..LANES {
+                    let inside = s[q][l] + e[q][l] < r.lo;
+                    let outside = s[q][l] - e[q][l] > r.hi;
+                    hits += usize::from(inside);
+                    unsure |= !inside & !outside;
+                }
+                if unsure {
+                    let i = first + q;
+                    for l in 0..LANES {
+                        let j = p * LANES + l;
+                        let inside = s[q][l] + e[q][l] < r.lo;
+                        let outside = s[q][l] - e[q][l] > r.hi;
+                        if !inside && !outside && j < n {
+                            let d2 = sq_dist(self.m.row(i), self.m.row(j));
+                            hits += usize::from(within(d2, r.r, r.r2, self.strict));
+                        }
+                    }
+                }
+                counts[q] += hits;
             }
-            counts[q] += hits;
         }
     }
 }
@@ -455,7 +577,7 @@ mod tests {
             (9, 2, 3, 2),
             (203, 5, 5, 3),
             (1100, 3, 4, 4),
-            (333, 70, 3, 5),
+            (200, 70, 3, 5),
             (130, 1, 9, 6),
         ] {
             let u = uniform(n, dx + dy, seed);
@@ -469,6 +591,11 @@ mod tests {
             let g = m.map(|v| (v * 3.0).round() / 3.0);
             let (x, y) = split(&g, dx);
             out.push((format!("grid n {n} {dx}x{dy} (ties)"), x, y));
+            // A large offset and heavy tails: the centred dot products lose digits, the
+            // filter's error bound must still hold.
+            let h = m.map(|v| 1e6 + v + 0.3 / (v + 1e-3));
+            let (x, y) = split(&h, dx);
+            out.push((format!("offset heavy-tailed n {n} {dx}x{dy}"), x, y));
         }
         out
     }
@@ -509,6 +636,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn squares_past_the_float_range_take_the_scalar_scan() {
+        let u = uniform(40, 4, 9).map(|v| v * 1e160);
+        let (x, y) = split(&u, 2);
+        assert_eq!(
+            format!("{:?}", k_nearest(&x, &y, 3)),
+            format!("{:?}", k_nearest_scalar(&x, &y, 3))
+        );
+        let r = vec![3e159; 40];
+        assert_eq!(
+            count_within(&x, &r, true),
+            count_within_scalar(&x, &r, true)
+        );
     }
 
     #[test]
