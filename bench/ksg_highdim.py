@@ -96,7 +96,7 @@ def main():
                 for r in range(1, a.rounds + 1):
                     rows, peak = run_cbound(a.bin, path, n, dx, dy, a.k, a.scalar)
                     for row in rows:
-                        row.update(n=n, dim=dim, peak_mb=round(peak, 1))
+                        row.update(round=r, n=n, dim=dim, peak_mb=round(peak, 1))
                         table.append(row)
                         print(json.dumps(row), flush=True)
                     if a.no_reference:

@@ -31,8 +31,15 @@ fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
 const LANES: usize = 8;
 /// Queries per rayon task.
 const QUERY_BLOCK: usize = 64;
-/// Panels per candidate tile: 1,024 points, 64 KiB per 8 coordinates.
-const TILE_PANELS: usize = 128;
+/// Bytes of candidate panels a query block walks while they stay in cache (within a core's
+/// L2 with room for the queries).
+const TILE_BYTES: usize = 128 * 1024;
+
+/// Panels per candidate tile for points of `dim` coordinates in all (x and y for the joint
+/// search).
+fn tile_panels(dim: usize) -> usize {
+    (TILE_BYTES / (dim.max(1) * LANES * 8)).clamp(4, 1024)
+}
 /// Unit roundoff of f64.
 const U: f64 = f64::EPSILON / 2.0;
 /// Relative slack of the thresholds below (far above a few units of roundoff, far below any
@@ -264,8 +271,9 @@ fn knn_block_with<const Q: usize>(
         .map(|i| (px.pack::<1>(x, i..i + 1), py.pack::<1>(y, i..i + 1)))
         .collect();
     let joint = Joint { x, y, px, py, k };
-    for t0 in (0..px.count).step_by(TILE_PANELS) {
-        let tile = t0..(t0 + TILE_PANELS).min(px.count);
+    let step = tile_panels(px.dim + py.dim);
+    for t0 in (0..px.count).step_by(step) {
+        let tile = t0..(t0 + step).min(px.count);
         for (qi, (qx, qy)) in full.iter().enumerate() {
             let s = rows.start + qi * Q;
             let b0 = (s - rows.start) * k;
@@ -341,35 +349,64 @@ impl Joint<'_> {
 }
 
 /// Per point i: #{j != i : ||m_j - m_i||_2 < radii[i]} (`strict`) or `<=`.
+///
+/// Each pair is looked at once: block b of queries scans itself one-sidedly and every later
+/// block both ways (the approximation and the exactly rounded squared distance are the same
+/// for (i, j) and (j, i)), so the work is half a full scan. Counts are integers, so their sums
+/// do not depend on how rayon splits the work.
 pub(crate) fn count_within(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
     let n = m.rows();
     let pm = Panels::new(m);
     if !pm.finite {
         return count_within_scalar(m, radii, strict);
     }
-    let starts: Vec<usize> = (0..n).step_by(QUERY_BLOCK).collect();
-    starts
+    let padded = pm.count * LANES;
+    let mut all: Vec<Radius> = radii.iter().map(|&r| Radius::new(r, strict)).collect();
+    all.resize(padded, Radius::new(0.0, strict));
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    // Early blocks meet more later ones: task t takes blocks t and blocks - 1 - t.
+    let mut counts = (0..blocks.div_ceil(2))
         .into_par_iter()
-        .flat_map_iter(|start| {
-            let rows = start..(start + QUERY_BLOCK).min(n);
-            count_block(m, &pm, radii, strict, rows)
-        })
-        .collect()
+        .fold(
+            || vec![0usize; padded],
+            |mut acc, t| {
+                count_block(m, &pm, &all, strict, t, &mut acc);
+                if blocks - 1 - t != t {
+                    count_block(m, &pm, &all, strict, blocks - 1 - t, &mut acc);
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0usize; padded],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    counts.truncate(n);
+    // Each query met itself, at squared distance exactly 0, and was decided as that.
+    for (c, &r) in counts.iter_mut().zip(radii) {
+        *c -= usize::from(within(0.0, r, r * r, strict));
+    }
+    counts
 }
 
 fn count_block(
     m: &Matrix,
     pm: &Panels,
-    radii: &[f64],
+    all: &[Radius],
     strict: bool,
-    rows: std::ops::Range<usize>,
-) -> Vec<usize> {
+    block: usize,
+    acc: &mut [usize],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked on the line above), all this function needs.
-        return unsafe { count_block_avx2(m, pm, radii, strict, rows) };
+        unsafe { count_block_avx2(m, pm, all, strict, block, acc) };
+        return;
     }
-    count_block_with::<2>(m, pm, radii, strict, rows)
+    count_block_with::<2>(m, pm, all, strict, block, acc)
 }
 
 /// [`count_block`] compiled for AVX2.
@@ -378,11 +415,12 @@ fn count_block(
 fn count_block_avx2(
     m: &Matrix,
     pm: &Panels,
-    radii: &[f64],
+    all: &[Radius],
     strict: bool,
-    rows: std::ops::Range<usize>,
-) -> Vec<usize> {
-    count_block_with::<4>(m, pm, radii, strict, rows)
+    block: usize,
+    acc: &mut [usize],
+) {
+    count_block_with::<4>(m, pm, all, strict, block, acc)
 }
 
 /// Whether squared distance `s` is within radius `r` (`r2 = r * r`), exactly as the scalar
@@ -430,50 +468,60 @@ impl Radius {
 fn count_block_with<const Q: usize>(
     m: &Matrix,
     pm: &Panels,
-    radii: &[f64],
+    all: &[Radius],
     strict: bool,
-    rows: std::ops::Range<usize>,
-) -> Vec<usize> {
-    let mut counts = vec![0usize; rows.len()];
+    block: usize,
+    acc: &mut [usize],
+) {
+    let n = m.rows();
+    let rows = block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(n);
     let full: Vec<(Packed<Q>, [Radius; Q])> = (rows.start..rows.end)
         .step_by(Q)
         .filter(|&s| s + Q <= rows.end)
         .map(|s| {
-            let r = std::array::from_fn(|q| Radius::new(radii[s + q], strict));
+            let r = std::array::from_fn(|q| all[s + q]);
             (pm.pack::<Q>(m, s..s + Q), r)
         })
         .collect();
     let single: Vec<(Packed<1>, [Radius; 1])> = (rows.start + full.len() * Q..rows.end)
-        .map(|i| (pm.pack::<1>(m, i..i + 1), [Radius::new(radii[i], strict)]))
+        .map(|i| (pm.pack::<1>(m, i..i + 1), [all[i]]))
         .collect();
-    let scan = Counting { m, pm, strict };
-    for t0 in (0..pm.count).step_by(TILE_PANELS) {
-        let tile = t0..(t0 + TILE_PANELS).min(pm.count);
+    let scan = Counting { m, pm, strict, all };
+    // The block's own panels (QUERY_BLOCK is a whole number of panels), one way.
+    let own = block * QUERY_BLOCK / LANES..((block + 1) * QUERY_BLOCK / LANES).min(pm.count);
+    let later = own.end..pm.count;
+    for (qi, (q, r)) in full.iter().enumerate() {
+        let c = rows.start + qi * Q;
+        scan.one_way::<Q>(q, r, own.clone(), c, &mut acc[c..c + Q]);
+    }
+    for (qi, (q, r)) in single.iter().enumerate() {
+        let c = rows.start + full.len() * Q + qi;
+        scan.one_way::<1>(q, r, own.clone(), c, &mut acc[c..c + 1]);
+    }
+    let step = tile_panels(pm.dim);
+    for t0 in later.clone().step_by(step) {
+        let tile = t0..(t0 + step).min(later.end);
         for (qi, (q, r)) in full.iter().enumerate() {
-            let c0 = qi * Q;
-            scan.scan::<Q>(q, r, tile.clone(), rows.start + c0, &mut counts[c0..c0 + Q]);
+            scan.both_ways::<Q>(q, r, tile.clone(), rows.start + qi * Q, acc);
         }
         for (qi, (q, r)) in single.iter().enumerate() {
-            let c = full.len() * Q + qi;
-            scan.scan::<1>(q, r, tile.clone(), rows.start + c, &mut counts[c..c + 1]);
+            let c = rows.start + full.len() * Q + qi;
+            scan.both_ways::<1>(q, r, tile.clone(), c, acc);
         }
     }
-    // Each query met itself, at squared distance exactly 0, and was decided as that.
-    for (c, &r) in counts.iter_mut().zip(&radii[rows]) {
-        *c -= usize::from(within(0.0, r, r * r, strict));
-    }
-    counts
 }
 
 struct Counting<'a> {
     m: &'a Matrix,
     pm: &'a Panels,
     strict: bool,
+    all: &'a [Radius],
 }
 
 impl Counting<'_> {
+    /// Counts for queries `first..first + Q` the points of `tile` within their radii.
     #[inline(always)]
-    fn scan<const Q: usize>(
+    fn one_way<const Q: usize>(
         &self,
         queries: &Packed<Q>,
         radii: &[Radius; Q],
@@ -507,6 +555,61 @@ impl Counting<'_> {
                     }
                 }
                 counts[q] += hits;
+            }
+        }
+    }
+
+    /// As [`Counting::one_way`], and also counts each query for the points of `tile`
+    /// within their own radii (`acc` indexed by point).
+    #[inline(always)]
+    fn both_ways<const Q: usize>(
+        &self,
+        queries: &Packed<Q>,
+        radii: &[Radius; Q],
+        tile: std::ops::Range<usize>,
+        first: usize,
+        acc: &mut [usize],
+    ) {
+        let n = self.m.rows();
+        for p in tile {
+            let (s, e) = self.pm.approx::<Q>(&queries.0, &queries.1, p);
+            let rj = &self.all[p * LANES..(p + 1) * LANES];
+            let mut jhits = [0usize; LANES];
+            for q in 0..Q {
+                let ri = radii[q];
+                let mut hits = 0usize;
+                let mut unsure = false;
+                for l in 0..LANES {
+                    let (upper, lower) = (s[q][l] + e[q][l], s[q][l] - e[q][l]);
+                    let (in_i, out_i) = (upper < ri.lo, lower > ri.hi);
+                    let (in_j, out_j) = (upper < rj[l].lo, lower > rj[l].hi);
+                    hits += usize::from(in_i);
+                    jhits[l] += usize::from(in_j);
+                    unsure |= (!in_i & !out_i) | (!in_j & !out_j);
+                }
+                if unsure {
+                    let i = first + q;
+                    for l in 0..LANES {
+                        let j = p * LANES + l;
+                        let (upper, lower) = (s[q][l] + e[q][l], s[q][l] - e[q][l]);
+                        let unsure_i = !(upper < ri.lo) && !(lower > ri.hi);
+                        let unsure_j = !(upper < rj[l].lo) && !(lower > rj[l].hi);
+                        if (unsure_i || unsure_j) && j < n {
+                            // (a - b)^2 = (b - a)^2 exactly, so this is also j's distance to i.
+                            let d2 = sq_dist(self.m.row(i), self.m.row(j));
+                            if unsure_i {
+                                hits += usize::from(within(d2, ri.r, ri.r2, self.strict));
+                            }
+                            if unsure_j {
+                                jhits[l] += usize::from(within(d2, rj[l].r, rj[l].r2, self.strict));
+                            }
+                        }
+                    }
+                }
+                acc[first + q] += hits;
+            }
+            for (a, h) in acc[p * LANES..(p + 1) * LANES].iter_mut().zip(jhits) {
+                *a += h;
             }
         }
     }
