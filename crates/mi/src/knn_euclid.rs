@@ -184,23 +184,49 @@ fn insert(best: &mut [Near], cand: Near) {
     best[p] = cand;
 }
 
+const NONE: Near = Near {
+    dist: f64::INFINITY,
+    index: usize::MAX,
+};
+
 /// Per point i: its k nearest neighbours in the joint space (ascending distance, ties by
 /// index), as (index, joint distance, x distance, y distance).
+///
+/// Each pair is looked at once, as in [`count_within`]: a pair found near enough for either
+/// point's list is offered to both. The lists of each rayon task are merged at the end; the
+/// k first under the total order (distance, index) do not depend on the order of the offers.
 pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64, f64, f64)>> {
     let n = x.rows();
     let (px, py) = (Panels::new(x), Panels::new(y));
     if !(px.finite && py.finite) {
         return k_nearest_scalar(x, y, k);
     }
-    let starts: Vec<usize> = (0..n).step_by(QUERY_BLOCK).collect();
-    let near: Vec<Near> = starts
+    let padded = px.count * LANES;
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    // First each block against itself: every point's k nearest within its block, whose
+    // k-th distance bounds the true one and so filters the pairs across blocks from the start.
+    let mut seed = vec![NONE; padded * k];
+    seed.par_chunks_mut(QUERY_BLOCK * k)
+        .enumerate()
+        .for_each(|(b, lists)| knn_block(x, y, &px, &py, k, b, Pass::Own(lists), &[]));
+    let seed_limit: Vec<f64> = seed.chunks_exact(k).map(|l| limit(l, k)).collect();
+    let mut near = (0..blocks.div_ceil(2))
         .into_par_iter()
-        .flat_map_iter(|start| {
-            let rows = start..(start + QUERY_BLOCK).min(n);
-            knn_block(x, y, &px, &py, k, rows)
-        })
-        .collect();
-    near.chunks_exact(k)
+        .fold(
+            || vec![NONE; padded * k],
+            |mut acc, t| {
+                knn_block(x, y, &px, &py, k, t, Pass::Later(&mut acc), &seed_limit);
+                if blocks - 1 - t != t {
+                    let b = blocks - 1 - t;
+                    knn_block(x, y, &px, &py, k, b, Pass::Later(&mut acc), &seed_limit);
+                }
+                acc
+            },
+        )
+        .reduce(|| vec![NONE; padded * k], |a, b| merge(a, &b, k));
+    near = merge(near, &seed, k);
+    near[..n * k]
+        .chunks_exact(k)
         .enumerate()
         .map(|(i, c)| {
             c.iter()
@@ -214,78 +240,125 @@ pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64
         .collect()
 }
 
+/// Offers the lists `b` to the lists `a` (k entries per point).
+fn merge(mut a: Vec<Near>, b: &[Near], k: usize) -> Vec<Near> {
+    for (la, lb) in a.chunks_exact_mut(k).zip(b.chunks_exact(k)) {
+        for &c in lb.iter().filter(|c| c.index != usize::MAX) {
+            insert(la, c);
+        }
+    }
+    a
+}
+
+/// A bound on the squared joint distance of any candidate that could still enter `list`:
+/// entering needs d = sqrt(max(s_x, s_y)) <= B, the k-th distance, so max(s_x, s_y) <=
+/// B^2 (1 + 3u), below this.
+#[inline(always)]
+fn limit(list: &[Near], k: usize) -> f64 {
+    let b = list[k - 1].dist;
+    b * b * (1.0 + SLACK)
+}
+
+/// What one call of [`knn_block`] does: the block against itself, into the block's lists, or
+/// against every later block, both ways, into lists for every point.
+enum Pass<'a> {
+    Own(&'a mut [Near]),
+    Later(&'a mut [Near]),
+}
+
+#[allow(clippy::too_many_arguments)]
 fn knn_block(
     x: &Matrix,
     y: &Matrix,
     px: &Panels,
     py: &Panels,
     k: usize,
-    rows: std::ops::Range<usize>,
-) -> Vec<Near> {
+    block: usize,
+    pass: Pass,
+    seed: &[f64],
+) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked on the line above), all this function needs.
-        return unsafe { knn_block_avx2(x, y, px, py, k, rows) };
+        unsafe { knn_block_avx2(x, y, px, py, k, block, pass, seed) };
+        return;
     }
-    knn_block_with::<2>(x, y, px, py, k, rows)
+    knn_block_with::<2>(x, y, px, py, k, block, pass, seed)
 }
 
 /// [`knn_block`] compiled for AVX2, with more queries per register tile. (Only the filter
 /// runs there; the decisions are made on the scalar scan's distances either way.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 fn knn_block_avx2(
     x: &Matrix,
     y: &Matrix,
     px: &Panels,
     py: &Panels,
     k: usize,
-    rows: std::ops::Range<usize>,
-) -> Vec<Near> {
-    knn_block_with::<4>(x, y, px, py, k, rows)
+    block: usize,
+    pass: Pass,
+    seed: &[f64],
+) {
+    knn_block_with::<4>(x, y, px, py, k, block, pass, seed)
 }
 
 type Packed<const Q: usize> = (Vec<[f64; Q]>, [f64; Q]);
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn knn_block_with<const Q: usize>(
     x: &Matrix,
     y: &Matrix,
     px: &Panels,
     py: &Panels,
     k: usize,
-    rows: std::ops::Range<usize>,
-) -> Vec<Near> {
-    let none = Near {
-        dist: f64::INFINITY,
-        index: usize::MAX,
-    };
-    let mut best = vec![none; rows.len() * k];
-    let tiles: Vec<usize> = (rows.start..rows.end).step_by(Q).collect();
-    let full: Vec<(Packed<Q>, Packed<Q>)> = tiles
-        .iter()
-        .filter(|&&s| s + Q <= rows.end)
-        .map(|&s| (px.pack::<Q>(x, s..s + Q), py.pack::<Q>(y, s..s + Q)))
+    block: usize,
+    pass: Pass,
+    seed: &[f64],
+) {
+    let n = x.rows();
+    let rows = block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(n);
+    let full: Vec<(Packed<Q>, Packed<Q>)> = (rows.start..rows.end)
+        .step_by(Q)
+        .filter(|&s| s + Q <= rows.end)
+        .map(|s| (px.pack::<Q>(x, s..s + Q), py.pack::<Q>(y, s..s + Q)))
         .collect();
     let single: Vec<(Packed<1>, Packed<1>)> = (rows.start + full.len() * Q..rows.end)
         .map(|i| (px.pack::<1>(x, i..i + 1), py.pack::<1>(y, i..i + 1)))
         .collect();
     let joint = Joint { x, y, px, py, k };
-    let step = tile_panels(px.dim + py.dim);
-    for t0 in (0..px.count).step_by(step) {
-        let tile = t0..(t0 + step).min(px.count);
-        for (qi, (qx, qy)) in full.iter().enumerate() {
-            let s = rows.start + qi * Q;
-            let b0 = (s - rows.start) * k;
-            joint.scan::<Q>(qx, qy, tile.clone(), s, &mut best[b0..b0 + Q * k]);
+    let own = block * QUERY_BLOCK / LANES..((block + 1) * QUERY_BLOCK / LANES).min(px.count);
+    match pass {
+        Pass::Own(lists) => {
+            for (qi, (qx, qy)) in full.iter().enumerate() {
+                let b = qi * Q * k;
+                let s = rows.start + qi * Q;
+                joint.scan::<Q>(qx, qy, own.clone(), s, &mut lists[b..b + Q * k]);
+            }
+            for (qi, (qx, qy)) in single.iter().enumerate() {
+                let b = (full.len() * Q + qi) * k;
+                let i = rows.start + full.len() * Q + qi;
+                joint.scan::<1>(qx, qy, own.clone(), i, &mut lists[b..b + k]);
+            }
         }
-        for (qi, (qx, qy)) in single.iter().enumerate() {
-            let i = rows.start + full.len() * Q + qi;
-            let b = (i - rows.start) * k;
-            joint.scan::<1>(qx, qy, tile.clone(), i, &mut best[b..b + k]);
+        Pass::Later(acc) => {
+            let later = own.end..px.count;
+            let step = tile_panels(px.dim + py.dim);
+            for t0 in later.clone().step_by(step) {
+                let tile = t0..(t0 + step).min(later.end);
+                for (qi, (qx, qy)) in full.iter().enumerate() {
+                    let s = rows.start + qi * Q;
+                    joint.both_ways::<Q>(qx, qy, tile.clone(), s, acc, seed);
+                }
+                for (qi, (qx, qy)) in single.iter().enumerate() {
+                    let i = rows.start + full.len() * Q + qi;
+                    joint.both_ways::<1>(qx, qy, tile.clone(), i, acc, seed);
+                }
+            }
         }
     }
-    best
 }
 
 struct Joint<'a> {
@@ -341,6 +414,57 @@ impl Joint<'_> {
                                 index: j,
                             },
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offers every pair of a query `first..first + Q` and a point of the panels in `tile`
+    /// (all after the queries' block) to both lists, `acc` holding every point's.
+    #[inline(always)]
+    fn both_ways<const Q: usize>(
+        &self,
+        qx: &Packed<Q>,
+        qy: &Packed<Q>,
+        tile: std::ops::Range<usize>,
+        first: usize,
+        acc: &mut [Near],
+        seed: &[f64],
+    ) {
+        let k = self.k;
+        // The tighter of the list's own bound and the block-seeded one.
+        let bound = |acc: &[Near], i: usize| limit(&acc[i * k..(i + 1) * k], k).min(seed[i]);
+        for p in tile {
+            let (sx, ex) = self.px.approx::<Q>(&qx.0, &qx.1, p);
+            let (sy, ey) = self.py.approx::<Q>(&qy.0, &qy.1, p);
+            // The points' bounds as they stand (they only tighten, so using these is safe).
+            let mut limit_j = [0.0f64; LANES];
+            for (l, lj) in limit_j.iter_mut().enumerate() {
+                *lj = bound(acc, p * LANES + l);
+            }
+            for q in 0..Q {
+                let i = first + q;
+                let limit_i = bound(acc, i);
+                let mut any = false;
+                let mut low = [0.0f64; LANES];
+                for l in 0..LANES {
+                    let (a, c) = (sx[q][l] - ex[q][l], sy[q][l] - ey[q][l]);
+                    low[l] = if a > c { a } else { c };
+                    any |= (low[l] <= limit_i) | (low[l] <= limit_j[l]);
+                }
+                if !any {
+                    continue;
+                }
+                for (l, &lo) in low.iter().enumerate() {
+                    if lo <= bound(acc, i) || lo <= limit_j[l] {
+                        let j = p * LANES + l;
+                        // Symmetric to the last bit: (a - b)^2 = (b - a)^2.
+                        let dx = sq_dist(self.x.row(i), self.x.row(j)).sqrt();
+                        let dy = sq_dist(self.y.row(i), self.y.row(j)).sqrt();
+                        let dist = dx.max(dy);
+                        insert(&mut acc[i * k..(i + 1) * k], Near { dist, index: j });
+                        insert(&mut acc[j * k..(j + 1) * k], Near { dist, index: i });
                     }
                 }
             }
