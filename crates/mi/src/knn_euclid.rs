@@ -586,6 +586,15 @@ impl Radius {
         };
         Radius { r, r2, lo, hi }
     }
+
+    /// Whether a squared distance known only to lie in [`lower`, `upper`] (NaN for
+    /// padding) is neither surely within nor surely outside.
+    #[inline(always)]
+    fn unsure(&self, upper: f64, lower: f64) -> bool {
+        let inside = upper < self.lo;
+        let outside = lower > self.hi;
+        !inside && !outside
+    }
 }
 
 #[inline(always)]
@@ -716,8 +725,8 @@ impl Counting<'_> {
                     for l in 0..LANES {
                         let j = p * LANES + l;
                         let (upper, lower) = (s[q][l] + e[q][l], s[q][l] - e[q][l]);
-                        let unsure_i = !(upper < ri.lo) && !(lower > ri.hi);
-                        let unsure_j = !(upper < rj[l].lo) && !(lower > rj[l].hi);
+                        let unsure_i = ri.unsure(upper, lower);
+                        let unsure_j = rj[l].unsure(upper, lower);
                         if (unsure_i || unsure_j) && j < n {
                             // (a - b)^2 = (b - a)^2 exactly, so this is also j's distance to i.
                             let d2 = sq_dist(self.m.row(i), self.m.row(j));
