@@ -39,7 +39,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BIN = os.environ.get(
-    "CBOUND_KSG_BENCH", "/work/target-speed/release/examples/ksg_euclid_bench"
+    "CBOUND_KSG_BENCH",
+    str(Path(os.environ.get("CARGO_TARGET_DIR", HERE.parent / "target"))
+        / "release/examples/ksg_euclid_bench"),
 )
 
 
