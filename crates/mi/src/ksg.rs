@@ -267,7 +267,21 @@ fn counts_term(algorithm: KsgAlgorithm, nx: &[usize], ny: &[usize], k: usize) ->
 
 /// [`ksg_core`] with Euclidean marginal norms (inputs already checked).
 fn ksg_euclidean(x: &Matrix, y: &Matrix, k: usize, algorithm: KsgAlgorithm) -> KsgCore {
-    use super::knn_euclid::{count_within as count, k_nearest as nearest};
+    use super::knn_euclid::{count_within, k_nearest};
+    ksg_euclidean_with(x, y, k, algorithm, k_nearest, count_within)
+}
+
+type Nearest = fn(&Matrix, &Matrix, usize) -> Vec<Vec<(usize, f64, f64, f64)>>;
+type Count = fn(&Matrix, &[f64], bool) -> Vec<usize>;
+
+fn ksg_euclidean_with(
+    x: &Matrix,
+    y: &Matrix,
+    k: usize,
+    algorithm: KsgAlgorithm,
+    nearest: Nearest,
+    count: Count,
+) -> KsgCore {
     let n = x.rows();
     let nb = nearest(x, y, k);
     let kf = k as f64;
@@ -291,6 +305,28 @@ fn ksg_euclidean(x: &Matrix, y: &Matrix, k: usize, algorithm: KsgAlgorithm) -> K
     KsgCore {
         nats: digamma(kf) + digamma(n as f64) - sum / n as f64,
         zero_radius,
+    }
+}
+
+impl Ksg {
+    /// The Euclidean estimate through the direct scalar scans the tiled search replaced (the
+    /// same bits). Kept to check and to time the tiled search against (`cargo run --release
+    /// -p cbound-mi --example ksg_euclid_bench`); not for use.
+    #[doc(hidden)]
+    pub fn euclidean_scalar_reference(&self, x: &Matrix, y: &Matrix) -> Result<f64, MiError> {
+        use super::knn_euclid::{count_within_scalar, k_nearest_scalar};
+        check_k(self.k)?;
+        let n = check_pair(x, y)?;
+        check_enough(n, self.k, "KSG")?;
+        let core = ksg_euclidean_with(
+            x,
+            y,
+            self.k,
+            self.algorithm,
+            k_nearest_scalar,
+            count_within_scalar,
+        );
+        Ok(core.nats)
     }
 }
 
