@@ -57,6 +57,10 @@ fn runs_record_their_name_commit_and_dirty_state() {
     assert_eq!(rows[0]["run_name"], "baseline");
     assert_eq!(rows[0]["git_commit"], head.as_str());
     assert_eq!(rows[0]["git_dirty"], false);
+    assert_eq!(
+        rows[0]["cbound_version"], record["cbound_version"],
+        "{record}"
+    );
 
     // An uncommitted edit to the pipeline makes the next run dirty.
     p.write("p.yaml", &PIPELINE.replace("n: 50", "n: 60"));

@@ -4,6 +4,7 @@
 //! | column | type | meaning |
 //! |---|---|---|
 //! | run_id, pipeline, stage, instance, kind | string | which instance |
+//! | cbound_version | string | the cbound that ran the pipeline |
 //! | status | string | `ok` (computed now), `cached` (reused), `failed`, `cancelled` (the run was stopped while it ran), `skipped` |
 //! | cache_key | string, null | BLAKE3 cache key; the result lives in `.cbound/objects/<key>` |
 //! | seed | uint64 | the instance's derived seed |
@@ -234,6 +235,14 @@ pub fn results_batch(
                 .map(|_| identity.git_dirty)
                 .collect::<arrow_array::BooleanArray>(),
         ),
+    );
+    push(
+        "cbound_version",
+        DataType::Utf8,
+        false,
+        "version of cbound that ran the pipeline (it is part of every cache key, so a cached \
+         result was computed by the same version)",
+        text(&|_| Some(crate::dag::plan::CBOUND_VERSION.to_string())),
     );
     push(
         "stage",
