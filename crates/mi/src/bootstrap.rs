@@ -262,7 +262,10 @@ mod tests {
             (0.025, 19.0, -2.0930),
         ] {
             let got = student_t_quantile(p, df);
-            assert!((got - want).abs() < 1e-3, "t({p}, {df}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() < 1e-3,
+                "t({p}, {df}) = {got}, want {want}"
+            );
         }
         assert!((student_t_quantile(0.975, 1e6) - 1.95996).abs() < 1e-4);
     }
