@@ -45,9 +45,10 @@ pub struct MiArgs {
     /// Estimate on a seeded subsample of at most this many rows.
     #[arg(long)]
     pub max_rows: Option<usize>,
-    /// Subsampling interval with this many replicates (0: none). It covers the estimator's
-    /// expected value at this sample size, not the true MI (a biased estimator's interval
-    /// can miss the truth entirely); each replicate is preprocessed on its own rows.
+    /// Interval from this many half-samples (0: none): the estimate plus or minus a Student-t
+    /// quantile times the half-samples' spread (delete-d jackknife). It covers the
+    /// estimator's expected value at this sample size, not the true MI (a biased estimator's
+    /// interval can miss the truth entirely); each replicate is preprocessed on its own rows.
     #[arg(long, default_value_t = 0)]
     pub interval_reps: usize,
     /// Interval coverage.

@@ -1,31 +1,43 @@
-//! Seeded resampling intervals for any [`Estimator`]: half-sampling (delete-d jackknife).
+//! Seeded resampling intervals for any [`Estimator`]: half-sampling (delete-d jackknife)
+//! variance with a Student-t interval.
 //!
 //! Method. Draw `reps` subsamples of size m = floor(fraction * n) without
-//! replacement (default fraction 1/2), estimate on each, centre the
-//! replicates on their mean, scale the spread by sqrt(m / (n - m)), and place
-//! its `(1 - level)/2` and `(1 + level)/2` quantiles around the full-sample
-//! estimate.
+//! replacement (default fraction 1/2) and estimate on each. Their variance,
+//! scaled by m / (n - m), estimates the variance of the full-sample estimate
+//! (the delete-d jackknife, Shao and Wu, 1989): a size-m subsample mean varies
+//! by (1/m - 1/n) sigma^2 around the full-sample value, the full-sample
+//! estimate by sigma^2 / n, and the ratio is m / (n - m), exactly 1 at
+//! m = n/2. The interval is the full-sample estimate plus or minus
+//! t_{reps-1, (1+level)/2} times that standard deviation: the t quantile with
+//! reps - 1 degrees of freedom accounts for the variance being estimated from
+//! only `reps` replicates.
 //!
-//! Why this and not the ordinary bootstrap: resampling with replacement
+//! Why not the quantiles of the replicates (the method before this one):
+//! with few replicates the (1-level)/2 and (1+level)/2 sample quantiles sit
+//! near the extreme replicates, and a fresh draw falls between the i-th and
+//! j-th of R order statistics with probability (j - i)/(R + 1), so the band
+//! under-covers at small R: about 86% at R = 20 and 91% at R = 50 for a
+//! nominal 95%, whatever the estimator. Its tails are also the noisiest part
+//! of the replicate distribution. The variance uses every replicate, and the
+//! t quantile makes the small-R case honest.
+//!
+//! Why subsampling and not the ordinary bootstrap: resampling with replacement
 //! duplicates points, which gives zero k-NN distances and wrecks KSG (and
 //! inflates histogram/discrete plug-in estimates through spurious
 //! concentration). Subsampling without replacement keeps every subsample a
-//! genuine i.i.d. sample. The scale factor is the delete-d jackknife one
-//! (Shao and Wu, 1989): a size-m subsample mean varies by (1/m - 1/n) sigma^2
-//! around the full-sample value (finite-population correction), while the
-//! full-sample estimate varies by sigma^2 / n, and the ratio of the two is
-//! m / (n - m); at m = n/2 the factor is exactly 1, so half-sample spread
-//! estimates full-sample spread directly.
+//! genuine i.i.d. sample.
 //!
-//! What it does not do: it measures sampling variability only. Estimator
-//! bias (KSG underestimates large MI; bias depends on n, so it also differs
-//! between the subsamples and the full sample) is not corrected, which is
-//! why the replicates are centred on their own mean rather than on the
-//! full-sample estimate. The interval is therefore a variability band around
-//! an estimate, never a confidence bound on the true MI.
+//! What it covers: the estimator's expected value at the full sample size n.
+//! It measures sampling variability only. Estimator bias (KSG underestimates
+//! large MI; bias depends on n, so it also differs between the subsamples and
+//! the full sample) is not corrected, and does not enter the width either:
+//! the replicates' spread is taken about their own mean. The interval is
+//! therefore a variability band around an estimate, never a confidence bound
+//! on the true MI.
 
 use rayon::prelude::*;
 
+use super::confidence::regularized_beta;
 use super::error::MiError;
 use super::matrix::Matrix;
 use super::preprocess::subsample_indices;
@@ -34,7 +46,7 @@ use super::Estimator;
 /// Resampling settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SubsampleConfig {
-    /// Number of subsamples (>= 2; a few hundred for stable 95% quantiles).
+    /// Number of subsamples (>= 2; the t quantile allows for few, more narrow the interval).
     pub reps: usize,
     /// Central coverage, in (0, 1), e.g. 0.95.
     pub level: f64,
@@ -143,13 +155,9 @@ pub fn subsample_interval(
             est.estimate(&xs, &ys).map(|e| e.nats)
         })
         .collect::<Result<_, MiError>>()?;
-    let mean = replicates.iter().sum::<f64>() / replicates.len() as f64;
-    let mut centred: Vec<f64> = replicates.iter().map(|v| v - mean).collect();
-    centred.sort_unstable_by(f64::total_cmp);
-    let scale = (m as f64 / (n - m) as f64).sqrt();
-    let alpha = 1.0 - cfg.level;
-    let lo = estimate + scale * quantile(&centred, alpha / 2.0);
-    let hi = estimate + scale * quantile(&centred, 1.0 - alpha / 2.0);
+    let sd = replicate_sd(&replicates) * (m as f64 / (n - m) as f64).sqrt();
+    let half = student_t_quantile(0.5 + cfg.level / 2.0, (cfg.reps - 1) as f64) * sd;
+    let (lo, hi) = (estimate - half, estimate + half);
     Ok(Interval {
         lo,
         hi,
@@ -160,12 +168,41 @@ pub fn subsample_interval(
     })
 }
 
-/// Quantile with linear interpolation between order statistics (type 7) of sorted data.
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    let h = (sorted.len() - 1) as f64 * p;
-    let lo = h.floor() as usize;
-    let hi = h.ceil() as usize;
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+/// Sample standard deviation (divisor len - 1) of at least two values.
+fn replicate_sd(values: &[f64]) -> f64 {
+    let k = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / k;
+    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0)).sqrt()
+}
+
+/// Quantile of Student's t with `df` degrees of freedom at `p` in (0, 1), by bisection on
+/// its distribution function, P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2).
+pub fn student_t_quantile(p: f64, df: f64) -> f64 {
+    if p < 0.5 {
+        return -student_t_quantile(1.0 - p, df);
+    }
+    let two_sided = 2.0 * (1.0 - p);
+    if two_sided >= 1.0 {
+        return 0.0;
+    }
+    let tail = |t: f64| regularized_beta(df / (df + t * t), df / 2.0, 0.5);
+    let mut hi = 1.0;
+    while tail(hi) > two_sided && hi < 1e12 {
+        hi *= 2.0;
+    }
+    let mut lo = 0.0;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if tail(mid) > two_sided {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= 1e-12 * hi {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// SplitMix64 of (seed, stream): decorrelated per-replicate seeds.
@@ -209,6 +246,28 @@ mod tests {
         assert!(width > 0.04 && width < 0.12, "{width}");
         assert_eq!(iv.subsample_size, 500);
         assert_eq!(iv.replicates.len(), 200);
+    }
+
+    #[test]
+    fn student_t_quantiles() {
+        // Tables (R's qt): df 1 and 2 in closed form, the rest to 4 decimals.
+        for (p, df, want) in [
+            (0.975, 1.0, 12.7062),
+            (0.975, 2.0, 4.3027),
+            (0.975, 3.0, 3.1824),
+            (0.975, 19.0, 2.0930),
+            (0.975, 49.0, 2.0096),
+            (0.95, 10.0, 1.8125),
+            (0.5, 7.0, 0.0),
+            (0.025, 19.0, -2.0930),
+        ] {
+            let got = student_t_quantile(p, df);
+            assert!(
+                (got - want).abs() < 1e-3,
+                "t({p}, {df}) = {got}, want {want}"
+            );
+        }
+        assert!((student_t_quantile(0.975, 1e6) - 1.95996).abs() < 1e-4);
     }
 
     #[test]
