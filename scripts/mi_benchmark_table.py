@@ -23,7 +23,6 @@ import csv
 import json
 import math
 import os
-import re
 import statistics
 from collections import defaultdict
 
@@ -102,8 +101,9 @@ def main() -> None:
         meta = json.load(open(os.path.join(item["dir"], "meta.json")))
         source = meta["key_inputs"]["inputs"][0]["instance"]
         task = tasks[source]
-        asinh = bool(meta.get("params", {}).get("preprocess", {}).get("asinh", False))
-        replicate = re.search(r"replicate=(\d+)", source)
+        preprocess = meta["key_inputs"]["params"].get("preprocess") or {}
+        asinh = bool(preprocess.get("asinh", False))
+        replicate = (item.get("labels") or {}).get("replicate", 0)
         for r in pq.read_table(path).to_pylist():
             params = json.loads(r["params"]) if r["params"] else {}
             params.pop("name", None)
@@ -111,7 +111,7 @@ def main() -> None:
             rows.append({
                 **task,
                 "family": family(task["task_id"]),
-                "replicate": int(replicate.group(1)) if replicate else 0,
+                "replicate": int(replicate),
                 "estimator": label(r["estimator"], params, asinh),
                 "nats": float("nan") if failed else r["nats"],
                 "failure": r["error"] or "",
