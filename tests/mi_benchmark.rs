@@ -37,7 +37,10 @@ const TASKS: [&str; 3] = [
 #[test]
 fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
     let p = Project::new();
-    p.write("mi-benchmark.yaml", &repo_file("pipelines/mi-benchmark.yaml"));
+    p.write(
+        "mi-benchmark.yaml",
+        &repo_file("pipelines/mi-benchmark.yaml"),
+    );
     p.write(
         "scripts/mi_benchmark_table.py",
         &repo_file("scripts/mi_benchmark_table.py"),
@@ -92,7 +95,10 @@ fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
         "import sys,pyarrow.parquet as pq\nm=pq.read_schema(sys.argv[1]).metadata\nprint(m[b'cbound.task_id'].decode()+'|'+m[b'cbound.task_name'].decode())",
         &[samples.to_str().unwrap()],
     );
-    assert_eq!(meta.trim(), "1v1-additive-0.1|Uniform 1 × 1 (additive noise=0.1)");
+    assert_eq!(
+        meta.trim(),
+        "1v1-additive-0.1|Uniform 1 × 1 (additive noise=0.1)"
+    );
     let rows = read_rows(&samples);
     assert_eq!(rows.len(), 400);
     assert!(rows.iter().all(|r| {
@@ -147,7 +153,11 @@ fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
     );
     let ksg1 = est
         .iter()
-        .find(|r| r["estimator"] == "ksg" && r["params"].as_str().unwrap().contains("\"algorithm\":1") && !r["params"].as_str().unwrap().contains("euclidean"))
+        .find(|r| {
+            r["estimator"] == "ksg"
+                && r["params"].as_str().unwrap().contains("\"algorithm\":1")
+                && !r["params"].as_str().unwrap().contains("euclidean")
+        })
         .unwrap();
     let row = summary
         .iter()
@@ -214,7 +224,10 @@ stages:
         let got = r["metric.true_mi_nats"].as_f64().unwrap();
         assert!((got - bmi_truth(id)).abs() < 1e-12, "{stage}: {got}");
         assert_eq!(
-            (r["metric.dim_x"].as_f64().unwrap(), r["metric.dim_y"].as_f64().unwrap()),
+            (
+                r["metric.dim_x"].as_f64().unwrap(),
+                r["metric.dim_y"].as_f64().unwrap()
+            ),
             dims,
             "{stage}"
         );

@@ -173,7 +173,10 @@ mod tests {
         let mut fact = 1.0f64;
         for n in 1..30 {
             // Gamma(n) = (n - 1)!
-            assert!((ln_gamma(n as f64) - fact.ln()).abs() < 1e-12 * fact.ln().max(1.0), "{n}");
+            assert!(
+                (ln_gamma(n as f64) - fact.ln()).abs() < 1e-12 * fact.ln().max(1.0),
+                "{n}"
+            );
             fact *= n as f64;
         }
         // Gamma(1/2) = sqrt(pi), Gamma(3/2) = sqrt(pi)/2, Gamma(7/2) = 15 sqrt(pi)/8.

@@ -312,10 +312,11 @@ fn parse_f64(s: &str, id: &str, what: &str) -> Result<f64, BenchmarkTaskError> {
 }
 
 fn parse_usize(s: &str, id: &str, what: &str) -> Result<usize, BenchmarkTaskError> {
-    s.parse::<usize>().map_err(|_| BenchmarkTaskError::UnknownId {
-        id: id.to_string(),
-        why: format!("{what} `{s}` is not a dimension"),
-    })
+    s.parse::<usize>()
+        .map_err(|_| BenchmarkTaskError::UnknownId {
+            id: id.to_string(),
+            why: format!("{what} `{s}` is not a dimension"),
+        })
 }
 
 const BASE_FORMS: &str = "a base `1v1-normal-RHO`, `1v1-additive-EPS`, `1v1-bimodal-RHO`, \
@@ -409,14 +410,20 @@ impl BenchmarkTask {
     /// bmi's id of the base distribution.
     fn base_id(&self) -> String {
         match self.base {
-            Base::Normal(GaussianTask::Bivariate { rho }) => format!("1v1-normal-{}", py_float(rho)),
+            Base::Normal(GaussianTask::Bivariate { rho }) => {
+                format!("1v1-normal-{}", py_float(rho))
+            }
             Base::Normal(GaussianTask::Dense { dim, rho }) => {
                 format!("multinormal-dense-{dim}-{dim}-{}", py_float(rho))
             }
             Base::Normal(GaussianTask::TwoPair { dim, rho }) => {
                 // strength s with s^2 / (s^2 + 1) = rho.
                 let s = (rho / (1.0 - rho)).sqrt();
-                let s = if (s - s.round()).abs() < 1e-9 { s.round() } else { s };
+                let s = if (s - s.round()).abs() < 1e-9 {
+                    s.round()
+                } else {
+                    s
+                };
                 format!("multinormal-sparse-{dim}-{dim}-2-{}", py_float(s))
             }
             Base::Normal(GaussianTask::Staircase { pairs, mi }) => {
@@ -531,7 +538,9 @@ impl BenchmarkTask {
                 Transform::SwissRoll if dx != 1 => {
                     Some(format!("needs a 1-dimensional X, got {dx}"))
                 }
-                Transform::SwissRoll if i == 0 || self.transforms[i - 1] != Transform::NormalCdf => {
+                Transform::SwissRoll
+                    if i == 0 || self.transforms[i - 1] != Transform::NormalCdf =>
+                {
                     Some("must follow `normal_cdf` (it embeds X in [0, 1])".to_string())
                 }
                 _ => None,
@@ -725,7 +734,10 @@ mod tests {
             let want = t["mi"].as_f64().unwrap();
             let got = task.true_mi().unwrap();
             // bmi's Gaussian MI comes from float32-free numpy log-dets; 1e-12 relative.
-            assert!((got - want).abs() < 1e-12 * want.max(1.0), "{id}: {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-12 * want.max(1.0),
+                "{id}: {got} vs {want}"
+            );
         }
     }
 
@@ -799,11 +811,17 @@ mod tests {
         // A spiral needs room to turn; the Swiss roll needs uniform 1-d input.
         assert!(matches!(
             BenchmarkTask::parse("spiral-multinormal-sparse-2-2-2-2.0"),
-            Err(BenchmarkTaskError::Transform { transform: "spiral", .. })
+            Err(BenchmarkTaskError::Transform {
+                transform: "spiral",
+                ..
+            })
         ));
         assert!(matches!(
             BenchmarkTask::parse("swissroll_x-1v1-normal-0.75"),
-            Err(BenchmarkTaskError::Transform { transform: "swissroll_x", .. })
+            Err(BenchmarkTaskError::Transform {
+                transform: "swissroll_x",
+                ..
+            })
         ));
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         assert!(BenchmarkTask::parse("1v1-normal-0.5")
@@ -814,7 +832,10 @@ mod tests {
 
     fn draw(id: &str, n: usize, seed: u64) -> (Matrix, Matrix) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        BenchmarkTask::parse(id).unwrap().sample(n, &mut rng).unwrap()
+        BenchmarkTask::parse(id)
+            .unwrap()
+            .sample(n, &mut rng)
+            .unwrap()
     }
 
     #[test]
@@ -832,21 +853,32 @@ mod tests {
         for i in 0..4 {
             for j in 0..4 {
                 let want = if i == j { 5.0 / 3.0 } else { 0.0 };
-                assert!((s[i * 4 + j] - want).abs() < 0.05, "({i},{j}) {}", s[i * 4 + j]);
+                assert!(
+                    (s[i * 4 + j] - want).abs() < 0.05,
+                    "({i},{j}) {}",
+                    s[i * 4 + j]
+                );
             }
         }
         // Uncorrelated but dependent: the squared norms of X and Y are correlated (both scale
         // with 1/u), which is where the MI is.
-        let nx: Vec<f64> = x.iter_rows().map(|r| r.iter().map(|v| v * v).sum()).collect();
-        let ny: Vec<f64> = y.iter_rows().map(|r| r.iter().map(|v| v * v).sum()).collect();
-        let (lx, ly): (Vec<f64>, Vec<f64>) = nx
-            .iter()
-            .zip(&ny)
-            .map(|(a, b)| (a.ln(), b.ln()))
-            .unzip();
+        let nx: Vec<f64> = x
+            .iter_rows()
+            .map(|r| r.iter().map(|v| v * v).sum())
+            .collect();
+        let ny: Vec<f64> = y
+            .iter_rows()
+            .map(|r| r.iter().map(|v| v * v).sum())
+            .collect();
+        let (lx, ly): (Vec<f64>, Vec<f64>) =
+            nx.iter().zip(&ny).map(|(a, b)| (a.ln(), b.ln())).unzip();
         let m = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let (mx, my) = (m(&lx), m(&ly));
-        let cov = lx.iter().zip(&ly).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>();
+        let cov = lx
+            .iter()
+            .zip(&ly)
+            .map(|(a, b)| (a - mx) * (b - my))
+            .sum::<f64>();
         assert!(cov > 0.0);
     }
 
@@ -904,7 +936,12 @@ mod tests {
         assert!((high - 0.7).abs() < 0.01, "{high}");
         // Additive noise: Y - X uniform on [-e, e].
         let (x, y) = draw("1v1-additive-0.1", 20_000, 9);
-        let d: Vec<f64> = x.as_slice().iter().zip(y.as_slice()).map(|(a, b)| b - a).collect();
+        let d: Vec<f64> = x
+            .as_slice()
+            .iter()
+            .zip(y.as_slice())
+            .map(|(a, b)| b - a)
+            .collect();
         assert!(d.iter().all(|v| v.abs() <= 0.1));
         let var = d.iter().map(|v| v * v).sum::<f64>() / d.len() as f64;
         assert!((var - 0.01 / 3.0).abs() < 1e-4, "{var}");
@@ -916,7 +953,13 @@ mod tests {
             let task = BenchmarkTask::parse(id).unwrap();
             let (x, y) = draw(id, 50, s as u64);
             assert_eq!((x.cols(), y.cols()), task.dims(), "{id}");
-            assert!(x.as_slice().iter().chain(y.as_slice()).all(|v| v.is_finite()), "{id}");
+            assert!(
+                x.as_slice()
+                    .iter()
+                    .chain(y.as_slice())
+                    .all(|v| v.is_finite()),
+                "{id}"
+            );
         }
     }
 }

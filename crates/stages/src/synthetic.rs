@@ -335,7 +335,9 @@ impl SyntheticParams {
                                 `transform` and `cdf_transform` do not apply"
                         .to_string());
                 }
-                return BenchmarkTask::parse(id).map(Some).map_err(|e| e.to_string());
+                return BenchmarkTask::parse(id)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
             }
             TaskName::Student => {
                 let dim = self.dim.unwrap_or(1);
@@ -672,8 +674,10 @@ impl Stage for Synthetic {
                 _ => "task",
             };
             // Large Gaussian bases are checked when they run (a Cholesky per matrix value).
-            let large = matches!(p.task, TaskName::Dense | TaskName::TwoPair | TaskName::Staircase)
-                && p.dim.unwrap_or(0) > 128;
+            let large = matches!(
+                p.task,
+                TaskName::Dense | TaskName::TwoPair | TaskName::Staircase
+            ) && p.dim.unwrap_or(0) > 128;
             if !large {
                 if let Err(message) = p.benchmark() {
                     out.push(ParamError::at(&[at], message));
