@@ -11,7 +11,9 @@ metadata, and writes into $CBOUND_OUT:
   criterion (a mean at or below 0 never solves a task);
 - mi_benchmark.md: one table per N (mean and error in nats, a check mark where solved, the
   solved count per estimator) and, per task family, how many of its tasks each estimator
-  solves at the largest N;
+  solves at the largest N, and head-to-head counts (on how many tasks the Euclidean KSG is
+  closer to the truth than the max-norm one, algorithm 2 than 1, the bias-corrected Gaussian
+  than the plug-in, asinh than none);
 - metrics.json: `tasks`, and `solved.<estimator>.n<N>` for every estimator and N.
 
 Estimator labels: ksg1 / ksg2 (max-norm), ksg1-euclid / ksg2-euclid, gaussian, gaussian-bc
@@ -206,6 +208,33 @@ def main() -> None:
         ts = [t for t in order if family(t) == f]
         cells = [str(sum(1 for t in ts if by.get((t, n, e), {}).get("solved"))) for e in estimators]
         lines.append(f"| {f} | {len(ts)} | " + " | ".join(cells) + " |")
+    # Head to head: on how many tasks (where both have a value) each of two estimators is
+    # closer to the truth, at the largest N.
+    pairs = [("ksg1-euclid", "ksg1", True), ("ksg2-euclid", "ksg2", True), ("ksg2", "ksg1", False),
+             ("gaussian-bc", "gaussian", False), ("ksg2+asinh", "ksg2", False),
+             ("ksg2-euclid+asinh", "ksg2-euclid", False)]
+    duels = []
+    for a, b, multi in pairs:
+        if a not in estimators or b not in estimators:
+            continue
+        wins = losses = ties = 0
+        for t in order:
+            sa, sb = by.get((t, n, a)), by.get((t, n, b))
+            if sa is None or sb is None or (multi and sa["dims"] == "1x1"):
+                continue
+            ea, eb = abs(sa["error"]), abs(sb["error"])
+            if math.isnan(ea) or math.isnan(eb):
+                continue
+            wins, losses, ties = wins + (ea < eb), losses + (eb < ea), ties + (ea == eb)
+        duels.append(f"| {a} | {b} | {'multi-dimensional' if multi else 'all'} | {wins} | {losses} | {ties} |")
+        metrics[f"closer.{a}.vs.{b}"] = wins
+    if duels:
+        lines.append("")
+        lines.append(f"Head to head at N = {n}: tasks on which A's mean is closer to the truth than B's:")
+        lines.append("")
+        lines.append("| A | B | tasks | A closer | B closer | equal |")
+        lines.append("|---|---|---|---|---|---|")
+        lines.extend(duels)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "mi_benchmark.md"), "w") as f:
         f.write(text)
