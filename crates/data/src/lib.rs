@@ -8,6 +8,7 @@
 //! truncated, mislabelled or in a neighbouring format.
 
 pub mod augment;
+pub mod beyond_normal;
 pub mod channel_task;
 pub mod cifar;
 pub mod dataset;

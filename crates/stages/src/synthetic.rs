@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use cbound_bounds::joint::{random_joint, Counterexample, Encoder, Joint, Lcg, U, Z};
 use cbound_bounds::Quantity;
+use cbound_data::beyond_normal::{Base, BenchmarkTask, Transform};
 use cbound_data::channel_task::ChannelTask;
 use cbound_data::ground_truth::GaussianTask;
 use cbound_data::mixture::MixtureTask;
@@ -42,12 +43,54 @@ pub enum TaskName {
     /// critic `kappa` x.y (cosine similarity at temperature 1/`kappa`) is the optimal InfoNCE
     /// critic; I(X;Y) exact.
     Vmf,
+    /// Multivariate Student-t, `dim` x `dim` (default 1 x 1), `df` degrees of freedom (default
+    /// 1), identity dispersion: X and Y uncorrelated but dependent; closed-form MI.
+    Student,
+    /// X ~ U(0, 1), Y = X + U(-`epsilon`, `epsilon`) (default epsilon 0.75: 1/3 nats).
+    AdditiveNoise,
+    /// A task of the Beyond-Normal benchmark named by its bmi id (`bmi_task`), e.g.
+    /// `spiral-normal_cdf-multinormal-sparse-3-3-2-2.0` or `asinh-student-identity-2-2-1`:
+    /// same distribution, parameters and closed-form MI as bmi's (samples differ). Writes the
+    /// id and bmi's task name into samples.parquet's schema metadata.
+    BeyondNormal,
     /// Bounded class-conditional data through a Gaussian channel: Z uniform over `classes`
     /// (default 4), each of the `dim` (default 4) coordinates of X uniform on
     /// [m - `half_width`, m + `half_width`] around its class mean m, Y = X + `noise` E.
     /// Writes a label column `z`; I(X;Y|Z) exact (quadrature to ~1e-15), and the exact
     /// feature range.
     Channel,
+}
+
+/// A per-variable diffeomorphism applied to a task's samples (the MI is unchanged).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformName {
+    /// The standard normal CDF on every coordinate.
+    NormalCdf,
+    /// x sqrt|x| on every coordinate.
+    HalfCube,
+    /// asinh on every coordinate.
+    Asinh,
+    /// bmi's wiggly maps (one for X's coordinates, one for Y's).
+    Wiggly,
+    /// bmi's spiral: X rotated in the plane (0, 1), Y in (1, 2), by ||v||^2 / dim (dim_x >= 2,
+    /// dim_y >= 3).
+    Spiral,
+    /// The Swiss-roll embedding of a 1-d X in [0, 1] (must follow `normal_cdf`; X becomes 2-d).
+    SwissRoll,
+}
+
+impl From<TransformName> for Transform {
+    fn from(t: TransformName) -> Transform {
+        match t {
+            TransformName::NormalCdf => Transform::NormalCdf,
+            TransformName::HalfCube => Transform::HalfCube,
+            TransformName::Asinh => Transform::Asinh,
+            TransformName::Wiggly => Transform::Wiggly,
+            TransformName::Spiral => Transform::Spiral,
+            TransformName::SwissRoll => Transform::SwissRoll,
+        }
+    }
 }
 
 /// Which joint table the `discrete` task samples.
@@ -96,6 +139,21 @@ pub struct SyntheticParams {
     /// Map every coordinate through the standard normal CDF (MI is unchanged).
     #[serde(default)]
     pub cdf_transform: bool,
+    /// Bivariate, dense, two_pair, staircase, student, additive_noise: transforms applied to
+    /// every sample in this order, after `cdf_transform` (the MI is unchanged), as in the
+    /// Beyond-Normal benchmark: `[half_cube]`, `[normal_cdf, spiral]`.
+    #[serde(default)]
+    pub transform: Vec<TransformName>,
+    /// Student: degrees of freedom (default 1).
+    #[serde(default)]
+    pub df: Option<f64>,
+    /// Additive_noise: half-width of the uniform noise (default 0.75).
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// Beyond_normal: the bmi task id (`cbound_data::beyond_normal::V1_TASKS` lists the v1
+    /// suite's 40).
+    #[serde(default)]
+    pub bmi_task: Option<String>,
     /// Mixture and channel: number of classes (when omitted: mixture 10, channel 4).
     #[serde(default)]
     pub classes: Option<usize>,
@@ -229,9 +287,13 @@ impl SyntheticParams {
     pub fn task(&self) -> GaussianTask {
         match self.task {
             // Only reached for Gaussian tasks; run() handles the others first.
-            TaskName::Mixture | TaskName::Discrete | TaskName::Vmf | TaskName::Channel => {
-                GaussianTask::Bivariate { rho: 0.0 }
-            }
+            TaskName::Mixture
+            | TaskName::Discrete
+            | TaskName::Vmf
+            | TaskName::Channel
+            | TaskName::Student
+            | TaskName::AdditiveNoise
+            | TaskName::BeyondNormal => GaussianTask::Bivariate { rho: 0.0 },
             TaskName::Bivariate => GaussianTask::Bivariate {
                 rho: self.rho.unwrap_or(0.75),
             },
@@ -249,6 +311,107 @@ impl SyntheticParams {
             },
         }
     }
+}
+
+impl SyntheticParams {
+    /// The task as a Beyond-Normal task, for the kinds that are one (student, additive_noise,
+    /// beyond_normal) and for Gaussian tasks with a `transform`; None for a plain Gaussian task
+    /// (sampled as before, so its samples and cache keys do not change) and for the others.
+    pub fn benchmark(&self) -> Result<Option<BenchmarkTask>, String> {
+        let mut transforms: Vec<Transform> = Vec::new();
+        if self.cdf_transform {
+            transforms.push(Transform::NormalCdf);
+        }
+        transforms.extend(self.transform.iter().map(|&t| Transform::from(t)));
+        let base = match self.task {
+            TaskName::BeyondNormal => {
+                let id = self.bmi_task.as_deref().ok_or_else(|| {
+                    "task `beyond_normal` needs `bmi_task` (a bmi task id such as \
+                     `multinormal-dense-5-5-0.5`)"
+                        .to_string()
+                })?;
+                if !transforms.is_empty() {
+                    return Err("`beyond_normal` takes its transforms from `bmi_task`; \
+                                `transform` and `cdf_transform` do not apply"
+                        .to_string());
+                }
+                return BenchmarkTask::parse(id)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+            TaskName::Student => {
+                let dim = self.dim.unwrap_or(1);
+                Base::Student {
+                    dim_x: dim,
+                    dim_y: dim,
+                    df: self.df.unwrap_or(1.0),
+                }
+            }
+            TaskName::AdditiveNoise => Base::AdditiveUniform {
+                epsilon: self.epsilon.unwrap_or(0.75),
+            },
+            TaskName::Bivariate | TaskName::Dense | TaskName::TwoPair | TaskName::Staircase
+                if !self.transform.is_empty() =>
+            {
+                Base::Normal(self.task())
+            }
+            _ => return Ok(None),
+        };
+        let task = BenchmarkTask { base, transforms };
+        task.validate().map_err(|e| e.to_string())?;
+        Ok(Some(task))
+    }
+}
+
+/// Samples a Beyond-Normal task; samples.parquet's schema metadata names it
+/// (`cbound.task_id`, `cbound.task_name`: bmi's id and name).
+fn run_benchmark(
+    task: &BenchmarkTask,
+    params: &SyntheticParams,
+    ctx: &StageContext,
+) -> Result<StageOutput, StageError> {
+    let mi = task
+        .true_mi()
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let mut rng = ctx.rng();
+    let (x, y) = task
+        .sample(params.n, &mut rng)
+        .map_err(|e| StageError::Params(e.to_string()))?;
+    let (dx, dy) = (x.cols(), y.cols());
+    let (mut fields, mut columns) = id_column(params.n);
+    for (name, m) in [("x", &x), ("y", &y)] {
+        for j in 0..m.cols() {
+            fields.push((
+                Field::new(format!("{name}{j}"), DataType::Float64, false),
+                format!("coordinate {j} of {}", name.to_uppercase()),
+            ));
+            columns.push(Arc::new(Float64Array::from_iter_values(
+                m.iter_rows().map(|row| row[j]),
+            )));
+        }
+    }
+    let schema = documented_schema(
+        fields
+            .iter()
+            .map(|(f, doc)| (f.clone(), doc.as_str()))
+            .collect(),
+    );
+    let metadata = [
+        ("cbound.task_id".to_string(), task.id()),
+        ("cbound.task_name".to_string(), task.name()),
+    ]
+    .into_iter()
+    .collect();
+    let schema = Arc::new(schema.as_ref().clone().with_metadata(metadata));
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(|e| StageError::Failed(format!("building samples table: {e}")))?;
+    ctx.write_table("samples", &batch)?;
+    Ok(StageOutput::default()
+        .metric("true_mi_nats", mi)
+        .metric("true_mi_bits", mi / std::f64::consts::LN_2)
+        .metric("n", params.n as f64)
+        .metric("dim_x", dx as f64)
+        .metric("dim_y", dy as f64))
 }
 
 pub struct Synthetic;
@@ -485,7 +648,7 @@ impl Stage for Synthetic {
     type Params = SyntheticParams;
     const KIND: &'static str = "synthetic";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Sample a task with known information quantities: Gaussian, multi-view mixture, von Mises-Fisher pairs, bounded Gaussian channel or discrete joint table (samples.parquet; metrics true_*).";
+    const SUMMARY: &'static str = "Sample a task with known information quantities: Gaussian, the Beyond-Normal families (Student-t, additive noise, transforms; bmi task ids), multi-view mixture, von Mises-Fisher pairs, bounded Gaussian channel or discrete joint table (samples.parquet; metrics true_*).";
     const EXAMPLE: &'static str = r#"truth:
   kind: synthetic
   params: {task: dense, dim: 3, rho: 0.5, n: 5000}
@@ -500,6 +663,28 @@ impl Stage for Synthetic {
         }
         // Each task checks its own settings (correlations, dimensions, concentrations)
         // without sampling; the discrete task's random tables check their alphabets.
+        if matches!(
+            p.task,
+            TaskName::Student | TaskName::AdditiveNoise | TaskName::BeyondNormal
+        ) || !p.transform.is_empty()
+        {
+            let at = match p.task {
+                TaskName::BeyondNormal if p.bmi_task.is_some() => "bmi_task",
+                _ if !p.transform.is_empty() => "transform",
+                _ => "task",
+            };
+            // Large Gaussian bases are checked when they run (a Cholesky per matrix value).
+            let large = matches!(
+                p.task,
+                TaskName::Dense | TaskName::TwoPair | TaskName::Staircase
+            ) && p.dim.unwrap_or(0) > 128;
+            if !large {
+                if let Err(message) = p.benchmark() {
+                    out.push(ParamError::at(&[at], message));
+                }
+            }
+            return out;
+        }
         let task = match p.task {
             TaskName::Mixture => p.mixture().validate().map_err(|e| e.to_string()),
             TaskName::Vmf => p.vmf().validate().map_err(|e| e.to_string()),
@@ -533,6 +718,9 @@ impl Stage for Synthetic {
             TaskName::Vmf => return run_vmf(params, ctx),
             TaskName::Channel => return run_channel(params, ctx),
             _ => {}
+        }
+        if let Some(task) = params.benchmark().map_err(StageError::Params)? {
+            return run_benchmark(&task, params, ctx);
         }
         let task = params.task();
         task.validate()
