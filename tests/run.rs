@@ -533,3 +533,34 @@ fn jobs_below_a_stages_cpus_is_said_once_per_stage() {
     assert_eq!(enough.code, 0, "{}", enough.all());
     assert!(!enough.stderr.contains("warning"), "{}", enough.all());
 }
+
+/// An estimator that refuses (a histogram grid past its cell limit) leaves a NaN metric; the
+/// instance is still a finished result, and a rerun finds it in the cache.
+#[test]
+fn a_result_with_a_refused_estimate_is_cached() {
+    let p = Project::new();
+    p.write(
+        "h.yaml",
+        r#"name: h
+seed: 1
+stages:
+  data:
+    kind: synthetic
+    params: {task: dense, dim: 4, rho: 0.5, n: 300}
+  est:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs: [{name: xy, x: {columns: "x*"}, y: {columns: "y*"}}]
+      estimators: [{name: histogram, bins: 16}, {name: gaussian}]
+"#,
+    );
+    let first = p.cbound(&["run", "h.yaml", "--progress", "none"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let rows = read_rows(&p.latest("h").join("results.parquet"));
+    let est = rows.iter().find(|r| r["stage"] == "est").unwrap();
+    assert!(est["metric.xy.histogram"].is_null(), "refused, NaN: {est}");
+    let again = p.cbound(&["run", "h.yaml", "--progress", "none"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stderr.contains("0 ran, 2 cached"), "{}", again.all());
+}

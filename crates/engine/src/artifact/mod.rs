@@ -131,6 +131,9 @@ pub struct InstanceMeta {
     pub outputs: Vec<OutputFile>,
     /// BLAKE3 over the output list: what downstream cache keys see.
     pub outputs_digest: String,
+    /// NaN (an estimator that refused) is written as JSON `null` and read back as NaN, so a
+    /// result with one is found in the cache like any other.
+    #[serde(deserialize_with = "metrics_with_nan")]
     pub metrics: BTreeMap<String, f64>,
     /// How it ran (see [`crate::stage::StageOutput::fact`]); absent from the records of
     /// stages that report none, and of instances committed before facts existed.
@@ -141,6 +144,17 @@ pub struct InstanceMeta {
     pub seconds: f64,
     pub threads: usize,
     pub host: String,
+}
+
+/// Metrics as JSON writes them: numbers, and `null` for NaN (JSON has no NaN).
+fn metrics_with_nan<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, f64>, D::Error> {
+    let raw: BTreeMap<String, Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
 }
 
 /// Lists and hashes the files of a finished instance directory. Names starting with `.` are

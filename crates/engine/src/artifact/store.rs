@@ -690,6 +690,24 @@ mod tests {
         assert!(!store.object_dir("k1").join("a.txt").exists());
     }
 
+    /// A NaN metric (an estimator that refused) is JSON `null` on disk; the result must still
+    /// be found, with its NaN, or every rerun would compute it again.
+    #[test]
+    fn a_result_with_a_nan_metric_is_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "p").unwrap();
+        let mut m = meta("k1");
+        m.metrics.insert("xy.histogram".into(), f64::NAN);
+        m.metrics.insert("xy.ksg".into(), 0.5);
+        store.begin("k1").unwrap();
+        store.commit("k1", &m).unwrap();
+        let text = fs::read_to_string(store.object_dir("k1").join("meta.json")).unwrap();
+        assert!(text.contains("null"), "{text}");
+        let back = store.lookup("k1").expect("found");
+        assert!(back.metrics["xy.histogram"].is_nan());
+        assert_eq!(back.metrics["xy.ksg"], 0.5);
+    }
+
     #[test]
     fn a_stage_links_one_tree_and_an_unchanged_rerun_reuses_it() {
         let dir = tempfile::tempdir().unwrap();
