@@ -13,11 +13,17 @@ runs, alternating:
 - NPEET's `mi(x, y, k, base=e)` (max-norm; from `npeet-plus`, NPEET's estimators as
   packaged on PyPI: `npeet` itself is not there).
 
+With --strategies it also runs `ksg_maxnorm_bench` (a second release example) in the same
+round, which times the max-norm estimate under `Auto` (the build's choice of k-d tree or brute
+force by dimension and size), always brute force, and always the k-d tree (same bits); with
+--old-maxnorm BIN it runs another build's `ksg_maxnorm_bench` (the code before) in the same
+round too. --refs picks the Python references (default all three).
+
 Each time is the estimate alone (data already in memory; cbound's is measured inside its
 process). Run with a venv that has benchmark-mi and npeet-plus, e.g.
 
     python3 -m venv /tmp/ref-venv && /tmp/ref-venv/bin/pip install benchmark-mi npeet-plus
-    cargo build --release -p cbound-mi --example ksg_euclid_bench
+    cargo build --release -p cbound-mi --example ksg_euclid_bench --example ksg_maxnorm_bench
     /tmp/ref-venv/bin/python bench/ksg_highdim.py --sizes 5000,10000 --dims 10,32,128
 
 Peak memory at N = 100,000 (cbound only): `--sizes 100000 --dims 10 --no-reference
@@ -66,6 +72,16 @@ def run_cbound(binary, path, n, dx, dy, k, scalar):
     return rows, peak
 
 
+def run_maxnorm(binary, path, n, dx, dy, k, label):
+    cmd = [binary, path, str(n), str(dx), str(dy), str(k), "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    for row in rows:
+        if label:
+            row["what"] = row["what"].replace("cbound max-norm", f"cbound max-norm {label}")
+    return rows
+
+
 def timed(f):
     t = time.perf_counter()
     v = f()
@@ -81,6 +97,11 @@ def main():
     ap.add_argument("--scalar", action="store_true", help="also time the scalar scan before")
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument("--bin", default=DEFAULT_BIN)
+    ap.add_argument("--strategies", action="store_true",
+                    help="also time max-norm under Auto / brute force / k-d tree")
+    ap.add_argument("--old-maxnorm", default=None,
+                    help="another build's ksg_maxnorm_bench, timed in the same round")
+    ap.add_argument("--refs", default="bmi euclidean,bmi chebyshev,npeet max-norm")
     a = ap.parse_args()
     if not a.no_reference:
         from bmi.estimators import KSGEnsembleFirstEstimator
@@ -101,6 +122,18 @@ def main():
                         row.update(round=r, n=n, dim=dim, peak_mb=round(peak, 1))
                         table.append(row)
                         print(json.dumps(row), flush=True)
+                    extra = []
+                    if a.strategies:
+                        mb = str(Path(a.bin).with_name("ksg_maxnorm_bench"))
+                        extra += run_maxnorm(mb, path, n, dx, dy, a.k, "")
+                    if a.old_maxnorm:
+                        extra += run_maxnorm(a.old_maxnorm, path, n, dx, dy, a.k, "(before)")
+                    for row in extra:
+                        if row["what"] == "cbound max-norm":
+                            row["what"] = "cbound max-norm (strategies run)"
+                        row.update(round=r, n=n, dim=dim)
+                        table.append(row)
+                        print(json.dumps(row), flush=True)
                     if a.no_reference:
                         continue
                     refs = {
@@ -112,7 +145,10 @@ def main():
                         ).estimate(x, y),
                         "npeet max-norm": lambda: npeet.mi(x, y, k=a.k, base=math.e),
                     }
+                    wanted = set(a.refs.split(","))
                     for what, f in refs.items():
+                        if what not in wanted:
+                            continue
                         secs, v = timed(f)
                         row = dict(what=what, round=r, seconds=round(secs, 4), nats=v, n=n, dim=dim)
                         table.append(row)
@@ -130,6 +166,9 @@ def main():
         parts = [f"N {n} D {dim}:"]
         for w, s in med.items():
             base = ce if "euclid" in w else cm
+            if w.startswith("cbound max-norm") and w != "cbound max-norm" and cm:
+                parts.append(f"{w} {s:.3f} s ({s / cm:.2f}x cbound max-norm)")
+                continue
             ratio = f" ({s / base:.1f}x cbound)" if base and not w.startswith("cbound") else ""
             if w == "cbound euclidean, scalar scan before" and ce:
                 ratio = f" ({s / ce:.1f}x the tiled search)"

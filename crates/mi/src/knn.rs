@@ -77,11 +77,15 @@ enum Plan {
 fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
     // Crossovers measured on Gaussian data (release build): radius counts
     // with KSG-sized radii lose their tree advantage sooner than k-NN search,
-    // and both move to higher dimension as n grows.
+    // and both move to higher dimension as n grows. Measured again for
+    // whole max-norm KSG runs (`ksg_maxnorm_bench`, 2 cores, 2026-12-03):
+    // at 10 and 12 joint dimensions (5 and 6 per marginal) brute force beat
+    // the tree by 1.2-2x at N = 5,000-7,000 and tied at 10,000, so the size
+    // at which the tree takes over there is 8,000 (it was 4,000).
     let tree = if counting {
-        dim <= 4 || (dim <= 6 && n >= 4000)
+        dim <= 4 || (dim <= 6 && n >= 8000)
     } else {
-        dim <= 8 || (dim <= 10 && n >= 4000)
+        dim <= 8 || (dim <= 10 && n >= 8000)
     };
     match search {
         NeighbourSearch::BruteForce => Plan::Brute,
@@ -855,5 +859,112 @@ impl KdTree {
             }
         }
         count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::uniform;
+    use super::*;
+
+    /// The direct definition: all other rows sorted by `(distance, index)`.
+    fn naive_knn(m: &Matrix, k: usize) -> Vec<Neighbour> {
+        let n = m.rows();
+        let mut out = Vec::with_capacity(n * k);
+        for i in 0..n {
+            let mut all: Vec<Neighbour> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| Neighbour {
+                    dist: max_dist(m.row(i), m.row(j)),
+                    index: j,
+                })
+                .collect();
+            all.sort_by(|a, b| a.dist.total_cmp(&b.dist).then(a.index.cmp(&b.index)));
+            out.extend_from_slice(&all[..k]);
+        }
+        out
+    }
+
+    fn naive_count(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
+        let n = m.rows();
+        (0..n)
+            .map(|i| {
+                (0..n)
+                    .filter(|&j| j != i)
+                    .filter(|&j| {
+                        let d = max_dist(m.row(i), m.row(j));
+                        d < radii[i] || (!strict && d == radii[i])
+                    })
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Random, gridded (many exact ties) and offset data; 300 rows crosses the brute force's
+    /// query blocks and candidate tiles.
+    fn datasets(n: usize, d: usize) -> Vec<(&'static str, Matrix)> {
+        let u = uniform(n, d, 7 + d as u64);
+        let grid: Vec<f64> = u.as_slice().iter().map(|v| (v * 3.0).round()).collect();
+        let offset: Vec<f64> = u.as_slice().iter().map(|v| 1e6 + v).collect();
+        vec![
+            ("uniform", u.clone()),
+            ("grid", Matrix::new(n, d, grid).unwrap()),
+            ("offset", Matrix::new(n, d, offset).unwrap()),
+        ]
+    }
+
+    /// Every strategy gives the naive neighbours and counts bit for bit (distances compared
+    /// as bits, indices exactly), so switching strategy by dimension and size never changes
+    /// an estimate.
+    #[test]
+    fn strategies_agree_bit_for_bit_with_the_definition() {
+        let strategies = [
+            NeighbourSearch::Auto,
+            NeighbourSearch::BruteForce,
+            NeighbourSearch::KdTree,
+        ];
+        for d in [1, 3, 5, 10, 17, 40] {
+            for (name, m) in datasets(300, d) {
+                let k = 3;
+                let want = naive_knn(&m, k);
+                let radii: Vec<f64> = want.chunks_exact(k).map(|c| c[k - 1].dist).collect();
+                let want_strict = naive_count(&m, &radii, true);
+                let want_loose = naive_count(&m, &radii, false);
+                for s in strategies {
+                    let got = k_nearest(&m, k, s);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(
+                            (g.dist.to_bits(), g.index),
+                            (w.dist.to_bits(), w.index),
+                            "{name} d={d} {s:?}"
+                        );
+                    }
+                    assert_eq!(
+                        count_within(&m, &radii, true, s),
+                        want_strict,
+                        "{name} d={d} {s:?}"
+                    );
+                    assert_eq!(
+                        count_within(&m, &radii, false, s),
+                        want_loose,
+                        "{name} d={d} {s:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The crossover: tree below it, brute force above, as measured (see `plan`).
+    #[test]
+    fn plan_switches_by_dimension_and_size() {
+        let tree = |n, d, c| matches!(plan(NeighbourSearch::Auto, n, d, c), Plan::Tree);
+        assert!(tree(5000, 8, false) && !tree(5000, 10, false) && tree(10000, 10, false));
+        assert!(!tree(10000, 11, false) && !tree(100, 32, false));
+        assert!(tree(5000, 4, true) && !tree(5000, 5, true) && tree(10000, 5, true));
+        assert!(!tree(10000, 7, true));
+        assert!(matches!(
+            plan(NeighbourSearch::Auto, 10, 1, true),
+            Plan::Sorted1d
+        ));
     }
 }
