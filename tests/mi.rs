@@ -848,3 +848,41 @@ stages:
         "{term}"
     );
 }
+
+/// Without ONNX Runtime a stage with a trained-critic estimator fails (nothing is cached,
+/// so installing ONNX Runtime and rerunning computes it) instead of recording the missing
+/// library as the estimate's error.
+#[test]
+fn a_critic_without_onnx_runtime_fails_the_stage_and_caches_nothing() {
+    let p = Project::new();
+    p.write(
+        "c.yaml",
+        r#"name: c
+seed: 5
+stages:
+  data:
+    kind: synthetic
+    params: {task: bivariate, rho: 0.8, n: 400}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs: [{name: xy, x: {columns: x0}, y: {columns: y0}}]
+      estimators: [{name: gaussian}, {name: infonce_critic, steps: 10, batch: 32}]
+"#,
+    );
+    let missing = p.path().join("no-such-libonnxruntime.so");
+    let mut cmd = p.command(&["run", "c.yaml", "--progress", "none"]);
+    cmd.env("CBOUND_ORT_LIB", &missing);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("trained-critic estimators need it"),
+        "{stderr}"
+    );
+    // With the library, the same command computes the stage: nothing stale was cached.
+    let run = p.cbound(&["run", "c.yaml", "--progress", "none"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("1 ran, 1 cached"), "{}", run.all());
+}

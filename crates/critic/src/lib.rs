@@ -436,6 +436,13 @@ impl OnnxCritic {
         Ok(runtime::runtime(&self.search)?)
     }
 
+    /// Whether ONNX Runtime can be loaded, with the reason and the fix when it cannot: what
+    /// the machine lacks, not a property of the data, so a stage fails on it (and caches
+    /// nothing) rather than recording it as an estimate's error.
+    pub fn check_available(&self) -> Result<(), CriticError> {
+        self.runtime().map(|_| ())
+    }
+
     fn options(&self) -> SessionOptions {
         SessionOptions {
             intra_threads: self.threads.max(1),

@@ -273,6 +273,16 @@ impl Stage for EstimateMi {
         // CPU budget, so their values do not depend on the machine; the library is loaded
         // only when one runs.
         let critic = OnnxCritic::default();
+        let any_critic = params
+            .pairs
+            .iter()
+            .flat_map(|p| p.estimators.as_ref().unwrap_or(&params.estimators))
+            .any(|e| cbound_mi::estimators::critic::is_critic(e.name()));
+        if any_critic {
+            critic.check_available().map_err(|e| {
+                StageError::Failed(format!("trained-critic estimators need it: {e}"))
+            })?;
+        }
         let mut total: usize = params
             .pairs
             .iter()

@@ -94,6 +94,17 @@ impl CriticObjective for MineObjective {
         "{name: mine_critic, critic: concat, hidden: [32], steps: 200, batch: 32}";
 }
 
+/// Whether `name` is one of the trained-critic kinds (which need a [`crate::critic::CriticTrainer`] and,
+/// through cbound-critic, ONNX Runtime).
+pub fn is_critic(name: &str) -> bool {
+    [
+        InfoNceObjective::NAME,
+        NwjObjective::NAME,
+        MineObjective::NAME,
+    ]
+    .contains(&name)
+}
+
 /// One trained-critic kind per objective.
 pub struct CriticKind<O>(PhantomData<O>);
 
