@@ -460,9 +460,9 @@ mod tests {
         }
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        // After the 15 fixed columns (run, identity, instance, configuration, axes, status,
-        // key, seed, timing, error).
-        let value_names: Vec<&str> = names[15..].to_vec();
+        // After the 16 fixed columns (run, identity, version, instance, configuration, axes,
+        // status, key, seed, timing, error).
+        let value_names: Vec<&str> = names[16..].to_vec();
         let mut sweeps: Vec<&str> = want
             .keys()
             .map(String::as_str)
