@@ -215,33 +215,8 @@ fn beta_cf(x: f64, a: f64, b: f64) -> f64 {
     h
 }
 
-/// log Gamma(x) for x > 0 (Lanczos, g = 7, nine coefficients; relative error about 1e-15).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection: Gamma(x) Gamma(1 - x) = pi / sin(pi x).
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let mut acc = C[0];
-    for (i, c) in C.iter().enumerate().skip(1) {
-        acc += c / (x + i as f64);
-    }
-    let t = x + G + 0.5;
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + acc.ln()
-}
+/// log Gamma(x), shared with the ground-truth tasks (one implementation, in cbound-core).
+pub use cbound_core::special::ln_gamma;
 
 /// Lower confidence bound on the entropy H(Z) (nats) of a distribution over `classes` values
 /// from observed class `counts` (i.i.d. draws).
