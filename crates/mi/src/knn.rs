@@ -41,7 +41,7 @@ pub(crate) struct Neighbour {
 }
 
 impl Neighbour {
-    const NONE: Neighbour = Neighbour {
+    pub(crate) const NONE: Neighbour = Neighbour {
         dist: f64::INFINITY,
         index: usize::MAX,
     };
@@ -54,7 +54,7 @@ impl Neighbour {
 
 /// Inserts `cand` into the ascending list `best` (fixed length k) if it belongs there.
 #[inline]
-fn insert(best: &mut [Neighbour], cand: Neighbour) {
+pub(crate) fn insert(best: &mut [Neighbour], cand: Neighbour) {
     let k = best.len();
     if !cand.before(&best[k - 1]) {
         return;

@@ -155,39 +155,11 @@ impl Panels {
     }
 }
 
-/// One neighbour: joint distance and index, ordered by (distance, index).
-#[derive(Clone, Copy)]
-struct Near {
-    dist: f64,
-    index: usize,
-}
+/// One neighbour (joint distance, index), ordered by (distance, index), and its insertion
+/// into a k-list: the max-norm search's, shared.
+use super::knn::{insert, Neighbour as Near};
 
-impl Near {
-    #[inline]
-    fn before(&self, other: &Near) -> bool {
-        self.dist < other.dist || (self.dist == other.dist && self.index < other.index)
-    }
-}
-
-/// Inserts `cand` into the ascending list `best` (length k) if it belongs there.
-#[inline]
-fn insert(best: &mut [Near], cand: Near) {
-    let k = best.len();
-    if !cand.before(&best[k - 1]) {
-        return;
-    }
-    let mut p = k - 1;
-    while p > 0 && cand.before(&best[p - 1]) {
-        best[p] = best[p - 1];
-        p -= 1;
-    }
-    best[p] = cand;
-}
-
-const NONE: Near = Near {
-    dist: f64::INFINITY,
-    index: usize::MAX,
-};
+const NONE: Near = Near::NONE;
 
 /// Per point i: its k nearest neighbours in the joint space (ascending distance, ties by
 /// index), as (index, joint distance, x distance, y distance).
