@@ -168,12 +168,26 @@ pub enum ModelError {
     Config(String),
 }
 
-/// Name, shape and fan-in (for initialisation) of one parameter.
+/// What a parameter is, as optimizers need to know it: the standard recipes (SimCLR's LARS,
+/// AdamW) exclude biases and normalisation parameters from weight decay and from LARS's
+/// trust-ratio adaptation, so the role is declared where the parameter is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamRole {
+    /// A linear or convolution weight matrix/kernel.
+    Weight,
+    /// An additive bias.
+    Bias,
+    /// A normalisation layer's scale or shift (BatchNorm/LayerNorm gamma and beta).
+    Norm,
+}
+
+/// Name, shape, fan-in (for initialisation) and role of one parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub fan_in: usize,
+    pub role: ParamRole,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,11 +237,13 @@ impl Network {
                 name: format!("{prefix}.{idx}.weight"),
                 shape: vec![out, fan_in],
                 fan_in,
+                role: ParamRole::Weight,
             });
             params.push(ParamSpec {
                 name: format!("{prefix}.{idx}.bias"),
                 shape: vec![out],
                 fan_in,
+                role: ParamRole::Bias,
             });
             layers.push(Layer::Linear {
                 w: params.len() - 2,
@@ -274,11 +290,13 @@ impl Network {
                 name: format!("{prefix}.{idx}.weight"),
                 shape: vec![out_c, c, cfg.kernel, cfg.kernel],
                 fan_in,
+                role: ParamRole::Weight,
             });
             params.push(ParamSpec {
                 name: format!("{prefix}.{idx}.bias"),
                 shape: vec![out_c],
                 fan_in,
+                role: ParamRole::Bias,
             });
             layers.push(Layer::Conv {
                 w: params.len() - 2,
@@ -308,11 +326,13 @@ impl Network {
             name: format!("{prefix}.{idx}.weight"),
             shape: vec![cfg.out_dim, fan_in],
             fan_in,
+            role: ParamRole::Weight,
         });
         params.push(ParamSpec {
             name: format!("{prefix}.{idx}.bias"),
             shape: vec![cfg.out_dim],
             fan_in,
+            role: ParamRole::Bias,
         });
         layers.push(Layer::Linear {
             w: params.len() - 2,
