@@ -11,13 +11,16 @@ metadata, and writes into $CBOUND_OUT:
   criterion (a mean at or below 0 never solves a task);
 - mi_benchmark.md: one table per N (mean and error in nats, a check mark where solved, the
   solved count per estimator) and, per task family, how many of its tasks each estimator
-  solves at the largest N, and head-to-head counts (on how many tasks the Euclidean KSG is
+  solves at the largest N, the tasks at most three estimators solve (and which), and
+  head-to-head counts (on how many tasks the Euclidean KSG is
   closer to the truth than the max-norm one, algorithm 2 than 1, the bias-corrected Gaussian
   than the plug-in, asinh than none);
 - metrics.json: `tasks`, and `solved.<estimator>.n<N>` for every estimator and N.
 
 Estimator labels: ksg1 / ksg2 (max-norm), ksg1-euclid / ksg2-euclid, gaussian, gaussian-bc
-(bias-corrected), histogram; any other estimator is its name followed by its settings; a
+(bias-corrected), histogram; a trained critic is its kind (`infonce_critic`, with `-concat` for
+the concatenated critic and `-c<c>` for a score bound); any other estimator is its name
+followed by its settings; a
 suffix `+asinh` marks estimates from a stage that applies asinh first (`preprocess.asinh`).
 """
 
@@ -70,6 +73,14 @@ def label(estimator: str, params: dict, asinh: bool) -> str:
         out = "gaussian-bc" if params.get("bias_correction") else "gaussian"
     elif estimator == "histogram" and params.get("bins", 16) == 16:
         out = "histogram"
+    elif estimator.endswith("_critic"):
+        # The architecture and the score bound tell critics apart; the other settings are the
+        # pipeline's (its file says which).
+        out = estimator
+        if params.get("critic") == "concat":
+            out += "-concat"
+        if params.get("score_bound") is not None:
+            out += f"-c{params['score_bound']}"
     else:
         rest = ",".join(f"{k}={v}" for k, v in params.items())
         out = f"{estimator}({rest})" if rest else estimator
@@ -208,11 +219,28 @@ def main() -> None:
         ts = [t for t in order if family(t) == f]
         cells = [str(sum(1 for t in ts if by.get((t, n, e), {}).get("solved"))) for e in estimators]
         lines.append(f"| {f} | {len(ts)} | " + " | ".join(cells) + " |")
+    # The hard tasks: those at most three estimators solve, with the ones that do, at the
+    # largest N (where a new estimator earns its place, or none does).
+    hard = []
+    for t in order:
+        solvers = [e for e in estimators if by.get((t, n, e), {}).get("solved")]
+        if len(solvers) <= 3:
+            first = next(s for s in summary if s["task_id"] == t)
+            hard.append(f"| {first['task_name']} | {first['dims']} | {', '.join(solvers) or 'none'} |")
+    metrics["hard_tasks"] = len(hard)
+    if hard:
+        lines.append("")
+        lines.append(f"Tasks solved by at most three estimators at N = {n}, and which:")
+        lines.append("")
+        lines.append("| task | dims | solved by |")
+        lines.append("|---|---|---|")
+        lines.extend(hard)
     # Head to head: on how many tasks (where both have a value) each of two estimators is
     # closer to the truth, at the largest N.
     pairs = [("ksg1-euclid", "ksg1", True), ("ksg2-euclid", "ksg2", True), ("ksg2", "ksg1", False),
              ("gaussian-bc", "gaussian", False), ("ksg2+asinh", "ksg2", False),
-             ("ksg2-euclid+asinh", "ksg2-euclid", False)]
+             ("ksg2-euclid+asinh", "ksg2-euclid", False), ("nwj_critic", "infonce_critic", False),
+             ("infonce_critic", "ksg2-euclid", True)]
     duels = []
     for a, b, multi in pairs:
         if a not in estimators or b not in estimators:

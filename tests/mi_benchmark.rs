@@ -74,8 +74,8 @@ fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
     assert_eq!(run.code, 0, "{}", run.all());
     let dir = p.latest("mi-benchmark");
     let results = read_rows(&dir.join("results.parquet"));
-    // 3 tasks, 3 x 2 estimate stages, 1 table.
-    assert_eq!(results.len(), 10, "{results:?}");
+    // 3 tasks, 3 x 3 estimate stages, 1 table.
+    assert_eq!(results.len(), 13, "{results:?}");
     assert!(results.iter().all(|r| r["status"] == "ok"), "{results:?}");
     for id in TASKS {
         let row = results
@@ -123,6 +123,9 @@ fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
         "histogram",
         "ksg2+asinh",
         "ksg2-euclid+asinh",
+        "infonce_critic",
+        "nwj_critic",
+        "mine_critic",
     ];
     assert_eq!(summary.len(), TASKS.len() * estimators.len(), "{summary:?}");
     let num = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap().parse::<f64>().unwrap();
@@ -172,6 +175,21 @@ fn the_benchmark_pipeline_reduced_writes_its_table_against_bmi_truth() {
         "{md}"
     );
     assert!(md.contains("| **solved** |"), "{md}");
+    // Every task some estimator solves is either solved by more than three or listed with its
+    // solvers; a task none solves is listed with "none".
+    for r in &summary {
+        let id = r["task_id"].as_str().unwrap();
+        let solvers: Vec<&str> = summary
+            .iter()
+            .filter(|s| s["task_id"] == id && s["solved"] == "True")
+            .map(|s| s["estimator"].as_str().unwrap())
+            .collect();
+        let name = r["task_name"].as_str().unwrap();
+        let listed = md
+            .lines()
+            .any(|l| l.starts_with(&format!("| {name} |")) && l.matches('|').count() == 4);
+        assert_eq!(listed, solvers.len() <= 3, "{id}: {solvers:?}\n{md}");
+    }
     assert!(md.contains("| asinh @ Student-t | 1 |"), "{md}");
     let table_row = results.iter().find(|r| r["stage"] == "table").unwrap();
     assert_eq!(table_row["metric.tasks"].as_f64(), Some(3.0));
