@@ -317,7 +317,7 @@ fn every_listed_estimator_example_validates() {
     assert_eq!(run.code, 0, "{}", run.all());
     let one = p.cbound(&["estimators", "ksg"]);
     assert!(
-        one.stdout.contains("algorithm: 1 | 2 (default 1)"),
+        one.stdout.contains("algorithm: 1 | 2 (default 2)"),
         "{}",
         one.all()
     );

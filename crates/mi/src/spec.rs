@@ -98,7 +98,7 @@ impl EstimatorSpec {
         self.0.check()
     }
 
-    /// The settings as JSON text, `{"name":"ksg","k":3,"algorithm":1}`: the `params` column.
+    /// The settings as JSON text, `{"name":"ksg","k":3,"algorithm":2}`: the `params` column.
     pub fn params_json(&self) -> String {
         self.0.params_json()
     }
@@ -681,7 +681,7 @@ mod tests {
     fn cli_short_forms_parse() {
         assert_eq!(
             EstimatorSpec::parse_cli("ksg").unwrap(),
-            ksg(3, KsgAlgorithm::One)
+            ksg(3, KsgAlgorithm::Two)
         );
         assert_eq!(
             EstimatorSpec::parse_cli("ksg:k=5,algorithm=2").unwrap(),
@@ -728,7 +728,8 @@ mod tests {
     #[test]
     fn params_text_is_unchanged() {
         for (cli, json) in [
-            ("ksg", r#"{"name":"ksg","k":3,"algorithm":1}"#),
+            // Algorithm 2 by default since the Beyond-Normal benchmark (estimate_mi v5).
+            ("ksg", r#"{"name":"ksg","k":3,"algorithm":2}"#),
             (
                 "ksg:k=5,algorithm=2",
                 r#"{"name":"ksg","k":5,"algorithm":2}"#,
@@ -804,7 +805,7 @@ mod tests {
         // `name` need not come first.
         let late: Vec<EstimatorSpec> =
             serde_json::from_value(serde_json::json!([{"k": 5, "name": "ksg"}])).unwrap();
-        assert_eq!(late[0], ksg(5, KsgAlgorithm::One));
+        assert_eq!(late[0], ksg(5, KsgAlgorithm::Two));
         let (_, msg) = path_of(serde_json::json!([{"k": 5, "kk": 1, "name": "ksg"}]));
         assert!(msg.starts_with("unknown field `kk`"), "{msg}");
     }

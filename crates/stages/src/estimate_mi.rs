@@ -156,7 +156,9 @@ fn epoch_groups(
 impl Stage for EstimateMi {
     type Params = EstimateMiParams;
     const KIND: &'static str = "estimate_mi";
-    const VERSION: u32 = 4;
+    // 5: `{name: ksg}` means algorithm 2 (was 1); cache keys hold the params as written, so a
+    // cached `{name: ksg}` estimate from before must not be reused.
+    const VERSION: u32 = 5;
     const SUMMARY: &'static str =
         "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
     const EXAMPLE: &'static str = r#"estimate:
