@@ -153,10 +153,12 @@ impl OptimizerConfig {
                 eta,
                 weight_decay,
             } => {
-                if !(0.0..1.0).contains(&momentum)
-                    || !(eta.is_finite() && eta > 0.0)
-                    || !(weight_decay.is_finite() && weight_decay >= 0.0)
-                {
+                let ok = (0.0..1.0).contains(&momentum)
+                    && eta.is_finite()
+                    && eta > 0.0
+                    && weight_decay.is_finite()
+                    && weight_decay >= 0.0;
+                if !ok {
                     return bad(format!(
                         "LARS needs 0 <= momentum < 1, eta > 0 and weight_decay >= 0; got {momentum}, {eta}, {weight_decay}"
                     ));
