@@ -211,8 +211,9 @@ fn yes() -> bool {
     true
 }
 
-/// The optimizer, picked by `kind` (default `adam`); each kind takes only its own settings,
-/// so `momentum` on Adam is an unknown key rather than silently ignored.
+/// The optimizer, picked by `kind`: `adam` (the default), `adamw`, `sgd` or `lars`; each
+/// kind takes only its own settings, so `momentum` on Adam is an unknown key rather than
+/// silently ignored.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
 // `remote = "Self"` makes the derive an inherent function, so the trait impl below can fill
 // in the default `kind` first (an internally tagged enum has no default variant).
