@@ -68,6 +68,58 @@ fn momentum_on_adam_is_an_unknown_key() {
 }
 
 #[test]
+fn lars_settings_are_checked() {
+    let lars = |settings: &str| {
+        format!(
+            "{DATA}  train:\n    kind: train\n    inputs: data\n    params:\n      optimizer: {{kind: lars, {settings}}}\n"
+        )
+    };
+    refused(
+        &lars("lr: 1.2, eta: -0.001"),
+        "(at `stages.train.params.optimizer.eta`)",
+        "the LARS trust coefficient eta must be finite and > 0 (SimCLR: 0.001), got -0.001",
+    );
+    refused(
+        &lars("lr: 1.2, momentum: 1.0"),
+        "(at `stages.train.params.optimizer.momentum`)",
+        "momentum must be in [0, 1), got 1",
+    );
+    refused(
+        &lars("lr: 1.2, weight_decay: -1e-6"),
+        "(at `stages.train.params.optimizer.weight_decay`)",
+        "weight_decay must be finite and >= 0",
+    );
+    // Adam's settings are not LARS's, and LARS has no default learning rate.
+    refused(
+        &lars("lr: 1.2, beta1: 0.9"),
+        "(at `stages.train.params.optimizer.beta1`)",
+        "unknown parameter `beta1`",
+    );
+    refused(
+        &lars("eta: 0.001"),
+        "p.yaml:9:7 (at `stages.train.params.optimizer`)",
+        "requires parameter `lr`",
+    );
+    // And `eta` is LARS's alone.
+    refused(
+        &format!(
+            "{DATA}  train:\n    kind: train\n    inputs: data\n    params:\n      optimizer: {{kind: sgd, eta: 0.001}}\n"
+        ),
+        "(at `stages.train.params.optimizer.eta`)",
+        "unknown parameter `eta`",
+    );
+    let p = Project::new();
+    p.write(
+        "ok.yaml",
+        &format!(
+            "{DATA}  lars:\n    kind: train\n    inputs: data\n    params: {{optimizer: {{kind: lars, lr: 1.2, exclude_bias_and_norm: false}}}}\n  adamw:\n    kind: train\n    inputs: data\n    params: {{optimizer: {{kind: adamw, weight_decay: 0.05, exclude_bias_and_norm: true}}}}\n"
+        ),
+    );
+    let ok = p.cbound(&["validate", "ok.yaml"]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+}
+
+#[test]
 fn rules_apply_to_every_matrix_value() {
     refused(
         &format!(

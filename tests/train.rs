@@ -1,6 +1,7 @@
 //! Training and embedding through the real binary and ONNX Runtime (the repository's .venv):
 //! a separable task learns, runs are bitwise reproducible, an interrupted training resumes
-//! to the same parameters, and bad input fails with the reason.
+//! to the same parameters, LARS trains and parameter groups change what they should, and bad
+//! input fails with the reason.
 
 mod common;
 use common::{read_rows, Project};
@@ -90,6 +91,64 @@ fn training_learns_embeds_and_is_bitwise_reproducible() {
     let pa = std::fs::read(train_dir.join("params.ckpt")).unwrap();
     let pb = std::fs::read(b.latest("t").join("train/train/params.ckpt")).unwrap();
     assert!(pa == pb, "same seed must give bitwise-identical parameters");
+}
+
+/// Trains the pipeline with `optimizer` for `epochs` epochs (train stage only) in a fresh
+/// project; returns the final parameters' bytes, the curve and the project.
+fn train_with(epochs: u64, optimizer: &str) -> (Vec<u8>, Vec<serde_json::Value>, Project) {
+    let p = Project::new();
+    p.write(
+        "t.yaml",
+        &pipeline(epochs, &format!("      optimizer: {optimizer}")),
+    );
+    let run = p.cbound(&["run", "t.yaml", "--only", "train"]);
+    assert_eq!(run.code, 0, "{optimizer}: {}", run.all());
+    let dir = p.latest("t").join("train/train");
+    let params = std::fs::read(dir.join("params.ckpt")).unwrap();
+    let curve = read_rows(&dir.join("training_curve.parquet"));
+    (params, curve, p)
+}
+
+/// LARS (SimCLR's formulation, biases exempt by default) trains the MLP; exempting or not
+/// changes the result, for LARS and for SGD's weight decay; and saying the default
+/// (`exclude_bias_and_norm: false` on Adam) changes nothing, bit for bit.
+#[test]
+fn lars_trains_and_parameter_groups_matter() {
+    let (lars, curve, p) = train_with(4, "{kind: lars, lr: 2.0, eta: 0.01}");
+    let (first, last) = (&curve[0], &curve[3]);
+    assert!(
+        last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap(),
+        "{curve:?}"
+    );
+    assert!(
+        last["heldout_infonce"].as_f64().unwrap() > first["heldout_infonce"].as_f64().unwrap(),
+        "{curve:?}"
+    );
+    let step = p.latest("t").join("train/train/train_step.onnx");
+    common::py(
+        "import onnx,sys\nonnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
+        &[step.to_str().unwrap()],
+    );
+    let (lars_all, _, _) = train_with(
+        4,
+        "{kind: lars, lr: 2.0, eta: 0.01, exclude_bias_and_norm: false}",
+    );
+    assert!(lars != lars_all, "LARS with and without exempt biases");
+    let (sgd_all, _, _) = train_with(1, "{kind: sgd, lr: 0.05, weight_decay: 0.1}");
+    let (sgd_exempt, _, _) = train_with(
+        1,
+        "{kind: sgd, lr: 0.05, weight_decay: 0.1, exclude_bias_and_norm: true}",
+    );
+    assert!(
+        sgd_all != sgd_exempt,
+        "SGD with and without decay on biases"
+    );
+    let (adam, _, _) = train_with(1, "{kind: adam}");
+    let (adam_said, _, _) = train_with(1, "{kind: adam, exclude_bias_and_norm: false}");
+    assert!(
+        adam == adam_said,
+        "the default must be the update as before"
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::autodiff::{self, AutodiffError};
 use super::checkpoint::NamedTensor;
 use super::graph::{DType, Graph, GraphError, TensorData, ValueId, OPSET};
 use super::loss::{self, LossConfig};
-use super::models::ContrastiveModel;
+use super::models::{ContrastiveModel, ParamRole};
 use super::optim::{self, OptimizerConfig};
 
 pub const INPUT_X1: &str = "x1";
@@ -68,6 +68,9 @@ pub struct StepConfig {
     /// stacked layout saves the graph's `[2B, ...]` Concat (one pass over the batch, ~2% of
     /// the study's step) because the trainer writes the views straight into place.
     pub stacked_views: bool,
+    /// Exempt biases and normalisation parameters ([`ParamRole::Bias`], [`ParamRole::Norm`])
+    /// from weight decay and from LARS's trust ratio (see [`optim::apply_update_grouped`]).
+    pub exclude_bias_and_norm: bool,
 }
 
 impl StepConfig {
@@ -78,6 +81,14 @@ impl StepConfig {
             loss,
             optimizer,
             stacked_views: false,
+            exclude_bias_and_norm: false,
+        }
+    }
+
+    pub fn excluding_bias_and_norm(self, exclude: bool) -> StepConfig {
+        StepConfig {
+            exclude_bias_and_norm: exclude,
+            ..self
         }
     }
 
@@ -281,13 +292,27 @@ pub fn emit_update(
     g: &mut Graph,
     loss: ValueId,
     optimizer: &OptimizerConfig,
+    params: (&[TensorSpec], &[ValueId]),
+    state: (&[TensorSpec], &[ValueId]),
+    step_lr: (ValueId, ValueId),
+) -> Result<(), StepError> {
+    emit_update_grouped(g, loss, optimizer, params, state, step_lr, &[])
+}
+
+/// As [`emit_update`], with parameter `i` exempt from weight decay and LARS's trust ratio
+/// where `exempt[i]` (see [`optim::apply_update_grouped`]).
+pub fn emit_update_grouped(
+    g: &mut Graph,
+    loss: ValueId,
+    optimizer: &OptimizerConfig,
     (params, pvals): (&[TensorSpec], &[ValueId]),
     (state, svals): (&[TensorSpec], &[ValueId]),
     (step, lr): (ValueId, ValueId),
+    exempt: &[bool],
 ) -> Result<(), StepError> {
     let grad_scale = optimizer.gradient_prescale();
     let grads = autodiff::gradients_scaled(g, loss, pvals, grad_scale)?;
-    let upd = optim::apply_update(
+    let upd = optim::apply_update_grouped(
         g,
         optimizer,
         &optim::UpdateInputs {
@@ -298,6 +323,7 @@ pub fn emit_update(
             step,
             lr,
         },
+        exempt,
     )?;
     g.output(loss, OUTPUT_LOSS)?;
     for (spec, v) in params.iter().zip(&upd.params) {
@@ -331,8 +357,16 @@ pub fn build_train_step_graph(
     check_batch(cfg.batch, &cfg.loss)?;
     let mut g = Graph::new("cbound_train_step");
     g.set_doc(format!(
-        "one training step: {:?} loss (T={}), {:?}, batch {}",
-        cfg.loss.kind, cfg.loss.temperature, cfg.optimizer, cfg.batch
+        "one training step: {:?} loss (T={}), {:?}{}, batch {}",
+        cfg.loss.kind,
+        cfg.loss.temperature,
+        cfg.optimizer,
+        if cfg.exclude_bias_and_norm {
+            " (biases and norm parameters exempt)"
+        } else {
+            ""
+        },
+        cfg.batch
     ));
     let (params, pvals) = param_inputs(&mut g, model, dtype)?;
     let StateInputs {
@@ -351,13 +385,23 @@ pub fn build_train_step_graph(
         dtype,
         cfg.stacked_views,
     )?;
-    emit_update(
+    let exempt: Vec<bool> = if cfg.exclude_bias_and_norm {
+        model
+            .param_specs()
+            .iter()
+            .map(|p| matches!(p.role, ParamRole::Bias | ParamRole::Norm))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    emit_update_grouped(
         &mut g,
         loss,
         &cfg.optimizer,
         (&params, &pvals),
         (&state, &svals),
         (step, lr),
+        &exempt,
     )?;
     let flops = matmul_flops(&g);
     let sg = StepGraph {

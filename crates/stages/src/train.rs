@@ -199,9 +199,21 @@ fn default_lr() -> f64 {
 fn default_momentum() -> f64 {
     0.9
 }
+/// SimCLR's and solo-learn's trust coefficient.
+fn default_eta() -> f64 {
+    1e-3
+}
+/// SimCLR's CIFAR-10 weight decay.
+fn default_lars_decay() -> f64 {
+    1e-6
+}
+fn yes() -> bool {
+    true
+}
 
-/// The optimizer, picked by `kind` (default `adam`); each kind takes only its own settings,
-/// so `momentum` on Adam is an unknown key rather than silently ignored.
+/// The optimizer, picked by `kind`: `adam` (the default), `adamw`, `sgd` or `lars`; each
+/// kind takes only its own settings, so `momentum` on Adam is an unknown key rather than
+/// silently ignored.
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
 // `remote = "Self"` makes the derive an inherent function, so the trait impl below can fill
 // in the default `kind` first (an internally tagged enum has no default variant).
@@ -215,6 +227,10 @@ pub enum OptimizerSpec {
         lr: f64,
         #[serde(default)]
         weight_decay: f64,
+        /// Exempt biases and normalisation parameters from weight decay (a parameter group
+        /// with `weight_decay: 0`, as the SimCLR and solo-learn recipes do).
+        #[serde(default)]
+        exclude_bias_and_norm: bool,
         /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
         #[serde(default)]
         schedule: ScheduleName,
@@ -227,6 +243,10 @@ pub enum OptimizerSpec {
         lr: f64,
         #[serde(default)]
         weight_decay: f64,
+        /// Exempt biases and normalisation parameters from weight decay (a parameter group
+        /// with `weight_decay: 0`, as the SimCLR and solo-learn recipes do).
+        #[serde(default)]
+        exclude_bias_and_norm: bool,
         /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
         #[serde(default)]
         schedule: ScheduleName,
@@ -239,9 +259,36 @@ pub enum OptimizerSpec {
         lr: f64,
         #[serde(default)]
         weight_decay: f64,
+        /// Exempt biases and normalisation parameters from weight decay (a parameter group
+        /// with `weight_decay: 0`, as the SimCLR and solo-learn recipes do).
+        #[serde(default)]
+        exclude_bias_and_norm: bool,
         /// In [0, 1); 0 keeps no momentum buffer.
         #[serde(default = "default_momentum")]
         momentum: f64,
+        /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
+        #[serde(default)]
+        schedule: ScheduleName,
+        #[serde(default)]
+        warmup_epochs: u64,
+    },
+    /// LARS as in the SimCLR reference: per tensor, `g' = g + weight_decay w`, trust ratio
+    /// `r = eta ||w|| / ||g'||` (1 where a norm is 0), `v = momentum v + lr r g'`, `w -= v`.
+    /// No default learning rate: SimCLR uses `0.3 x batch_size / 256`.
+    Lars {
+        lr: f64,
+        /// In [0, 1); 0 keeps no momentum buffer.
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+        /// Trust coefficient (> 0).
+        #[serde(default = "default_eta")]
+        eta: f64,
+        #[serde(default = "default_lars_decay")]
+        weight_decay: f64,
+        /// Exempt biases and normalisation parameters from weight decay and from the trust
+        /// ratio (SimCLR's and solo-learn's setting).
+        #[serde(default = "yes")]
+        exclude_bias_and_norm: bool,
         /// Learning-rate schedule: `constant`, `warmup` (linear) or `cosine` (warm-up then cosine to 0).
         #[serde(default)]
         schedule: ScheduleName,
@@ -282,7 +329,8 @@ impl OptimizerSpec {
         match self {
             OptimizerSpec::Adam { lr, .. }
             | OptimizerSpec::Adamw { lr, .. }
-            | OptimizerSpec::Sgd { lr, .. } => *lr,
+            | OptimizerSpec::Sgd { lr, .. }
+            | OptimizerSpec::Lars { lr, .. } => *lr,
         }
     }
 
@@ -290,7 +338,31 @@ impl OptimizerSpec {
         match self {
             OptimizerSpec::Adam { weight_decay, .. }
             | OptimizerSpec::Adamw { weight_decay, .. }
-            | OptimizerSpec::Sgd { weight_decay, .. } => *weight_decay,
+            | OptimizerSpec::Sgd { weight_decay, .. }
+            | OptimizerSpec::Lars { weight_decay, .. } => *weight_decay,
+        }
+    }
+
+    /// Whether biases and normalisation parameters are exempt from weight decay (and LARS's
+    /// trust ratio).
+    pub fn exclude_bias_and_norm(&self) -> bool {
+        match self {
+            OptimizerSpec::Adam {
+                exclude_bias_and_norm,
+                ..
+            }
+            | OptimizerSpec::Adamw {
+                exclude_bias_and_norm,
+                ..
+            }
+            | OptimizerSpec::Sgd {
+                exclude_bias_and_norm,
+                ..
+            }
+            | OptimizerSpec::Lars {
+                exclude_bias_and_norm,
+                ..
+            } => *exclude_bias_and_norm,
         }
     }
 
@@ -308,6 +380,11 @@ impl OptimizerSpec {
                 ..
             }
             | OptimizerSpec::Sgd {
+                schedule,
+                warmup_epochs,
+                ..
+            }
+            | OptimizerSpec::Lars {
                 schedule,
                 warmup_epochs,
                 ..
@@ -339,6 +416,16 @@ impl OptimizerSpec {
                 weight_decay,
                 nesterov: false,
             },
+            OptimizerSpec::Lars {
+                momentum,
+                eta,
+                weight_decay,
+                ..
+            } => OptimizerConfig::Lars {
+                momentum,
+                eta,
+                weight_decay,
+            },
         }
     }
 
@@ -358,11 +445,21 @@ impl OptimizerSpec {
                 format!("weight_decay must be finite and >= 0, got {wd}"),
             ));
         }
-        if let OptimizerSpec::Sgd { momentum, .. } = self {
+        if let OptimizerSpec::Sgd { momentum, .. } | OptimizerSpec::Lars { momentum, .. } = self {
             if !(0.0..1.0).contains(momentum) {
                 out.push(ParamError::at(
                     &["optimizer", "momentum"],
                     format!("momentum must be in [0, 1), got {momentum}"),
+                ));
+            }
+        }
+        if let OptimizerSpec::Lars { eta, .. } = self {
+            if !(eta.is_finite() && *eta > 0.0) {
+                out.push(ParamError::at(
+                    &["optimizer", "eta"],
+                    format!(
+                        "the LARS trust coefficient eta must be finite and > 0 (SimCLR: 0.001), got {eta}"
+                    ),
                 ));
             }
         }
@@ -375,6 +472,7 @@ impl Default for OptimizerSpec {
         OptimizerSpec::Adam {
             lr: default_lr(),
             weight_decay: 0.0,
+            exclude_bias_and_norm: false,
             schedule: ScheduleName::Constant,
             warmup_epochs: 0,
         }
@@ -682,8 +780,11 @@ impl Stage for Train {
                 min_lr: 0.0,
             },
         };
-        let step_graph = build_train_step(&model, &StepConfig::new(b, loss, optimizer).stacked())
-            .map_err(|e| StageError::Params(e.to_string()))?;
+        let step_cfg = StepConfig::new(b, loss, optimizer)
+            .stacked()
+            .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm());
+        let step_graph =
+            build_train_step(&model, &step_cfg).map_err(|e| StageError::Params(e.to_string()))?;
         let eval_graph =
             build_eval(&model, b, &loss).map_err(|e| StageError::Params(e.to_string()))?;
         write_atomic(
