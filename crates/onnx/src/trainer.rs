@@ -3,7 +3,8 @@
 //!
 //! # Per-step data movement (CPU execution provider)
 //!
-//! Two sets of tensors, A and B, each hold every parameter and optimizer-state tensor. Two
+//! Two sets of tensors, A and B, each hold every parameter, buffer (BatchNorm running
+//! statistics, updated by the step's forward pass) and optimizer-state tensor. Two
 //! `IoBinding`s are prepared once: binding 0 feeds A as inputs and has ONNX Runtime write the
 //! step's outputs (`next.*`) straight into B; binding 1 does the reverse. A step therefore:
 //!
@@ -77,6 +78,8 @@ pub const INTERNAL_SCALES: &str = "opt.internal_scales";
 /// Session of the loss-only graph, fed from the trainer's live parameter tensors.
 struct EvalSession {
     session: Session,
+    /// As [`EncoderSession::inputs`].
+    inputs: Vec<usize>,
     batch: usize,
     view_numel: usize,
     view_shape: Vec<usize>,
@@ -87,17 +90,20 @@ struct EncoderSession {
     session: Session,
     view_shape: Vec<usize>,
     embedding_dim: usize,
-    num_params: usize,
+    /// Index into the trainer's tensors of each of the graph's parameter/buffer inputs.
+    inputs: Vec<usize>,
 }
 
 /// Owns the step session and the model's parameters and optimizer state.
 pub struct Trainer {
     session: Session,
     bindings: [IoBinding; 2],
-    /// `slots[k]` = parameters then state, in [`StepGraph`] order.
+    /// `slots[k]` = parameters, buffers, then state, in [`StepGraph`] order.
     slots: [Vec<Tensor<f32>>; 2],
     current: usize,
     specs: Vec<TensorSpec>,
+    /// Parameters plus buffers: the model's tensors (its `state_dict`), which
+    /// [`Trainer::params`] returns and [`Trainer::load_params`] takes.
     num_params: usize,
     /// `[x]` (stacked `[2B, ...]`) or `[x1, x2]`, as the step graph expects.
     views: Vec<Tensor<f32>>,
@@ -120,8 +126,8 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Creates the step session and loads `params` (every parameter of the step graph, any
-    /// order); optimizer state starts at zero and the step count at 0.
+    /// Creates the step session and loads `params` (every parameter and buffer of the step
+    /// graph, any order); optimizer state starts at zero and the step count at 0.
     pub fn new(
         rt: &Runtime,
         step: &StepGraph,
@@ -130,7 +136,13 @@ impl Trainer {
     ) -> Result<Trainer, RuntimeError> {
         let handle = rt.session(&step.model_bytes, opts)?;
         let session = handle.session;
-        let specs: Vec<TensorSpec> = step.params.iter().chain(&step.state).cloned().collect();
+        let specs: Vec<TensorSpec> = step
+            .params
+            .iter()
+            .chain(&step.buffers)
+            .chain(&step.state)
+            .cloned()
+            .collect();
         let mut slots: [Vec<Tensor<f32>>; 2] = [Vec::new(), Vec::new()];
         let alloc = session.allocator();
         for set in &mut slots {
@@ -220,7 +232,7 @@ impl Trainer {
             slots,
             current: 0,
             specs,
-            num_params: step.params.len(),
+            num_params: step.params.len() + step.buffers.len(),
             views,
             state_scales: step.state_scales.clone(),
             lr,
@@ -242,7 +254,7 @@ impl Trainer {
 
     /// Adds a held-out loss session (see [`Trainer::eval_loss`]).
     pub fn with_eval(mut self, rt: &Runtime, eval: &EvalGraph) -> Result<Trainer, RuntimeError> {
-        self.check_param_specs(&eval.params, "eval graph")?;
+        let inputs = self.param_indices(&eval.params, "eval graph")?;
         let opts = SessionOptions {
             profiling: None,
             ..self.opts.clone()
@@ -251,6 +263,7 @@ impl Trainer {
         self.warnings.extend(h.warnings);
         self.eval = Some(EvalSession {
             session: h.session,
+            inputs,
             batch: eval.batch,
             view_numel: eval.view_shape.iter().product(),
             view_shape: eval.view_shape.clone(),
@@ -264,7 +277,7 @@ impl Trainer {
         rt: &Runtime,
         enc: &EncoderGraph,
     ) -> Result<Trainer, RuntimeError> {
-        self.check_param_specs(&enc.params, "encoder graph")?;
+        let inputs = self.param_indices(&enc.params, "encoder graph")?;
         let opts = SessionOptions {
             profiling: None,
             ..self.opts.clone()
@@ -275,21 +288,30 @@ impl Trainer {
             session: h.session,
             view_shape: enc.view_shape.clone(),
             embedding_dim: enc.embedding_dim,
-            num_params: enc.params.len(),
+            inputs,
         });
         Ok(self)
     }
 
-    fn check_param_specs(&self, specs: &[TensorSpec], what: &str) -> Result<(), RuntimeError> {
-        for (i, s) in specs.iter().enumerate() {
-            if self.specs.get(i) != Some(s) {
-                return Err(RuntimeError::Tensor {
-                    name: s.name.clone(),
-                    detail: format!("the {what} does not match the step graph's parameter #{i}"),
-                });
-            }
-        }
-        Ok(())
+    /// Where each of another graph's parameter/buffer inputs lives among the model tensors
+    /// (an encoder-only graph takes the encoder's parameters and buffers, which are not a
+    /// prefix of the step graph's list when there is a projector).
+    fn param_indices(&self, specs: &[TensorSpec], what: &str) -> Result<Vec<usize>, RuntimeError> {
+        specs
+            .iter()
+            .map(|s| {
+                self.specs[..self.num_params]
+                    .iter()
+                    .position(|t| t == s)
+                    .ok_or_else(|| RuntimeError::Tensor {
+                        name: s.name.clone(),
+                        detail: format!(
+                            "the {what} input {:?} is not a parameter or buffer of the step graph",
+                            s.shape
+                        ),
+                    })
+            })
+            .collect()
     }
 
     /// One optimizer step on a batch of pairs (`view1[i]`, `view2[i]`), row-major
@@ -372,7 +394,7 @@ impl Trainer {
         &self.warnings
     }
 
-    /// Copies the current parameters out.
+    /// Copies the current parameters and buffers out (the model's whole `state_dict`).
     pub fn params(&self) -> Vec<NamedTensor> {
         self.specs[..self.num_params]
             .iter()
@@ -515,7 +537,7 @@ impl Trainer {
             }
         }
         let shape = dims_with_batch(ev.batch, &ev.view_shape);
-        let mut inputs = param_inputs(&self.specs, &self.slots[self.current], self.num_params);
+        let mut inputs = param_inputs(&self.specs, &self.slots[self.current], &ev.inputs);
         let a = TensorRef::from_array_view((shape.clone(), view1))
             .map_err(ort_err("wrapping view 1"))?;
         let b = TensorRef::from_array_view((shape, view2)).map_err(ort_err("wrapping view 2"))?;
@@ -542,7 +564,7 @@ impl Trainer {
         };
         let (specs, slots) = (&self.specs, &self.slots[self.current]);
         embed_in_chunks(x, chunk, &enc.view_shape, enc.embedding_dim, |xs, out| {
-            let mut inputs = param_inputs(specs, slots, enc.num_params);
+            let mut inputs = param_inputs(specs, slots, &enc.inputs);
             inputs.push((INPUT_X.into(), SessionInputValue::from(xs)));
             let outputs = enc
                 .session
@@ -664,16 +686,15 @@ fn dims_with_batch(batch: usize, view: &[usize]) -> Vec<i64> {
     shape
 }
 
-/// Borrowed views of the first `n` live tensors as named session inputs (no copies).
+/// Borrowed views of the live tensors `indices` as named session inputs (no copies).
 fn param_inputs<'a>(
     specs: &[TensorSpec],
     slots: &'a [Tensor<f32>],
-    n: usize,
+    indices: &[usize],
 ) -> Vec<(String, SessionInputValue<'a>)> {
-    specs[..n]
+    indices
         .iter()
-        .zip(slots)
-        .map(|(s, t)| (s.name.clone(), SessionInputValue::from(t)))
+        .map(|&i| (specs[i].name.clone(), SessionInputValue::from(&slots[i])))
         .collect()
 }
 

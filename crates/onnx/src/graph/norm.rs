@@ -212,12 +212,7 @@ mod tests {
         let x = g.input("x", DType::F32, &[n, c, h, w])?;
         let consts: Vec<_> = [&gv, &bv, &rmv, &rvv]
             .iter()
-            .map(|v| {
-                g.constant(
-                    TensorData::F32(v.iter().map(|&a| a as f32).collect()),
-                    &[c],
-                )
-            })
+            .map(|v| g.constant(TensorData::F32(v.iter().map(|&a| a as f32).collect()), &[c]))
             .collect::<GraphResult<_>>()?;
         let y = g.batch_norm_inference(x, consts[0], consts[1], consts[2], consts[3], 1e-5)?;
         g.output(y, "y")?;
@@ -228,7 +223,11 @@ mod tests {
         for (i, &v) in xv.iter().enumerate() {
             let ch = (i / (h * w)) % c;
             let want = (v - rmv[ch]) / (rvv[ch] + 1e-5).sqrt() * gv[ch] + bv[ch];
-            assert!((out["y"][i] - want).abs() < 1e-5, "{} vs {want}", out["y"][i]);
+            assert!(
+                (out["y"][i] - want).abs() < 1e-5,
+                "{} vs {want}",
+                out["y"][i]
+            );
         }
         // Shape errors are reported where the graph is built.
         let bad = g.input("bad", DType::F32, &[3])?;
