@@ -353,3 +353,82 @@ stages:
     let lower = bound["metric.accuracy_lower_bound"].as_f64().unwrap();
     assert!(lower > 0.25 && lower <= bound["metric.probe_accuracy"].as_f64().unwrap() + 0.05);
 }
+
+/// A tiny ResNet-18 (CIFAR stem, BatchNorm) on 8x8 RGB images through the real binary: it
+/// trains, its snapshots and `encoder.onnx` run BatchNorm in inference mode and pass the ONNX
+/// checker, the checkpoint carries the running statistics, and a bad width is refused at
+/// validate time with its YAML location.
+#[test]
+fn resnet18_trains_on_images_and_exports_an_inference_encoder() {
+    let p = Project::new();
+    common::py(
+        r#"
+import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+rng = np.random.default_rng(0)
+n = 48
+labels = rng.integers(0, 2, n)
+imgs = rng.integers(0, 80, (n, 3, 8, 8)) + 150 * labels[:, None, None, None]
+col = pa.array([list(r) for r in imgs.reshape(n, -1).astype(np.uint8)], pa.list_(pa.uint8(), 192))
+pq.write_table(pa.table({"img": col, "label": labels}), sys.argv[1])
+"#,
+        &[p.path().join("imgs.parquet").to_str().unwrap()],
+    );
+    let yaml = |width: &str| {
+        format!(
+            r#"name: r
+seed: 1
+stages:
+  data:
+    kind: load
+    params: {{format: parquet, path: imgs.parquet, image_column: img, image_shape: [3, 8, 8], label_column: label}}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {{encoder: {{kind: resnet18, stem: cifar, width: {width}}}, projector: [16, 8]}}
+      loss: {{kind: nt_xent, temperature: 0.5}}
+      epochs: 2
+      batch_size: 8
+      holdout: 0.2
+      snapshot_every: 1
+"#
+        )
+    };
+    p.write("r.yaml", &yaml("0"));
+    let bad = p.cbound(&["validate", "r.yaml"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.stderr
+            .contains("stages.train.params.model.encoder.width"),
+        "{}",
+        bad.all()
+    );
+
+    p.write("r.yaml", &yaml("0.0625"));
+    let run = p.cbound(&["run", "r.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("r").join("train/train");
+    let report = common::py(
+        r#"
+import sys, onnx
+for path in sys.argv[1:]:
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    ops = {n.op_type for n in m.graph.node}
+    print(path.rsplit('/', 1)[-1], 'BatchNormalization' in ops)
+"#,
+        &[
+            dir.join("encoder.onnx").to_str().unwrap(),
+            dir.join("encoder_epoch1.onnx").to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("encoder.onnx True"), "{report}");
+    assert!(report.contains("encoder_epoch1.onnx True"), "{report}");
+    let ckpt = std::fs::read(dir.join("params.ckpt")).unwrap();
+    let has = |s: &str| ckpt.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("enc.layer4.1.bn2.running_var"));
+    assert!(has("enc.layer2.0.downsample.0.weight"));
+    let curve = read_rows(&dir.join("training_curve.parquet"));
+    assert_eq!(curve.len(), 2);
+    assert!(curve[1]["loss"].as_f64().unwrap().is_finite());
+}
