@@ -95,7 +95,8 @@ fn main() -> BoxResult<()> {
     let n = batch * 3 * size * size;
     let views: Vec<(Vec<f32>, Vec<f32>)> = (0..4)
         .map(|_| {
-            let mut v = || -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
+            let mut v =
+                || -> Vec<f32> { (0..n).map(|_| StandardNormal.sample(&mut rng)).collect() };
             (v(), v())
         })
         .collect();
