@@ -95,6 +95,7 @@ def main():
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--profile", action="store_true", help="also print cbound's operator shares")
+    p.add_argument("--no-spin", action="store_true", help="ONNX Runtime's idle threads sleep (shared cores)")
     p.add_argument(
         "--bin",
         default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/examples/resnet_bench"),
@@ -110,7 +111,10 @@ def main():
     xs = [torch.randn(2 * a.batch, 3, a.size, a.size) for _ in range(4)]
     cmd = [a.bin, "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads),
            "--batch", str(a.batch), "--width", str(a.width), "--size", str(a.size)]
-    print(f"torch {torch.__version__}, {a.threads} threads, batch {a.batch} (x2 views), width {a.width}, {a.size}x{a.size}")
+    if a.no_spin:
+        cmd.append("--no-spin")
+    print(f"torch {torch.__version__}, {a.threads} threads, batch {a.batch} (x2 views), width {a.width}, {a.size}x{a.size}"
+          + (", ONNX Runtime without spinning" if a.no_spin else ""))
     t_ms, c_ms, last = [], [], None
     for r in range(a.rounds):
         t_ms.append(torch_round(model, opt, xs, a.batch, a.steps, a.warmup))

@@ -6,7 +6,9 @@
 //! types' share of an ONNX Runtime profile of the step.
 //!
 //! `cargo run --profile release -p cbound-onnx --example resnet_bench -- [--steps 10]
-//!  [--warmup 2] [--threads 2] [--batch 32] [--width 1] [--size 32] [--depth 18] [--profile]`
+//!  [--warmup 2] [--threads 2] [--batch 32] [--width 1] [--size 32] [--depth 18] [--profile]
+//!  [--no-spin]` (`--no-spin`: ONNX Runtime's idle threads sleep instead of spinning, which
+//!  matters when other processes share the cores)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,12 +31,19 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BoxResult<()> {
     let mut args: HashMap<String, String> = HashMap::new();
-    let mut profile = false;
+    let (mut profile, mut spinning) = (false, true);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--profile" {
-            profile = true;
-            continue;
+        match flag.as_str() {
+            "--profile" => {
+                profile = true;
+                continue;
+            }
+            "--no-spin" => {
+                spinning = false;
+                continue;
+            }
+            _ => {}
         }
         let key = flag
             .strip_prefix("--")
@@ -88,6 +97,7 @@ fn main() -> BoxResult<()> {
     let step = build_train_step(&model, &StepConfig::new(batch, loss, sgd).stacked())?;
     let opts = SessionOptions {
         intra_threads: threads,
+        spinning,
         ..SessionOptions::default()
     };
     let init = model.init_params(0)?;
@@ -126,7 +136,12 @@ fn main() -> BoxResult<()> {
         }
         let trace = prof.end_profiling()?;
         ops = op_shares(&std::fs::read_to_string(&trace)?)?;
-        let _ = std::fs::remove_dir_all(&dir);
+        // `CBOUND_KEEP_PROFILE=1` keeps the trace (its path goes to stderr) for a closer look.
+        if std::env::var_os("CBOUND_KEEP_PROFILE").is_some() {
+            eprintln!("profile: {}", trace.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     let ops_json: Vec<String> = ops
         .iter()
