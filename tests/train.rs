@@ -151,24 +151,28 @@ fn lars_trains_and_parameter_groups_matter() {
     );
 }
 
-#[test]
-fn interrupted_training_resumes_to_the_same_parameters() {
+/// Runs `file`'s train stage twice: uninterrupted in one project, and in another interrupted
+/// (SIGINT) after its first committed epoch and then resumed; both must end with the same
+/// `params.ckpt` and the full curve of `epochs` rows. `setup` prepares each project.
+fn assert_resume_matches(name: &str, yaml: &str, epochs: usize, setup: impl Fn(&Project)) {
     let reference = Project::new();
-    reference.write("t.yaml", &pipeline(12, ""));
+    setup(&reference);
+    reference.write("t.yaml", yaml);
     assert_eq!(
         reference.cbound(&["run", "t.yaml", "--only", "train"]).code,
         0
     );
-    let expected = std::fs::read(reference.latest("t").join("train/train/params.ckpt")).unwrap();
+    let expected = std::fs::read(reference.latest(name).join("train/train/params.ckpt")).unwrap();
 
     let p = Project::new();
-    p.write("t.yaml", &pipeline(12, ""));
+    setup(&p);
+    p.write("t.yaml", yaml);
     let child = p
         .command(&["run", "t.yaml", "--only", "train", "--progress", "none"])
         .spawn()
         .unwrap();
     // Wait for the first committed epoch (the checkpoint manifest), then Ctrl-C.
-    let staging = p.path().join("outputs/t/.cbound/staging");
+    let staging = p.path().join(format!("outputs/{name}/.cbound/staging"));
     let start = Instant::now();
     let committed = |m: &std::path::Path| {
         std::fs::read(m)
@@ -197,17 +201,22 @@ fn interrupted_training_resumes_to_the_same_parameters() {
         let saved: serde_json::Value =
             serde_json::from_slice(&std::fs::read(found.unwrap()).unwrap()).unwrap();
         let done = saved["epochs_done"].as_u64().unwrap();
-        assert!((1..12).contains(&done), "{saved}");
+        assert!((1..epochs as u64).contains(&done), "{saved}");
     }
     let resumed = p.cbound(&["run", "t.yaml", "--only", "train"]);
     assert_eq!(resumed.code, 0, "{}", resumed.all());
-    let got = std::fs::read(p.latest("t").join("train/train/params.ckpt")).unwrap();
+    let got = std::fs::read(p.latest(name).join("train/train/params.ckpt")).unwrap();
     assert!(
         got == expected,
         "resumed training must end with the uninterrupted run's parameters"
     );
-    let curve = read_rows(&p.latest("t").join("train/train/training_curve.parquet"));
-    assert_eq!(curve.len(), 12);
+    let curve = read_rows(&p.latest(name).join("train/train/training_curve.parquet"));
+    assert_eq!(curve.len(), epochs);
+}
+
+#[test]
+fn interrupted_training_resumes_to_the_same_parameters() {
+    assert_resume_matches("t", &pipeline(12, ""), 12, |_| {});
 }
 
 #[test]
@@ -411,4 +420,99 @@ stages:
     assert_eq!(bound["metric.probe_accuracy"], uz5["accuracy"]);
     let lower = bound["metric.accuracy_lower_bound"].as_f64().unwrap();
     assert!(lower > 0.25 && lower <= bound["metric.probe_accuracy"].as_f64().unwrap() + 0.05);
+}
+
+/// A tiny ResNet-18 (CIFAR stem, BatchNorm) on 8x8 RGB images through the real binary: it
+/// trains, its snapshots and `encoder.onnx` run BatchNorm in inference mode and pass the ONNX
+/// checker, the checkpoint carries the running statistics, and a bad width is refused at
+/// validate time with its YAML location.
+#[test]
+fn resnet18_trains_on_images_and_exports_an_inference_encoder() {
+    let p = Project::new();
+    write_images(&p);
+    let yaml = |width: &str| resnet_pipeline(width, 2);
+    p.write("r.yaml", &yaml("0"));
+    let bad = p.cbound(&["validate", "r.yaml"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.stderr
+            .contains("stages.train.params.model.encoder.width"),
+        "{}",
+        bad.all()
+    );
+
+    p.write("r.yaml", &yaml("0.0625"));
+    let run = p.cbound(&["run", "r.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("r").join("train/train");
+    let report = common::py(
+        r#"
+import sys, onnx
+for path in sys.argv[1:]:
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    ops = {n.op_type for n in m.graph.node}
+    print(path.rsplit('/', 1)[-1], 'BatchNormalization' in ops)
+"#,
+        &[
+            dir.join("encoder.onnx").to_str().unwrap(),
+            dir.join("encoder_epoch1.onnx").to_str().unwrap(),
+        ],
+    );
+    assert!(report.contains("encoder.onnx True"), "{report}");
+    assert!(report.contains("encoder_epoch1.onnx True"), "{report}");
+    let ckpt = std::fs::read(dir.join("params.ckpt")).unwrap();
+    let has = |s: &str| ckpt.windows(s.len()).any(|w| w == s.as_bytes());
+    assert!(has("enc.layer4.1.bn2.running_var"));
+    assert!(has("enc.layer2.0.downsample.0.weight"));
+    let curve = read_rows(&dir.join("training_curve.parquet"));
+    assert_eq!(curve.len(), 2);
+    assert!(curve[1]["loss"].as_f64().unwrap().is_finite());
+}
+
+/// 48 RGB 8x8 images in two brightness classes, as a Parquet `img` column (fixed-size lists
+/// of bytes) with `label`.
+fn write_images(p: &Project) {
+    common::py(
+        r#"
+import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+rng = np.random.default_rng(0)
+n = 48
+labels = rng.integers(0, 2, n)
+imgs = rng.integers(0, 80, (n, 3, 8, 8)) + 150 * labels[:, None, None, None]
+col = pa.array([list(r) for r in imgs.reshape(n, -1).astype(np.uint8)], pa.list_(pa.uint8(), 192))
+pq.write_table(pa.table({"img": col, "label": labels}), sys.argv[1])
+"#,
+        &[p.path().join("imgs.parquet").to_str().unwrap()],
+    );
+}
+
+/// A tiny ResNet-18 (CIFAR stem) pipeline on [`write_images`]'s data.
+fn resnet_pipeline(width: &str, epochs: u64) -> String {
+    format!(
+        r#"name: r
+seed: 1
+stages:
+  data:
+    kind: load
+    params: {{format: parquet, path: imgs.parquet, image_column: img, image_shape: [3, 8, 8], label_column: label}}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {{encoder: {{kind: resnet18, stem: cifar, width: {width}}}, projector: [16, 8]}}
+      loss: {{kind: nt_xent, temperature: 0.5}}
+      epochs: {epochs}
+      batch_size: 8
+      holdout: 0.2
+      snapshot_every: 1
+"#
+    )
+}
+
+/// The BatchNorm running statistics and the optimizer state survive a kill: the resumed
+/// ResNet ends bitwise where the uninterrupted one does.
+#[test]
+fn interrupted_resnet_training_resumes_to_the_same_parameters() {
+    assert_resume_matches("r", &resnet_pipeline("0.0625", 8), 8, write_images);
 }

@@ -310,6 +310,8 @@ pub fn build_step(
         view_shape: vec![dx],
         second_view_shape: Some(vec![dy]),
         params,
+        // MLP critics have no BatchNorm.
+        buffers: Vec::new(),
         state,
         optimizer,
         stacked_views: false,

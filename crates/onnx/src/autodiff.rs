@@ -577,6 +577,12 @@ fn vjp(
         }
         // Piecewise constant: the derivative is zero almost everywhere.
         Op::Sign | Op::Equal | Op::Greater | Op::ConstantOfShape { .. } => {}
+        Op::BatchNormalization { .. } => {
+            return Err(unsupported(
+                op_name,
+                "inference-mode batch norm has no VJP; training graphs use Graph::batch_norm_train",
+            ));
+        }
         Op::ConvTranspose { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } => {
             return Err(unsupported(
                 op_name,
@@ -1020,6 +1026,67 @@ mod tests {
             &[ps],
             vec![separated(60, 18, 0.0)],
             |g, x| Ok(g.max_pool(x[0], [3, 3], [2, 2], [1, 1, 1, 1])?.0),
+        );
+    }
+
+    /// ResNet's pieces: training-mode batch norm (gradients through the batch statistics, for
+    /// input, scale and shift), global average pooling, the stride-2 3x3 convolution on an even
+    /// size and the stride-2 1x1 projection shortcut, and a residual addition.
+    #[test]
+    fn resnet_pieces() {
+        let xs: &[usize] = &[3, 2, 3, 2];
+        let cs: &[usize] = &[2];
+        let init = rand_inputs(&[xs, cs, cs], -1.0, 1.0, 21);
+        gradcheck("batch_norm_train", &F64, &[xs, cs, cs], init, |g, x| {
+            let rm = g.filled(DType::F64, &[2], 0.0)?;
+            let rv = g.filled(DType::F64, &[2], 1.0)?;
+            Ok(g.batch_norm_train(x[0], x[1], x[2], rm, rv, 0.1, 1e-5)?.y)
+        });
+        // BN followed by a nonlinearity, so the loss is not just linear in the normalised batch.
+        let init = rand_inputs(&[xs, cs, cs], -1.0, 1.0, 22);
+        gradcheck("batch_norm_tanh", &F64, &[xs, cs, cs], init, |g, x| {
+            let rm = g.filled(DType::F64, &[2], 0.0)?;
+            let rv = g.filled(DType::F64, &[2], 1.0)?;
+            let y = g.batch_norm_train(x[0], x[1], x[2], rm, rv, 0.1, 1e-5)?.y;
+            g.tanh(y)
+        });
+        gradcheck(
+            "global_average_pool",
+            &F64,
+            &[xs],
+            rand_inputs(&[xs], -1.0, 1.0, 23),
+            |g, x| g.global_average_pool(x[0]),
+        );
+        let x8: &[usize] = &[2, 3, 6, 6];
+        let w3: &[usize] = &[4, 3, 3, 3];
+        let w1: &[usize] = &[4, 3, 1, 1];
+        gradcheck(
+            "conv3x3_s2_even",
+            &F32_LINEAR,
+            &[x8, w3],
+            rand_inputs(&[x8, w3], -1.0, 1.0, 24),
+            |g, x| g.conv2d(x[0], x[1], None, [2, 2], [1, 1, 1, 1], 1),
+        );
+        gradcheck(
+            "conv1x1_s2_projection",
+            &F32_LINEAR,
+            &[x8, w1],
+            rand_inputs(&[x8, w1], -1.0, 1.0, 25),
+            |g, x| g.conv2d(x[0], x[1], None, [2, 2], [0; 4], 1),
+        );
+        // out = conv_b(conv_a(x)) + proj(x): both branches reach x and the weights.
+        let wb: &[usize] = &[4, 4, 3, 3];
+        gradcheck(
+            "residual_add",
+            &F32_LINEAR,
+            &[x8, w3, wb, w1],
+            rand_inputs(&[x8, w3, wb, w1], -1.0, 1.0, 26),
+            |g, x| {
+                let a = g.conv2d(x[0], x[1], None, [2, 2], [1, 1, 1, 1], 1)?;
+                let b = g.conv2d(a, x[2], None, [1, 1], [1, 1, 1, 1], 1)?;
+                let s = g.conv2d(x[0], x[3], None, [2, 2], [0; 4], 1)?;
+                g.add(b, s)
+            },
         );
     }
 

@@ -17,6 +17,8 @@ pub mod step;
 pub mod trainer;
 
 #[cfg(test)]
+mod resnet_reference;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 pub use checkpoint::{Checkpoint, NamedTensor};

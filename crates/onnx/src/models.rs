@@ -9,7 +9,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Uniform};
+use rand_distr::{Distribution, Normal, Uniform};
 
 use super::checkpoint::NamedTensor;
 use super::graph::{Graph, GraphResult, ValueId};
@@ -139,10 +139,67 @@ impl ConvConfig {
     }
 }
 
+/// ResNet stem; `cifar` or `imagenet` in pipelines.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stem {
+    /// 3x3 convolution, stride 1, no max-pool (the CIFAR variant SimCLR and solo-learn use).
+    #[default]
+    Cifar,
+    /// torchvision's 7x7 convolution, stride 2, then 3x3 max-pool, stride 2.
+    Imagenet,
+}
+
+/// ResNet depth with BasicBlocks: 18 = [2, 2, 2, 2], 34 = [3, 4, 6, 3].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResNetDepth {
+    R18,
+    R34,
+}
+
+impl ResNetDepth {
+    pub fn blocks(self) -> [usize; 4] {
+        match self {
+            ResNetDepth::R18 => [2, 2, 2, 2],
+            ResNetDepth::R34 => [3, 4, 6, 3],
+        }
+    }
+}
+
+/// A torchvision-layout ResNet with BasicBlocks and BatchNorm, without its final `fc`: the
+/// output is the globally average-pooled last feature map (`512 * width` wide).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Per-sample input shape (channels, height, width), taken from the data; any size.
+    pub input: [usize; 3],
+    pub depth: ResNetDepth,
+    pub stem: Stem,
+    /// Multiplier of the base widths 64, 128, 256, 512 (each rounded, at least 1 channel).
+    pub width: f64,
+}
+
+impl ResNetConfig {
+    /// Channels of the stem and the four stages.
+    pub fn widths(&self) -> [usize; 4] {
+        [64.0, 128.0, 256.0, 512.0].map(|b: f64| ((b * self.width).round() as usize).max(1))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum EncoderConfig {
     Mlp(MlpConfig),
     Conv(ConvConfig),
+    ResNet(ResNetConfig),
 }
 
 /// Encoder plus optional projector (the loss is computed on the projector's output).
@@ -181,14 +238,49 @@ pub enum ParamRole {
     Norm,
 }
 
-/// Name, shape, fan-in (for initialisation) and role of one parameter.
+/// How a parameter is initialised (drawn in parameter order from the model's one RNG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamInit {
+    /// PyTorch's `nn.Linear`/`nn.Conv2d` default: uniform in `±1/sqrt(fan_in)`.
+    DefaultUniform,
+    /// torchvision's ResNet convolutions: `kaiming_normal_(mode="fan_out",
+    /// nonlinearity="relu")`, i.e. normal with std `sqrt(2 / fan_out)`.
+    KaimingNormalFanOut { fan_out: usize },
+    /// Every entry equal (BatchNorm scale 1, shift 0).
+    Constant(f32),
+}
+
+/// Name, shape, fan-in (for initialisation), initialiser and role of one parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub fan_in: usize,
     pub role: ParamRole,
+    pub init: ParamInit,
 }
+
+/// A non-trainable tensor of the model (BatchNorm running statistics): updated by the
+/// training step's forward pass, not by the optimizer, and saved with the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Initial value of every entry (running mean 0, running variance 1).
+    pub init: f32,
+}
+
+/// Whether batch normalisation uses batch statistics (training step; updates the running
+/// statistics) or running statistics (encoder/eval graphs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnMode {
+    Train,
+    Inference,
+}
+
+/// PyTorch's `nn.BatchNorm2d` defaults.
+pub const BN_MOMENTUM: f64 = 0.1;
+pub const BN_EPS: f64 = 1e-5;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Layer {
@@ -208,15 +300,108 @@ enum Layer {
         size: usize,
     },
     Flatten,
+    /// Convolution without bias, batch norm, optional ReLU (a ResNet stem).
+    ConvBn {
+        conv: ConvRef,
+        bn: BnRef,
+        relu: bool,
+    },
+    /// torchvision's BasicBlock: `relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`, the
+    /// shortcut a 1x1 strided convolution + batch norm where the shape changes.
+    Block {
+        conv1: ConvRef,
+        bn1: BnRef,
+        conv2: ConvRef,
+        bn2: BnRef,
+        downsample: Option<(ConvRef, BnRef)>,
+    },
+    /// Max-pool with explicit kernel, stride and symmetric padding (the ImageNet stem's).
+    MaxPoolPadded {
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    },
+    /// Mean over the spatial axes, `[N, C, H, W]` -> `[N, C]`.
+    GlobalAvgPool,
 }
 
-/// A sequential stack of layers with its parameter list.
+/// A bias-free convolution: weight index, stride and symmetric padding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ConvRef {
+    w: usize,
+    stride: usize,
+    pad: usize,
+}
+
+/// A BatchNorm layer: scale and shift (parameter indices), running mean and variance
+/// (buffer indices).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BnRef {
+    w: usize,
+    b: usize,
+    mean: usize,
+    var: usize,
+}
+
+/// A sequential stack of layers with its parameter and buffer lists.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     params: Vec<ParamSpec>,
+    buffers: Vec<BufferSpec>,
     layers: Vec<Layer>,
     input: Vec<usize>,
     output_dim: usize,
+}
+
+/// Collects a ResNet's parameters and buffers in torchvision's `state_dict` order.
+struct ResNetBuilder {
+    prefix: String,
+    params: Vec<ParamSpec>,
+    buffers: Vec<BufferSpec>,
+}
+
+impl ResNetBuilder {
+    fn conv(&mut self, name: &str, cin: usize, cout: usize, k: usize, stride: usize) -> ConvRef {
+        self.params.push(ParamSpec {
+            name: format!("{}.{name}.weight", self.prefix),
+            shape: vec![cout, cin, k, k],
+            fan_in: cin * k * k,
+            role: ParamRole::Weight,
+            init: ParamInit::KaimingNormalFanOut {
+                fan_out: cout * k * k,
+            },
+        });
+        ConvRef {
+            w: self.params.len() - 1,
+            stride,
+            pad: k / 2,
+        }
+    }
+
+    fn bn(&mut self, name: &str, c: usize) -> BnRef {
+        for (what, init) in [("weight", 1.0), ("bias", 0.0)] {
+            self.params.push(ParamSpec {
+                name: format!("{}.{name}.{what}", self.prefix),
+                shape: vec![c],
+                fan_in: c,
+                role: ParamRole::Norm,
+                init: ParamInit::Constant(init),
+            });
+        }
+        for (what, init) in [("running_mean", 0.0), ("running_var", 1.0)] {
+            self.buffers.push(BufferSpec {
+                name: format!("{}.{name}.{what}", self.prefix),
+                shape: vec![c],
+                init,
+            });
+        }
+        BnRef {
+            w: self.params.len() - 2,
+            b: self.params.len() - 1,
+            mean: self.buffers.len() - 2,
+            var: self.buffers.len() - 1,
+        }
+    }
 }
 
 impl Network {
@@ -238,12 +423,14 @@ impl Network {
                 shape: vec![out, fan_in],
                 fan_in,
                 role: ParamRole::Weight,
+                init: ParamInit::DefaultUniform,
             });
             params.push(ParamSpec {
                 name: format!("{prefix}.{idx}.bias"),
                 shape: vec![out],
                 fan_in,
                 role: ParamRole::Bias,
+                init: ParamInit::DefaultUniform,
             });
             layers.push(Layer::Linear {
                 w: params.len() - 2,
@@ -255,9 +442,86 @@ impl Network {
         }
         Ok(Network {
             params,
+            buffers: Vec::new(),
             layers,
             input: vec![cfg.dims[0]],
             output_dim: cfg.dims[n],
+        })
+    }
+
+    /// A ResNet-18/34 (see [`ResNetConfig`]) with torchvision's parameter names under
+    /// `prefix` (`enc.conv1.weight`, `enc.bn1.running_mean`, `enc.layer2.0.downsample.0.weight`).
+    pub fn resnet(prefix: &str, cfg: &ResNetConfig) -> Result<Network, ModelError> {
+        let [c0, h, w] = cfg.input;
+        if c0 == 0 || h == 0 || w == 0 {
+            return Err(ModelError::Config(format!(
+                "`{prefix}` ResNet needs a non-empty image input; got {:?}",
+                cfg.input
+            )));
+        }
+        if !(cfg.width.is_finite() && cfg.width > 0.0) {
+            return Err(ModelError::Config(format!(
+                "`{prefix}` ResNet width multiplier must be a positive number; got {}",
+                cfg.width
+            )));
+        }
+        let widths = cfg.widths();
+        let mut b = ResNetBuilder {
+            prefix: prefix.to_string(),
+            params: Vec::new(),
+            buffers: Vec::new(),
+        };
+        let mut layers = Vec::new();
+        let (k, stride) = match cfg.stem {
+            Stem::Cifar => (3, 1),
+            Stem::Imagenet => (7, 2),
+        };
+        let conv = b.conv("conv1", c0, widths[0], k, stride);
+        let bn = b.bn("bn1", widths[0]);
+        layers.push(Layer::ConvBn {
+            conv,
+            bn,
+            relu: true,
+        });
+        if cfg.stem == Stem::Imagenet {
+            layers.push(Layer::MaxPoolPadded {
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            });
+        }
+        let mut inplanes = widths[0];
+        for (stage, (&planes, &n)) in widths.iter().zip(&cfg.depth.blocks()).enumerate() {
+            for i in 0..n {
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                let name = format!("layer{}.{i}", stage + 1);
+                let conv1 = b.conv(&format!("{name}.conv1"), inplanes, planes, 3, stride);
+                let bn1 = b.bn(&format!("{name}.bn1"), planes);
+                let conv2 = b.conv(&format!("{name}.conv2"), planes, planes, 3, 1);
+                let bn2 = b.bn(&format!("{name}.bn2"), planes);
+                let downsample = if stride != 1 || inplanes != planes {
+                    let c = b.conv(&format!("{name}.downsample.0"), inplanes, planes, 1, stride);
+                    Some((c, b.bn(&format!("{name}.downsample.1"), planes)))
+                } else {
+                    None
+                };
+                layers.push(Layer::Block {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    downsample,
+                });
+                inplanes = planes;
+            }
+        }
+        layers.push(Layer::GlobalAvgPool);
+        Ok(Network {
+            params: b.params,
+            buffers: b.buffers,
+            layers,
+            input: cfg.input.to_vec(),
+            output_dim: inplanes,
         })
     }
 
@@ -291,12 +555,14 @@ impl Network {
                 shape: vec![out_c, c, cfg.kernel, cfg.kernel],
                 fan_in,
                 role: ParamRole::Weight,
+                init: ParamInit::DefaultUniform,
             });
             params.push(ParamSpec {
                 name: format!("{prefix}.{idx}.bias"),
                 shape: vec![out_c],
                 fan_in,
                 role: ParamRole::Bias,
+                init: ParamInit::DefaultUniform,
             });
             layers.push(Layer::Conv {
                 w: params.len() - 2,
@@ -327,12 +593,14 @@ impl Network {
             shape: vec![cfg.out_dim, fan_in],
             fan_in,
             role: ParamRole::Weight,
+            init: ParamInit::DefaultUniform,
         });
         params.push(ParamSpec {
             name: format!("{prefix}.{idx}.bias"),
             shape: vec![cfg.out_dim],
             fan_in,
             role: ParamRole::Bias,
+            init: ParamInit::DefaultUniform,
         });
         layers.push(Layer::Linear {
             w: params.len() - 2,
@@ -340,6 +608,7 @@ impl Network {
         });
         Ok(Network {
             params,
+            buffers: Vec::new(),
             layers,
             input: cfg.input.to_vec(),
             output_dim: cfg.out_dim,
@@ -359,40 +628,124 @@ impl Network {
         self.output_dim
     }
 
+    /// Non-trainable tensors (BatchNorm running statistics), in `state_dict` order.
+    pub fn buffers(&self) -> &[BufferSpec] {
+        &self.buffers
+    }
+
     /// Emits the forward pass for a batch `x` of shape `[N, input...]`; `params` are the graph
-    /// values of [`Network::params`] in order.
+    /// values of [`Network::params`] in order. Only for networks without buffers (no
+    /// BatchNorm); see [`Network::forward_mode`].
     pub fn forward(&self, g: &mut Graph, x: ValueId, params: &[ValueId]) -> GraphResult<ValueId> {
-        let mut h = x;
-        let p = |i: usize| params.get(i).copied();
+        Ok(self.forward_mode(g, x, params, &[], BnMode::Inference)?.0)
+    }
+
+    /// Emits the forward pass with `buffers` the graph values of [`Network::buffers`]. In
+    /// [`BnMode::Train`] batch norm uses batch statistics and the second result holds the
+    /// updated buffers (same order); in [`BnMode::Inference`] it uses the buffers and the
+    /// second result is empty.
+    pub fn forward_mode(
+        &self,
+        g: &mut Graph,
+        x: ValueId,
+        params: &[ValueId],
+        buffers: &[ValueId],
+        mode: BnMode,
+    ) -> GraphResult<(ValueId, Vec<ValueId>)> {
         let missing = |what: &str| super::graph::GraphError::Invalid {
             op: "model",
-            detail: format!("parameter list too short for {what}"),
+            detail: format!("parameter or buffer list too short for {what}"),
         };
+        let p = |i: usize| params.get(i).copied().ok_or_else(|| missing("a layer"));
+        if buffers.len() != self.buffers.len() {
+            return Err(missing(&format!(
+                "{} buffers (got {})",
+                self.buffers.len(),
+                buffers.len()
+            )));
+        }
+        let mut next_buffers: Vec<Option<ValueId>> = vec![None; self.buffers.len()];
+        let conv = |g: &mut Graph, h: ValueId, c: &ConvRef| -> GraphResult<ValueId> {
+            g.conv2d(h, p(c.w)?, None, [c.stride; 2], [c.pad; 4], 1)
+        };
+        let mut bn = |g: &mut Graph, h: ValueId, r: &BnRef| -> GraphResult<ValueId> {
+            let (gamma, beta) = (p(r.w)?, p(r.b)?);
+            let (mean, var) = (buffers[r.mean], buffers[r.var]);
+            match mode {
+                BnMode::Inference => g.batch_norm_inference(h, gamma, beta, mean, var, BN_EPS),
+                BnMode::Train => {
+                    let t = g.batch_norm_train(h, gamma, beta, mean, var, BN_MOMENTUM, BN_EPS)?;
+                    next_buffers[r.mean] = Some(t.running_mean);
+                    next_buffers[r.var] = Some(t.running_var);
+                    Ok(t.y)
+                }
+            }
+        };
+        let mut h = x;
         for layer in &self.layers {
             h = match layer {
-                Layer::Linear { w, b } => {
-                    let (w, b) = (
-                        p(*w).ok_or_else(|| missing("linear"))?,
-                        p(*b).ok_or_else(|| missing("linear"))?,
-                    );
-                    g.linear(h, w, Some(b))?
-                }
+                Layer::Linear { w, b } => g.linear(h, p(*w)?, Some(p(*b)?))?,
                 Layer::Act(a) => a.apply(g, h)?,
                 Layer::Conv { w, b, pad } => {
-                    let (w, b) = (
-                        p(*w).ok_or_else(|| missing("conv"))?,
-                        p(*b).ok_or_else(|| missing("conv"))?,
-                    );
-                    g.conv2d(h, w, Some(b), [1, 1], [*pad; 4], 1)?
+                    g.conv2d(h, p(*w)?, Some(p(*b)?), [1, 1], [*pad; 4], 1)?
                 }
                 Layer::Pool { kind, size } => match kind {
                     PoolKind::Max => g.max_pool(h, [*size; 2], [*size; 2], [0; 4])?.0,
                     PoolKind::Average => g.average_pool(h, [*size; 2], [*size; 2], [0; 4])?,
                 },
                 Layer::Flatten => g.flatten(h, 1)?,
+                Layer::ConvBn {
+                    conv: c,
+                    bn: r,
+                    relu,
+                } => {
+                    let y = conv(g, h, c)?;
+                    let y = bn(g, y, r)?;
+                    if *relu {
+                        g.relu(y)?
+                    } else {
+                        y
+                    }
+                }
+                Layer::Block {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    downsample,
+                } => {
+                    let y = conv(g, h, conv1)?;
+                    let y = bn(g, y, bn1)?;
+                    let y = g.relu(y)?;
+                    let y = conv(g, y, conv2)?;
+                    let y = bn(g, y, bn2)?;
+                    let shortcut = match downsample {
+                        Some((c, r)) => {
+                            let s = conv(g, h, c)?;
+                            bn(g, s, r)?
+                        }
+                        None => h,
+                    };
+                    let sum = g.add(y, shortcut)?;
+                    g.relu(sum)?
+                }
+                Layer::MaxPoolPadded {
+                    kernel,
+                    stride,
+                    pad,
+                } => g.max_pool(h, [*kernel; 2], [*stride; 2], [*pad; 4])?.0,
+                Layer::GlobalAvgPool => g.global_average_pool(h)?,
             };
         }
-        Ok(h)
+        let next = match mode {
+            BnMode::Inference => Vec::new(),
+            BnMode::Train => next_buffers
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| v.ok_or_else(|| missing(&format!("buffer #{i}"))))
+                .collect::<GraphResult<_>>()?,
+        };
+        Ok((h, next))
     }
 
     fn init_into(
@@ -401,12 +754,23 @@ impl Network {
         out: &mut Vec<NamedTensor>,
     ) -> Result<(), ModelError> {
         for spec in &self.params {
-            let bound = 1.0 / (spec.fan_in as f64).sqrt();
-            let dist = Uniform::new(-bound as f32, bound as f32).map_err(|e| {
-                ModelError::Config(format!("cannot initialise `{}`: {e}", spec.name))
-            })?;
             let n: usize = spec.shape.iter().product();
-            let data = (0..n).map(|_| dist.sample(rng)).collect();
+            let fail = |e: &dyn std::fmt::Display| {
+                ModelError::Config(format!("cannot initialise `{}`: {e}", spec.name))
+            };
+            let data = match spec.init {
+                ParamInit::DefaultUniform => {
+                    let bound = 1.0 / (spec.fan_in as f64).sqrt();
+                    let dist = Uniform::new(-bound as f32, bound as f32).map_err(|e| fail(&e))?;
+                    (0..n).map(|_| dist.sample(rng)).collect()
+                }
+                ParamInit::KaimingNormalFanOut { fan_out } => {
+                    let std = (2.0 / fan_out.max(1) as f64).sqrt();
+                    let dist = Normal::new(0.0, std).map_err(|e| fail(&e))?;
+                    (0..n).map(|_| dist.sample(rng) as f32).collect()
+                }
+                ParamInit::Constant(c) => vec![c; n],
+            };
             out.push(NamedTensor::new(
                 spec.name.clone(),
                 spec.shape.clone(),
@@ -429,6 +793,7 @@ impl ContrastiveModel {
         let encoder = match &cfg.encoder {
             EncoderConfig::Mlp(m) => Network::mlp("enc", m)?,
             EncoderConfig::Conv(c) => Network::conv("enc", c)?,
+            EncoderConfig::ResNet(r) => Network::resnet("enc", r)?,
         };
         let projector = match &cfg.projector {
             Some(p) => {
@@ -455,6 +820,15 @@ impl ContrastiveModel {
         v
     }
 
+    /// All buffers (BatchNorm running statistics): encoder first, then projector.
+    pub fn buffer_specs(&self) -> Vec<BufferSpec> {
+        let mut v = self.encoder.buffers().to_vec();
+        if let Some(p) = &self.projector {
+            v.extend_from_slice(p.buffers());
+        }
+        v
+    }
+
     pub fn num_encoder_params(&self) -> usize {
         self.encoder.params().len()
     }
@@ -475,7 +849,8 @@ impl ContrastiveModel {
             .map_or(self.encoder.output_dim(), Network::output_dim)
     }
 
-    /// Deterministic initial parameters for `seed`.
+    /// Deterministic initial parameters for `seed`, followed by the initial buffers (the
+    /// model's whole `state_dict`, which is what trainers load).
     pub fn init_params(&self, seed: u64) -> Result<Vec<NamedTensor>, ModelError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out = Vec::new();
@@ -483,25 +858,59 @@ impl ContrastiveModel {
         if let Some(p) = &self.projector {
             p.init_into(&mut rng, &mut out)?;
         }
+        for b in self.buffer_specs() {
+            let n = b.shape.iter().product();
+            out.push(NamedTensor::new(b.name, b.shape, vec![b.init; n]));
+        }
         Ok(out)
     }
 
-    /// Emits encoder then projector; returns (representation, projection).
+    /// Emits encoder then projector; returns (representation, projection). Only for models
+    /// without buffers; see [`ContrastiveModel::forward_mode`].
     pub fn forward(
         &self,
         g: &mut Graph,
         x: ValueId,
         params: &[ValueId],
     ) -> GraphResult<(ValueId, ValueId)> {
+        let (h, z, _) = self.forward_mode(g, x, params, &[], BnMode::Inference)?;
+        Ok((h, z))
+    }
+
+    /// Emits encoder then projector with the model's buffers (in [`Self::buffer_specs`]
+    /// order); returns (representation, projection, updated buffers in train mode).
+    pub fn forward_mode(
+        &self,
+        g: &mut Graph,
+        x: ValueId,
+        params: &[ValueId],
+        buffers: &[ValueId],
+        mode: BnMode,
+    ) -> GraphResult<(ValueId, ValueId, Vec<ValueId>)> {
         let ne = self.num_encoder_params();
-        let h = self
-            .encoder
-            .forward(g, x, params.get(..ne).unwrap_or(params))?;
+        let nb = self.encoder.buffers().len();
+        let (h, mut next) = self.encoder.forward_mode(
+            g,
+            x,
+            params.get(..ne).unwrap_or(params),
+            buffers.get(..nb).unwrap_or(buffers),
+            mode,
+        )?;
         let z = match &self.projector {
-            Some(p) => p.forward(g, h, params.get(ne..).unwrap_or(&[]))?,
+            Some(p) => {
+                let (z, pn) = p.forward_mode(
+                    g,
+                    h,
+                    params.get(ne..).unwrap_or(&[]),
+                    buffers.get(nb..).unwrap_or(&[]),
+                    mode,
+                )?;
+                next.extend(pn);
+                z
+            }
             None => h,
         };
-        Ok((h, z))
+        Ok((h, z, next))
     }
 }
 

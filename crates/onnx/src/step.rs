@@ -5,21 +5,25 @@
 //!   `step` (rank-0 float, 1-based), `lr` (rank-0 float) and the two views `x1`, `x2` of shape
 //!   `[B, ...]` (or, with [`StepConfig::stacked_views`], one `x` of shape `[2B, ...]`).
 //!   Outputs: `loss` (rank 0, computed before the update), then `next.<name>` for every
-//!   parameter and state tensor in input order. Both views go through the encoder as one
+//!   parameter and state tensor in input order. A model with BatchNorm also takes its running
+//!   statistics (`enc.bn1.running_mean`, ...) as inputs and returns them updated from the
+//!   step's batch statistics as `next.<name>` (PyTorch's update, see `graph/norm.rs`); they are
+//!   non-trainable state that the trainer ping-pongs like the parameters. Both views go through the encoder as one
 //!   `[2B, ...]` batch (larger GEMMs, one pass of each weight), and no gradient is formed for
 //!   the inputs. Gradients are scaled by [`OptimizerConfig::gradient_prescale`] through the
 //!   backward seed, which saves an elementwise pass per parameter in the update.
-//! * [`build_eval`]: the loss only, from `params + x1 + x2` (for the held-out estimate
-//!   `ln N - L`). Parameters are inputs so the trainer's live buffers feed it without copies.
+//! * [`build_eval`]: the loss only, from `params + buffers + x1 + x2` (for the held-out
+//!   estimate `ln N - L`; BatchNorm in inference mode, on running statistics). Parameters are inputs so the trainer's live buffers feed it without copies.
 //! * [`build_encoder`]: `U = f(X)`. Parameters are either graph inputs (to run on the trainer's
-//!   live buffers) or baked in as initializers (a self-contained `.onnx` artifact). The batch
+//!   live buffers) or baked in as initializers (a self-contained `.onnx` artifact); BatchNorm
+//!   runs in inference mode on the running statistics, which come the same way. The batch
 //!   axis is symbolic, so one session serves any number of rows.
 
 use super::autodiff::{self, AutodiffError};
 use super::checkpoint::NamedTensor;
 use super::graph::{DType, Graph, GraphError, TensorData, ValueId, OPSET};
 use super::loss::{self, LossConfig};
-use super::models::{ContrastiveModel, ParamRole};
+use super::models::{BnMode, ContrastiveModel, ParamRole};
 use super::optim::{self, OptimizerConfig};
 
 pub const INPUT_X1: &str = "x1";
@@ -112,6 +116,9 @@ pub struct StepGraph {
     /// separate `x1`/`x2` inputs.
     pub second_view_shape: Option<Vec<usize>>,
     pub params: Vec<TensorSpec>,
+    /// Non-trainable model tensors (BatchNorm running statistics): inputs, and `next.<name>`
+    /// outputs updated by the forward pass, not by the optimizer.
+    pub buffers: Vec<TensorSpec>,
     pub state: Vec<TensorSpec>,
     pub optimizer: OptimizerConfig,
     /// Whether the views arrive stacked in one input `x` (see [`StepConfig::stacked_views`]).
@@ -129,6 +136,7 @@ pub struct EvalGraph {
     pub model_bytes: Vec<u8>,
     pub batch: usize,
     pub view_shape: Vec<usize>,
+    /// Parameter then buffer inputs.
     pub params: Vec<TensorSpec>,
 }
 
@@ -147,7 +155,7 @@ pub struct EncoderGraph {
     pub model_bytes: Vec<u8>,
     pub view_shape: Vec<usize>,
     pub embedding_dim: usize,
-    /// Parameter inputs (empty when baked).
+    /// Parameter then buffer inputs (empty when baked).
     pub params: Vec<TensorSpec>,
 }
 
@@ -168,22 +176,44 @@ fn param_inputs(
     Ok((specs, values))
 }
 
+fn buffer_inputs(
+    g: &mut Graph,
+    model: &ContrastiveModel,
+    dtype: DType,
+) -> Result<(Vec<TensorSpec>, Vec<ValueId>), StepError> {
+    let mut specs = Vec::new();
+    let mut values = Vec::new();
+    for b in model.buffer_specs() {
+        values.push(g.input(&b.name, dtype, &b.shape)?);
+        specs.push(TensorSpec {
+            name: b.name,
+            shape: b.shape,
+        });
+    }
+    Ok((specs, values))
+}
+
 fn batched(batch: usize, view: &[usize]) -> Vec<usize> {
     let mut s = vec![batch];
     s.extend_from_slice(view);
     s
 }
 
-/// Forward pass of both views as one concatenated batch; returns the loss value.
+/// Forward pass of both views as one concatenated batch (so BatchNorm's statistics are over
+/// all `2B` samples, as SimCLR computes them); returns the loss value and, in train mode, the
+/// updated buffers.
+#[allow(clippy::too_many_arguments)]
 fn forward_loss(
     g: &mut Graph,
     model: &ContrastiveModel,
     params: &[ValueId],
+    buffers: &[ValueId],
+    mode: BnMode,
     batch: usize,
     loss_cfg: &LossConfig,
     dtype: DType,
     stacked: bool,
-) -> Result<ValueId, StepError> {
+) -> Result<(ValueId, Vec<ValueId>), StepError> {
     let view = model.input_shape().to_vec();
     let x = if stacked {
         g.input(INPUT_X, dtype, &batched(2 * batch, &view))?
@@ -192,7 +222,7 @@ fn forward_loss(
         let x2 = g.input(INPUT_X2, dtype, &batched(batch, &view))?;
         g.concat(&[x1, x2], 0)?
     };
-    let (_, z) = model.forward(g, x, params)?;
+    let (_, z, next_buffers) = model.forward_mode(g, x, params, buffers, mode)?;
     let halves = g.split(z, 0, &[batch, batch])?;
     let (z1, z2) = match halves.as_slice() {
         [a, b] => (*a, *b),
@@ -202,7 +232,7 @@ fn forward_loss(
             ));
         }
     };
-    Ok(loss::contrastive_loss(g, z1, z2, loss_cfg)?)
+    Ok((loss::contrastive_loss(g, z1, z2, loss_cfg)?, next_buffers))
 }
 
 fn check_batch(batch: usize, loss_cfg: &LossConfig) -> Result<(), StepError> {
@@ -369,6 +399,7 @@ pub fn build_train_step_graph(
         cfg.batch
     ));
     let (params, pvals) = param_inputs(&mut g, model, dtype)?;
+    let (buffers, bvals) = buffer_inputs(&mut g, model, dtype)?;
     let StateInputs {
         specs: state,
         values: svals,
@@ -376,10 +407,12 @@ pub fn build_train_step_graph(
     } = state_inputs(&mut g, &cfg.optimizer, &params, dtype)?;
     let step = g.input(INPUT_STEP, dtype, &[])?;
     let lr = g.input(INPUT_LR, dtype, &[])?;
-    let loss = forward_loss(
+    let (loss, next_buffers) = forward_loss(
         &mut g,
         model,
         &pvals,
+        &bvals,
+        BnMode::Train,
         cfg.batch,
         &cfg.loss,
         dtype,
@@ -403,6 +436,9 @@ pub fn build_train_step_graph(
         (step, lr),
         &exempt,
     )?;
+    for (spec, v) in buffers.iter().zip(&next_buffers) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
     let flops = matmul_flops(&g);
     let sg = StepGraph {
         model_bytes: Vec::new(),
@@ -410,6 +446,7 @@ pub fn build_train_step_graph(
         view_shape: model.input_shape().to_vec(),
         second_view_shape: None,
         params,
+        buffers,
         state,
         optimizer: cfg.optimizer,
         stacked_views: cfg.stacked_views,
@@ -427,8 +464,20 @@ pub fn build_eval(
 ) -> Result<EvalGraph, StepError> {
     check_batch(batch, loss_cfg)?;
     let mut g = Graph::new("cbound_eval_loss");
-    let (params, pvals) = param_inputs(&mut g, model, DType::F32)?;
-    let loss = forward_loss(&mut g, model, &pvals, batch, loss_cfg, DType::F32, false)?;
+    let (mut params, pvals) = param_inputs(&mut g, model, DType::F32)?;
+    let (buffers, bvals) = buffer_inputs(&mut g, model, DType::F32)?;
+    params.extend(buffers);
+    let (loss, _) = forward_loss(
+        &mut g,
+        model,
+        &pvals,
+        &bvals,
+        BnMode::Inference,
+        batch,
+        loss_cfg,
+        DType::F32,
+        false,
+    )?;
     g.output(loss, OUTPUT_LOSS)?;
     Ok(EvalGraph {
         model_bytes: g.to_model_bytes(OPSET)?,
@@ -467,11 +516,28 @@ fn build_forward(
     });
     let mut specs = Vec::new();
     let mut values = Vec::new();
-    let wanted = if project {
-        model.param_specs()
-    } else {
-        model.encoder.params().to_vec()
+    let (mut wanted, buffers): (Vec<TensorSpec>, Vec<TensorSpec>) = {
+        let as_spec = |name: &str, shape: &[usize]| TensorSpec {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+        };
+        let params = if project {
+            model.param_specs()
+        } else {
+            model.encoder.params().to_vec()
+        };
+        let buffers = if project {
+            model.buffer_specs()
+        } else {
+            model.encoder.buffers().to_vec()
+        };
+        (
+            params.iter().map(|p| as_spec(&p.name, &p.shape)).collect(),
+            buffers.iter().map(|b| as_spec(&b.name, &b.shape)).collect(),
+        )
     };
+    let num_params = wanted.len();
+    wanted.extend(buffers);
     for p in &wanted {
         match source {
             ParamSource::Inputs => {
@@ -503,13 +569,15 @@ fn build_forward(
     let view = model.input_shape().to_vec();
     let x = g.input(INPUT_X, DType::F32, &batched(1, &view))?;
     g.mark_batch_dim(x);
+    let (pvals, bvals) = values.split_at(num_params);
     let (u, dim) = if project {
-        (model.forward(&mut g, x, &values)?.1, model.projection_dim())
+        let (_, z, _) = model.forward_mode(&mut g, x, pvals, bvals, BnMode::Inference)?;
+        (z, model.projection_dim())
     } else {
-        (
-            model.encoder.forward(&mut g, x, &values)?,
-            model.embedding_dim(),
-        )
+        let (u, _) = model
+            .encoder
+            .forward_mode(&mut g, x, pvals, bvals, BnMode::Inference)?;
+        (u, model.embedding_dim())
     };
     let u = g.output(u, OUTPUT_EMBEDDING)?;
     g.mark_batch_dim(u);

@@ -3,7 +3,8 @@
 //!
 //! # Per-step data movement (CPU execution provider)
 //!
-//! Two sets of tensors, A and B, each hold every parameter and optimizer-state tensor. Two
+//! Two sets of tensors, A and B, each hold every parameter, buffer (BatchNorm running
+//! statistics, updated by the step's forward pass) and optimizer-state tensor. Two
 //! `IoBinding`s are prepared once: binding 0 feeds A as inputs and has ONNX Runtime write the
 //! step's outputs (`next.*`) straight into B; binding 1 does the reverse. A step therefore:
 //!
@@ -77,6 +78,8 @@ pub const INTERNAL_SCALES: &str = "opt.internal_scales";
 /// Session of the loss-only graph, fed from the trainer's live parameter tensors.
 struct EvalSession {
     session: Session,
+    /// As [`EncoderSession::inputs`].
+    inputs: Vec<usize>,
     batch: usize,
     view_numel: usize,
     view_shape: Vec<usize>,
@@ -87,17 +90,20 @@ struct EncoderSession {
     session: Session,
     view_shape: Vec<usize>,
     embedding_dim: usize,
-    num_params: usize,
+    /// Index into the trainer's tensors of each of the graph's parameter/buffer inputs.
+    inputs: Vec<usize>,
 }
 
 /// Owns the step session and the model's parameters and optimizer state.
 pub struct Trainer {
     session: Session,
     bindings: [IoBinding; 2],
-    /// `slots[k]` = parameters then state, in [`StepGraph`] order.
+    /// `slots[k]` = parameters, buffers, then state, in [`StepGraph`] order.
     slots: [Vec<Tensor<f32>>; 2],
     current: usize,
     specs: Vec<TensorSpec>,
+    /// Parameters plus buffers: the model's tensors (its `state_dict`), which
+    /// [`Trainer::params`] returns and [`Trainer::load_params`] takes.
     num_params: usize,
     /// `[x]` (stacked `[2B, ...]`) or `[x1, x2]`, as the step graph expects.
     views: Vec<Tensor<f32>>,
@@ -120,8 +126,8 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Creates the step session and loads `params` (every parameter of the step graph, any
-    /// order); optimizer state starts at zero and the step count at 0.
+    /// Creates the step session and loads `params` (every parameter and buffer of the step
+    /// graph, any order); optimizer state starts at zero and the step count at 0.
     pub fn new(
         rt: &Runtime,
         step: &StepGraph,
@@ -130,7 +136,13 @@ impl Trainer {
     ) -> Result<Trainer, RuntimeError> {
         let handle = rt.session(&step.model_bytes, opts)?;
         let session = handle.session;
-        let specs: Vec<TensorSpec> = step.params.iter().chain(&step.state).cloned().collect();
+        let specs: Vec<TensorSpec> = step
+            .params
+            .iter()
+            .chain(&step.buffers)
+            .chain(&step.state)
+            .cloned()
+            .collect();
         let mut slots: [Vec<Tensor<f32>>; 2] = [Vec::new(), Vec::new()];
         let alloc = session.allocator();
         for set in &mut slots {
@@ -220,7 +232,7 @@ impl Trainer {
             slots,
             current: 0,
             specs,
-            num_params: step.params.len(),
+            num_params: step.params.len() + step.buffers.len(),
             views,
             state_scales: step.state_scales.clone(),
             lr,
@@ -242,7 +254,7 @@ impl Trainer {
 
     /// Adds a held-out loss session (see [`Trainer::eval_loss`]).
     pub fn with_eval(mut self, rt: &Runtime, eval: &EvalGraph) -> Result<Trainer, RuntimeError> {
-        self.check_param_specs(&eval.params, "eval graph")?;
+        let inputs = self.param_indices(&eval.params, "eval graph")?;
         let opts = SessionOptions {
             profiling: None,
             ..self.opts.clone()
@@ -251,6 +263,7 @@ impl Trainer {
         self.warnings.extend(h.warnings);
         self.eval = Some(EvalSession {
             session: h.session,
+            inputs,
             batch: eval.batch,
             view_numel: eval.view_shape.iter().product(),
             view_shape: eval.view_shape.clone(),
@@ -264,7 +277,7 @@ impl Trainer {
         rt: &Runtime,
         enc: &EncoderGraph,
     ) -> Result<Trainer, RuntimeError> {
-        self.check_param_specs(&enc.params, "encoder graph")?;
+        let inputs = self.param_indices(&enc.params, "encoder graph")?;
         let opts = SessionOptions {
             profiling: None,
             ..self.opts.clone()
@@ -275,21 +288,30 @@ impl Trainer {
             session: h.session,
             view_shape: enc.view_shape.clone(),
             embedding_dim: enc.embedding_dim,
-            num_params: enc.params.len(),
+            inputs,
         });
         Ok(self)
     }
 
-    fn check_param_specs(&self, specs: &[TensorSpec], what: &str) -> Result<(), RuntimeError> {
-        for (i, s) in specs.iter().enumerate() {
-            if self.specs.get(i) != Some(s) {
-                return Err(RuntimeError::Tensor {
-                    name: s.name.clone(),
-                    detail: format!("the {what} does not match the step graph's parameter #{i}"),
-                });
-            }
-        }
-        Ok(())
+    /// Where each of another graph's parameter/buffer inputs lives among the model tensors
+    /// (an encoder-only graph takes the encoder's parameters and buffers, which are not a
+    /// prefix of the step graph's list when there is a projector).
+    fn param_indices(&self, specs: &[TensorSpec], what: &str) -> Result<Vec<usize>, RuntimeError> {
+        specs
+            .iter()
+            .map(|s| {
+                self.specs[..self.num_params]
+                    .iter()
+                    .position(|t| t == s)
+                    .ok_or_else(|| RuntimeError::Tensor {
+                        name: s.name.clone(),
+                        detail: format!(
+                            "the {what} input {:?} is not a parameter or buffer of the step graph",
+                            s.shape
+                        ),
+                    })
+            })
+            .collect()
     }
 
     /// One optimizer step on a batch of pairs (`view1[i]`, `view2[i]`), row-major
@@ -372,7 +394,7 @@ impl Trainer {
         &self.warnings
     }
 
-    /// Copies the current parameters out.
+    /// Copies the current parameters and buffers out (the model's whole `state_dict`).
     pub fn params(&self) -> Vec<NamedTensor> {
         self.specs[..self.num_params]
             .iter()
@@ -515,7 +537,7 @@ impl Trainer {
             }
         }
         let shape = dims_with_batch(ev.batch, &ev.view_shape);
-        let mut inputs = param_inputs(&self.specs, &self.slots[self.current], self.num_params);
+        let mut inputs = param_inputs(&self.specs, &self.slots[self.current], &ev.inputs);
         let a = TensorRef::from_array_view((shape.clone(), view1))
             .map_err(ort_err("wrapping view 1"))?;
         let b = TensorRef::from_array_view((shape, view2)).map_err(ort_err("wrapping view 2"))?;
@@ -542,7 +564,7 @@ impl Trainer {
         };
         let (specs, slots) = (&self.specs, &self.slots[self.current]);
         embed_in_chunks(x, chunk, &enc.view_shape, enc.embedding_dim, |xs, out| {
-            let mut inputs = param_inputs(specs, slots, enc.num_params);
+            let mut inputs = param_inputs(specs, slots, &enc.inputs);
             inputs.push((INPUT_X.into(), SessionInputValue::from(xs)));
             let outputs = enc
                 .session
@@ -664,16 +686,15 @@ fn dims_with_batch(batch: usize, view: &[usize]) -> Vec<i64> {
     shape
 }
 
-/// Borrowed views of the first `n` live tensors as named session inputs (no copies).
+/// Borrowed views of the live tensors `indices` as named session inputs (no copies).
 fn param_inputs<'a>(
     specs: &[TensorSpec],
     slots: &'a [Tensor<f32>],
-    n: usize,
+    indices: &[usize],
 ) -> Vec<(String, SessionInputValue<'a>)> {
-    specs[..n]
+    indices
         .iter()
-        .zip(slots)
-        .map(|(s, t)| (s.name.clone(), SessionInputValue::from(t)))
+        .map(|&i| (specs[i].name.clone(), SessionInputValue::from(&slots[i])))
         .collect()
 }
 
@@ -862,6 +883,83 @@ mod tests {
             tr.step(&a[..8], &b, 1e-3),
             Err(RuntimeError::Size { .. })
         ));
+    }
+
+    /// A ResNet with BatchNorm: the running statistics change every step, are saved in the
+    /// checkpoint and restored, so a resumed run ends bitwise where the uninterrupted one does;
+    /// the encoder fed from the live tensors and the exported one agree.
+    #[test]
+    fn batchnorm_model_resumes_bitwise_with_its_running_statistics(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::models::{ResNetConfig, ResNetDepth, Stem};
+        let rt = runtime();
+        let model = ContrastiveModel::new(&ModelConfig {
+            encoder: EncoderConfig::ResNet(ResNetConfig {
+                input: [2, 6, 6],
+                depth: ResNetDepth::R18,
+                stem: Stem::Cifar,
+                width: 1.0 / 32.0,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![16, 16, 8],
+                activation: Activation::Relu,
+            }),
+        })?;
+        let cfg = StepConfig::new(4, LossConfig::study(), OptimizerConfig::adamw()).stacked();
+        let step = build_train_step(&model, &cfg)?;
+        let n_buf = model.buffer_specs().len();
+        assert_eq!(step.buffers.len(), n_buf);
+        assert!(n_buf > 0);
+        let init = model.init_params(2)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let batches: Vec<(Vec<f32>, Vec<f32>)> = (0..4)
+            .map(|_| {
+                let mut v = || -> Vec<f32> {
+                    (0..4 * 72)
+                        .map(|_| StandardNormal.sample(&mut rng))
+                        .collect()
+                };
+                (v(), v())
+            })
+            .collect();
+        let mut a = Trainer::new(&rt, &step, &init, &options(1))?;
+        let buffers_of = |tr: &Trainer| -> Vec<NamedTensor> {
+            tr.params()
+                .into_iter()
+                .filter(|t| t.name.contains("running_"))
+                .collect()
+        };
+        let before = buffers_of(&a);
+        a.step(&batches[0].0, &batches[0].1, 1e-3)?;
+        a.step(&batches[1].0, &batches[1].1, 1e-3)?;
+        assert_eq!(before.len(), n_buf);
+        assert_ne!(before, buffers_of(&a), "running statistics must move");
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bn.ckpt");
+        a.state().save(&path)?;
+        for (x, y) in &batches[2..] {
+            a.step(x, y, 1e-3)?;
+        }
+        let mut b = Trainer::new(&rt, &step, &model.init_params(99)?, &options(1))?;
+        b.load_state(&Checkpoint::load(&path)?)?;
+        for (x, y) in &batches[2..] {
+            b.step(x, y, 1e-3)?;
+        }
+        assert_eq!(a.state(), b.state());
+
+        // Encoder-only inputs are not a prefix of the step's tensors (the projector's come
+        // between the encoder's parameters and its buffers): the live and baked encoders agree.
+        let enc = build_encoder(&model, ParamSource::Inputs)?;
+        let mut b = b.with_encoder(&rt, &enc)?;
+        let live = b.embed(&batches[0].0, 4)?;
+        let baked = build_encoder(&model, ParamSource::Baked(&b.params()))?;
+        let mut emb = Embedder::new(&rt, &baked, &options(1))?;
+        // Not bitwise: with the statistics baked in, ONNX Runtime folds BatchNorm into the
+        // convolutions, which rounds differently.
+        for (u, w) in live.iter().zip(&emb.embed(&batches[0].0, 4)?) {
+            assert!((u - w).abs() <= 1e-5 * (1.0 + u.abs()), "{u} vs {w}");
+        }
+        Ok(())
     }
 
     #[test]

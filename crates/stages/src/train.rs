@@ -30,6 +30,7 @@ use cbound_engine::stage::{Need, ParamError, Stage, StageContext, StageError, St
 use cbound_onnx::loss::{LossConfig, LossKind};
 use cbound_onnx::models::{
     Activation, ContrastiveModel, ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind,
+    ResNetConfig, ResNetDepth, Stem,
 };
 use cbound_onnx::optim::{LrSchedule, OptimizerConfig};
 use cbound_onnx::runtime::{self, Device, LibrarySearch, SessionOptions};
@@ -85,7 +86,31 @@ pub enum EncoderSpec {
         #[serde(default)]
         activation: Activation,
     },
+    /// torchvision's ResNet-18 (BasicBlocks [2, 2, 2, 2]) with BatchNorm, without `fc`: the
+    /// output is the pooled last feature map, `512 * width` wide (images only, any size).
+    Resnet18 {
+        /// `cifar` (3x3 conv, stride 1, no max-pool) or `imagenet` (7x7/2 conv + 3x3/2 max-pool).
+        #[serde(default)]
+        stem: Stem,
+        /// Multiplier of the base widths 64, 128, 256, 512 (rounded, at least 1 channel).
+        #[serde(default = "one")]
+        width: f64,
+    },
+    /// ResNet-34 (BasicBlocks [3, 4, 6, 3]); otherwise as `resnet18`.
+    Resnet34 {
+        #[serde(default)]
+        stem: Stem,
+        #[serde(default = "one")]
+        width: f64,
+    },
 }
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Largest accepted ResNet width multiplier (16 gives 8192 channels in the last stage).
+const MAX_RESNET_WIDTH: f64 = 16.0;
 
 impl Default for EncoderSpec {
     fn default() -> Self {
@@ -117,6 +142,7 @@ impl ModelSpec {
     /// Every layer width and size at least 1 (the data's shape is checked when it is read).
     fn check(&self) -> Vec<ParamError> {
         let mut out = Vec::new();
+        let mut ranges = Vec::new();
         let mut positive = |path: &[&str], what: &str, v: usize| {
             if v == 0 {
                 out.push(ParamError::at(
@@ -152,11 +178,22 @@ impl ModelSpec {
                 );
                 positive(&["model", "encoder", "output"], "the output width", *output);
             }
+            EncoderSpec::Resnet18 { width, .. } | EncoderSpec::Resnet34 { width, .. } => {
+                if !(width.is_finite() && *width > 0.0 && *width <= MAX_RESNET_WIDTH) {
+                    ranges.push(ParamError::at(
+                        &["model", "encoder", "width"],
+                        format!(
+                            "the width multiplier must be in (0, {MAX_RESNET_WIDTH}] (1 = torchvision's 64-512 channels, 0.25 = 16-128), got {width}"
+                        ),
+                    ));
+                }
+            }
         }
         for (i, w) in self.projector.iter().flatten().enumerate() {
             let i = i.to_string();
             positive(&["model", "projector", &i], "a projector width", *w);
         }
+        out.extend(ranges);
         out
     }
 }
@@ -603,6 +640,30 @@ fn model_config(spec: &ModelSpec, input: SampleShape) -> Result<ModelConfig, Sta
                 *output,
             )
         }
+        EncoderSpec::Resnet18 { stem, width } | EncoderSpec::Resnet34 { stem, width } => {
+            let depth = match &spec.encoder {
+                EncoderSpec::Resnet34 { .. } => ResNetDepth::R34,
+                _ => ResNetDepth::R18,
+            };
+            let SampleShape::Image {
+                channels: c,
+                height,
+                width: w,
+            } = input
+            else {
+                return Err(StageError::Params(format!(
+                    "a resnet encoder needs images; the views are a {input}"
+                )));
+            };
+            let cfg = ResNetConfig {
+                input: [c, height, w],
+                depth,
+                stem: *stem,
+                width: *width,
+            };
+            let out = cfg.widths()[3];
+            (EncoderConfig::ResNet(cfg), out)
+        }
     };
     let projector = spec.projector.as_ref().filter(|p| !p.is_empty()).map(|p| {
         let mut dims = vec![out];
@@ -951,7 +1012,12 @@ impl Stage for Train {
                 view_shape: encoder.view_shape.clone(),
                 embedding_dim: encoder.embedding_dim,
                 projection_dim: Some(projection.embedding_dim),
-                params: params.iter().map(|t| t.data.len()).sum(),
+                // Trainable parameters only (not BatchNorm running statistics), as PyTorch counts.
+                params: model
+                    .param_specs()
+                    .iter()
+                    .map(|p| p.shape.iter().product::<usize>())
+                    .sum(),
                 steps: trainer.steps_done(),
             },
         )?;

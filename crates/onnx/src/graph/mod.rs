@@ -15,7 +15,7 @@
 //! operator vocabulary ([`Op`], in `op.rs`), this file (the [`Graph`] itself: sources,
 //! outputs, node plumbing and operand checks), one file per op family (elementwise and
 //! comparisons, matrix products, reductions and softmax, shape ops, indexing, convolution and
-//! pooling) and serialisation to ONNX protobuf (`serialise.rs`).
+//! pooling, batch normalisation) and serialisation to ONNX protobuf (`serialise.rs`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,12 +23,14 @@ mod conv;
 mod elementwise;
 mod index;
 mod linalg;
+mod norm;
 mod op;
 mod reduce;
 mod serialise;
 mod shape;
 mod value;
 
+pub use norm::BatchNormTrain;
 pub use op::{GemmAttrs, Node, Op};
 pub use value::{DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
 

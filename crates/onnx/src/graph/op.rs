@@ -84,6 +84,12 @@ pub enum Op {
         strides: [usize; 2],
         pads: [usize; 4],
     },
+    /// Inference-mode batch normalisation from running statistics (inputs x, scale, bias,
+    /// mean, var; `training_mode = 0`). Only used in forward-only graphs: training graphs build
+    /// batch statistics from differentiable primitives (see `norm.rs`).
+    BatchNormalization {
+        epsilon: f32,
+    },
     Identity,
     /// Serialised as `Identity`; [`crate::autodiff`] treats its output as a constant.
     StopGradient,
@@ -166,6 +172,7 @@ impl Op {
             Op::ConvTranspose { .. } => "ConvTranspose",
             Op::AveragePool { .. } => "AveragePool",
             Op::MaxPool { .. } => "MaxPool",
+            Op::BatchNormalization { .. } => "BatchNormalization",
             Op::Identity | Op::StopGradient => "Identity",
             Op::Concat { .. } => "Concat",
             Op::Split { .. } => "Split",

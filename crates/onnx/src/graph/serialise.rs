@@ -112,6 +112,7 @@ impl Op {
                 attr_string("reduction", reduction.as_str()),
             ],
             Op::ScatterNd { reduction } => vec![attr_string("reduction", reduction.as_str())],
+            Op::BatchNormalization { epsilon } => vec![attr_float("epsilon", *epsilon)],
             Op::Cast { to } => vec![attr_int("to", i64::from(to.onnx_code()))],
             Op::Pad { .. } => vec![attr_string("mode", "constant")],
             Op::ConstantOfShape { value } => vec![proto::AttributeProto {
