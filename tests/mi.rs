@@ -991,15 +991,15 @@ fn validate_refuses_bad_knn_settings() {
     assert_eq!(run.code, 2, "{}", run.all());
     for (location, message) in [
         (
-            "k.yaml:11:30 (at `stages.mi.params.estimators[0].k`)",
+            "k.yaml:11:35 (at `stages.mi.params.estimators[0].k`)",
             "k must be at least 1",
         ),
         (
-            "k.yaml:11:49 (at `stages.mi.params.estimators[0].temperature`)",
+            "k.yaml:11:51 (at `stages.mi.params.estimators[0].temperature`)",
             "temperature must be positive and finite, got 0",
         ),
         (
-            "k.yaml:11:70 (at `stages.mi.params.estimators[0].train_fraction`)",
+            "k.yaml:11:72 (at `stages.mi.params.estimators[0].train_fraction`)",
             "train_fraction must lie strictly between 0 and 1, got 1.5",
         ),
     ] {
@@ -1026,4 +1026,69 @@ fn validate_refuses_bad_knn_settings() {
         "{}",
         cli.all()
     );
+}
+
+/// With encoder snapshots the held-out classifiers run once per epoch, and each split names
+/// rows of the embeddings table of its own epoch only: no snapshot is fitted on another's rows.
+#[test]
+fn snapshot_splits_name_rows_of_their_own_epoch() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        r#"name: s
+seed: 5
+stages:
+  mix:
+    kind: synthetic
+    params: {task: mixture, classes: 3, dim: 4, spread: 3.0, noise: 0.5, n: 300, mc_samples: 2000}
+  data:
+    kind: load
+    inputs: mix
+    params: {format: parquet, feature_columns: "x*", label_column: z}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {encoder: {kind: mlp, hidden: [16], output: 4}, projector: [8, 4]}
+      epochs: 2
+      snapshot_every: 1
+      batch_size: 64
+      views: [[{op: gaussian_noise, std: 0.3}], [{op: gaussian_noise, std: 0.3}]]
+  embed:
+    kind: embed
+    inputs: [train, data]
+    params: {snapshots: true}
+  estimate:
+    kind: estimate_mi
+    inputs: embed
+    params:
+      pairs:
+        - {name: uz, x: {columns: u}, y: {columns: label}, estimators: [{name: probe, steps: 20}, {name: knn, k: 20}]}
+"#,
+    );
+    let run = p.cbound(&["run", "s.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("s");
+    let embeddings = read_rows(&dir.join("embed/embed/embeddings.parquet"));
+    let est = read_rows(&dir.join("estimate/estimate/mi_estimates.parquet"));
+    let splits = read_rows(&dir.join("estimate/estimate/mi_estimates.splits.parquet"));
+    let epochs: std::collections::BTreeSet<i64> = embeddings
+        .iter()
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert!(epochs.len() >= 2, "{epochs:?}");
+    assert_eq!(est.len(), 2 * epochs.len());
+    for (i, r) in est.iter().enumerate() {
+        let epoch = r["epoch"].as_i64().unwrap();
+        let rows: Vec<&serde_json::Value> = splits
+            .iter()
+            .filter(|s| s["estimate"] == i as u64)
+            .collect();
+        assert_eq!(rows.len(), 300, "{r}");
+        for s in rows {
+            assert_eq!(s["epoch"], epoch);
+            let row = s["row"].as_u64().unwrap() as usize;
+            assert_eq!(embeddings[row]["epoch"], epoch, "{s} of {r}");
+        }
+    }
 }

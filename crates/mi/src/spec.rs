@@ -404,7 +404,25 @@ pub struct EstimateRow {
     pub certificate: Option<super::certificate::Certificate>,
     /// Which of the given rows fitted the classifier and which scored it (probe, knn):
     /// indices into the `x` passed to [`estimate_with`], through any `max_rows` subsample.
+    /// Serialised as its sizes and seed (`cbound mi --json`); the rows go to a table.
+    #[serde(serialize_with = "held_out_summary")]
     pub held_out: Option<super::heldout::HeldOut>,
+}
+
+fn held_out_summary<S: Serializer>(
+    h: &Option<super::heldout::HeldOut>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    h.as_ref()
+        .map(|h| {
+            serde_json::json!({
+                "seed": h.seed,
+                "train_fraction": h.train_fraction,
+                "n_train": h.train.len(),
+                "n_test": h.test.len(),
+            })
+        })
+        .serialize(s)
 }
 
 /// One side as its kind reads it (see [`Input`]).
