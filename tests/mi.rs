@@ -1052,7 +1052,8 @@ stages:
       model: {encoder: {kind: mlp, hidden: [16], output: 4}, projector: [8, 4]}
       epochs: 2
       snapshot_every: 1
-      batch_size: 64
+      batch_size: 32
+      holdout: 0.2
       views: [[{op: gaussian_noise, std: 0.3}], [{op: gaussian_noise, std: 0.3}]]
   embed:
     kind: embed
