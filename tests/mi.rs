@@ -886,3 +886,210 @@ stages:
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stderr.contains("1 ran, 1 cached"), "{}", run.all());
 }
+
+/// `knn` beside `probe` through the binary: both record their held-out split (sizes and seed
+/// in mi_estimates, every row's side in mi_estimates.splits), the splits are disjoint, cover
+/// the pair's rows and repeat on a second run; `bound` takes the kNN's certificate as it takes
+/// the probe's (Clopper-Pearson on its held-out accuracy), and on well-separated classes the
+/// kNN is nearly always right.
+#[test]
+fn knn_and_probe_record_disjoint_reproducible_splits_and_certify() {
+    const KNN: &str = r#"name: knn
+seed: 7
+stages:
+  data:
+    kind: synthetic
+    params: {task: mixture, classes: 4, dim: 8, spread: 6.0, noise: 1.0, n: 1000, mc_samples: 2000}
+  estimate:
+    kind: estimate_mi
+    inputs: data
+    params:
+      pairs:
+        - {name: xz, x: {columns: "x*"}, y: {columns: z}, estimators: [{name: probe, steps: 100}, {name: knn, k: 50}]}
+  bound:
+    kind: bound
+    inputs: [estimate, data]
+    params:
+      terms: {i_uz: {pair: xz, estimator: knn}}
+      classes: 4
+"#;
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let p = Project::new();
+            p.write("knn.yaml", KNN);
+            let run = p.cbound(&["run", "knn.yaml"]);
+            assert_eq!(run.code, 0, "{}", run.all());
+            let dir = p.latest("knn");
+            let est = read_rows(&dir.join("estimate/estimate/mi_estimates.parquet"));
+            let splits = read_rows(&dir.join("estimate/estimate/mi_estimates.splits.parquet"));
+            let bounds = read_rows(&dir.join("bound/bound/bounds.parquet"));
+            (p, est, splits, bounds)
+        })
+        .collect();
+    let (_, est, splits, bounds) = &runs[0];
+    assert_eq!(est.len(), 2);
+    for (i, r) in est.iter().enumerate() {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["kind"], "lower_bound", "{r}");
+        assert_eq!(r["n_train"], 800, "{r}");
+        assert_eq!(r["n_test"], 200, "{r}");
+        assert!(r["split_seed"].as_u64().is_some(), "{r}");
+        let side = |s: &str| -> Vec<u64> {
+            splits
+                .iter()
+                .filter(|x| x["estimate"] == i as u64 && x["split"] == s)
+                .map(|x| x["row"].as_u64().unwrap())
+                .collect()
+        };
+        let (train, test) = (side("train"), side("test"));
+        assert_eq!((train.len(), test.len()), (800, 200), "{r}");
+        assert!(
+            test.iter().all(|t| !train.contains(t)),
+            "{}: a scored row was fitted on",
+            r["estimator"]
+        );
+        let mut all: Vec<u64> = train.iter().chain(&test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<u64>>());
+    }
+    let knn = est.iter().find(|r| r["estimator"] == "knn").unwrap();
+    assert!(knn["accuracy"].as_f64().unwrap() > 0.97, "{knn}");
+    assert!(
+        knn["certificate"]
+            .as_str()
+            .unwrap()
+            .contains("\"method\":\"probe\""),
+        "{knn}"
+    );
+    let cp = bounds
+        .iter()
+        .find(|r| r["name"] == "accuracy_clopper_pearson")
+        .unwrap_or_else(|| panic!("no Clopper-Pearson row in {bounds:?}"));
+    let lower = cp["certified_nats"]
+        .as_f64()
+        .or(cp["value_nats"].as_f64())
+        .unwrap();
+    assert!(
+        lower < knn["accuracy"].as_f64().unwrap() && lower > 0.9,
+        "{cp} vs {knn}"
+    );
+    // The same seed gives the same rows on each side, in a fresh project.
+    let (_, est2, splits2, _) = &runs[1];
+    assert_eq!(splits, splits2);
+    assert_eq!(est[1]["nats"], est2[1]["nats"]);
+}
+
+/// Rules of `knn` at their place in the file, and on the command line.
+#[test]
+fn validate_refuses_bad_knn_settings() {
+    let p = Project::new();
+    p.write(
+        "k.yaml",
+        "stages:\n  data:\n    kind: synthetic\n    params: {task: mixture, classes: 3, n: 100}\n  mi:\n    kind: estimate_mi\n    inputs: data\n    params:\n      pairs:\n        - {name: xz, x: {columns: \"x*\"}, y: {columns: z}}\n      estimators: [{name: knn, k: 0, temperature: 0.0, train_fraction: 1.5}]\n",
+    );
+    let run = p.cbound(&["validate", "k.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    for (location, message) in [
+        (
+            "k.yaml:11:35 (at `stages.mi.params.estimators[0].k`)",
+            "k must be at least 1",
+        ),
+        (
+            "k.yaml:11:51 (at `stages.mi.params.estimators[0].temperature`)",
+            "temperature must be positive and finite, got 0",
+        ),
+        (
+            "k.yaml:11:72 (at `stages.mi.params.estimators[0].train_fraction`)",
+            "train_fraction must lie strictly between 0 and 1, got 1.5",
+        ),
+    ] {
+        let found = run
+            .stderr
+            .split("\n\n")
+            .any(|e| e.contains(message) && e.contains(location));
+        assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+    }
+    p.write("t.csv", "u0,u1,z\n1,0,0\n0,1,1\n1,0.1,0\n0.1,1,1\n");
+    let cli = p.cbound(&[
+        "mi",
+        "t.csv",
+        "--x",
+        "u*",
+        "--y",
+        "z",
+        "-e",
+        "knn:temperature=-1",
+    ]);
+    assert_eq!(cli.code, 2, "{}", cli.all());
+    assert!(
+        cli.stderr.contains("temperature must be positive"),
+        "{}",
+        cli.all()
+    );
+}
+
+/// With encoder snapshots the held-out classifiers run once per epoch, and each split names
+/// rows of the embeddings table of its own epoch only: no snapshot is fitted on another's rows.
+#[test]
+fn snapshot_splits_name_rows_of_their_own_epoch() {
+    let p = Project::new();
+    p.write(
+        "s.yaml",
+        r#"name: s
+seed: 5
+stages:
+  mix:
+    kind: synthetic
+    params: {task: mixture, classes: 3, dim: 4, spread: 3.0, noise: 0.5, n: 300, mc_samples: 2000}
+  data:
+    kind: load
+    inputs: mix
+    params: {format: parquet, feature_columns: "x*", label_column: z}
+  train:
+    kind: train
+    inputs: data
+    params:
+      model: {encoder: {kind: mlp, hidden: [16], output: 4}, projector: [8, 4]}
+      epochs: 2
+      snapshot_every: 1
+      batch_size: 32
+      holdout: 0.2
+      views: [[{op: gaussian_noise, std: 0.3}], [{op: gaussian_noise, std: 0.3}]]
+  embed:
+    kind: embed
+    inputs: [train, data]
+    params: {snapshots: true}
+  estimate:
+    kind: estimate_mi
+    inputs: embed
+    params:
+      pairs:
+        - {name: uz, x: {columns: u}, y: {columns: label}, estimators: [{name: probe, steps: 20}, {name: knn, k: 20}]}
+"#,
+    );
+    let run = p.cbound(&["run", "s.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let dir = p.latest("s");
+    let embeddings = read_rows(&dir.join("embed/embed/embeddings.parquet"));
+    let est = read_rows(&dir.join("estimate/estimate/mi_estimates.parquet"));
+    let splits = read_rows(&dir.join("estimate/estimate/mi_estimates.splits.parquet"));
+    let epochs: std::collections::BTreeSet<i64> = embeddings
+        .iter()
+        .map(|r| r["epoch"].as_i64().unwrap())
+        .collect();
+    assert!(epochs.len() >= 2, "{epochs:?}");
+    assert_eq!(est.len(), 2 * epochs.len());
+    for (i, r) in est.iter().enumerate() {
+        let epoch = r["epoch"].as_i64().unwrap();
+        let rows: Vec<&serde_json::Value> = splits
+            .iter()
+            .filter(|s| s["estimate"] == i as u64)
+            .collect();
+        assert_eq!(rows.len(), 300, "{r}");
+        for s in rows {
+            assert_eq!(s["epoch"], epoch);
+            let row = s["row"].as_u64().unwrap() as usize;
+            assert_eq!(embeddings[row]["epoch"], epoch, "{s} of {r}");
+        }
+    }
+}

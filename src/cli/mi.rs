@@ -29,7 +29,8 @@ pub struct MiArgs {
     /// Estimators: `ksg`, `ksg:k=5,algorithm=2`, `ksg_cmi`, `histogram:bins=16`, `gaussian`,
     /// `discrete`, `infonce_cosine:temperature=0.1,batch=256` (the fixed cosine critic, for
     /// embeddings; `infonce` is its old name), trained critics `infonce_critic`, `nwj_critic`,
-    /// `mine_critic` (e.g. `infonce_critic:critic=concat,hidden=[64,64],steps=2000`), `probe`
+    /// `mine_critic` (e.g. `infonce_critic:critic=concat,hidden=[64,64],steps=2000`), `probe`,
+    /// `knn:k=200,temperature=0.1` (the kNN monitor's classifier on embeddings; labels in Y)
     /// (all kinds and settings: `cbound estimators`). Repeatable.
     #[arg(long = "estimator", short = 'e', default_value = "ksg")]
     pub estimators: Vec<String>,

@@ -2,7 +2,7 @@
 //!
 //! All estimators report nats. k-NN (KSG), histogram and Gaussian estimates are point
 //! estimates with biases that depend on the data (see each module), so they are labelled
-//! [`Direction::Estimate`]. The probe, InfoNCE and the Gaussian channel point one way
+//! [`Direction::Estimate`]. The probe, the kNN classifier, InfoNCE and the Gaussian channel point one way
 //! (lower, lower, upper), but their point values hold only on average; each also records a
 //! [`certificate::Certificate`] from which a confidence bound is computed
 //! ([`confidence`] holds the statistics).
@@ -20,9 +20,11 @@ pub mod critic;
 pub mod discrete;
 pub mod estimators;
 pub mod gaussian;
+pub mod heldout;
 pub mod histogram;
 pub mod infonce;
 mod knn;
+pub mod knn_classifier;
 mod knn_euclid;
 pub mod ksg;
 pub mod ksg_cmi;
@@ -35,9 +37,11 @@ mod testutil;
 pub use discrete::{Correction, DiscreteMi};
 pub use estimators::{Conditioning, EstimatorKind, Input, Inputs};
 pub use gaussian::{GaussianMi, GaussianMiBc};
+pub use heldout::HeldOut;
 pub use histogram::Histogram;
 pub use infonce::InfoNce;
 pub use knn::NeighbourSearch;
+pub use knn_classifier::{KnnResult, WeightedKnn};
 pub use ksg::{Ksg, KsgAlgorithm, KsgMetric};
 pub use ksg_cmi::KsgCmi;
 pub use probe::{Probe, ProbeResult};

@@ -10,14 +10,18 @@
 //! confidence the fit also records a [`Certificate`]: the held-out losses of the probe mixed
 //! with a uniform floor (so each loss is bounded), the label counts and the number of correct
 //! held-out predictions, from which `bound` computes confidence bounds at its level.
+//!
+//! The linear-evaluation protocol, and what keeps it from leaking: the probe reads embeddings
+//! as numbers (an `embed` table), so the encoder is frozen by construction (no gradient
+//! reaches it, and nothing here can change it); it is fitted on one seeded split of the rows
+//! and scored on the disjoint rest ([`HeldOut`], recorded in the result and written by
+//! `estimate_mi` to `mi_estimates.splits.parquet`); and its standardisation uses the fitted
+//! rows' statistics only.
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::certificate::Certificate;
-use super::confidence::BoundedSample;
+use super::heldout::{class_counts, entropy, labels_of, score, HeldOut};
 use super::{check_pair, Direction, Estimator, Matrix, MiError, MiEstimate};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,31 +71,8 @@ pub struct ProbeResult {
     pub classes: usize,
     /// What a confidence bound needs (see the module doc).
     pub certificate: Certificate,
-}
-
-fn labels_of(z: &Matrix) -> Result<Vec<usize>, MiError> {
-    if z.cols() != 1 {
-        return Err(MiError::InvalidParameter {
-            name: "labels",
-            reason: format!("the probe needs one label column, got {}", z.cols()),
-        });
-    }
-    z.iter_rows()
-        .enumerate()
-        .map(|(i, r)| {
-            let v = r[0];
-            if v >= 0.0 && v.fract() == 0.0 && v < 1e6 {
-                Ok(v as usize)
-            } else {
-                Err(MiError::InvalidParameter {
-                    name: "labels",
-                    reason: format!(
-                        "row {i}: label {v} is not a class index (a non-negative integer)"
-                    ),
-                })
-            }
-        })
-        .collect()
+    /// The rows it was fitted on and the rows it was scored on.
+    pub held_out: HeldOut,
 }
 
 impl Probe {
@@ -125,33 +106,10 @@ impl Probe {
                 reason: format!("must lie strictly between 0 and 1, got {}", self.floor),
             });
         }
-        let labels = labels_of(z)?;
-        let seen = labels.iter().copied().max().unwrap_or(0) + 1;
-        let k = match self.classes {
-            Some(c) if c < seen => {
-                return Err(MiError::InvalidParameter {
-                    name: "classes",
-                    reason: format!(
-                        "`classes: {c}` but a label is {}: labels must lie in 0..{c}",
-                        seen - 1
-                    ),
-                })
-            }
-            Some(c) => c,
-            None => seen,
-        };
-        let mut counts = vec![0usize; k];
-        for &l in &labels {
-            counts[l] += 1;
-        }
-        // With K declared, one observed class is data, not an error: Z may be nearly constant,
-        // and the certified bound then says (correctly) that little is known.
-        if counts.iter().filter(|&&c| c > 0).count() < 2 && self.classes.is_none() {
-            return Err(MiError::SingleClass { which: "labels", n });
-        }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed));
-        let n_train = ((n as f64) * self.train_fraction).round() as usize;
+        let labels = labels_of(z, "the probe")?;
+        let (k, counts) = class_counts(&labels, self.classes)?;
+        let held_out = HeldOut::random(n, self.train_fraction, self.seed)?;
+        let n_train = held_out.train.len();
         if n_train < 2 || n - n_train < 1 {
             return Err(MiError::TooFewSamples {
                 context: "a probe with a held-out split".into(),
@@ -159,7 +117,7 @@ impl Probe {
                 got: n,
             });
         }
-        let (train, test) = order.split_at(n_train);
+        let (train, test) = (&held_out.train[..], &held_out.test[..]);
         let d = u.cols();
         // Standardise with train statistics; constant features stay as they are.
         let mut mean = vec![0.0; d];
@@ -213,49 +171,19 @@ impl Probe {
         } else {
             softmax_rows(&w, &xtest, d, k, kp, &mut probs);
         }
-        let mut ce = 0.0;
-        let mut correct = 0usize;
-        let mut floored = Vec::with_capacity(ytest.len());
-        let uniform = self.floor / k as f64;
-        for (row, &y) in probs.chunks_exact(kp).zip(&ytest) {
-            let p = &row[..k];
-            ce -= p[y].max(1e-300).ln();
-            floored.push(-((1.0 - self.floor) * p[y] + uniform).ln());
-            let best = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(c, _)| c)
-                .unwrap_or(0);
-            correct += usize::from(best == y);
-        }
+        let scored = score(&probs, kp, k, &ytest, self.floor, &counts)?;
         let n_test = ytest.len();
-        let ce = ce / n_test as f64;
-        let entropy = -counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let q = c as f64 / n as f64;
-                q * q.ln()
-            })
-            .sum::<f64>();
-        let loss = BoundedSample::from_values(&floored, 0.0, (k as f64 / self.floor).ln())?;
+        let entropy = entropy(&counts);
         Ok(ProbeResult {
-            mi_lower_bound: entropy - ce,
+            mi_lower_bound: entropy - scored.cross_entropy,
             entropy,
-            cross_entropy: ce,
-            accuracy: correct as f64 / n_test as f64,
+            cross_entropy: scored.cross_entropy,
+            accuracy: scored.correct as f64 / n_test as f64,
             n_train,
             n_test,
             classes: counts.iter().filter(|&&c| c > 0).count(),
-            certificate: Certificate::Probe {
-                loss,
-                floor: self.floor,
-                classes: k,
-                label_counts: counts.iter().map(|&c| c as u64).collect(),
-                correct: correct as u64,
-                n_test: n_test as u64,
-            },
+            certificate: scored.certificate,
+            held_out,
         })
     }
 }
@@ -561,6 +489,8 @@ impl Estimator for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, StandardNormal};
 
     fn clusters(n: usize, separation: f64, seed: u64) -> (Matrix, Matrix) {

@@ -394,14 +394,35 @@ pub struct EstimateRow {
     pub ci_level: Option<f64>,
     /// What the point value promises (never `exact`).
     pub kind: Direction,
-    /// Held-out accuracy (probe only).
+    /// Held-out accuracy (probe, knn).
     pub accuracy: Option<f64>,
     /// The largest value the estimator can report (log N for InfoNCE).
     pub cap_nats: Option<f64>,
     pub seconds: f64,
     pub note: Option<String>,
-    /// What a confidence bound on the quantity needs (probe, infonce, gaussian_channel).
+    /// What a confidence bound on the quantity needs (probe, knn, infonce, gaussian_channel).
     pub certificate: Option<super::certificate::Certificate>,
+    /// Which of the given rows fitted the classifier and which scored it (probe, knn):
+    /// indices into the `x` passed to [`estimate_with`], through any `max_rows` subsample.
+    /// Serialised as its sizes and seed (`cbound mi --json`); the rows go to a table.
+    #[serde(serialize_with = "held_out_summary")]
+    pub held_out: Option<super::heldout::HeldOut>,
+}
+
+fn held_out_summary<S: Serializer>(
+    h: &Option<super::heldout::HeldOut>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    h.as_ref()
+        .map(|h| {
+            serde_json::json!({
+                "seed": h.seed,
+                "train_fraction": h.train_fraction,
+                "n_train": h.train.len(),
+                "n_test": h.test.len(),
+            })
+        })
+        .serialize(s)
 }
 
 /// One side as its kind reads it (see [`Input`]).
@@ -554,11 +575,14 @@ pub fn estimate_with(
     }
     let rows = x.rows();
     let (mut x, mut y, mut z) = (x.clone(), y.clone(), z.cloned());
+    // The rows of the subsample, to say which of the given rows a held-out split used.
+    let mut subsample = None;
     if let Some(limit) = pre.max_rows.filter(|&m| m < rows) {
         let idx = subsample_indices(rows, limit, seed)?;
         x = x.select_rows(&idx)?;
         y = y.select_rows(&idx)?;
         z = z.map(|m| m.select_rows(&idx)).transpose()?;
+        subsample = Some(idx);
     }
     let inputs = spec.inputs();
     let tails: Vec<String> = [("x", &x, inputs.x), ("y", &y, inputs.y)]
@@ -606,6 +630,10 @@ pub fn estimate_with(
         seconds: 0.0,
         note: outcome.note,
         certificate: outcome.certificate,
+        held_out: match (outcome.held_out, &subsample) {
+            (Some(h), Some(idx)) => Some(h.remap(idx)?),
+            (h, _) => h,
+        },
     };
     if !tails.is_empty() {
         let advice = format!(

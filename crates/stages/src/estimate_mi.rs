@@ -1,9 +1,14 @@
 //! `estimate_mi`: mutual information between columns of upstream tables, by any of the
 //! estimators in [`cbound_mi`], with preprocessing, resampling intervals and each estimate's
-//! direction (`lower_bound`, `upper_bound` or point `estimate`), and for the probe, InfoNCE
-//! and the Gaussian channel the certificate from which `bound` computes a confidence bound.
-//! Writes `mi_estimates.parquet`; each estimate also becomes a metric `<pair>.<estimator>`
-//! in nats.
+//! direction (`lower_bound`, `upper_bound` or point `estimate`), and for the probe, the kNN
+//! classifier, InfoNCE and the Gaussian channel the certificate from which `bound` computes a
+//! confidence bound. Writes `mi_estimates.parquet`; each estimate also becomes a metric
+//! `<pair>.<estimator>` in nats (and `<pair>.<estimator>.accuracy` for probe and knn).
+//!
+//! The held-out classifiers (probe, knn) read embeddings as numbers, so the encoder is frozen
+//! by construction; each is fitted on one seeded split of the pair's rows and scored on the
+//! disjoint rest, and `mi_estimates.splits.parquet` lists every row of the upstream table with
+//! the side it was on (`n_train`, `n_test` and `split_seed` in `mi_estimates.parquet`).
 //!
 //! An estimator that cannot run on a pair (a histogram in 128 dimensions, a probe on
 //! non-label targets) gives a row with NaN and the reason, never a silent number; the other
@@ -24,7 +29,7 @@ use cbound_engine::stage::{
 use cbound_mi::estimators::ksg::{KsgKind, KsgParams};
 use cbound_mi::spec::{estimate_with, EstimatorSpec, IntervalSpec, Preprocess, Tools};
 use cbound_mi::{Conditioning, Matrix};
-use cbound_tables::estimates::{estimates_table, timing_table, PairEstimate};
+use cbound_tables::estimates::{estimates_table, splits_table, timing_table, PairEstimate};
 use cbound_tables::mi_estimates;
 
 /// Columns of an upstream table.
@@ -156,8 +161,9 @@ fn epoch_groups(
 impl Stage for EstimateMi {
     type Params = EstimateMiParams;
     const KIND: &'static str = "estimate_mi";
-    // 5: `{name: ksg}` means algorithm 2 (was 1); cache keys hold the params as written, so a
-    // cached `{name: ksg}` estimate from before must not be reused.
+    // 5: `{name: ksg}` means algorithm 2 (was 1), and held-out estimates (probe, knn) record
+    // their split (n_train, n_test, split_seed columns and mi_estimates.splits.parquet); cache
+    // keys hold the params as written, so a cached estimate from before must not be reused.
     const VERSION: u32 = 5;
     const SUMMARY: &'static str =
         "Estimate mutual information between columns of upstream tables (mi_estimates.parquet; metrics <pair>.<estimator>).";
@@ -170,8 +176,11 @@ impl Stage for EstimateMi {
     estimators: [{name: ksg, k: 3}, {name: gaussian}]
     interval: {reps: 20, level: 0.9}
 "#;
-    const WRITES: Option<&'static [&'static str]> =
-        Some(&[mi_estimates::FILE, mi_estimates::TIMING_FILE]);
+    const WRITES: Option<&'static [&'static str]> = Some(&[
+        mi_estimates::FILE,
+        mi_estimates::TIMING_FILE,
+        mi_estimates::SPLITS_FILE,
+    ]);
 
     fn needs(p: &EstimateMiParams) -> Vec<Need> {
         let mut out = Vec::new();
@@ -337,7 +346,14 @@ impl Stage for EstimateMi {
                             critic: Some(&critic),
                         },
                     )
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string())
+                    // A held-out split names rows of the table, not of this snapshot.
+                    .and_then(|mut row| {
+                        if let (Some(h), Some(_)) = (&row.held_out, epoch) {
+                            row.held_out = Some(h.remap(idx).map_err(|e| e.to_string())?);
+                        }
+                        Ok(row)
+                    });
                     rows.push(PairEstimate {
                         pair: pair.name.clone(),
                         epoch: *epoch,
@@ -352,6 +368,9 @@ impl Stage for EstimateMi {
             "mi_estimates",
             &estimates_table(&rows).map_err(|e| StageError::Failed(e.to_string()))?,
         )?;
+        if let Some(splits) = splits_table(&rows).map_err(|e| StageError::Failed(e.to_string()))? {
+            ctx.write_table("mi_estimates.splits", &splits)?;
+        }
         ctx.write_table(
             "mi_estimates.timing",
             &timing_table(&rows).map_err(|e| StageError::Failed(e.to_string()))?,

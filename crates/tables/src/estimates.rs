@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use cbound_mi::spec::EstimateRow;
+use cbound_mi::HeldOut;
 
 use crate::{Builder, TableError};
 
@@ -70,6 +71,13 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, TableError>
                 .collect::<UInt64Array>(),
         )
     };
+    let held = |f: &dyn Fn(&HeldOut) -> u64| -> ArrayRef {
+        Arc::new(
+            (0..n)
+                .map(|i| ok(i).and_then(|r| r.held_out.as_ref()).map(f))
+                .collect::<UInt64Array>(),
+        )
+    };
     let strcol = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
         Arc::new((0..n).map(f).collect::<StringArray>())
     };
@@ -97,6 +105,9 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, TableError>
             strcol(&|i| ok(i).map(|r| r.kind.as_str().to_string())),
         )
         .column(&t::ACCURACY, f64col(&|r| r.accuracy))
+        .column(&t::N_TRAIN, held(&|h| h.train.len() as u64))
+        .column(&t::N_TEST, held(&|h| h.test.len() as u64))
+        .column(&t::SPLIT_SEED, held(&|h| h.seed))
         .column(&t::CAP_NATS, f64col(&|r| r.cap_nats))
         .column(&t::NOTE, strcol(&|i| ok(i).and_then(|r| r.note.clone())))
         .column(
@@ -115,4 +126,44 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, TableError>
         );
     }
     table.build()
+}
+
+/// `mi_estimates.splits.parquet`: each held-out classifier's fitted and scored rows, keyed
+/// by the row of `mi_estimates.parquet` ([`estimates_table`] of the same `rows`). The splits
+/// in `rows` must already index the upstream table's rows. `None` when no estimate has a
+/// split.
+pub fn splits_table(rows: &[PairEstimate]) -> Result<Option<RecordBatch>, TableError> {
+    use crate::mi_estimates as t;
+    let mut estimate = Vec::new();
+    let mut epoch = Vec::new();
+    let (mut pair, mut estimator, mut row, mut side) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in rows.iter().enumerate() {
+        let Some(h) = r.result.as_ref().ok().and_then(|e| e.held_out.as_ref()) else {
+            continue;
+        };
+        for (rows, name) in [(&h.train, "train"), (&h.test, "test")] {
+            for &j in rows {
+                estimate.push(i as u64);
+                epoch.push(r.epoch);
+                pair.push(r.pair.as_str());
+                estimator.push(r.estimator.as_str());
+                row.push(j as u64);
+                side.push(name);
+            }
+        }
+    }
+    if estimate.is_empty() {
+        return Ok(None);
+    }
+    let mut table = Builder::new(&t::SPLITS)
+        .column(&t::SPLIT_ESTIMATE, Arc::new(UInt64Array::from(estimate)))
+        .column(&t::SPLIT_PAIR, Arc::new(StringArray::from(pair)))
+        .column(&t::SPLIT_ESTIMATOR, Arc::new(StringArray::from(estimator)))
+        .column(&t::SPLIT_ROW, Arc::new(UInt64Array::from(row)))
+        .column(&t::SPLIT_SIDE, Arc::new(StringArray::from(side)));
+    if rows.iter().any(|r| r.epoch.is_some()) {
+        table = table.column(&t::SPLIT_EPOCH, Arc::new(Int64Array::from(epoch)));
+    }
+    table.build().map(Some)
 }

@@ -103,14 +103,35 @@ pub static ACCURACY: Column = Column {
     ty: ColumnType::Float64,
     nullable: true,
     always: true,
-    doc: "held-out accuracy (probe)",
+    doc: "held-out accuracy (probe, knn)",
+};
+pub static N_TRAIN: Column = Column {
+    name: "n_train",
+    ty: ColumnType::UInt64,
+    nullable: true,
+    always: true,
+    doc: "rows the classifier was fitted on (probe, knn; which rows: mi_estimates.splits.parquet)",
+};
+pub static N_TEST: Column = Column {
+    name: "n_test",
+    ty: ColumnType::UInt64,
+    nullable: true,
+    always: true,
+    doc: "held-out rows it was scored on, disjoint from the fitted ones (probe, knn)",
+};
+pub static SPLIT_SEED: Column = Column {
+    name: "split_seed",
+    ty: ColumnType::UInt64,
+    nullable: true,
+    always: true,
+    doc: "seed of the estimator, from which its held-out split is drawn (probe, knn)",
 };
 pub static CAP_NATS: Column = Column {
     name: "cap_nats",
     ty: ColumnType::Float64,
     nullable: true,
     always: true,
-    doc: "largest reportable value: log N (infonce), H(Z) (probe)",
+    doc: "largest reportable value: log N (infonce), H(Z) (probe, knn)",
 };
 pub static NOTE: Column = Column {
     name: "note",
@@ -131,7 +152,7 @@ pub static CERTIFICATE: Column = Column {
     ty: ColumnType::Utf8,
     nullable: true,
     always: true,
-    doc: "sample summaries from which `bound` computes a confidence bound at its level (JSON; probe, infonce, gaussian_channel with feature_range)",
+    doc: "sample summaries from which `bound` computes a confidence bound at its level (JSON; probe, knn, infonce, gaussian_channel with feature_range)",
 };
 
 /// The file name of [`TABLE`].
@@ -156,6 +177,9 @@ pub static TABLE: Table = Table {
         &CI_LEVEL,
         &KIND,
         &ACCURACY,
+        &N_TRAIN,
+        &N_TEST,
+        &SPLIT_SEED,
         &CAP_NATS,
         &NOTE,
         &ERROR,
@@ -200,6 +224,68 @@ pub static TIMING: Table = Table {
     file: TIMING_FILE,
     row: "the compute time of one row of mi_estimates",
     columns: &[&TIMING_EPOCH, &TIMING_PAIR, &TIMING_ESTIMATOR, &SECONDS],
+};
+
+pub static SPLIT_ESTIMATE: Column = Column {
+    name: "estimate",
+    ty: ColumnType::UInt64,
+    nullable: false,
+    always: true,
+    doc: "the row of mi_estimates.parquet (0-based) whose classifier this split belongs to",
+};
+pub static SPLIT_EPOCH: Column = Column {
+    name: "epoch",
+    ty: ColumnType::Int64,
+    nullable: true,
+    always: false,
+    doc: "encoder snapshot, as in mi_estimates",
+};
+pub static SPLIT_PAIR: Column = Column {
+    name: "pair",
+    ty: ColumnType::Utf8,
+    nullable: false,
+    always: true,
+    doc: "pair name",
+};
+pub static SPLIT_ESTIMATOR: Column = Column {
+    name: "estimator",
+    ty: ColumnType::Utf8,
+    nullable: false,
+    always: true,
+    doc: "estimator name",
+};
+pub static SPLIT_ROW: Column = Column {
+    name: "row",
+    ty: ColumnType::UInt64,
+    nullable: false,
+    always: true,
+    doc: "the row (0-based) of the upstream table the pair's columns were read from",
+};
+pub static SPLIT_SIDE: Column = Column {
+    name: "split",
+    ty: ColumnType::Utf8,
+    nullable: false,
+    always: true,
+    doc: "`train` (the classifier was fitted on it) or `test` (it was scored on it)",
+};
+
+/// The file name of [`SPLITS`].
+pub const SPLITS_FILE: &str = "mi_estimates.splits.parquet";
+
+/// Which rows each held-out classifier (probe, knn) was fitted and scored on, so that an
+/// estimate can be audited for leakage; written only when some estimate has a split.
+pub static SPLITS: Table = Table {
+    name: "mi_estimates.splits",
+    file: SPLITS_FILE,
+    row: "one row of the upstream table, in the fitted or the scored split of one estimate",
+    columns: &[
+        &SPLIT_ESTIMATE,
+        &SPLIT_EPOCH,
+        &SPLIT_PAIR,
+        &SPLIT_ESTIMATOR,
+        &SPLIT_ROW,
+        &SPLIT_SIDE,
+    ],
 };
 
 /// The columns of one `mi_estimates` row that downstream stages use.

@@ -299,6 +299,7 @@ fn run_critic(
         accuracy: None,
         cap_nats: cap,
         certificate,
+    held_out: None,
     })
 }
 

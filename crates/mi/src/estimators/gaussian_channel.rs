@@ -77,6 +77,7 @@ impl EstimatorKind for GaussianChannelKind {
         )?;
         Ok(Outcome {
             certificate,
+            held_out: None,
             ..e.into()
         })
     }

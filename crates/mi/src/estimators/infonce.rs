@@ -106,6 +106,7 @@ impl EstimatorKind for InfoNceKind {
         Ok(Outcome {
             cap_nats: Some(critic.cap()),
             certificate: critic.certificate_from(&losses)?,
+            held_out: None,
             ..e.into()
         })
     }

@@ -15,6 +15,7 @@ pub mod gaussian;
 pub mod gaussian_channel;
 pub mod histogram;
 pub mod infonce;
+pub mod knn;
 pub mod ksg;
 pub mod ksg_cmi;
 pub mod probe;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::certificate::Certificate;
+use super::heldout::HeldOut;
 use super::{Direction, Estimator, Matrix, MiError, MiEstimate};
 use cbound_core::params::ParamError;
 
@@ -129,12 +131,15 @@ pub struct Outcome {
     /// kind's declared [`EstimatorKind::direction`]).
     pub direction: Direction,
     pub note: Option<String>,
-    /// Held-out accuracy (probe).
+    /// Held-out accuracy (probe, knn).
     pub accuracy: Option<f64>,
     /// The largest value the estimator can report (log N for InfoNCE, H(Z) for the probe).
     pub cap_nats: Option<f64>,
     /// What a confidence bound on the quantity needs.
     pub certificate: Option<Certificate>,
+    /// The rows a classifier was fitted on and those it was scored on (probe, knn), as
+    /// indices into the sample it was given.
+    pub held_out: Option<HeldOut>,
 }
 
 impl From<MiEstimate> for Outcome {
@@ -146,6 +151,7 @@ impl From<MiEstimate> for Outcome {
             accuracy: None,
             cap_nats: None,
             certificate: None,
+            held_out: None,
         }
     }
 }
@@ -284,6 +290,7 @@ pub fn each_kind(v: &mut impl VisitKind) {
     v.visit::<critic::MineCriticKind>();
     v.visit::<gaussian_channel::GaussianChannelKind>();
     v.visit::<probe::ProbeKind>();
+    v.visit::<knn::KnnKind>();
 }
 
 /// A kind as listings see it.

@@ -112,6 +112,7 @@ impl EstimatorKind for ProbeKind {
             accuracy: Some(r.accuracy),
             cap_nats: Some(r.entropy),
             certificate: Some(r.certificate),
+            held_out: Some(r.held_out),
         })
     }
 
