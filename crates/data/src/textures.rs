@@ -595,8 +595,8 @@ mod tests {
         // Chance is 0.1. The pixel probe beats it a little, because a linear score can still
         // use how the classes' pixel variances differ (a threshold above a score that is
         // near 0 for one class and spread wide for the others), not their means, which are
-        // equal; measured 0.19-0.25 at n = 400-600, against 0.99 for the oracle.
-        assert!(pixel_acc < 0.35, "pixel probe {pixel_acc}");
+        // equal; measured 0.19-0.31 at n = 400-600 (the fewer probe steps, the higher), against 0.99-1.0 for the oracle.
+        assert!(pixel_acc < 0.4, "pixel probe {pixel_acc}");
         assert!(
             oracle_acc - pixel_acc > 0.6,
             "oracle {oracle_acc}, pixels {pixel_acc}"
