@@ -293,3 +293,81 @@ fn fetching_an_installed_dataset_links_it_instead_of_downloading() {
         assert_eq!(std::fs::read_link(&link).unwrap(), installed.join(name));
     }
 }
+
+/// The `views:` block docs/augmentations.md gives for SimCLR, indented for `params:`.
+fn simclr_views_from_docs(indent: &str) -> String {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/augmentations.md"),
+    )
+    .unwrap();
+    let block = doc
+        .split("<!-- simclr-views:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- simclr-views:end -->").next())
+        .expect("docs/augmentations.md marks its views block");
+    block
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.trim().is_empty())
+        .map(|l| format!("{indent}{l}\n"))
+        .collect()
+}
+
+#[test]
+fn synthetic_cifar_textures_load_and_take_simclr_views() {
+    let p = Project::new();
+    let make = |dir: &str, seed: &str| {
+        p.cbound(&[
+            "data",
+            "synth-cifar",
+            dir,
+            "--train",
+            "40",
+            "--test",
+            "10",
+            "--seed",
+            seed,
+            "--classes",
+            "4",
+        ])
+    };
+    let out = make("tex", "3");
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("40 train"), "{}", out.all());
+    // Same seed, same bytes; another seed, other bytes.
+    assert_eq!(make("tex2", "3").code, 0);
+    assert_eq!(make("tex3", "4").code, 0);
+    let read = |d: &str| std::fs::read(p.path().join(d).join("data_batch_2.bin")).unwrap();
+    assert_eq!(read("tex"), read("tex2"));
+    assert_ne!(read("tex"), read("tex3"));
+    // Too few images for the five training files is a usage error naming the rule.
+    let bad = p.cbound(&["data", "synth-cifar", "few", "--train", "4", "--test", "1"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.all().contains("at least 5 training images"),
+        "{}",
+        bad.all()
+    );
+
+    p.write(
+        "t.yaml",
+        &format!(
+            "name: t\nseed: 2\nstages:\n  data:\n    kind: load\n    params: {{format: cifar10, path: tex, split: train}}\n  test:\n    kind: load\n    params: {{format: cifar10, path: tex, split: test}}\n  views:\n    kind: augment\n    inputs: data\n    params:\n      epochs: 1\n{}",
+            simclr_views_from_docs("      ")
+        ),
+    );
+    let run = p.cbound(&["run", "t.yaml"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let data = read_rows(&p.latest("t").join("data/data/dataset.parquet"));
+    assert_eq!(data.len(), 40);
+    let mut counts = [0usize; 4];
+    for r in &data {
+        counts[r["label"].as_u64().unwrap() as usize] += 1;
+    }
+    assert_eq!(counts, [10; 4]);
+    let test = read_rows(&p.latest("t").join("test/test/dataset.parquet"));
+    assert_eq!(test.len(), 10);
+    let views = read_rows(&p.latest("t").join("views/views/views.parquet"));
+    assert_eq!(views.len(), 40);
+    assert_eq!(views[0]["view_0"].as_array().unwrap().len(), 3072);
+    assert_ne!(views[0]["view_0"], views[0]["view_1"]);
+}

@@ -54,7 +54,7 @@ pub enum Command {
     Dag(dag::DagArgs),
     /// Estimate mutual information between columns of a Parquet or CSV file.
     Mi(mi::MiArgs),
-    /// Datasets: `cbound data fetch cifar10|cifar100|mnist|fashion-mnist`.
+    /// Datasets: `cbound data fetch cifar10|cifar100|mnist|fashion-mnist`, `cbound data synth-cifar DIR`.
     Data(data::DataArgs),
     /// Show the ONNX Runtime library, its version and execution providers, and the GPU.
     Doctor(doctor::DoctorArgs),

@@ -51,14 +51,17 @@ pub struct HorizontalFlip {
     pub p: f32,
 }
 
-/// torchvision `ColorJitter` without hue: each enabled factor is drawn uniformly from
-/// `[max(0, 1 - v), 1 + v]` and the adjustments run in random order. Applied with
-/// probability `p` (1 for plain `ColorJitter`; SimCLR wraps it in `RandomApply(p = 0.8)`).
+/// torchvision `ColorJitter`: each enabled factor is drawn uniformly, brightness, contrast
+/// and saturation from `[max(0, 1 - v), 1 + v]` and the hue shift from `[-hue, hue]`, and the
+/// enabled adjustments run in a random order. Applied with probability `p` (1 for plain
+/// `ColorJitter`; SimCLR wraps it in `RandomApply(p = 0.8)`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColorJitter {
     pub brightness: f32,
     pub contrast: f32,
     pub saturation: f32,
+    /// At most 0.5: a shift of the hue by a fraction of the colour circle.
+    pub hue: f32,
     pub p: f32,
 }
 
@@ -68,13 +71,15 @@ impl ColorJitter {
             brightness,
             contrast,
             saturation,
+            hue: 0.0,
             p: 1.0,
         }
     }
 }
 
-/// Replaces every channel by the luma (0.299 R + 0.587 G + 0.114 B) with probability `p`,
-/// keeping three channels so the output shape does not depend on the draw.
+/// Replaces every channel by the luma (0.2989 R + 0.587 G + 0.114 B, torchvision's
+/// `rgb_to_grayscale` on tensors) with probability `p`, keeping three channels so the output
+/// shape does not depend on the draw.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grayscale {
     pub p: f32,
@@ -108,6 +113,26 @@ pub struct GaussianNoise {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RandomMask {
     pub p: f32,
+}
+
+/// The SimCLR CIFAR-10 view at `size` x `size` (Chen et al. 2020, appendix B.9, colour
+/// strength 0.5; the reference code's and torchvision's recipe): RandomResizedCrop(scale
+/// 0.08-1, ratio 3/4-4/3), horizontal flip p = 0.5, ColorJitter(0.4, 0.4, 0.4, 0.1) with
+/// p = 0.8, grayscale p = 0.2. No blur: SimCLR leaves it out for CIFAR. docs/augmentations.md
+/// writes the same view as a `views:` block.
+pub fn simclr_cifar_view(size: usize) -> Vec<Op> {
+    vec![
+        Op::RandomResizedCrop(RandomResizedCrop::new(size)),
+        Op::HorizontalFlip(HorizontalFlip { p: 0.5 }),
+        Op::ColorJitter(ColorJitter {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            p: 0.8,
+        }),
+        Op::Grayscale(Grayscale { p: 0.2 }),
+    ]
 }
 
 /// One step of a view's pipeline.
@@ -167,6 +192,12 @@ impl Op {
                     if !(v.is_finite() && v >= 0.0) {
                         return invalid(format!("{name} = {v}, expected a value >= 0"));
                     }
+                }
+                if !(0.0..=0.5).contains(&o.hue) {
+                    return invalid(format!(
+                        "hue = {}, expected a value in [0, 0.5] (a fraction of the colour circle)",
+                        o.hue
+                    ));
                 }
                 Ok(())
             }
@@ -236,6 +267,11 @@ impl Op {
                 if o.saturation > 0.0 && channels != 3 {
                     return Err(invalid(format!(
                         "saturation needs 3 channels, the image has {channels}"
+                    )));
+                }
+                if o.hue > 0.0 && channels != 3 {
+                    return Err(invalid(format!(
+                        "hue needs 3 channels, the image has {channels}"
                     )));
                 }
                 if o.contrast > 0.0 && channels != 3 && channels != 1 {
@@ -623,8 +659,10 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.random::<f64>()
 }
 
+/// torchvision's `rgb_to_grayscale` on float tensors (0.2989, not ITU-R 601-2's 0.299, which
+/// PIL's integer conversion uses), so grayscale, contrast and saturation match it.
 fn luma(r: f32, g: f32, b: f32) -> f32 {
-    0.299 * r + 0.587 * g + 0.114 * b
+    0.2989 * r + 0.587 * g + 0.114 * b
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -644,8 +682,9 @@ fn crop_box(o: &RandomResizedCrop, height: usize, width: usize, rng: &mut ChaCha
     for _ in 0..10 {
         let target = area * uniform(rng, f64::from(o.scale.0), f64::from(o.scale.1));
         let aspect = uniform(rng, log_lo, log_hi).exp();
-        let w = (target * aspect).sqrt().round();
-        let h = (target / aspect).sqrt().round();
+        // Python's `round` rounds halves to even.
+        let w = (target * aspect).sqrt().round_ties_even();
+        let h = (target / aspect).sqrt().round_ties_even();
         if w >= 1.0 && w <= width as f64 && h >= 1.0 && h <= height as f64 {
             let (w, h) = (w as usize, h as usize);
             return CropBox {
@@ -658,9 +697,12 @@ fn crop_box(o: &RandomResizedCrop, height: usize, width: usize, rng: &mut ChaCha
     }
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio_lo {
-        (width, (width as f64 / ratio_lo).round() as usize)
+        (width, (width as f64 / ratio_lo).round_ties_even() as usize)
     } else if in_ratio > ratio_hi {
-        ((height as f64 * ratio_hi).round() as usize, height)
+        (
+            (height as f64 * ratio_hi).round_ties_even() as usize,
+            height,
+        )
     } else {
         (width, height)
     };
@@ -821,55 +863,164 @@ fn jitter_factor(rng: &mut ChaCha8Rng, v: f32) -> Option<f32> {
     (v > 0.0).then(|| uniform(rng, f64::from((1.0 - v).max(0.0)), f64::from(1.0 + v)) as f32)
 }
 
-fn color_jitter(o: &ColorJitter, d: Dims, img: &mut [f32], rng: &mut ChaCha8Rng) {
+/// One ColorJitter draw: the order of the four adjustments (0 brightness, 1 contrast,
+/// 2 saturation, 3 hue, as torchvision numbers them) and each enabled factor.
+#[derive(Clone, Debug, PartialEq)]
+struct JitterDraw {
+    order: [u8; 4],
+    brightness: Option<f32>,
+    contrast: Option<f32>,
+    saturation: Option<f32>,
+    hue: Option<f32>,
+}
+
+/// `None` when the jitter is skipped (probability 1 - `p`).
+fn jitter_draw(o: &ColorJitter, rng: &mut ChaCha8Rng) -> Option<JitterDraw> {
     if rng.random::<f32>() >= o.p {
-        return;
+        return None;
     }
-    let mut order = [0u8, 1, 2];
-    order.shuffle(rng);
-    let brightness = jitter_factor(rng, o.brightness);
-    let contrast = jitter_factor(rng, o.contrast);
-    let saturation = jitter_factor(rng, o.saturation);
-    let plane = d.h * d.w;
-    for step in order {
-        match (step, brightness, contrast, saturation) {
-            (0, Some(f), _, _) => {
-                for x in img.iter_mut() {
-                    *x = (*x * f).clamp(0.0, 1.0);
-                }
-            }
-            (1, _, Some(f), _) => {
-                // torchvision blends towards the mean of the grayscale image.
-                let mean = if d.c == 3 {
-                    let (r, rest) = img.split_at(plane);
-                    let (g, b) = rest.split_at(plane);
-                    r.iter()
-                        .zip(g)
-                        .zip(b)
-                        .map(|((r, g), b)| luma(*r, *g, *b))
-                        .sum::<f32>()
-                        / plane as f32
-                } else {
-                    img.iter().sum::<f32>() / img.len() as f32
-                };
-                let add = (1.0 - f) * mean;
-                for x in img.iter_mut() {
-                    *x = (f * *x + add).clamp(0.0, 1.0);
-                }
-            }
-            (2, _, _, Some(f)) if d.c == 3 => {
-                let (r, rest) = img.split_at_mut(plane);
-                let (g, b) = rest.split_at_mut(plane);
-                let keep = 1.0 - f;
-                for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
-                    let add = keep * luma(*r, *g, *b);
-                    *r = (f * *r + add).clamp(0.0, 1.0);
-                    *g = (f * *g + add).clamp(0.0, 1.0);
-                    *b = (f * *b + add).clamp(0.0, 1.0);
-                }
-            }
+    // torchvision permutes all four adjustments. Without hue the permutation of the other
+    // three is drawn as before hue existed, so views made without hue keep their bits; the
+    // order of the enabled adjustments is uniform either way.
+    let mut order = [0u8, 1, 2, 3];
+    if o.hue > 0.0 {
+        order.shuffle(rng);
+    } else {
+        order[..3].shuffle(rng);
+    }
+    Some(JitterDraw {
+        order,
+        brightness: jitter_factor(rng, o.brightness),
+        contrast: jitter_factor(rng, o.contrast),
+        saturation: jitter_factor(rng, o.saturation),
+        hue: (o.hue > 0.0).then(|| uniform(rng, -f64::from(o.hue), f64::from(o.hue)) as f32),
+    })
+}
+
+fn color_jitter(o: &ColorJitter, d: Dims, img: &mut [f32], rng: &mut ChaCha8Rng) {
+    if let Some(draw) = jitter_draw(o, rng) {
+        apply_jitter(img, d, &draw);
+    }
+}
+
+fn apply_jitter(img: &mut [f32], d: Dims, draw: &JitterDraw) {
+    for step in draw.order {
+        match (
+            step,
+            draw.brightness,
+            draw.contrast,
+            draw.saturation,
+            draw.hue,
+        ) {
+            (0, Some(f), ..) => adjust_brightness(img, f),
+            (1, _, Some(f), ..) => adjust_contrast(img, d, f),
+            (2, _, _, Some(f), _) => adjust_saturation(img, d, f),
+            (3, .., Some(f)) => adjust_hue(img, d, f),
             _ => {}
         }
+    }
+}
+
+/// torchvision `adjust_brightness`: a blend with black.
+fn adjust_brightness(img: &mut [f32], f: f32) {
+    for x in img.iter_mut() {
+        *x = (*x * f).clamp(0.0, 1.0);
+    }
+}
+
+/// torchvision `adjust_contrast`: a blend with the mean of the grayscale image.
+fn adjust_contrast(img: &mut [f32], d: Dims, f: f32) {
+    let plane = d.h * d.w;
+    let mean = if d.c == 3 {
+        let (r, rest) = img.split_at(plane);
+        let (g, b) = rest.split_at(plane);
+        r.iter()
+            .zip(g)
+            .zip(b)
+            .map(|((r, g), b)| luma(*r, *g, *b))
+            .sum::<f32>()
+            / plane as f32
+    } else {
+        img.iter().sum::<f32>() / img.len() as f32
+    };
+    let add = (1.0 - f) * mean;
+    for x in img.iter_mut() {
+        *x = (f * *x + add).clamp(0.0, 1.0);
+    }
+}
+
+/// torchvision `adjust_saturation`: a blend with the grayscale image; RGB only.
+fn adjust_saturation(img: &mut [f32], d: Dims, f: f32) {
+    if d.c != 3 {
+        return;
+    }
+    let plane = d.h * d.w;
+    let (r, rest) = img.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    let keep = 1.0 - f;
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let add = keep * luma(*r, *g, *b);
+        *r = (f * *r + add).clamp(0.0, 1.0);
+        *g = (f * *g + add).clamp(0.0, 1.0);
+        *b = (f * *b + add).clamp(0.0, 1.0);
+    }
+}
+
+/// torchvision `adjust_hue` on float tensors: RGB to HSV, the hue shifted by `f` (a fraction
+/// of the circle, wrapped into [0, 1)), back to RGB; RGB only. The arithmetic follows
+/// `_rgb2hsv` / `_hsv2rgb` step by step (f32, the same tie rules for which channel is the
+/// maximum), so it matches them to rounding.
+fn adjust_hue(img: &mut [f32], d: Dims, f: f32) {
+    if d.c != 3 {
+        return;
+    }
+    let plane = d.h * d.w;
+    let (r, rest) = img.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for ((r, g), b) in r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut()) {
+        let (h, s, v) = rgb_to_hsv(*r, *g, *b);
+        // torch's `%`: the remainder takes the divisor's sign.
+        let mut h = (h + f) % 1.0;
+        if h < 0.0 {
+            h += 1.0;
+        }
+        (*r, *g, *b) = hsv_to_rgb(h, s, v);
+    }
+}
+
+fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let eqc = maxc == minc;
+    let cr = maxc - minc;
+    let s = cr / if eqc { 1.0 } else { maxc };
+    let crd = if eqc { 1.0 } else { cr };
+    let rc = (maxc - r) / crd;
+    let gc = (maxc - g) / crd;
+    let bc = (maxc - b) / crd;
+    let h = if maxc == r {
+        bc - gc
+    } else if maxc == g {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    ((h / 6.0 + 1.0) % 1.0, s, maxc)
+}
+
+fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let i = (h * 6.0).floor();
+    let f = h * 6.0 - i;
+    let p = (v * (1.0 - s)).clamp(0.0, 1.0);
+    let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
+    let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+    match (i as i32).rem_euclid(6) {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
     }
 }
 
@@ -1125,6 +1276,7 @@ mod tests {
             Op::RandomResizedCrop(RandomResizedCrop::new(size)),
             Op::HorizontalFlip(HorizontalFlip { p: 0.5 }),
             Op::ColorJitter(ColorJitter {
+                hue: 0.1,
                 p: 0.8,
                 ..ColorJitter::new(0.4, 0.4, 0.4)
             }),
@@ -1550,6 +1702,376 @@ mod tests {
         }
         let pos = draws.iter().filter(|&&z| z > 0.0).count() as f64 / nf;
         assert!((pos - 0.5).abs() < 0.002, "{pos}");
+    }
+
+    /// tests/fixtures/simclr_views.json, written by tests/fixtures/simclr_views.py with
+    /// torchvision on float tensors.
+    #[derive(serde::Deserialize)]
+    struct TorchFixture {
+        images: Vec<FixtureImage>,
+        resized_crop: Vec<FixtureCrop>,
+        color: Vec<FixtureColor>,
+        jitter: Vec<FixtureJitter>,
+        crop_stats: Vec<FixtureCropStats>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FixtureImage {
+        c: usize,
+        h: usize,
+        w: usize,
+        bytes: Vec<u8>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FixtureCrop {
+        image: usize,
+        top: usize,
+        left: usize,
+        h: usize,
+        w: usize,
+        size: usize,
+        out: Vec<f32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FixtureColor {
+        image: usize,
+        op: String,
+        factor: f32,
+        out: Vec<f32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FixtureJitter {
+        image: usize,
+        order: [u8; 4],
+        brightness: f32,
+        contrast: f32,
+        saturation: f32,
+        hue: f32,
+        out: Vec<f32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FixtureCropStats {
+        height: usize,
+        width: usize,
+        draws: usize,
+        area: Vec<u64>,
+        log_aspect: Vec<u64>,
+        top: Vec<u64>,
+    }
+
+    fn torch_fixture() -> TorchFixture {
+        let text = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/simclr_views.json"
+        ));
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The tolerance against torchvision: f32 rounding of the same formulas (the fixture is
+    /// stored to 8 decimals).
+    const TORCH_TOL: f32 = 1e-5;
+
+    #[test]
+    fn resized_crop_matches_torchvision() {
+        let fx = torch_fixture();
+        for case in &fx.resized_crop {
+            let img = &fx.images[case.image];
+            let d = Dims {
+                c: img.c,
+                h: img.h,
+                w: img.w,
+            };
+            let crop = CropBox {
+                top: case.top,
+                left: case.left,
+                h: case.h,
+                w: case.w,
+            };
+            // From the bytes (a view's first op) and from floats (a crop after another op).
+            let mut s = Scratch::default();
+            resize(&img.bytes, d, crop, case.size, INV_255, &mut s);
+            let from_bytes = s.alt.clone();
+            let floats: Vec<f32> = img.bytes.iter().map(|&b| f32::from(b) * INV_255).collect();
+            resize(&floats, d, crop, case.size, 1.0, &mut s);
+            for out in [&from_bytes, &s.alt] {
+                let err = max_abs_diff(out, &case.out);
+                assert!(
+                    err < TORCH_TOL,
+                    "crop {crop:?} -> {0}x{0}: max |diff| {err}",
+                    case.size
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn color_ops_match_torchvision() {
+        let fx = torch_fixture();
+        assert!(fx.color.iter().any(|c| c.op == "hue"));
+        for case in &fx.color {
+            let img = &fx.images[case.image];
+            let d = Dims {
+                c: img.c,
+                h: img.h,
+                w: img.w,
+            };
+            let mut x: Vec<f32> = img.bytes.iter().map(|&b| f32::from(b) * INV_255).collect();
+            match case.op.as_str() {
+                "brightness" => adjust_brightness(&mut x, case.factor),
+                "contrast" => adjust_contrast(&mut x, d, case.factor),
+                "saturation" => adjust_saturation(&mut x, d, case.factor),
+                "hue" => adjust_hue(&mut x, d, case.factor),
+                "grayscale" => {
+                    let mut s = Scratch {
+                        cur: x,
+                        ..Scratch::default()
+                    };
+                    let mut dims = d;
+                    let mut rng = sample_rng(0, 0, 0, 0);
+                    apply_image_op(
+                        &Op::Grayscale(Grayscale { p: 1.0 }),
+                        &mut dims,
+                        &mut s,
+                        &mut rng,
+                    );
+                    x = s.cur;
+                }
+                other => panic!("unknown op {other} in the fixture"),
+            }
+            let err = max_abs_diff(&x, &case.out);
+            assert!(
+                err < TORCH_TOL,
+                "{} {}: max |diff| {err}",
+                case.op,
+                case.factor
+            );
+        }
+        for case in &fx.jitter {
+            let img = &fx.images[case.image];
+            let d = Dims {
+                c: img.c,
+                h: img.h,
+                w: img.w,
+            };
+            let mut x: Vec<f32> = img.bytes.iter().map(|&b| f32::from(b) * INV_255).collect();
+            let draw = JitterDraw {
+                order: case.order,
+                brightness: Some(case.brightness),
+                contrast: Some(case.contrast),
+                saturation: Some(case.saturation),
+                hue: Some(case.hue),
+            };
+            apply_jitter(&mut x, d, &draw);
+            let err = max_abs_diff(&x, &case.out);
+            assert!(err < TORCH_TOL, "jitter {:?}: max |diff| {err}", case.order);
+        }
+    }
+
+    /// Bin counts of two samplers agree when each bin's share differs by less than five
+    /// standard errors of the difference of two binomial proportions (plus 1e-4 for bins
+    /// near 0).
+    fn assert_same_histogram(
+        name: &str,
+        ours: &[u64],
+        n_ours: usize,
+        theirs: &[u64],
+        n_theirs: usize,
+    ) {
+        for (b, (&a, &t)) in ours.iter().zip(theirs).enumerate() {
+            let (pa, pt) = (a as f64 / n_ours as f64, t as f64 / n_theirs as f64);
+            let p = (a + t) as f64 / (n_ours + n_theirs) as f64;
+            let se = (p * (1.0 - p) * (1.0 / n_ours as f64 + 1.0 / n_theirs as f64)).sqrt();
+            assert!(
+                (pa - pt).abs() <= 5.0 * se + 1e-4,
+                "{name} bin {b}: ours {pa:.4}, torchvision {pt:.4} (se {se:.4})"
+            );
+        }
+    }
+
+    #[test]
+    fn crop_boxes_are_distributed_as_torchvision() {
+        let fx = torch_fixture();
+        let o = RandomResizedCrop::new(8);
+        // The fixture's bin edges, in f64 as NumPy computed them (square boxes sit exactly
+        // on the middle edge).
+        let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+        for stats in &fx.crop_stats {
+            let (height, width) = (stats.height, stats.width);
+            let n = 100_000;
+            let mut area = vec![0u64; stats.area.len()];
+            let mut aspect = vec![0u64; stats.log_aspect.len()];
+            let mut top = vec![0u64; stats.top.len()];
+            let mut rng = sample_rng(42, 0, 0, 0);
+            for _ in 0..n {
+                let b = crop_box(&o, height, width, &mut rng);
+                let a = (b.h * b.w) as f64 / (height * width) as f64;
+                let bins = area.len();
+                area[((a * bins as f64) as usize).min(bins - 1)] += 1;
+                let r = ((b.w as f64 / b.h as f64).ln() - lo) / (hi - lo);
+                let bins = aspect.len();
+                aspect[((r * bins as f64).max(0.0) as usize).min(bins - 1)] += 1;
+                let t = if height > b.h {
+                    b.top as f64 / (height - b.h) as f64
+                } else {
+                    0.5
+                };
+                let bins = top.len();
+                top[((t * bins as f64) as usize).min(bins - 1)] += 1;
+            }
+            let at = format!("{height}x{width}");
+            assert_same_histogram(&format!("{at} area"), &area, n, &stats.area, stats.draws);
+            assert_same_histogram(
+                &format!("{at} log aspect"),
+                &aspect,
+                n,
+                &stats.log_aspect,
+                stats.draws,
+            );
+            assert_same_histogram(&format!("{at} top"), &top, n, &stats.top, stats.draws);
+        }
+    }
+
+    #[test]
+    fn simclr_view_random_parts_have_their_rates() {
+        // Flip, jitter and grayscale each fire at their probability: counted on views of
+        // one asymmetric colour image, 20000 streams.
+        let n = 20_000usize;
+        let se = |p: f64| (p * (1.0 - p) / n as f64).sqrt();
+        let o = ColorJitter {
+            hue: 0.1,
+            p: 0.8,
+            ..ColorJitter::new(0.4, 0.4, 0.4)
+        };
+        let mut applied = 0usize;
+        let mut orders = std::collections::HashMap::new();
+        let (mut hue_min, mut hue_max, mut hue_sum) = (f32::MAX, f32::MIN, 0.0f64);
+        let (mut b_min, mut b_max) = (f32::MAX, f32::MIN);
+        for i in 0..n {
+            let mut rng = sample_rng(3, 0, i as u64, 0);
+            if let Some(draw) = jitter_draw(&o, &mut rng) {
+                applied += 1;
+                *orders.entry(draw.order).or_insert(0usize) += 1;
+                let (Some(h), Some(b)) = (draw.hue, draw.brightness) else {
+                    panic!("every factor is enabled")
+                };
+                (hue_min, hue_max, hue_sum) =
+                    (hue_min.min(h), hue_max.max(h), hue_sum + f64::from(h));
+                (b_min, b_max) = (b_min.min(b), b_max.max(b));
+            }
+        }
+        let rate = applied as f64 / n as f64;
+        assert!((rate - 0.8).abs() < 5.0 * se(0.8), "jitter rate {rate}");
+        // All 24 orders of the four adjustments, each about 1/24 of the draws.
+        assert_eq!(orders.len(), 24);
+        for (order, &k) in &orders {
+            let p = k as f64 / applied as f64;
+            let sd = (p * (1.0 - p) / applied as f64).sqrt();
+            assert!((p - 1.0 / 24.0).abs() < 5.0 * sd, "{order:?}: {p}");
+        }
+        // The draws fill their ranges: the extremes lie within 0.001 of the ends.
+        assert!((-0.1..-0.099).contains(&hue_min) && (0.099..=0.1).contains(&hue_max));
+        assert!((hue_sum / applied as f64).abs() < 0.002);
+        assert!((0.6..0.601).contains(&b_min) && (1.399..=1.4).contains(&b_max));
+
+        let ds = images(1, 3, 8, 8);
+        let plain = ds.batch_f32(&[0], &Normalisation::None).unwrap();
+        let mut flips = 0usize;
+        let mut grays = 0usize;
+        let ops = [
+            Op::HorizontalFlip(HorizontalFlip { p: 0.5 }),
+            Op::Grayscale(Grayscale { p: 0.2 }),
+        ];
+        let mut out = vec![0.0; plain.len()];
+        for i in 0..n as u64 {
+            augment_sample(&ds, 0, &ops, i, 0, 0, &Normalisation::None, &mut out).unwrap();
+            let plane = 64;
+            let gray = out[..plane] == out[plane..2 * plane];
+            grays += usize::from(gray);
+            // Column 0 of row 0 (red, or luma) came from column 7 when flipped.
+            let first = if gray {
+                luma(plain[7], plain[plane + 7], plain[2 * plane + 7])
+            } else {
+                plain[7]
+            };
+            flips += usize::from(out[0] == first);
+        }
+        let (fr, gr) = (flips as f64 / n as f64, grays as f64 / n as f64);
+        assert!((fr - 0.5).abs() < 5.0 * se(0.5), "flip rate {fr}");
+        assert!((gr - 0.2).abs() < 5.0 * se(0.2), "grayscale rate {gr}");
+    }
+
+    #[test]
+    fn hue_without_hue_keeps_old_streams_and_wraps() {
+        // hue = 0 draws the same three-way order as before hue existed.
+        let o = ColorJitter::new(0.4, 0.4, 0.4);
+        let mut rng = sample_rng(9, 0, 0, 0);
+        let draw = jitter_draw(&o, &mut rng).unwrap();
+        assert_eq!(draw.order[3], 3);
+        assert_eq!(draw.hue, None);
+        // A full turn of hue is the identity, and half a turn twice is too.
+        let d = Dims { c: 3, h: 2, w: 2 };
+        let orig = vec![0.9, 0.1, 0.5, 0.3, 0.2, 0.8, 0.5, 0.3, 0.4, 0.1, 0.5, 0.3];
+        let mut x = orig.clone();
+        adjust_hue(&mut x, d, 0.5);
+        assert!(max_abs_diff(&x, &orig) > 0.1);
+        adjust_hue(&mut x, d, 0.5);
+        assert!(max_abs_diff(&x, &orig) < 1e-6, "{x:?}");
+        // Grey pixels have no hue.
+        let mut g = vec![0.4; 12];
+        adjust_hue(&mut g, d, 0.3);
+        assert_eq!(g, vec![0.4; 12]);
+    }
+
+    #[test]
+    fn simclr_view_is_the_recipe() {
+        let ops = simclr_cifar_view(32);
+        let img = SampleShape::Image {
+            channels: 3,
+            height: 32,
+            width: 32,
+        };
+        assert_eq!(output_shape(img, &ops).unwrap(), img);
+        assert_eq!(
+            ops[0],
+            Op::RandomResizedCrop(RandomResizedCrop {
+                size: 32,
+                scale: (0.08, 1.0),
+                ratio: (0.75, 4.0 / 3.0)
+            })
+        );
+        let Op::ColorJitter(j) = &ops[2] else {
+            panic!("jitter third")
+        };
+        assert_eq!(
+            (j.brightness, j.contrast, j.saturation, j.hue, j.p),
+            (0.4, 0.4, 0.4, 0.1, 0.8)
+        );
+        let bad_hue = Op::ColorJitter(ColorJitter {
+            hue: 0.6,
+            ..ColorJitter::new(0.0, 0.0, 0.0)
+        });
+        assert!(bad_hue
+            .check_settings()
+            .unwrap_err()
+            .to_string()
+            .contains("hue"));
+        let gray1 = SampleShape::Image {
+            channels: 1,
+            height: 8,
+            width: 8,
+        };
+        let hue_only = Op::ColorJitter(ColorJitter {
+            hue: 0.1,
+            ..ColorJitter::new(0.0, 0.0, 0.0)
+        });
+        assert!(output_shape(gray1, &[hue_only]).is_err());
     }
 
     #[test]

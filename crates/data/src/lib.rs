@@ -20,6 +20,7 @@ pub mod mixture;
 pub mod npy;
 pub mod parquet_io;
 pub mod table;
+pub mod textures;
 pub mod views;
 pub mod vmf;
 

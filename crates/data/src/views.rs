@@ -45,7 +45,9 @@ pub enum OpSpec {
         #[serde(default = "half")]
         p: f32,
     },
-    /// Brightness, contrast, saturation factors uniform in [1-v, 1+v], applied with probability `p`. Images.
+    /// torchvision ColorJitter: brightness, contrast, saturation factors uniform in [1-v, 1+v],
+    /// a hue shift uniform in [-hue, hue] (at most 0.5), in random order, applied with
+    /// probability `p`. Images.
     ColorJitter {
         #[serde(default)]
         brightness: f32,
@@ -53,6 +55,8 @@ pub enum OpSpec {
         contrast: f32,
         #[serde(default)]
         saturation: f32,
+        #[serde(default)]
+        hue: f32,
         #[serde(default = "one")]
         p: f32,
     },
@@ -99,11 +103,13 @@ impl OpSpec {
                 brightness,
                 contrast,
                 saturation,
+                hue,
                 p,
             } => Op::ColorJitter(augment::ColorJitter {
                 brightness,
                 contrast,
                 saturation,
+                hue,
                 p,
             }),
             OpSpec::Grayscale { p } => Op::Grayscale(augment::Grayscale { p }),

@@ -38,7 +38,8 @@ pub struct Augment;
 impl Stage for Augment {
     type Params = AugmentParams;
     const KIND: &'static str = "augment";
-    const VERSION: u32 = 1;
+    // 2: grayscale, contrast and saturation use torchvision's 0.2989 luma (was 0.299).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "Make two or more augmented views of every sample (views.parquet: view_0, view_1, ...).";
     const EXAMPLE: &'static str = r#"views:
