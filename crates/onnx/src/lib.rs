@@ -6,6 +6,7 @@
 //! API is not available in any loadable build.
 
 pub mod autodiff;
+pub mod bench;
 pub mod checkpoint;
 pub mod graph;
 pub mod loss;
