@@ -580,7 +580,10 @@ fn vjp(
         }
         // Piecewise constant: the derivative is zero almost everywhere.
         Op::Sign | Op::Equal | Op::Greater | Op::ConstantOfShape { .. } => {}
-        Op::ConvTranspose { .. } | Op::ScatterElements { .. } | Op::ScatterNd { .. } => {
+        Op::ConvTranspose { .. }
+        | Op::ScatterElements { .. }
+        | Op::ScatterNd { .. }
+        | Op::AdamUpdate { .. } => {
             return Err(unsupported(
                 op_name,
                 "no VJP is implemented (only used inside backward passes)",
