@@ -120,9 +120,24 @@ fn run_torch(python: &PathBuf, a: &Args, batch: usize, hidden: usize) -> BoxResu
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
     let out = Command::new(python)
         .arg(&script)
-        .args(["--batch", &batch.to_string(), "--hidden", &hidden.to_string()])
-        .args(["--input", &a.input.to_string(), "--threads", &a.threads.to_string()])
-        .args(["--steps", &a.steps.to_string(), "--warmup", &a.warmup.to_string()])
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--hidden",
+            &hidden.to_string(),
+        ])
+        .args([
+            "--input",
+            &a.input.to_string(),
+            "--threads",
+            &a.threads.to_string(),
+        ])
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--warmup",
+            &a.warmup.to_string(),
+        ])
         .output()?;
     if !out.status.success() {
         return Err(format!(
@@ -203,7 +218,10 @@ fn main() -> BoxResult<()> {
     }
 
     println!();
-    println!("medians over {} rounds (ms/step; ratio = PyTorch / cbound, > 1: cbound faster)", a.rounds);
+    println!(
+        "medians over {} rounds (ms/step; ratio = PyTorch / cbound, > 1: cbound faster)",
+        a.rounds
+    );
     println!(
         "| batch | hidden | cbound | torch one pass + fused Adam | ratio | torch two passes | ratio | ratio per round (fused) |"
     );
@@ -215,7 +233,11 @@ fn main() -> BoxResult<()> {
             println!("| {batch} | {hidden} | {cb:.2} | - | - | - | - | - |");
             continue;
         }
-        let per_round: Vec<String> = c.iter().zip(f).map(|(c, f)| format!("{:.2}", f / c)).collect();
+        let per_round: Vec<String> = c
+            .iter()
+            .zip(f)
+            .map(|(c, f)| format!("{:.2}", f / c))
+            .collect();
         println!(
             "| {batch} | {hidden} | {cb:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {} |",
             median(f),

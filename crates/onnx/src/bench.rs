@@ -20,7 +20,9 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use super::checkpoint::NamedTensor;
 use super::graph::{DType, GemmAttrs, Graph, GraphError, Op, OPSET};
 use super::loss::LossConfig;
-use super::models::{Activation, ContrastiveModel, EncoderConfig, MlpConfig, ModelConfig, ModelError};
+use super::models::{
+    Activation, ContrastiveModel, EncoderConfig, MlpConfig, ModelConfig, ModelError,
+};
 use super::optim::OptimizerConfig;
 use super::runtime::{ort_err, Runtime, RuntimeError, SessionOptions};
 use super::step::{build_train_step_graph, matmul_flops, StepConfig, StepError, StepGraph};

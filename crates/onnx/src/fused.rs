@@ -57,7 +57,11 @@ pub(crate) fn adam_chunk(
         let gs = if a.l2 != 0.0 { g[i] + p * a.l2 } else { g[i] };
         let m = m_in[i] * a.beta1 + gs;
         let gg = gs * gs;
-        let g2 = if a.g2_scale != 1.0 { gg * a.g2_scale } else { gg };
+        let g2 = if a.g2_scale != 1.0 {
+            gg * a.g2_scale
+        } else {
+            gg
+        };
         let v = v_in[i] * a.beta2 + g2;
         let upd = m / (v.sqrt() + s.eps_hat) * s.step_size;
         p_out[i] = p * s.decay - upd;
@@ -118,7 +122,10 @@ impl Operator for AdamUpdate {
         [const { OperatorOutput::required(TensorElementType::Float32) }; 3]
     }
 
-    fn create_kernel<'attr>(&self, kctx: &KernelContext<'attr>) -> ort::Result<Self::Kernel<'attr>> {
+    fn create_kernel<'attr>(
+        &self,
+        kctx: &KernelContext<'attr>,
+    ) -> ort::Result<Self::Kernel<'attr>> {
         let attr = |name: &str| -> ort::Result<f32> {
             kctx.get::<f32>(name)
                 .ok_or_else(|| missing(&format!("attribute `{name}`")))

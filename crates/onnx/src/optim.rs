@@ -294,7 +294,11 @@ fn emit_update(
                 beta1: beta1 as f32,
                 beta2: beta2 as f32,
                 g2_scale: ((1.0 - beta2) / (s * s)) as f32,
-                l2: if decoupled { 0.0 } else { (s * weight_decay) as f32 },
+                l2: if decoupled {
+                    0.0
+                } else {
+                    (s * weight_decay) as f32
+                },
             };
             let fuse = fuse && g.dtype(step) == DType::F32;
             let decay = match (fuse, decay) {

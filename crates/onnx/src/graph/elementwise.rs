@@ -21,20 +21,30 @@ impl Graph {
         let all: Vec<ValueId> = tensors.iter().chain(&scalars).copied().collect();
         let dt = self.same_dtype("AdamUpdate", &all)?;
         if dt != DType::F32 {
-            return Err(invalid("AdamUpdate", format!("the kernel is f32 only, got {}", dt.name())));
+            return Err(invalid(
+                "AdamUpdate",
+                format!("the kernel is f32 only, got {}", dt.name()),
+            ));
         }
         let shape = self.shape(tensors[0]).to_vec();
         for &t in &tensors[1..] {
             if self.shape(t) != shape.as_slice() {
                 return Err(invalid(
                     "AdamUpdate",
-                    format!("`{}` has shape {:?}, the parameter {shape:?}", self.name_of(t), self.shape(t)),
+                    format!(
+                        "`{}` has shape {:?}, the parameter {shape:?}",
+                        self.name_of(t),
+                        self.shape(t)
+                    ),
                 ));
             }
         }
         for &s in &scalars {
             if !self.shape(s).is_empty() {
-                return Err(invalid("AdamUpdate", format!("`{}` must be rank 0", self.name_of(s))));
+                return Err(invalid(
+                    "AdamUpdate",
+                    format!("`{}` must be rank 0", self.name_of(s)),
+                ));
             }
         }
         let outs = self.node(op, all, vec![(dt, shape.clone()); 3]);

@@ -259,7 +259,11 @@ impl Graph {
             domain: Some(String::new()),
             version: Some(opset),
         }];
-        if self.nodes.iter().any(|n| n.op.domain() == Some(CBOUND_DOMAIN)) {
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.op.domain() == Some(CBOUND_DOMAIN))
+        {
             opset_import.push(proto::OperatorSetIdProto {
                 domain: Some(CBOUND_DOMAIN.into()),
                 version: Some(1),
