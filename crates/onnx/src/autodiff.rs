@@ -295,7 +295,7 @@ fn vjp(
         Op::Neg => out[0] = Some(g.neg(dy)?),
         Op::Relu => {
             // dy * (y > 0) from the forward output. Measured on ONNX Runtime 1.31 CPU, 2
-            // threads (ms; 512x512, 512x1024, 2048x512): Greater+Where (broadcast zero) 0.21,
+            // threads, a loaded machine (ms; 512x512, 512x1024, 2048x512): Greater+Where (broadcast zero) 0.21,
             // 0.92, 13.4; Greater+Cast+Mul 0.18, 0.69, 1.7; Sign+Mul 0.46, 1.2, 15.3 (Sign is
             // not vectorised). Where with a broadcast scalar takes a slow path at large sizes.
             let y = y.ok_or_else(|| unsupported(op_name, "missing output"))?;
