@@ -1,11 +1,20 @@
-"""PyTorch reference for the cbound ONNX training-step benchmark.
+"""PyTorch reference for the cbound ONNX training-step benchmark (`examples/train_bench.rs`).
 
-Same setup as `cargo run --release --example train_bench`: batch 256, two views
-x + 0.1*randn of 3072-d inputs, MLP 3072-512-512-128 (ReLU) + projector
-128-512-128, InfoNCE (L2-normalised, temperature 0.1), Adam lr 1e-3,
-2 intra-op threads. Prints the median samples/s and ms/step over the timed steps.
+Same work as cbound's step: batch B, two views x + 0.1*randn of D-dimensional inputs, MLP
+D-H-H-128 (ReLU) + projector 128-H-128, InfoNCE (L2-normalised, temperature 0.1), Adam lr 1e-3,
+`--threads` intra-op threads (default 2). D = 3072, H = 512, B = 256 is the source study's step.
 
-Usage: python bench/torch_reference.py [--steps 30] [--warmup 5] [--threads 2]
+Two variants, timed in this one process one after the other (`--variants`):
+
+* `fused`: both views through the networks as one [2B, D] batch (`torch.cat`), `Adam(fused=True)`:
+  PyTorch's fastest fp32 eager step;
+* `eager`: one forward pass per view, the default (foreach) Adam.
+
+Prints one line per variant:
+`torch VARIANT batch B hidden H median_ms M best_ms M loss L` (train_bench parses it).
+
+Usage: python bench/torch_reference.py [--steps 30] [--warmup 5] [--threads 2] [--batch 256]
+       [--hidden 512] [--input 3072] [--variants fused,eager]
 """
 
 import argparse
@@ -25,34 +34,28 @@ def info_nce(z1, z2, temperature):
     return F.cross_entropy(logits, labels)
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--concat", action="store_true", help="run both views as one [2B, d] batch")
-    args = p.parse_args()
-
-    torch.set_num_threads(args.threads)
+def time_variant(variant, args):
     torch.manual_seed(0)
-    d, b = 3072, args.batch
+    d, b, h = args.input, args.batch, args.hidden
     encoder = nn.Sequential(
-        nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128)
+        nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 128)
     )
-    projector = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 128))
+    projector = nn.Sequential(nn.Linear(128, h), nn.ReLU(), nn.Linear(h, 128))
     params = list(encoder.parameters()) + list(projector.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    if variant == "fused":
+        opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+    else:
+        opt = torch.optim.Adam(params, lr=1e-3)
     data = torch.randn(4096, d)
-
     times = []
+    loss = None
     for step in range(args.warmup + args.steps):
         idx = torch.randint(0, data.shape[0], (b,))
         x = data[idx]
         x1 = x + 0.1 * torch.randn_like(x)
         x2 = x + 0.1 * torch.randn_like(x)
         t0 = time.perf_counter()
-        if args.concat:
+        if variant == "fused":
             z = projector(encoder(torch.cat([x1, x2], 0)))
             z1, z2 = z[:b], z[b:]
         else:
@@ -66,12 +69,29 @@ def main():
         if step >= args.warmup:
             times.append(dt)
     med = statistics.median(times)
-    best = min(times)
-    print(f"torch {torch.__version__} threads={args.threads} batch={b} concat={args.concat}")
     print(
-        f"median ms/step {med * 1e3:.2f}  samples/s {b / med:.0f}  (best {best * 1e3:.2f} ms/step)"
-        f"  final loss {loss.item():.4f}"
+        f"torch {variant} batch {b} hidden {h} median_ms {med * 1e3:.3f}"
+        f" best_ms {min(times) * 1e3:.3f} loss {loss.item():.4f}",
+        flush=True,
     )
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--input", type=int, default=3072)
+    p.add_argument("--variants", default="fused,eager")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    for variant in args.variants.split(","):
+        if variant not in ("fused", "eager"):
+            raise SystemExit(f"unknown variant {variant!r} (fused, eager)")
+        time_variant(variant, args)
 
 
 if __name__ == "__main__":

@@ -1,290 +1,289 @@
-//! Training-step benchmark for the source study's setup (see `bench/torch_reference.py` for
-//! the PyTorch twin): batch 256, two views `x + 0.1 * randn` of 3072-d inputs, MLP
-//! 3072-512-512-128 + projector 128-512-128, InfoNCE (T = 0.1), Adam lr 1e-3, 2 intra-op
-//! threads. Reports median ms/step and samples/s, the fraction of the machine's fp32 matmul
-//! peak (2048^3 MatMul through ONNX Runtime with the same threads), and the operators that
-//! dominate an ONNX Runtime profile of the step.
+//! Training-step benchmark, cbound against PyTorch in one run, on the study's family: two views
+//! `x + 0.1 * randn` of 3072-d inputs, MLP 3072-H-H-128 + projector 128-H-128 (ReLU), InfoNCE
+//! (t = 0.1), Adam lr 1e-3, 2 intra-op threads, at every batch x hidden size asked for.
 //!
-//! `cargo run --release --example train_bench -- [--steps 30] [--warmup 5] [--threads 2]
-//!  [--ort-lib PATH] [--no-profile] [--separate-views] [--opt disable|basic|extended|all]`
+//! Rounds alternate cbound and PyTorch (`bench/torch_reference.py`, both its variants: one pass
+//! over both views + `Adam(fused=True)`, and two passes + default Adam) so that both see the
+//! same machine load; the table gives medians over rounds and the ratios PyTorch / cbound
+//! (above 1: cbound is faster). After the rounds, per size: an ONNX Runtime profile of cbound's
+//! step summed per operator type, and the fp32 rate of the step's own products run on their own
+//! against the rate they reach inside the step.
 //!
-//! By default the step graph takes both views stacked in one `[2B, d]` input (the trainer
-//! writes them in place); `--separate-views` uses the `x1`/`x2` inputs plus an in-graph Concat.
+//! ```text
+//! cargo run --profile release --example train_bench -- [--torch PYTHON] [--rounds 4]
+//!   [--sizes 64x512,256x512,...] [--steps 20] [--warmup 3] [--threads 2] [--input 3072]
+//!   [--profile-steps 10] [--no-profile] [--opt disable|basic|extended|all] [--no-spin]
+//!   [--ort-lib PATH]
+//! ```
+//!
+//! Without `--torch` only cbound is timed. `--sizes` defaults to the grid batch 64, 256, 1024 x
+//! hidden 128, 512, 1024.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::process::Command;
 
-use cbound::onnx::graph::{DType, Graph, OPSET};
-use cbound::onnx::loss::LossConfig;
-use cbound::onnx::models::{ContrastiveModel, ModelConfig};
+use cbound::onnx::bench::{
+    gemm_ms, gemm_rate, parse_torch_line, profile_steps, time_steps, PreparedCase, StepCase,
+    TorchLine, ViewSource,
+};
 use cbound::onnx::optim::OptimizerConfig;
 use cbound::onnx::runtime::{self, LibrarySearch, Optimization, SessionOptions};
-use cbound::onnx::step::{build_train_step, StepConfig};
-use cbound::onnx::trainer::Trainer;
-use ort::session::SessionInputs;
-use ort::value::TensorRef;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal, Uniform};
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 struct Args {
+    sizes: Vec<(usize, usize)>,
+    rounds: usize,
     steps: usize,
     warmup: usize,
     threads: usize,
-    ort_lib: Option<PathBuf>,
-    profile: bool,
+    input: usize,
+    torch: Option<PathBuf>,
+    profile_steps: usize,
     optimization: Optimization,
-    separate_views: bool,
+    spinning: bool,
+    ort_lib: Option<PathBuf>,
+}
+
+fn parse_sizes(text: &str) -> BoxResult<Vec<(usize, usize)>> {
+    text.split(',')
+        .map(|s| {
+            let (b, h) = s
+                .split_once('x')
+                .ok_or_else(|| format!("size `{s}` is not BATCHxHIDDEN"))?;
+            Ok((b.trim().parse()?, h.trim().parse()?))
+        })
+        .collect()
 }
 
 fn parse_args() -> BoxResult<Args> {
+    let mut grid = Vec::new();
+    for b in [64, 256, 1024] {
+        for h in [128, 512, 1024] {
+            grid.push((b, h));
+        }
+    }
     let mut a = Args {
-        steps: 30,
-        warmup: 5,
+        sizes: grid,
+        rounds: 4,
+        steps: 20,
+        warmup: 3,
         threads: 2,
-        ort_lib: None,
-        profile: true,
+        input: 3072,
+        torch: None,
+        profile_steps: 10,
         optimization: Optimization::All,
-        separate_views: false,
+        spinning: true,
+        ort_lib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--sizes" => a.sizes = parse_sizes(&value()?)?,
+            "--rounds" => a.rounds = value()?.parse()?,
             "--steps" => a.steps = value()?.parse()?,
             "--warmup" => a.warmup = value()?.parse()?,
             "--threads" => a.threads = value()?.parse()?,
+            "--input" => a.input = value()?.parse()?,
+            "--torch" => a.torch = Some(PathBuf::from(value()?)),
+            "--profile-steps" => a.profile_steps = value()?.parse()?,
+            "--no-profile" => a.profile_steps = 0,
+            "--no-spin" => a.spinning = false,
             "--ort-lib" => a.ort_lib = Some(PathBuf::from(value()?)),
-            "--no-profile" => a.profile = false,
-            "--separate-views" => a.separate_views = true,
             "--opt" => {
                 a.optimization = match value()?.as_str() {
                     "disable" => Optimization::Disable,
                     "basic" => Optimization::Basic,
                     "extended" => Optimization::Extended,
-                    _ => Optimization::All,
+                    "all" => Optimization::All,
+                    other => return Err(format!("unknown --opt {other}").into()),
                 }
             }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    if a.steps == 0 {
-        return Err("--steps must be positive".into());
+    if a.steps == 0 || a.rounds == 0 || a.sizes.is_empty() {
+        return Err("--steps, --rounds and --sizes must be positive / non-empty".into());
     }
     Ok(a)
 }
 
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// fp32 matmul peak (FLOP/s) of a 2048^3 MatMul through ONNX Runtime: (median, best) run.
-fn matmul_peak(rt: &runtime::Runtime, threads: usize) -> BoxResult<(f64, f64)> {
-    let n = 2048;
-    let mut g = Graph::new("peak");
-    let a = g.input("a", DType::F32, &[n, n])?;
-    let b = g.input("b", DType::F32, &[n, n])?;
-    let c = g.matmul(a, b)?;
-    g.output(c, "c")?;
-    let opts = SessionOptions {
-        intra_threads: threads,
-        ..SessionOptions::default()
-    };
-    let mut session = rt.session(&g.to_model_bytes(OPSET)?, &opts)?.session;
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let data: Vec<f32> = (0..n * n)
-        .map(|_| StandardNormal.sample(&mut rng))
+/// Runs the PyTorch twin once for one size; both variants, in one process.
+fn run_torch(python: &PathBuf, a: &Args, batch: usize, hidden: usize) -> BoxResult<Vec<TorchLine>> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--hidden",
+            &hidden.to_string(),
+        ])
+        .args([
+            "--input",
+            &a.input.to_string(),
+            "--threads",
+            &a.threads.to_string(),
+        ])
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--warmup",
+            &a.warmup.to_string(),
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {} failed: {}",
+            python.display(),
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let lines: Vec<TorchLine> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(parse_torch_line)
         .collect();
-    let mut times = Vec::new();
-    for i in 0..8 {
-        let ta = TensorRef::from_array_view((vec![n as i64, n as i64], data.as_slice()))?;
-        let tb = TensorRef::from_array_view((vec![n as i64, n as i64], data.as_slice()))?;
-        let t0 = Instant::now();
-        let out = session.run(SessionInputs::from(ort::inputs!["a" => ta, "b" => tb]))?;
-        let dt = t0.elapsed().as_secs_f64();
-        drop(out);
-        if i >= 2 {
-            times.push(dt);
-        }
+    if lines.len() != 2 {
+        return Err(format!("expected 2 result lines from {}", script.display()).into());
     }
-    let flops = 2.0 * (n as f64).powi(3);
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok((flops / median(&mut times), flops / best))
+    Ok(lines)
 }
 
-/// Per-op-type kernel time (µs) and node-run counts from an ONNX Runtime profile.
-fn summarise_profile(path: &PathBuf) -> BoxResult<Vec<(String, f64, usize)>> {
-    let text = std::fs::read_to_string(path)?;
-    let events: serde_json::Value = serde_json::from_str(&text)?;
-    let mut by_op: HashMap<String, (f64, usize)> = HashMap::new();
-    for e in events.as_array().into_iter().flatten() {
-        let is_kernel = e["cat"] == "Node"
-            && e["name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("_kernel_time"));
-        if !is_kernel {
-            continue;
-        }
-        let op = e["args"]["op_name"].as_str().unwrap_or("?").to_string();
-        let dur = e["dur"].as_f64().unwrap_or(0.0);
-        let entry = by_op.entry(op).or_default();
-        entry.0 += dur;
-        entry.1 += 1;
-    }
-    let mut v: Vec<(String, f64, usize)> = by_op.into_iter().map(|(k, (d, c))| (k, d, c)).collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok(v)
-}
-
-struct Data {
-    pool: Vec<f32>,
-    rng: ChaCha8Rng,
-}
-
-impl Data {
-    fn batch(&mut self, b: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
-        let rows = self.pool.len() / d;
-        let pick = Uniform::new(0, rows).map_err(|e| e.to_string());
-        let (mut v1, mut v2) = (Vec::with_capacity(b * d), Vec::with_capacity(b * d));
-        if let Ok(pick) = pick {
-            for _ in 0..b {
-                let r = pick.sample(&mut self.rng);
-                for &x in &self.pool[r * d..(r + 1) * d] {
-                    let n1: f32 = StandardNormal.sample(&mut self.rng);
-                    let n2: f32 = StandardNormal.sample(&mut self.rng);
-                    v1.push(x + 0.1 * n1);
-                    v2.push(x + 0.1 * n2);
-                }
-            }
-        }
-        (v1, v2)
-    }
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn main() -> BoxResult<()> {
-    let args = parse_args()?;
+    let a = parse_args()?;
     let rt = runtime::runtime(&LibrarySearch {
-        explicit: args.ort_lib.clone(),
+        explicit: a.ort_lib.clone(),
         project_root: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
         ..LibrarySearch::default()
     })?;
-    println!(
-        "ONNX Runtime {} from {}",
-        rt.version(),
-        rt.library().display()
-    );
-
-    let (batch, d) = (256, 3072);
-    let model = ContrastiveModel::new(&ModelConfig::study(d))?;
-    let t0 = Instant::now();
-    let step = build_train_step(
-        &model,
-        &if args.separate_views {
-            StepConfig::new(batch, LossConfig::study(), OptimizerConfig::adam())
-        } else {
-            StepConfig::new(batch, LossConfig::study(), OptimizerConfig::adam()).stacked()
-        },
-    )?;
-    println!(
-        "step graph: {} bytes, built in {:.1} ms; {:.3} GFLOP of MatMul/Gemm per step",
-        step.model_bytes.len(),
-        t0.elapsed().as_secs_f64() * 1e3,
-        step.matmul_flops as f64 / 1e9
-    );
     let opts = SessionOptions {
-        intra_threads: args.threads,
-        optimization: args.optimization,
+        intra_threads: a.threads,
+        optimization: a.optimization,
+        spinning: a.spinning,
         ..SessionOptions::default()
     };
-    let init = model.init_params(0)?;
-    let mut trainer = Trainer::new(&rt, &step, &init, &opts)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let pool: Vec<f32> = (0..4096 * d)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
-    let mut data = Data { pool, rng };
-
-    let mut times = Vec::new();
-    let mut last = 0.0;
-    for i in 0..args.warmup + args.steps {
-        let (v1, v2) = data.batch(batch, d);
-        let t = Instant::now();
-        last = trainer.step(&v1, &v2, 1e-3)?;
-        let dt = t.elapsed().as_secs_f64();
-        if i >= args.warmup {
-            times.push(dt);
+    println!(
+        "ONNX Runtime {} from {}; {} threads, {} rounds of {} steps (after {} warm-up) per size",
+        rt.version(),
+        rt.library().display(),
+        a.threads,
+        a.rounds,
+        a.steps,
+        a.warmup
+    );
+    let mut data = ViewSource::new(4096, a.input, 1);
+    // Per size: cbound, torch fused, torch eager medians, one per round.
+    let mut results: Vec<[Vec<f64>; 3]> = vec![Default::default(); a.sizes.len()];
+    for round in 1..=a.rounds {
+        println!("== round {round} (load {})", load());
+        for (k, &(batch, hidden)) in a.sizes.iter().enumerate() {
+            let prepared = PreparedCase::new(StepCase {
+                input: a.input,
+                hidden,
+                batch,
+                optimizer: OptimizerConfig::adam(),
+            })?;
+            let t = time_steps(&rt, &prepared, &opts, &mut data, (a.warmup, a.steps))?;
+            results[k][0].push(t.median_s * 1e3);
+            let mut line = format!(
+                "  batch {batch:>5} hidden {hidden:>5}: cbound {:>8.2} ms/step (best {:.2}, loss {:.4})",
+                t.median_s * 1e3,
+                t.best_s * 1e3,
+                t.final_loss
+            );
+            if let Some(py) = &a.torch {
+                for l in run_torch(py, &a, batch, hidden)? {
+                    let slot = if l.variant == "fused" { 1 } else { 2 };
+                    results[k][slot].push(l.median_ms);
+                    line += &format!("  torch {} {:>8.2}", l.variant, l.median_ms);
+                }
+            }
+            println!("{line}");
         }
     }
-    let med = median(&mut times);
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let (peak, peak_best) = matmul_peak(&rt, args.threads)?;
-    let achieved = step.matmul_flops as f64 / med;
-    let achieved_best = step.matmul_flops as f64 / best;
-    let views = if args.separate_views {
-        "separate x1/x2 + Concat"
-    } else {
-        "stacked [2B, d]"
-    };
-    println!(
-        "threads {}  batch {batch}  views {views}  steps {} (after {} warm-up)",
-        args.threads, args.steps, args.warmup
-    );
-    println!(
-        "median {:.2} ms/step  {:.0} samples/s  (best {:.2} ms/step)  final loss {last:.4}",
-        med * 1e3,
-        batch as f64 / med,
-        best * 1e3
-    );
-    println!(
-        "matmul peak (2048^3 MatMul via ORT, {} threads): median {:.1} GFLOP/s, best {:.1}",
-        args.threads,
-        peak / 1e9,
-        peak_best / 1e9
-    );
-    println!(
-        "step MatMul/Gemm throughput: median {:.1} GFLOP/s = {:.1}% of peak; best {:.1} GFLOP/s = {:.1}% of best peak",
-        achieved / 1e9,
-        100.0 * achieved / peak,
-        achieved_best / 1e9,
-        100.0 * achieved_best / peak_best
-    );
 
-    if args.profile {
-        let dir = std::env::temp_dir().join(format!("cbound_bench_profile_{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let popts = SessionOptions {
-            profiling: Some(dir.join("train_step")),
-            ..opts.clone()
-        };
-        let mut prof = Trainer::new(&rt, &step, &init, &popts)?;
-        let n_prof = 10;
-        for _ in 0..n_prof {
-            let (v1, v2) = data.batch(batch, d);
-            prof.step(&v1, &v2, 1e-3)?;
+    println!();
+    println!(
+        "medians over {} rounds (ms/step; ratio = PyTorch / cbound, > 1: cbound faster)",
+        a.rounds
+    );
+    println!(
+        "| batch | hidden | cbound | torch one pass + fused Adam | ratio | torch two passes | ratio | ratio per round (fused) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (k, &(batch, hidden)) in a.sizes.iter().enumerate() {
+        let [c, f, e] = &results[k];
+        let cb = median(c);
+        if f.is_empty() {
+            println!("| {batch} | {hidden} | {cb:.2} | - | - | - | - | - |");
+            continue;
         }
-        let file = prof.end_profiling()?;
-        let ops = summarise_profile(&file)?;
-        let total: f64 = ops.iter().map(|o| o.1).sum();
+        let per_round: Vec<String> = c
+            .iter()
+            .zip(f)
+            .map(|(c, f)| format!("{:.2}", f / c))
+            .collect();
         println!(
-            "ONNX Runtime profile ({n_prof} steps, {}): kernel time per step by op type",
-            file.display()
+            "| {batch} | {hidden} | {cb:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {} |",
+            median(f),
+            median(f) / cb,
+            median(e),
+            median(e) / cb,
+            per_round.join(" ")
         );
-        for (op, us, count) in ops.iter().take(12) {
+    }
+
+    if a.profile_steps == 0 {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("cbound_bench_profile_{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for &(batch, hidden) in &a.sizes {
+        let prepared = PreparedCase::new(StepCase {
+            input: a.input,
+            hidden,
+            batch,
+            optimizer: OptimizerConfig::adam(),
+        })?;
+        let ops = profile_steps(&rt, &prepared, &opts, &mut data, a.profile_steps, &dir)?;
+        let total: f64 = ops.iter().map(|o| o.ms_per_run).sum();
+        let flops = prepared.step.matmul_flops as f64;
+        let in_step = flops / (gemm_ms(&ops) / 1e3);
+        let alone = gemm_rate(&rt, &prepared.gemms, &opts, 10)?;
+        println!();
+        println!(
+            "profile, batch {batch} hidden {hidden} ({} steps, load {}): kernel time {total:.2} ms/step; {:.3} GFLOP of products per step at {:.1} GFLOP/s in the step, {:.1} GFLOP/s on their own ({:.0}%)",
+            a.profile_steps,
+            load(),
+            flops / 1e9,
+            in_step / 1e9,
+            alone / 1e9,
+            100.0 * in_step / alone
+        );
+        for o in ops.iter().take(10) {
             println!(
-                "  {op:<22} {:>8.2} ms  {:>5.1}%  ({} nodes/step)",
-                us / 1e3 / n_prof as f64,
-                100.0 * us / total,
-                count / n_prof
+                "  {:<22} {:>8.2} ms  {:>5.1}%  ({} nodes/step)",
+                o.op,
+                o.ms_per_run,
+                100.0 * o.ms_per_run / total,
+                o.nodes_per_run
             );
         }
-        println!(
-            "  total kernel time {:.2} ms/step",
-            total / 1e3 / n_prof as f64
-        );
     }
     Ok(())
 }

@@ -2,11 +2,13 @@
 //! `.onnx` encoding and the ONNX Runtime driver.
 //!
 //! A training step is one ordinary ONNX inference graph (forward, backward and optimizer update
-//! as standard ai.onnx ops, opset 18) executed by ONNX Runtime, because ONNX Runtime's training
-//! API is not available in any loadable build.
+//! as standard ai.onnx ops, opset 18, plus cbound's fused Adam kernel, see [`fused`]) executed
+//! by ONNX Runtime, because ONNX Runtime's training API is not available in any loadable build.
 
 pub mod autodiff;
+pub mod bench;
 pub mod checkpoint;
+pub mod fused;
 pub mod graph;
 pub mod loss;
 pub mod models;

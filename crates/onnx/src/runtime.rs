@@ -511,6 +511,12 @@ impl Runtime {
             .map_err(builder_err("setting the optimisation level"))?
             .with_intra_op_spinning(opts.spinning)
             .map_err(builder_err("setting intra-op spinning"))?;
+        // cbound's own kernels (the fused Adam update), which the step graphs use.
+        let domain =
+            super::fused::domain().map_err(ort_err("creating cbound's operator domain"))?;
+        b = b
+            .with_operators(domain)
+            .map_err(builder_err("registering cbound's operators"))?;
         if opts.flush_denormals {
             b = b
                 .with_flush_to_zero()

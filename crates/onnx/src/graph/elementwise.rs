@@ -7,6 +7,53 @@ use super::{broadcast_shapes, invalid, DType, Graph, GraphResult, Op, TensorData
 impl Graph {
     // ----- elementwise -----
 
+    /// cbound's fused Adam update ([`Op::AdamUpdate`], f32 only): `tensors` = `[p, g, m, v]`
+    /// of one shape, `scalars` = rank-0 `[step_size, eps_hat, decay]`; returns `[p', m', v']`.
+    pub fn adam_update(
+        &mut self,
+        tensors: [ValueId; 4],
+        scalars: [ValueId; 3],
+        op: Op,
+    ) -> GraphResult<[ValueId; 3]> {
+        if !matches!(op, Op::AdamUpdate { .. }) {
+            return Err(invalid("AdamUpdate", format!("not an AdamUpdate: {op:?}")));
+        }
+        let all: Vec<ValueId> = tensors.iter().chain(&scalars).copied().collect();
+        let dt = self.same_dtype("AdamUpdate", &all)?;
+        if dt != DType::F32 {
+            return Err(invalid(
+                "AdamUpdate",
+                format!("the kernel is f32 only, got {}", dt.name()),
+            ));
+        }
+        let shape = self.shape(tensors[0]).to_vec();
+        for &t in &tensors[1..] {
+            if self.shape(t) != shape.as_slice() {
+                return Err(invalid(
+                    "AdamUpdate",
+                    format!(
+                        "`{}` has shape {:?}, the parameter {shape:?}",
+                        self.name_of(t),
+                        self.shape(t)
+                    ),
+                ));
+            }
+        }
+        for &s in &scalars {
+            if !self.shape(s).is_empty() {
+                return Err(invalid(
+                    "AdamUpdate",
+                    format!("`{}` must be rank 0", self.name_of(s)),
+                ));
+            }
+        }
+        let outs = self.node(op, all, vec![(dt, shape.clone()); 3]);
+        match outs.as_slice() {
+            [p, m, v] => Ok([*p, *m, *v]),
+            _ => Err(invalid("AdamUpdate", "internal: expected three outputs")),
+        }
+    }
+
     fn binary(&mut self, op: Op, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
         let name = op.onnx_name();
         let dt = self.same_dtype(name, &[a, b])?;

@@ -31,7 +31,7 @@ mod shape;
 mod value;
 
 pub use norm::BatchNormTrain;
-pub use op::{GemmAttrs, Node, Op};
+pub use op::{GemmAttrs, Node, Op, CBOUND_DOMAIN};
 pub use value::{DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
 
 /// The ai.onnx opset version whose semantics the builder emits.

@@ -139,7 +139,22 @@ pub enum Op {
         value: TensorData,
     },
     Sum,
+    /// cbound's fused Adam update, one pass per parameter (domain [`CBOUND_DOMAIN`], kernel in
+    /// [`crate::fused`]). Inputs `p, g, m, v` and rank-0 `step_size, eps_hat, decay`; outputs
+    /// `p', m', v'`. Per element, in f32 and in this order (the node chain it replaces, so the
+    /// bits are the same): `gs = g + l2 * p` (skipped when `l2 = 0`), `m' = beta1 m + gs`,
+    /// `v' = beta2 v + g2_scale gs^2`, `p' = decay p - step_size m' / (sqrt(v') + eps_hat)`.
+    AdamUpdate {
+        beta1: f32,
+        beta2: f32,
+        g2_scale: f32,
+        l2: f32,
+    },
 }
+
+/// The operator domain of cbound's own ops ([`Op::AdamUpdate`]); every session cbound creates
+/// registers it (see [`crate::runtime`]).
+pub const CBOUND_DOMAIN: &str = "ai.cbound";
 
 impl Op {
     /// The ONNX `op_type`.
@@ -190,6 +205,15 @@ impl Op {
             Op::Cast { .. } => "Cast",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             Op::Sum => "Sum",
+            Op::AdamUpdate { .. } => "AdamUpdate",
+        }
+    }
+
+    /// The node's domain: `None` for ai.onnx, [`CBOUND_DOMAIN`] for cbound's own ops.
+    pub fn domain(&self) -> Option<&'static str> {
+        match self {
+            Op::AdamUpdate { .. } => Some(CBOUND_DOMAIN),
+            _ => None,
         }
     }
 }

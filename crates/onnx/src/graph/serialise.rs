@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use prost::Message;
 
 use super::{invalid, Graph, GraphError, GraphResult, Op, Reduction, TensorData, ValueId};
-use super::{IR_VERSION, MAX_OPSET, OPSET};
+use super::{CBOUND_DOMAIN, IR_VERSION, MAX_OPSET, OPSET};
 use crate::proto;
 
 impl TensorData {
@@ -115,6 +115,17 @@ impl Op {
             Op::BatchNormalization { epsilon } => vec![attr_float("epsilon", *epsilon)],
             Op::Cast { to } => vec![attr_int("to", i64::from(to.onnx_code()))],
             Op::Pad { .. } => vec![attr_string("mode", "constant")],
+            Op::AdamUpdate {
+                beta1,
+                beta2,
+                g2_scale,
+                l2,
+            } => vec![
+                attr_float("beta1", *beta1),
+                attr_float("beta2", *beta2),
+                attr_float("g2_scale", *g2_scale),
+                attr_float("l2", *l2),
+            ],
             Op::ConstantOfShape { value } => vec![proto::AttributeProto {
                 name: Some("value".into()),
                 r#type: Some(proto::attribute_type::TENSOR),
@@ -196,7 +207,7 @@ impl Graph {
         }
     }
 
-    /// Builds the `ModelProto` (ai.onnx domain only).
+    /// Builds the `ModelProto` (ai.onnx, plus [`CBOUND_DOMAIN`] where a node uses it).
     pub fn to_model(&self, opset: i64) -> GraphResult<proto::ModelProto> {
         if !(OPSET..=MAX_OPSET).contains(&opset) {
             return Err(GraphError::Opset { requested: opset });
@@ -224,7 +235,7 @@ impl Graph {
                     .collect(),
                 name: Some(format!("n{i}_{}", n.op.onnx_name())),
                 op_type: Some(n.op.onnx_name().to_string()),
-                domain: None,
+                domain: n.op.domain().map(String::from),
                 attribute: n.op.attributes(),
                 doc_string: None,
             })
@@ -245,12 +256,23 @@ impl Graph {
             output: self.outputs.iter().map(|&v| self.value_info(v)).collect(),
             value_info: Vec::new(),
         };
+        let mut opset_import = vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }];
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.op.domain() == Some(CBOUND_DOMAIN))
+        {
+            opset_import.push(proto::OperatorSetIdProto {
+                domain: Some(CBOUND_DOMAIN.into()),
+                version: Some(1),
+            });
+        }
         Ok(proto::ModelProto {
             ir_version: Some(IR_VERSION),
-            opset_import: vec![proto::OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(opset),
-            }],
+            opset_import,
             producer_name: Some("cbound".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
             domain: None,
