@@ -76,7 +76,8 @@ struct Columns {
 impl Stage for Embed {
     type Params = EmbedParams;
     const KIND: &'static str = "embed";
-    const VERSION: u32 = 2;
+    // 3: a `second_view` with grayscale, contrast or saturation uses torchvision's 0.2989 luma.
+    const VERSION: u32 = 3;
     const SUMMARY: &'static str =
         "Encode a dataset with a trained encoder: embeddings.parquet with U = f(X).";
     const EXAMPLE: &'static str = r#"embed:

@@ -732,7 +732,9 @@ pub struct Train;
 impl Stage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
-    const VERSION: u32 = 4;
+    // 5: views with grayscale, contrast or saturation use torchvision's 0.2989 luma (was
+    // 0.299), so a cached model trained on such views must not be reused.
+    const VERSION: u32 = 5;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:
