@@ -86,7 +86,10 @@ fn the_simclr_recipe_runs_end_to_end_on_synthetic_cifar() {
                 .unwrap_or_else(|| panic!("no {name} at epoch {epoch}: {rows:?}"));
             let acc = r["accuracy"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&acc), "{r}");
-            let (n_train, n_test) = (r["n_train"].as_u64().unwrap(), r["n_test"].as_u64().unwrap());
+            let (n_train, n_test) = (
+                r["n_train"].as_u64().unwrap(),
+                r["n_test"].as_u64().unwrap(),
+            );
             assert_eq!(n_train + n_test, 300, "{r}");
             assert!(n_test >= 50, "{r}");
         }

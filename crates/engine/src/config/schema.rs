@@ -144,11 +144,22 @@ fn loosen(mut schema: Value) -> Value {
             if key == "properties" {
                 continue;
             }
+            // Array elements may be references too (`scale: ['${crop_min}', 1.0]`), like
+            // properties.
+            let elements = key == "items" || key == "prefixItems";
             match child {
-                Value::Object(_) => *child = loosen(std::mem::take(child)),
+                Value::Object(_) => {
+                    *child = loosen(std::mem::take(child));
+                    if elements {
+                        *child = or_interpolation(std::mem::take(child));
+                    }
+                }
                 Value::Array(items) => {
                     for item in items.iter_mut() {
                         *item = loosen(std::mem::take(item));
+                        if elements {
+                            *item = or_interpolation(std::mem::take(item));
+                        }
                     }
                 }
                 _ => {}
@@ -174,6 +185,11 @@ fn loosen(mut schema: Value) -> Value {
         }
     }
     schema
+}
+
+/// `schema` or a `${...}` reference.
+fn or_interpolation(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"$ref": "#/$defs/interpolation"}]})
 }
 
 #[cfg(test)]
