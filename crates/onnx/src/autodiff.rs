@@ -9,9 +9,10 @@
 //! the first layer's input gradient `dL/dX` is never computed.
 //!
 //! Broadcasting binary ops are un-broadcast with `ReduceSum(keepdims=1)` + `Reshape` over the
-//! statically known broadcast axes. Convolution gradients use `ConvTranspose` (input) and a
-//! dilated `Conv` with batch and channel roles swapped (weight); both run on ONNX Runtime's CPU
-//! provider in f32 (ORT has no f64 Conv kernels).
+//! statically known broadcast axes. A convolution's input gradient is a `Conv` with the
+//! flipped kernel (stride 1) or a `ConvTranspose` (strided); its weight gradient is one GEMM
+//! per kernel offset over shifted, channel-first views of the input. Conv gradients run on ONNX
+//! Runtime's CPU provider in f32 (ORT has no f64 Conv kernels).
 
 use std::collections::HashMap;
 
@@ -219,6 +220,113 @@ fn output_padding(
         op[i] = input_hw[i] + pads[i] + pads[i + 2] - kernel_eff[i] - strides[i] * (out_hw[i] - 1);
     }
     op
+}
+
+/// dL/dX of a group-1, dilation-1 convolution. With stride 1 and pads smaller than the kernel
+/// it is itself a convolution of dY with the kernel flipped in space and its two channel axes
+/// swapped, padded by `k - 1 - pad`: ONNX Runtime runs that through the same im2col + GEMM path
+/// as the forward pass, 1.6-2x faster than its `ConvTranspose` on ResNet-18's shapes (measured
+/// in isolation on 2 threads). Strided convolutions keep `ConvTranspose`.
+#[allow(clippy::too_many_arguments)]
+fn conv_input_grad(
+    g: &mut Graph,
+    op_name: &'static str,
+    dy: ValueId,
+    w: ValueId,
+    xs: &[usize],
+    ws: &[usize],
+    ys: &[usize],
+    strides: [usize; 2],
+    pads: [usize; 4],
+) -> AdResult<ValueId> {
+    let (kh, kw) = (ws[2], ws[3]);
+    let flip_pads =
+        strides == [1, 1] && pads[0] < kh && pads[2] < kh && pads[1] < kw && pads[3] < kw;
+    let dx = if flip_pads {
+        let wt = g.transpose(w, &[1, 0, 2, 3])?;
+        let wt = if kh > 1 {
+            let rev = g.const_i64(&(0..kh as i64).rev().collect::<Vec<_>>());
+            g.gather(wt, rev, 2)?
+        } else {
+            wt
+        };
+        let wt = if kw > 1 {
+            let rev = g.const_i64(&(0..kw as i64).rev().collect::<Vec<_>>());
+            g.gather(wt, rev, 3)?
+        } else {
+            wt
+        };
+        let p = [
+            kh - 1 - pads[0],
+            kw - 1 - pads[1],
+            kh - 1 - pads[2],
+            kw - 1 - pads[3],
+        ];
+        g.conv2d(dy, wt, None, [1, 1], p, 1)?
+    } else {
+        let op = output_padding(&xs[2..], [kh, kw], strides, pads, &ys[2..]);
+        g.conv_transpose2d(dy, w, strides, pads, op, 1)?
+    };
+    if g.shape(dx) != xs {
+        return Err(unsupported(
+            op_name,
+            format!("input gradient shape {:?} != {xs:?}", g.shape(dx)),
+        ));
+    }
+    Ok(dx)
+}
+
+/// dL/dW of a group-1, dilation-1 convolution as one GEMM per kernel offset:
+/// `dW[:, :, i, j] = dY' . X'_{ij}^T`, where dY' is dY with channels first and batch and space
+/// flattened (Co x N*OH*OW) and X'_{ij} the padded input with channels first, shifted by
+/// (i, j) and taken every stride-th pixel (C x N*OH*OW). The long inner dimension suits the
+/// GEMM kernels; the earlier formulation, a `Conv` of X^T with dY^T as a whole-feature-map
+/// kernel, ran at about half the rate (measured in isolation on ResNet-18's shapes, 2 threads).
+fn conv_weight_grad(
+    g: &mut Graph,
+    x: ValueId,
+    dy: ValueId,
+    ws: &[usize],
+    ys: &[usize],
+    strides: [usize; 2],
+    pads: [usize; 4],
+) -> AdResult<ValueId> {
+    let (co, c, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let (oh, ow) = (ys[2], ys[3]);
+    let xp = if pads.iter().any(|&p| p > 0) {
+        g.pad(x, &[0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])?
+    } else {
+        x
+    };
+    let xt = g.transpose(xp, &[1, 0, 2, 3])?;
+    let dyt = g.transpose(dy, &[1, 0, 2, 3])?;
+    let dyr = g.reshape(dyt, &[co, ys[0] * oh * ow])?;
+    let (hp, wp) = (g.shape(xt)[2], g.shape(xt)[3]);
+    let mut taps = Vec::with_capacity(kh * kw);
+    for i in 0..kh {
+        for j in 0..kw {
+            let ends = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
+            let whole = i == 0 && j == 0 && ends == [hp, wp] && strides == [1, 1];
+            let xs = if whole {
+                xt
+            } else {
+                g.slice_strided(xt, &[i, j], &ends, &[2, 3], &strides)?
+            };
+            let xr = g.reshape(xs, &[c, ys[0] * oh * ow])?;
+            let t = g.gemm(dyr, xr, None, GemmAttrs::new(1.0, false, true))?;
+            taps.push(if kh * kw > 1 {
+                g.unsqueeze(t, &[2])?
+            } else {
+                t
+            });
+        }
+    }
+    let dw = if taps.len() > 1 {
+        g.concat(&taps, 2)?
+    } else {
+        taps[0]
+    };
+    Ok(g.reshape(dw, &[co, c, kh, kw])?)
 }
 
 /// The VJP of one node: one optional gradient per input, `None` where `needs` is false or the
@@ -452,29 +560,12 @@ fn vjp(
             }
             let (xs, ws, ys) = (shape_of(g, ins[0]), shape_of(g, ins[1]), shape_of(g, dy));
             if needs[0] {
-                let op = output_padding(&xs[2..], [ws[2], ws[3]], *strides, *pads, &ys[2..]);
-                let dx = g.conv_transpose2d(dy, ins[1], *strides, *pads, op, 1)?;
-                if g.shape(dx) != xs.as_slice() {
-                    return Err(unsupported(
-                        op_name,
-                        format!("input gradient shape {:?} != {xs:?}", g.shape(dx)),
-                    ));
-                }
-                out[0] = Some(dx);
+                out[0] = Some(conv_input_grad(
+                    g, op_name, dy, ins[1], &xs, &ws, &ys, *strides, *pads,
+                )?);
             }
             if needs[1] {
-                // dW[m,c,i,j] = sum_{n,p,q} dY[n,m,p,q] X[n,c,s*p+i-pad,...]: a convolution of
-                // X^T (channels as batch) with dY^T as the kernel, dilated by the stride.
-                let xt = g.transpose(ins[0], &[1, 0, 2, 3])?;
-                let dyt = g.transpose(dy, &[1, 0, 2, 3])?;
-                let r = g.conv2d_dilated(xt, dyt, None, [1, 1], *pads, *strides, 1)?;
-                let rs = shape_of(g, r);
-                let r = if rs[2] != ws[2] || rs[3] != ws[3] {
-                    g.slice(r, &[0, 0], &[ws[2], ws[3]], &[2, 3])?
-                } else {
-                    r
-                };
-                out[1] = Some(g.transpose(r, &[1, 0, 2, 3])?);
+                out[1] = Some(conv_weight_grad(g, ins[0], dy, &ws, &ys, *strides, *pads)?);
             }
             if n_in > 2 && needs[2] {
                 out[2] = Some(g.reduce_sum(dy, &[0, 2, 3], false)?);
@@ -536,7 +627,18 @@ fn vjp(
             let zeros = zeros_like(g, ins[0])?;
             out[0] = Some(g.scatter_elements(zeros, ins[1], dy, *axis, Reduction::Add)?);
         }
-        Op::Slice { starts, ends, axes } => {
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            if steps.iter().any(|&s| s != 1) {
+                return Err(unsupported(
+                    op_name,
+                    "only step-1 slices are differentiable",
+                ));
+            }
             let xs = shape_of(g, ins[0]);
             let r = xs.len();
             let mut pads = vec![0; 2 * r];
@@ -1006,6 +1108,32 @@ mod tests {
             &[xs, ws, bs],
             init.clone(),
             |g, x| g.conv2d(x[0], x[1], Some(x[2]), [2, 2], [1, 0, 0, 1], 1),
+        );
+        // Stride 1 with a non-square kernel and uneven pads (the flipped-kernel input gradient
+        // and per-offset weight GEMMs on a rectangular grid), a 1x1 kernel without padding
+        // (the unshifted single tap), and a pad as large as the kernel (ConvTranspose fallback).
+        let wr: &[usize] = &[4, 3, 3, 2];
+        gradcheck(
+            "conv_s1_3x2_uneven",
+            &F32_LINEAR,
+            &[xs, wr],
+            rand_inputs(&[xs, wr], -1.0, 1.0, 19),
+            |g, x| g.conv2d(x[0], x[1], None, [1, 1], [0, 1, 2, 0], 1),
+        );
+        let w11: &[usize] = &[4, 3, 1, 1];
+        gradcheck(
+            "conv_1x1_s1",
+            &F32_LINEAR,
+            &[xs, w11],
+            rand_inputs(&[xs, w11], -1.0, 1.0, 20),
+            |g, x| g.conv2d(x[0], x[1], None, [1, 1], [0; 4], 1),
+        );
+        gradcheck(
+            "conv_s1_pad_eq_kernel",
+            &F32_LINEAR,
+            &[xs, w11],
+            rand_inputs(&[xs, w11], -1.0, 1.0, 26),
+            |g, x| g.conv2d(x[0], x[1], None, [1, 1], [1, 0, 0, 1], 1),
         );
         let ps: &[usize] = &[1, 2, 6, 5];
         let pinit = rand_inputs(&[ps], -1.0, 1.0, 16);

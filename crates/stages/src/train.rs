@@ -734,7 +734,9 @@ impl Stage for Train {
     const KIND: &'static str = "train";
     // 5: views with grayscale, contrast or saturation use torchvision's 0.2989 luma (was
     // 0.299), so a cached model trained on such views must not be reused.
-    const VERSION: u32 = 5;
+    // 6: convolution gradients are built differently (flipped-kernel Conv for dX, one GEMM
+    // per kernel offset for dW), which changes conv and ResNet encoders' weights at ~1e-7.
+    const VERSION: u32 = 6;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:

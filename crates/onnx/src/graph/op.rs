@@ -119,11 +119,13 @@ pub enum Op {
     Unsqueeze {
         axes: Vec<usize>,
     },
-    /// Static slice with step 1 along the listed axes.
+    /// Static slice along the listed axes with a positive step per axis (1 for a plain
+    /// slice; the convolution weight gradient takes every `stride`-th element).
     Slice {
         starts: Vec<usize>,
         ends: Vec<usize>,
         axes: Vec<usize>,
+        steps: Vec<usize>,
     },
     /// Constant (zero) padding; `pads` = all begins then all ends, one per axis.
     Pad {

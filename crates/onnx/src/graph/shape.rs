@@ -186,36 +186,57 @@ impl Graph {
         ends: &[usize],
         axes: &[usize],
     ) -> GraphResult<ValueId> {
+        let steps = vec![1; axes.len()];
+        self.slice_strided(x, starts, ends, axes, &steps)
+    }
+
+    /// `x[starts..ends:steps]` along `axes`: every `step`-th element from `start`, stopping
+    /// before `end` (ONNX Slice with positive steps).
+    pub fn slice_strided(
+        &mut self,
+        x: ValueId,
+        starts: &[usize],
+        ends: &[usize],
+        axes: &[usize],
+        steps: &[usize],
+    ) -> GraphResult<ValueId> {
         self.check_axes("Slice", x, axes)?;
         let mut shape = self.shape(x).to_vec();
-        if starts.len() != axes.len() || ends.len() != axes.len() {
+        if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() {
             return Err(invalid(
                 "Slice",
-                "starts, ends and axes must have equal lengths",
+                "starts, ends, axes and steps must have equal lengths",
             ));
         }
-        for ((&a, &s0), &e) in axes.iter().zip(starts).zip(ends) {
-            if s0 >= e || e > shape[a] {
+        for (((&a, &s0), &e), &st) in axes.iter().zip(starts).zip(ends).zip(steps) {
+            if s0 >= e || e > shape[a] || st == 0 {
                 return Err(invalid(
                     "Slice",
-                    format!("range {s0}..{e} invalid for dim {a} of {shape:?}"),
+                    format!("range {s0}..{e} step {st} invalid for dim {a} of {shape:?}"),
                 ));
             }
-            shape[a] = e - s0;
+            shape[a] = (e - s0).div_ceil(st);
         }
-        let (sv, ev, av) = (
+        let mut inputs = vec![
+            x,
             self.const_usize(starts),
             self.const_usize(ends),
             self.const_usize(axes),
-        );
+        ];
+        // The steps input is optional in ONNX; plain slices keep their four inputs so their
+        // serialised graphs stay byte-identical.
+        if steps.iter().any(|&s| s != 1) {
+            inputs.push(self.const_usize(steps));
+        }
         let dt = self.dtype(x);
         self.node1(
             Op::Slice {
                 starts: starts.to_vec(),
                 ends: ends.to_vec(),
                 axes: axes.to_vec(),
+                steps: steps.to_vec(),
             },
-            vec![x, sv, ev, av],
+            inputs,
             dt,
             shape,
         )
