@@ -13,8 +13,15 @@ Two variants, timed in this one process one after the other (`--variants`):
 Prints one line per variant:
 `torch VARIANT batch B hidden H median_ms M best_ms M loss L` (train_bench parses it).
 
+With `--products SPEC` it times instead only the matrix products of cbound's step, given by
+train_bench in the form `A_SHAPE:B_SHAPE:TA:TB:C;...` (operands as stored, TA/TB 1 for a
+transposed operand, C 1 for an added bias): each pass runs every product once, as
+`torch.mm`/`torch.addmm` on the (transposed) views, and the line's variant is `products`. That
+is the rate PyTorch's own GEMM library reaches on the products of the step, to compare with
+ONNX Runtime's on the same list.
+
 Usage: python bench/torch_reference.py [--steps 30] [--warmup 5] [--threads 2] [--batch 256]
-       [--hidden 512] [--input 3072] [--variants fused,eager]
+       [--hidden 512] [--input 3072] [--variants fused,eager] [--products SPEC]
 """
 
 import argparse
@@ -76,6 +83,38 @@ def time_variant(variant, args):
     )
 
 
+def time_products(spec, args):
+    """Median time of one pass over the products in `spec` (see the module docstring)."""
+    torch.manual_seed(0)
+    ops = []
+    for item in spec.split(";"):
+        a_shape, b_shape, ta, tb, c = item.split(":")
+        a = torch.randn(*[int(d) for d in a_shape.split("x")])
+        b = torch.randn(*[int(d) for d in b_shape.split("x")])
+        a = a.t() if ta == "1" else a
+        b = b.t() if tb == "1" else b
+        bias = torch.randn(b.shape[-1]) if c == "1" else None
+        ops.append((a, b, bias))
+    times = []
+    with torch.no_grad():
+        for step in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            for a, b, bias in ops:
+                if bias is not None:
+                    torch.addmm(bias, a, b)
+                else:
+                    torch.matmul(a, b)
+            dt = time.perf_counter() - t0
+            if step >= args.warmup:
+                times.append(dt)
+    med = statistics.median(times)
+    print(
+        f"torch products batch {args.batch} hidden {args.hidden} median_ms {med * 1e3:.3f}"
+        f" best_ms {min(times) * 1e3:.3f} loss 0",
+        flush=True,
+    )
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=30)
@@ -85,9 +124,13 @@ def main():
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--input", type=int, default=3072)
     p.add_argument("--variants", default="fused,eager")
+    p.add_argument("--products", default=None, help="time only these products (train_bench's list)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
+    if args.products:
+        time_products(args.products, args)
+        return
     for variant in args.variants.split(","):
         if variant not in ("fused", "eager"):
             raise SystemExit(f"unknown variant {variant!r} (fused, eager)")

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use cbound::onnx::bench::{
-    gemm_ms, gemm_rate, parse_torch_line, profile_steps, time_steps, PreparedCase, StepCase,
-    TorchLine, ViewSource,
+    gemm_ms, gemm_rate, parse_torch_line, product_spec, profile_steps, time_steps, PreparedCase,
+    StepCase, TorchLine, ViewSource,
 };
 use cbound::onnx::optim::OptimizerConfig;
 use cbound::onnx::runtime::{self, LibrarySearch, Optimization, SessionOptions};
@@ -158,6 +158,43 @@ fn run_torch(python: &PathBuf, a: &Args, batch: usize, hidden: usize) -> BoxResu
     Ok(lines)
 }
 
+/// PyTorch's time for one pass over the step's products on their own (`--products`), ms.
+fn run_torch_products(
+    python: &PathBuf,
+    a: &Args,
+    batch: usize,
+    hidden: usize,
+    spec: &str,
+) -> BoxResult<f64> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--hidden",
+            &hidden.to_string(),
+        ])
+        .args(["--threads", &a.threads.to_string(), "--products", spec])
+        .args(["--steps", "10", "--warmup", "2"])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {} --products failed: {}",
+            python.display(),
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(parse_torch_line)
+        .find(|l| l.variant == "products")
+        .map(|l| l.median_ms)
+        .ok_or_else(|| format!("no `torch products` line from {}", script.display()).into())
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -275,6 +312,24 @@ fn main() -> BoxResult<()> {
             alone / 1e9,
             100.0 * in_step / alone
         );
+        // The ceiling on any speed-up that comes from outside the products: PyTorch's fastest
+        // step against the time of the step's products alone, in ONNX Runtime and in PyTorch.
+        if let Some(py) = &a.torch {
+            let k = a
+                .sizes
+                .iter()
+                .position(|&s| s == (batch, hidden))
+                .unwrap_or(0);
+            let fused = median(&results[k][1]);
+            let ort_alone = 1e3 * flops / alone;
+            let torch_alone =
+                run_torch_products(py, &a, batch, hidden, &product_spec(&prepared.gemms))?;
+            println!(
+                "  products alone: ONNX Runtime {ort_alone:.2} ms, PyTorch {torch_alone:.2} ms ({:.2}x); PyTorch's fastest step {fused:.2} ms, so a cbound step made of ONNX Runtime's products and nothing else would be at most {:.2}x PyTorch's",
+                ort_alone / torch_alone,
+                fused / ort_alone
+            );
+        }
         for o in ops.iter().take(10) {
             println!(
                 "  {:<22} {:>8.2} ms  {:>5.1}%  ({} nodes/step)",

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
 use super::checkpoint::NamedTensor;
-use super::graph::{DType, GemmAttrs, Graph, GraphError, Op, OPSET};
+use super::graph::{DType, GemmAttrs, Graph, GraphError, Op, ValueId, OPSET};
 use super::loss::LossConfig;
 use super::models::{
     Activation, ContrastiveModel, EncoderConfig, MlpConfig, ModelConfig, ModelError,
@@ -297,6 +297,43 @@ pub fn gemm_graph(g: &Graph) -> BenchResult<Graph> {
     Ok(out)
 }
 
+/// The products of a [`gemm_graph`] as text for `bench/torch_reference.py --products`, so that
+/// PyTorch times the same products on their own: `A_SHAPE:B_SHAPE:TA:TB:C` per product (shapes
+/// as stored, `x`-separated; TA, TB 0 or 1 for a transposed operand, C 1 when a bias is
+/// added), products joined by `;`. Batched MatMuls keep their leading dimensions.
+pub fn product_spec(gemms: &Graph) -> String {
+    let dims = |v: ValueId| {
+        gemms
+            .shape(v)
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    gemms
+        .nodes()
+        .iter()
+        .filter_map(|n| {
+            let (ta, tb) = match &n.op {
+                Op::MatMul => (false, false),
+                Op::Gemm {
+                    trans_a, trans_b, ..
+                } => (*trans_a, *trans_b),
+                _ => return None,
+            };
+            Some(format!(
+                "{}:{}:{}:{}:{}",
+                dims(n.inputs[0]),
+                dims(n.inputs[1]),
+                u8::from(ta),
+                u8::from(tb),
+                u8::from(n.inputs.len() > 2)
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// fp32 rate (FLOP/s) of the step's products run on their own: `gemms` (from [`gemm_graph`])
 /// on Gaussian operands, median wall time of `runs` runs after two untimed ones.
 pub fn gemm_rate(
@@ -421,6 +458,25 @@ mod tests {
         assert_eq!(gemm_nodes, expected as f64, "{ops:?}");
         assert!(gemm_ms(&ops) > 0.0, "{ops:?}");
         assert!(gemm_rate(&rt, &prepared.gemms, &opts, 2)? > 0.0);
+        // The text PyTorch reads back describes the same products: one entry per node, and
+        // the FLOPs recomputed from it alone equal the step's.
+        let spec = product_spec(&prepared.gemms);
+        let mut flops = 0u64;
+        for p in spec.split(';') {
+            let f: Vec<&str> = p.split(':').collect();
+            assert_eq!(f.len(), 5, "{p}");
+            let dims = |t: &str| -> Vec<u64> { t.split('x').map(|d| d.parse().unwrap()).collect() };
+            let (a, b) = (dims(f[0]), dims(f[1]));
+            let (m, k) = if f[2] == "1" {
+                (a[1], a[0])
+            } else {
+                (a[0], a[1])
+            };
+            let n = if f[3] == "1" { b[0] } else { b[1] };
+            flops += 2 * m * k * n;
+        }
+        assert_eq!(spec.split(';').count(), expected);
+        assert_eq!(flops, prepared.step.matmul_flops);
         Ok(())
     }
 
