@@ -75,7 +75,11 @@ fn main() {
     let phases = args.get(8).is_some_and(|a| a == "phases");
     let all = [
         ("auto", "cbound max-norm", NeighbourSearch::Auto),
-        ("brute", "cbound max-norm, brute force", NeighbourSearch::BruteForce),
+        (
+            "brute",
+            "cbound max-norm, brute force",
+            NeighbourSearch::BruteForce,
+        ),
         ("tree", "cbound max-norm, k-d tree", NeighbourSearch::KdTree),
     ];
     if let Some(bad) = wanted

@@ -3,8 +3,10 @@
 //! Two strategies with identical results:
 //! - brute force, parallel over blocks of query points, tiled so a block of
 //!   queries reuses a cache-resident tile of candidates, with conservative
-//!   fixed-point filters that auto-vectorise (see `BruteIndex`) and an exact
-//!   `f64` decision for whatever they cannot settle;
+//!   fixed-point filters (AVX2 where the CPU has it, chosen at run time, else
+//!   portable loops that auto-vectorise; same integers either way, see
+//!   `BruteIndex` and `Kernel`) and an exact `f64` decision for whatever they
+//!   cannot settle;
 //! - a k-d tree with bounding boxes (and a sorted array for 1-d radius counts)
 //!   for low dimension, where pruning beats scanning.
 //!
@@ -103,7 +105,7 @@ fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
 /// as infinite distances.
 pub(crate) fn k_nearest(m: &Matrix, k: usize, search: NeighbourSearch) -> Vec<Neighbour> {
     match plan(search, m.rows(), m.cols(), false) {
-        Plan::Brute => knn_brute(m, k),
+        Plan::Brute => knn_brute(m, k, Kernel::detect()),
         Plan::Tree | Plan::Sorted1d => KdTree::build(m).knn_all(k),
     }
 }
@@ -117,7 +119,7 @@ pub(crate) fn count_within(
     search: NeighbourSearch,
 ) -> Vec<usize> {
     match plan(search, m.rows(), m.cols(), true) {
-        Plan::Brute => count_brute(m, radii, strict),
+        Plan::Brute => count_brute(m, radii, strict, Kernel::detect()),
         Plan::Tree => KdTree::build(m).count_all(radii, strict),
         Plan::Sorted1d => count_sorted_1d(m.as_slice(), radii, strict),
     }
@@ -198,6 +200,45 @@ struct BruteIndex<'a> {
     slack16: f64,
     /// Centre of each coordinate's range (ranks coordinates by extremeness).
     mid: Vec<f64>,
+    /// Which filter kernels run (same bits either way).
+    kernel: Kernel,
+}
+
+/// The instruction set the two fixed-point filter stages use. Both compute the same
+/// integers (saturating differences, maxima and comparisons are exact), so the kernel only
+/// changes speed, never a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Portable loops that LLVM vectorises for the build's baseline (SSE2 on x86-64).
+    Scalar,
+    /// AVX2 intrinsics (32 lanes of `u8`, 16 of `i16`), chosen at run time when the CPU
+    /// has AVX2: the baseline build cannot assume it, and its vectorised first stage spent
+    /// about half its time assembling the survivor mask lane by lane, which
+    /// `_mm256_movemask_epi8` does in one instruction per 32 candidates.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Scalar
+    }
+
+    /// Every kernel this CPU runs (the tests compare them all with the definition).
+    #[cfg(test)]
+    fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            all.push(Kernel::Avx2);
+        }
+        all
+    }
 }
 
 /// Per-thread candidate buffers: indices and their partial 16-bit distances.
@@ -236,7 +277,7 @@ fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
 }
 
 impl<'a> BruteIndex<'a> {
-    fn new(m: &'a Matrix) -> BruteIndex<'a> {
+    fn new(m: &'a Matrix, kernel: Kernel) -> BruteIndex<'a> {
         let n = m.rows();
         let dim = m.cols();
         let mut lo = vec![f64::INFINITY; dim];
@@ -292,6 +333,7 @@ impl<'a> BruteIndex<'a> {
             scale16,
             slack16,
             mid,
+            kernel,
         }
     }
 
@@ -343,6 +385,23 @@ impl<'a> BruteIndex<'a> {
         cand_thr: Option<&[u8]>,
         scratch: &mut Scratch,
     ) {
+        match self.kernel {
+            Kernel::Scalar => self.stage1_scalar(q, tile, thr, cand_thr, scratch),
+            // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.stage1_avx2(q, tile, thr, cand_thr, scratch) },
+        }
+    }
+
+    /// [`Self::stage1`] in portable code.
+    fn stage1_scalar(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
         let np = self.n_pad;
         let head = &q.order[..q.head8.len()];
         scratch.cand.clear();
@@ -384,6 +443,104 @@ impl<'a> BruteIndex<'a> {
         }
     }
 
+    /// [`Self::stage1`] with AVX2: the tile in groups of four chunks (eight 32-byte
+    /// accumulators, so each head coordinate's value is broadcast once per group and its
+    /// column read as one contiguous run), then one `movemask` per 32 candidates.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn stage1_avx2(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        scratch.cand.clear();
+        let mut c0 = tile.start;
+        while c0 + 4 * CHUNK <= tile.end {
+            let acc = self.head_absmax_avx2::<8>(q, c0);
+            for (c, pair) in acc.chunks_exact(2).enumerate() {
+                self.survivors_avx2(pair, c0 + c * CHUNK, thr, cand_thr, scratch);
+            }
+            c0 += 4 * CHUNK;
+        }
+        while c0 < tile.end {
+            let acc = self.head_absmax_avx2::<2>(q, c0);
+            self.survivors_avx2(&acc, c0, thr, cand_thr, scratch);
+            c0 += CHUNK;
+        }
+    }
+
+    /// Per candidate `c0 .. c0 + 32 R`, the largest 8-bit difference to the query over its
+    /// head coordinates, 32 candidates to a register.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn head_absmax_avx2<const R: usize>(
+        &self,
+        q: &Query,
+        c0: usize,
+    ) -> [std::arch::x86_64::__m256i; R] {
+        use std::arch::x86_64::*;
+        let np = self.n_pad;
+        let mut acc = [_mm256_setzero_si256(); R];
+        for (&d, a) in q.order.iter().zip(&q.head8) {
+            let a = _mm256_set1_epi8(a[0] as i8);
+            // Bounds-checked once here, so the loads below stay in the slice.
+            let col = &self.cols8[d * np + c0..d * np + c0 + 32 * R];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `col` holds 32 R bytes, so bytes 32 r .. 32 r + 32 are in it;
+                // `loadu` has no alignment requirement.
+                let c = unsafe { _mm256_loadu_si256(col.as_ptr().add(32 * r).cast()) };
+                let x = _mm256_or_si256(_mm256_subs_epu8(a, c), _mm256_subs_epu8(c, a));
+                *acc = _mm256_max_epu8(*acc, x);
+            }
+        }
+        acc
+    }
+
+    /// Pushes onto `scratch.cand` the candidates of chunk `c0` (two accumulators) whose
+    /// 8-bit distance is within `thr` (or `max(thr, cand_thr[j])`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn survivors_avx2(
+        &self,
+        acc: &[std::arch::x86_64::__m256i],
+        c0: usize,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        use std::arch::x86_64::*;
+        let t = _mm256_set1_epi8(thr as i8);
+        let mut mask = 0u64;
+        for (h, &s) in acc.iter().enumerate().take(2) {
+            let t = match cand_thr {
+                None => t,
+                Some(ct) => {
+                    let ct = &ct[c0 + 32 * h..c0 + 32 * h + 32];
+                    // SAFETY: `ct` holds exactly 32 bytes; `loadu` has no alignment requirement.
+                    _mm256_max_epu8(t, unsafe { _mm256_loadu_si256(ct.as_ptr().cast()) })
+                }
+            };
+            // s <= t (unsigned) exactly when min(s, t) == s.
+            let le = _mm256_cmpeq_epi8(_mm256_min_epu8(s, t), s);
+            mask |= u64::from(_mm256_movemask_epi8(le) as u32) << (32 * h);
+        }
+        if c0 + CHUNK > self.n {
+            mask &= (1u64 << (self.n - c0)) - 1;
+        }
+        while mask != 0 {
+            scratch.cand.push(c0 + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
+
     /// Second stage: keeps in `scratch.cand` the candidates whose 16-bit
     /// distance to query `i` is `<= thr`, with that distance in `scratch.dq`.
     ///
@@ -394,6 +551,43 @@ impl<'a> BruteIndex<'a> {
     ///
     /// With `cand_thr`, candidate `j` is kept if within `max(thr, cand_thr[j])`.
     fn stage2(&self, i: usize, thr: i16, cand_thr: Option<&[i16]>, scratch: &mut Scratch) {
+        match self.kernel {
+            Kernel::Scalar => self.stage2_with(i, thr, cand_thr, scratch, panel_absmax),
+            // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.stage2_avx2(i, thr, cand_thr, scratch) },
+        }
+    }
+
+    /// [`Self::stage2`] with AVX2 panel maxima.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn stage2_avx2(
+        &self,
+        i: usize,
+        thr: i16,
+        cand_thr: Option<&[i16]>,
+        scratch: &mut Scratch,
+    ) {
+        // SAFETY: this function only runs with AVX2 (its own contract).
+        self.stage2_with(i, thr, cand_thr, scratch, |a, b| unsafe {
+            panel_absmax_avx2(a, b)
+        });
+    }
+
+    /// [`Self::stage2`] with `absmax` computing one panel's maximum.
+    #[inline(always)]
+    fn stage2_with(
+        &self,
+        i: usize,
+        thr: i16,
+        cand_thr: Option<&[i16]>,
+        scratch: &mut Scratch,
+        absmax: impl Fn(&Panel, &Panel) -> i16,
+    ) {
         let p = self.panels;
         let q = &self.qrows[i * p..(i + 1) * p];
         let Scratch { cand, dq } = scratch;
@@ -404,7 +598,7 @@ impl<'a> BruteIndex<'a> {
             let mut w = 0;
             for idx in 0..len {
                 let j = cand[idx];
-                let m = panel_absmax(qp, &self.qrows[j * p + panel]).max(dq[idx]);
+                let m = absmax(qp, &self.qrows[j * p + panel]).max(dq[idx]);
                 let t = cand_thr.map_or(thr, |ct| thr.max(ct[j]));
                 cand[w] = j;
                 dq[w] = m;
@@ -465,6 +659,37 @@ fn panel_absmax(a: &Panel, b: &Panel) -> i16 {
     m
 }
 
+/// [`panel_absmax`] with AVX2: two 16-lane differences, then the horizontal maximum by
+/// `phminposuw` on `0x7fff - v` (every `v` is in `[0, 32766]`, so the unsigned minimum of
+/// `0x7fff - v` is `0x7fff` minus the maximum). Same integers as the scalar loop.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn panel_absmax_avx2(a: &Panel, b: &Panel) -> i16 {
+    use std::arch::x86_64::*;
+    let pa = a.0.as_ptr().cast::<__m256i>();
+    let pb = b.0.as_ptr().cast::<__m256i>();
+    // SAFETY: a panel is 64 bytes, 64-byte aligned: two aligned 32-byte loads each.
+    let (a0, a1, b0, b1) = unsafe {
+        (
+            _mm256_load_si256(pa),
+            _mm256_load_si256(pa.add(1)),
+            _mm256_load_si256(pb),
+            _mm256_load_si256(pb.add(1)),
+        )
+    };
+    // No overflow: |a|, |b| <= QMAX16 < 2^14, so each difference fits in i16.
+    let d0 = _mm256_abs_epi16(_mm256_sub_epi16(a0, b0));
+    let d1 = _mm256_abs_epi16(_mm256_sub_epi16(a1, b1));
+    let m = _mm256_max_epi16(d0, d1);
+    let m = _mm_max_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    let inv = _mm_sub_epi16(_mm_set1_epi16(0x7fff), m);
+    0x7fff - (_mm_cvtsi128_si32(_mm_minpos_epu16(inv)) as u16 as i16)
+}
+
 /// Exact max-norm distance between two coordinate slices (max is exact, so
 /// every path agrees bit for bit with the textbook definition).
 #[inline]
@@ -477,13 +702,13 @@ fn block_max(a: &[f64], b: &[f64]) -> f64 {
     m
 }
 
-fn knn_brute(m: &Matrix, k: usize) -> Vec<Neighbour> {
+fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
     let n = m.rows();
     let mut out = vec![Neighbour::NONE; n * k];
     if k == 0 || n == 0 {
         return out;
     }
-    let index = BruteIndex::new(m);
+    let index = BruteIndex::new(m, kernel);
     // Seeds end on a chunk boundary (or at n) so the tiles stay chunk-aligned.
     let seed_end = n.min(SEED_CANDIDATES.max(2 * k + 2).div_ceil(CHUNK) * CHUNK);
     out.par_chunks_mut(QUERY_BLOCK * k)
@@ -533,9 +758,9 @@ fn knn_brute(m: &Matrix, k: usize) -> Vec<Neighbour> {
 /// i's side, filtered against the larger of the two radii, and then decided
 /// for both ends: half the pairs of the one-sided scan, at the cost of a
 /// slightly weaker filter.
-fn count_brute(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
+fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<usize> {
     let n = m.rows();
-    let index = BruteIndex::new(m);
+    let index = BruteIndex::new(m, kernel);
     let mut thr8 = vec![0u8; index.n_pad];
     for (t, &r) in thr8.iter_mut().zip(radii) {
         *t = index.threshold8(r);
@@ -952,6 +1177,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each filter kernel this CPU runs (portable and, where present, AVX2) gives the
+    /// definition's neighbours and counts bit for bit, including sizes that end on a partial
+    /// group of chunks and a partial chunk (the AVX2 first stage takes four chunks at a time).
+    #[test]
+    fn filter_kernels_agree_bit_for_bit_with_the_definition() {
+        for kernel in Kernel::available() {
+            for (n, d) in [(300, 3), (300, 10), (300, 40), (333, 17), (97, 70)] {
+                for (name, m) in datasets(n, d) {
+                    for k in [1, 3] {
+                        let want = naive_knn(&m, k);
+                        let got = knn_brute(&m, k, kernel);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert_eq!(
+                                (g.dist.to_bits(), g.index),
+                                (w.dist.to_bits(), w.index),
+                                "{name} n={n} d={d} k={k} {kernel:?}"
+                            );
+                        }
+                        let radii: Vec<f64> = want.chunks_exact(k).map(|c| c[k - 1].dist).collect();
+                        for strict in [true, false] {
+                            assert_eq!(
+                                count_brute(&m, &radii, strict, kernel),
+                                naive_count(&m, &radii, strict),
+                                "{name} n={n} d={d} k={k} strict={strict} {kernel:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 panel maximum equals the portable one, at the extremes of the quantised
+    /// range (differences up to 2 QMAX16) and on random panels.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_panel_absmax_matches_the_scalar_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let q = QMAX16 as i16;
+        let u = uniform(200, 2 * LANES, 3);
+        let mut pairs: Vec<(Panel, Panel)> = u
+            .iter_rows()
+            .map(|row| {
+                let mut a = Panel([0; LANES]);
+                let mut b = Panel([0; LANES]);
+                for l in 0..LANES {
+                    a.0[l] = (row[l] * QMAX16).round() as i16;
+                    b.0[l] = (row[LANES + l] * QMAX16).round() as i16;
+                }
+                (a, b)
+            })
+            .collect();
+        for l in 0..LANES {
+            let mut a = Panel([0; LANES]);
+            let mut b = Panel([0; LANES]);
+            a.0[l] = q;
+            b.0[l] = -q;
+            pairs.push((a, b));
+            pairs.push((b, a));
+        }
+        pairs.push((Panel([0; LANES]), Panel([0; LANES])));
+        for (a, b) in &pairs {
+            // SAFETY: AVX2 was detected above.
+            let got = unsafe { panel_absmax_avx2(a, b) };
+            assert_eq!(got, panel_absmax(a, b));
+        }
+        assert_eq!(
+            unsafe { panel_absmax_avx2(&pairs[200].0, &pairs[200].1) },
+            2 * q
+        );
     }
 
     /// The crossover: tree below it, brute force above, as measured (see `plan`).
