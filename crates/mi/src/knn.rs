@@ -24,9 +24,8 @@ use super::matrix::Matrix;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NeighbourSearch {
     /// Sorted array for 1-d counts, k-d tree in low dimension, brute force
-    /// above; the crossover (measured, release build, Gaussian data) is
-    /// about 8-10 dimensions for k-NN search and 4-6 for radius counts,
-    /// later for larger N.
+    /// above; the crossover (measured, release build, Gaussian data, N up to
+    /// 20,000) is 8 dimensions for k-NN search and 4 for radius counts.
     #[default]
     Auto,
     /// Always scan all points.
@@ -76,19 +75,18 @@ enum Plan {
     Sorted1d,
 }
 
-fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
+fn plan(search: NeighbourSearch, dim: usize, counting: bool) -> Plan {
     // Crossovers measured on Gaussian data (release build): radius counts
     // with KSG-sized radii lose their tree advantage sooner than k-NN search,
     // and both move to higher dimension as n grows. Measured again for
     // whole max-norm KSG runs (`ksg_maxnorm_bench`, 2 cores, 2026-12-03):
     // at 10 and 12 joint dimensions (5 and 6 per marginal) brute force beat
     // the tree by 1.2-2x at N = 5,000-7,000 and tied at 10,000, so the size
-    // at which the tree takes over there is 8,000 (it was 4,000).
-    let tree = if counting {
-        dim <= 4 || (dim <= 6 && n >= 8000)
-    } else {
-        dim <= 8 || (dim <= 10 && n >= 8000)
-    };
+    // at which the tree takes over there is 8,000 (it was 4,000). With the AVX2 filters
+    // (2026-12-04, same example, load 5-7) brute force beat `Auto` 1.7-2.7x at N = 10,000,
+    // D = 10 and 12 and at N = 20,000, D = 10, where the tree did the joint search or the
+    // 5-6-d counts, and tied at N = 10,000, D = 8: the size clauses are gone.
+    let tree = if counting { dim <= 4 } else { dim <= 8 };
     match search {
         NeighbourSearch::BruteForce => Plan::Brute,
         NeighbourSearch::KdTree => Plan::Tree,
@@ -104,7 +102,7 @@ fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
 /// Callers guarantee `k >= 1` and `m.rows() > k`; missing neighbours would show up
 /// as infinite distances.
 pub(crate) fn k_nearest(m: &Matrix, k: usize, search: NeighbourSearch) -> Vec<Neighbour> {
-    match plan(search, m.rows(), m.cols(), false) {
+    match plan(search, m.cols(), false) {
         Plan::Brute => knn_brute(m, k, Kernel::detect()),
         Plan::Tree | Plan::Sorted1d => KdTree::build(m).knn_all(k),
     }
@@ -118,7 +116,7 @@ pub(crate) fn count_within(
     strict: bool,
     search: NeighbourSearch,
 ) -> Vec<usize> {
-    match plan(search, m.rows(), m.cols(), true) {
+    match plan(search, m.cols(), true) {
         Plan::Brute => count_brute(m, radii, strict, Kernel::detect()),
         Plan::Tree => KdTree::build(m).count_all(radii, strict),
         Plan::Sorted1d => count_sorted_1d(m.as_slice(), radii, strict),
@@ -443,9 +441,8 @@ impl<'a> BruteIndex<'a> {
         }
     }
 
-    /// [`Self::stage1`] with AVX2: the tile in groups of four chunks (eight 32-byte
-    /// accumulators, so each head coordinate's value is broadcast once per group and its
-    /// column read as one contiguous run), then one `movemask` per 32 candidates.
+    /// [`Self::stage1`] with AVX2: per chunk, two 32-lane accumulators over the head
+    /// coordinates, then one `movemask` per 32 candidates.
     ///
     /// # Safety
     /// The CPU must support AVX2.
@@ -459,85 +456,61 @@ impl<'a> BruteIndex<'a> {
         cand_thr: Option<&[u8]>,
         scratch: &mut Scratch,
     ) {
-        scratch.cand.clear();
-        let mut c0 = tile.start;
-        while c0 + 4 * CHUNK <= tile.end {
-            let acc = self.head_absmax_avx2::<8>(q, c0);
-            for (c, pair) in acc.chunks_exact(2).enumerate() {
-                self.survivors_avx2(pair, c0 + c * CHUNK, thr, cand_thr, scratch);
-            }
-            c0 += 4 * CHUNK;
-        }
-        while c0 < tile.end {
-            let acc = self.head_absmax_avx2::<2>(q, c0);
-            self.survivors_avx2(&acc, c0, thr, cand_thr, scratch);
-            c0 += CHUNK;
-        }
-    }
-
-    /// Per candidate `c0 .. c0 + 32 R`, the largest 8-bit difference to the query over its
-    /// head coordinates, 32 candidates to a register.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn head_absmax_avx2<const R: usize>(
-        &self,
-        q: &Query,
-        c0: usize,
-    ) -> [std::arch::x86_64::__m256i; R] {
         use std::arch::x86_64::*;
         let np = self.n_pad;
-        let mut acc = [_mm256_setzero_si256(); R];
-        for (&d, a) in q.order.iter().zip(&q.head8) {
-            let a = _mm256_set1_epi8(a[0] as i8);
-            // Bounds-checked once here, so the loads below stay in the slice.
-            let col = &self.cols8[d * np + c0..d * np + c0 + 32 * R];
-            for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: `col` holds 32 R bytes, so bytes 32 r .. 32 r + 32 are in it;
-                // `loadu` has no alignment requirement.
-                let c = unsafe { _mm256_loadu_si256(col.as_ptr().add(32 * r).cast()) };
-                let x = _mm256_or_si256(_mm256_subs_epu8(a, c), _mm256_subs_epu8(c, a));
-                *acc = _mm256_max_epu8(*acc, x);
-            }
-        }
-        acc
-    }
-
-    /// Pushes onto `scratch.cand` the candidates of chunk `c0` (two accumulators) whose
-    /// 8-bit distance is within `thr` (or `max(thr, cand_thr[j])`).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn survivors_avx2(
-        &self,
-        acc: &[std::arch::x86_64::__m256i],
-        c0: usize,
-        thr: u8,
-        cand_thr: Option<&[u8]>,
-        scratch: &mut Scratch,
-    ) {
-        use std::arch::x86_64::*;
+        scratch.cand.clear();
         let t = _mm256_set1_epi8(thr as i8);
-        let mut mask = 0u64;
-        for (h, &s) in acc.iter().enumerate().take(2) {
-            let t = match cand_thr {
-                None => t,
+        let mut c0 = tile.start;
+        while c0 < tile.end {
+            let mut s0 = _mm256_setzero_si256();
+            let mut s1 = _mm256_setzero_si256();
+            for (&d, a) in q.order.iter().zip(&q.head8) {
+                // SAFETY: `a` is 16 bytes; `loadu` has no alignment requirement.
+                let a = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(a.as_ptr().cast()) });
+                // Bounds-checked once here, so the loads below stay in the slice.
+                let col = &self.cols8[d * np + c0..d * np + c0 + CHUNK];
+                // SAFETY: `col` holds 64 bytes: bytes 0..32 and 32..64 are in it.
+                let (c, e) = unsafe {
+                    (
+                        _mm256_loadu_si256(col.as_ptr().cast()),
+                        _mm256_loadu_si256(col.as_ptr().add(32).cast()),
+                    )
+                };
+                s0 = _mm256_max_epu8(
+                    s0,
+                    _mm256_or_si256(_mm256_subs_epu8(a, c), _mm256_subs_epu8(c, a)),
+                );
+                s1 = _mm256_max_epu8(
+                    s1,
+                    _mm256_or_si256(_mm256_subs_epu8(a, e), _mm256_subs_epu8(e, a)),
+                );
+            }
+            let (t0, t1) = match cand_thr {
+                None => (t, t),
                 Some(ct) => {
-                    let ct = &ct[c0 + 32 * h..c0 + 32 * h + 32];
-                    // SAFETY: `ct` holds exactly 32 bytes; `loadu` has no alignment requirement.
-                    _mm256_max_epu8(t, unsafe { _mm256_loadu_si256(ct.as_ptr().cast()) })
+                    let ct = &ct[c0..c0 + CHUNK];
+                    // SAFETY: `ct` holds 64 bytes; `loadu` has no alignment requirement.
+                    unsafe {
+                        (
+                            _mm256_max_epu8(t, _mm256_loadu_si256(ct.as_ptr().cast())),
+                            _mm256_max_epu8(t, _mm256_loadu_si256(ct.as_ptr().add(32).cast())),
+                        )
+                    }
                 }
             };
             // s <= t (unsigned) exactly when min(s, t) == s.
-            let le = _mm256_cmpeq_epi8(_mm256_min_epu8(s, t), s);
-            mask |= u64::from(_mm256_movemask_epi8(le) as u32) << (32 * h);
-        }
-        if c0 + CHUNK > self.n {
-            mask &= (1u64 << (self.n - c0)) - 1;
-        }
-        while mask != 0 {
-            scratch.cand.push(c0 + mask.trailing_zeros() as usize);
-            mask &= mask - 1;
+            let le0 = _mm256_cmpeq_epi8(_mm256_min_epu8(s0, t0), s0);
+            let le1 = _mm256_cmpeq_epi8(_mm256_min_epu8(s1, t1), s1);
+            let mut mask = u64::from(_mm256_movemask_epi8(le0) as u32)
+                | (u64::from(_mm256_movemask_epi8(le1) as u32) << 32);
+            if c0 + CHUNK > self.n {
+                mask &= (1u64 << (self.n - c0)) - 1;
+            }
+            while mask != 0 {
+                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            c0 += CHUNK;
         }
     }
 
@@ -1181,7 +1154,7 @@ mod tests {
 
     /// Each filter kernel this CPU runs (portable and, where present, AVX2) gives the
     /// definition's neighbours and counts bit for bit, including sizes that end on a partial
-    /// group of chunks and a partial chunk (the AVX2 first stage takes four chunks at a time).
+    /// group of chunks and a partial chunk (the AVX2 first stage masks 32 lanes at a time).
     #[test]
     fn filter_kernels_agree_bit_for_bit_with_the_definition() {
         for kernel in Kernel::available() {
@@ -1253,16 +1226,14 @@ mod tests {
         );
     }
 
-    /// The crossover: tree below it, brute force above, as measured (see `plan`).
+    /// The crossover: tree up to it, brute force above, as measured (see `plan`).
     #[test]
-    fn plan_switches_by_dimension_and_size() {
-        let tree = |n, d, c| matches!(plan(NeighbourSearch::Auto, n, d, c), Plan::Tree);
-        assert!(tree(5000, 8, false) && !tree(5000, 10, false) && tree(10000, 10, false));
-        assert!(!tree(10000, 11, false) && !tree(100, 32, false));
-        assert!(tree(5000, 4, true) && !tree(5000, 5, true) && tree(10000, 5, true));
-        assert!(!tree(10000, 7, true));
+    fn plan_switches_by_dimension() {
+        let tree = |d, c| matches!(plan(NeighbourSearch::Auto, d, c), Plan::Tree);
+        assert!(tree(8, false) && !tree(9, false) && !tree(10, false) && !tree(32, false));
+        assert!(tree(4, true) && !tree(5, true) && !tree(6, true));
         assert!(matches!(
-            plan(NeighbourSearch::Auto, 10, 1, true),
+            plan(NeighbourSearch::Auto, 1, true),
             Plan::Sorted1d
         ));
     }
