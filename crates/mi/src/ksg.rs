@@ -351,16 +351,16 @@ impl Ksg {
     }
 }
 
+/// Seconds per named phase, in the order the phases ran.
+#[doc(hidden)]
+pub type PhaseTimes = Vec<(&'static str, f64)>;
+
 impl Ksg {
     /// The estimate in nats and the seconds each max-norm phase took (joint copy, joint
     /// k-nearest search, marginal counts), for `ksg_maxnorm_bench`'s breakdown of where the
     /// time goes; not for use.
     #[doc(hidden)]
-    pub fn phase_seconds(
-        &self,
-        x: &Matrix,
-        y: &Matrix,
-    ) -> Result<(f64, Vec<(&'static str, f64)>), MiError> {
+    pub fn phase_seconds(&self, x: &Matrix, y: &Matrix) -> Result<(f64, PhaseTimes), MiError> {
         let mut times = Vec::new();
         let mut last = std::time::Instant::now();
         let core = ksg_core_phases(
