@@ -3,8 +3,12 @@
 //! within each round, to measure the tree/brute crossover. Driven by `bench/ksg_highdim.py
 //! --strategies`, or by hand:
 //!
-//! `ksg_maxnorm_bench FILE N DX DY K ROUNDS`: FILE holds N x DX then N x DY little-endian
-//! f64, row-major. Prints one JSON object per measurement.
+//! `ksg_maxnorm_bench FILE N DX DY K ROUNDS [STRATEGIES [phases]]`: FILE holds N x DX then
+//! N x DY little-endian f64, row-major; STRATEGIES is a comma list of `auto`, `brute`, `tree`
+//! (default all three: the forced tree takes tens of seconds at 10,000 x 128); with `phases`,
+//! each round also times the `Auto` estimate phase by phase (joint copy, joint k-nearest
+//! search, x counts, y counts), to show where the time goes. Prints one JSON object per
+//! measurement.
 
 use std::time::Instant;
 
@@ -14,7 +18,9 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     match args.get(i).and_then(|a| a.parse().ok()) {
         Some(v) => v,
         None => {
-            eprintln!("usage: ksg_maxnorm_bench FILE N DX DY K ROUNDS; bad or missing {what}");
+            eprintln!(
+                "usage: ksg_maxnorm_bench FILE N DX DY K ROUNDS [STRATEGIES [phases]]; bad or missing {what}"
+            );
             std::process::exit(2)
         }
     }
@@ -60,13 +66,54 @@ fn main() {
         eprintln!("k must be at least 1");
         std::process::exit(2)
     };
-    let strategies = [
-        ("cbound max-norm", NeighbourSearch::Auto),
-        ("cbound max-norm, brute force", NeighbourSearch::BruteForce),
-        ("cbound max-norm, k-d tree", NeighbourSearch::KdTree),
+    let wanted: Vec<String> = args
+        .get(7)
+        .map_or("auto,brute,tree", String::as_str)
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let phases = args.get(8).is_some_and(|a| a == "phases");
+    let all = [
+        ("auto", "cbound max-norm", NeighbourSearch::Auto),
+        (
+            "brute",
+            "cbound max-norm, brute force",
+            NeighbourSearch::BruteForce,
+        ),
+        ("tree", "cbound max-norm, k-d tree", NeighbourSearch::KdTree),
     ];
+    if let Some(bad) = wanted
+        .iter()
+        .find(|w| !all.iter().any(|(name, _, _)| name == w))
+    {
+        eprintln!("unknown strategy {bad:?}: the strategies are auto, brute, tree");
+        std::process::exit(2)
+    }
+    let strategies: Vec<_> = all
+        .iter()
+        .filter(|(name, _, _)| wanted.iter().any(|w| w == name))
+        .map(|&(_, what, search)| (what, search))
+        .collect();
     for round in 1..=rounds {
-        for (what, search) in strategies {
+        if phases {
+            match base.phase_seconds(&x, &y) {
+                Ok((v, times)) => {
+                    let parts: Vec<String> = times
+                        .iter()
+                        .map(|(name, secs)| format!("\"{name}\": {secs:.4}"))
+                        .collect();
+                    println!(
+                        "{{\"what\": \"cbound max-norm phases\", \"round\": {round}, {}, \"nats\": {v:.17e}}}",
+                        parts.join(", ")
+                    );
+                }
+                Err(e) => println!(
+                    "{{\"what\": \"cbound max-norm phases\", \"round\": {round}, \"error\": {:?}}}",
+                    e.to_string()
+                ),
+            }
+        }
+        for &(what, search) in &strategies {
             let est = base.with_search(search);
             let t = Instant::now();
             let v = est.estimate(&x, &y).map(|e| e.nats);

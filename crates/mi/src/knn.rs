@@ -3,8 +3,10 @@
 //! Two strategies with identical results:
 //! - brute force, parallel over blocks of query points, tiled so a block of
 //!   queries reuses a cache-resident tile of candidates, with conservative
-//!   fixed-point filters that auto-vectorise (see `BruteIndex`) and an exact
-//!   `f64` decision for whatever they cannot settle;
+//!   fixed-point filters (AVX2 where the CPU has it, chosen at run time, else
+//!   portable loops that auto-vectorise; same integers either way, see
+//!   `BruteIndex` and `Kernel`) and an exact `f64` decision for whatever they
+//!   cannot settle;
 //! - a k-d tree with bounding boxes (and a sorted array for 1-d radius counts)
 //!   for low dimension, where pruning beats scanning.
 //!
@@ -22,9 +24,8 @@ use super::matrix::Matrix;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NeighbourSearch {
     /// Sorted array for 1-d counts, k-d tree in low dimension, brute force
-    /// above; the crossover (measured, release build, Gaussian data) is
-    /// about 8-10 dimensions for k-NN search and 4-6 for radius counts,
-    /// later for larger N.
+    /// above; the crossover (measured, release build, Gaussian data, N up to
+    /// 20,000) is 8 dimensions for k-NN search and 4 for radius counts.
     #[default]
     Auto,
     /// Always scan all points.
@@ -74,19 +75,18 @@ enum Plan {
     Sorted1d,
 }
 
-fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
+fn plan(search: NeighbourSearch, dim: usize, counting: bool) -> Plan {
     // Crossovers measured on Gaussian data (release build): radius counts
     // with KSG-sized radii lose their tree advantage sooner than k-NN search,
     // and both move to higher dimension as n grows. Measured again for
     // whole max-norm KSG runs (`ksg_maxnorm_bench`, 2 cores, 2026-12-03):
     // at 10 and 12 joint dimensions (5 and 6 per marginal) brute force beat
     // the tree by 1.2-2x at N = 5,000-7,000 and tied at 10,000, so the size
-    // at which the tree takes over there is 8,000 (it was 4,000).
-    let tree = if counting {
-        dim <= 4 || (dim <= 6 && n >= 8000)
-    } else {
-        dim <= 8 || (dim <= 10 && n >= 8000)
-    };
+    // at which the tree takes over there is 8,000 (it was 4,000). With the AVX2 filters
+    // (2026-12-04, same example, load 5-7) brute force beat `Auto` 1.7-2.7x at N = 10,000,
+    // D = 10 and 12 and at N = 20,000, D = 10, where the tree did the joint search or the
+    // 5-6-d counts, and tied at N = 10,000, D = 8: the size clauses are gone.
+    let tree = if counting { dim <= 4 } else { dim <= 8 };
     match search {
         NeighbourSearch::BruteForce => Plan::Brute,
         NeighbourSearch::KdTree => Plan::Tree,
@@ -102,8 +102,8 @@ fn plan(search: NeighbourSearch, n: usize, dim: usize, counting: bool) -> Plan {
 /// Callers guarantee `k >= 1` and `m.rows() > k`; missing neighbours would show up
 /// as infinite distances.
 pub(crate) fn k_nearest(m: &Matrix, k: usize, search: NeighbourSearch) -> Vec<Neighbour> {
-    match plan(search, m.rows(), m.cols(), false) {
-        Plan::Brute => knn_brute(m, k),
+    match plan(search, m.cols(), false) {
+        Plan::Brute => knn_brute(m, k, Kernel::detect()),
         Plan::Tree | Plan::Sorted1d => KdTree::build(m).knn_all(k),
     }
 }
@@ -116,8 +116,8 @@ pub(crate) fn count_within(
     strict: bool,
     search: NeighbourSearch,
 ) -> Vec<usize> {
-    match plan(search, m.rows(), m.cols(), true) {
-        Plan::Brute => count_brute(m, radii, strict),
+    match plan(search, m.cols(), true) {
+        Plan::Brute => count_brute(m, radii, strict, Kernel::detect()),
         Plan::Tree => KdTree::build(m).count_all(radii, strict),
         Plan::Sorted1d => count_sorted_1d(m.as_slice(), radii, strict),
     }
@@ -198,6 +198,45 @@ struct BruteIndex<'a> {
     slack16: f64,
     /// Centre of each coordinate's range (ranks coordinates by extremeness).
     mid: Vec<f64>,
+    /// Which filter kernels run (same bits either way).
+    kernel: Kernel,
+}
+
+/// The instruction set the two fixed-point filter stages use. Both compute the same
+/// integers (saturating differences, maxima and comparisons are exact), so the kernel only
+/// changes speed, never a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Portable loops that LLVM vectorises for the build's baseline (SSE2 on x86-64).
+    Scalar,
+    /// AVX2 intrinsics (32 lanes of `u8`, 16 of `i16`), chosen at run time when the CPU
+    /// has AVX2: the baseline build cannot assume it, and its vectorised first stage spent
+    /// about half its time assembling the survivor mask lane by lane, which
+    /// `_mm256_movemask_epi8` does in one instruction per 32 candidates.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Scalar
+    }
+
+    /// Every kernel this CPU runs (the tests compare them all with the definition).
+    #[cfg(test)]
+    fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            all.push(Kernel::Avx2);
+        }
+        all
+    }
 }
 
 /// Per-thread candidate buffers: indices and their partial 16-bit distances.
@@ -236,7 +275,7 @@ fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
 }
 
 impl<'a> BruteIndex<'a> {
-    fn new(m: &'a Matrix) -> BruteIndex<'a> {
+    fn new(m: &'a Matrix, kernel: Kernel) -> BruteIndex<'a> {
         let n = m.rows();
         let dim = m.cols();
         let mut lo = vec![f64::INFINITY; dim];
@@ -292,6 +331,7 @@ impl<'a> BruteIndex<'a> {
             scale16,
             slack16,
             mid,
+            kernel,
         }
     }
 
@@ -343,6 +383,23 @@ impl<'a> BruteIndex<'a> {
         cand_thr: Option<&[u8]>,
         scratch: &mut Scratch,
     ) {
+        match self.kernel {
+            Kernel::Scalar => self.stage1_scalar(q, tile, thr, cand_thr, scratch),
+            // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.stage1_avx2(q, tile, thr, cand_thr, scratch) },
+        }
+    }
+
+    /// [`Self::stage1`] in portable code.
+    fn stage1_scalar(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
         let np = self.n_pad;
         let head = &q.order[..q.head8.len()];
         scratch.cand.clear();
@@ -384,6 +441,79 @@ impl<'a> BruteIndex<'a> {
         }
     }
 
+    /// [`Self::stage1`] with AVX2: per chunk, two 32-lane accumulators over the head
+    /// coordinates, then one `movemask` per 32 candidates.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn stage1_avx2(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        use std::arch::x86_64::*;
+        let np = self.n_pad;
+        scratch.cand.clear();
+        let t = _mm256_set1_epi8(thr as i8);
+        let mut c0 = tile.start;
+        while c0 < tile.end {
+            let mut s0 = _mm256_setzero_si256();
+            let mut s1 = _mm256_setzero_si256();
+            for (&d, a) in q.order.iter().zip(&q.head8) {
+                // SAFETY: `a` is 16 bytes; `loadu` has no alignment requirement.
+                let a = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(a.as_ptr().cast()) });
+                // Bounds-checked once here, so the loads below stay in the slice.
+                let col = &self.cols8[d * np + c0..d * np + c0 + CHUNK];
+                // SAFETY: `col` holds 64 bytes: bytes 0..32 and 32..64 are in it.
+                let (c, e) = unsafe {
+                    (
+                        _mm256_loadu_si256(col.as_ptr().cast()),
+                        _mm256_loadu_si256(col.as_ptr().add(32).cast()),
+                    )
+                };
+                s0 = _mm256_max_epu8(
+                    s0,
+                    _mm256_or_si256(_mm256_subs_epu8(a, c), _mm256_subs_epu8(c, a)),
+                );
+                s1 = _mm256_max_epu8(
+                    s1,
+                    _mm256_or_si256(_mm256_subs_epu8(a, e), _mm256_subs_epu8(e, a)),
+                );
+            }
+            let (t0, t1) = match cand_thr {
+                None => (t, t),
+                Some(ct) => {
+                    let ct = &ct[c0..c0 + CHUNK];
+                    // SAFETY: `ct` holds 64 bytes; `loadu` has no alignment requirement.
+                    unsafe {
+                        (
+                            _mm256_max_epu8(t, _mm256_loadu_si256(ct.as_ptr().cast())),
+                            _mm256_max_epu8(t, _mm256_loadu_si256(ct.as_ptr().add(32).cast())),
+                        )
+                    }
+                }
+            };
+            // s <= t (unsigned) exactly when min(s, t) == s.
+            let le0 = _mm256_cmpeq_epi8(_mm256_min_epu8(s0, t0), s0);
+            let le1 = _mm256_cmpeq_epi8(_mm256_min_epu8(s1, t1), s1);
+            let mut mask = u64::from(_mm256_movemask_epi8(le0) as u32)
+                | (u64::from(_mm256_movemask_epi8(le1) as u32) << 32);
+            if c0 + CHUNK > self.n {
+                mask &= (1u64 << (self.n - c0)) - 1;
+            }
+            while mask != 0 {
+                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            c0 += CHUNK;
+        }
+    }
+
     /// Second stage: keeps in `scratch.cand` the candidates whose 16-bit
     /// distance to query `i` is `<= thr`, with that distance in `scratch.dq`.
     ///
@@ -394,6 +524,43 @@ impl<'a> BruteIndex<'a> {
     ///
     /// With `cand_thr`, candidate `j` is kept if within `max(thr, cand_thr[j])`.
     fn stage2(&self, i: usize, thr: i16, cand_thr: Option<&[i16]>, scratch: &mut Scratch) {
+        match self.kernel {
+            Kernel::Scalar => self.stage2_with(i, thr, cand_thr, scratch, panel_absmax),
+            // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { self.stage2_avx2(i, thr, cand_thr, scratch) },
+        }
+    }
+
+    /// [`Self::stage2`] with AVX2 panel maxima.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn stage2_avx2(
+        &self,
+        i: usize,
+        thr: i16,
+        cand_thr: Option<&[i16]>,
+        scratch: &mut Scratch,
+    ) {
+        // SAFETY: this function only runs with AVX2 (its own contract).
+        self.stage2_with(i, thr, cand_thr, scratch, |a, b| unsafe {
+            panel_absmax_avx2(a, b)
+        });
+    }
+
+    /// [`Self::stage2`] with `absmax` computing one panel's maximum.
+    #[inline(always)]
+    fn stage2_with(
+        &self,
+        i: usize,
+        thr: i16,
+        cand_thr: Option<&[i16]>,
+        scratch: &mut Scratch,
+        absmax: impl Fn(&Panel, &Panel) -> i16,
+    ) {
         let p = self.panels;
         let q = &self.qrows[i * p..(i + 1) * p];
         let Scratch { cand, dq } = scratch;
@@ -404,7 +571,7 @@ impl<'a> BruteIndex<'a> {
             let mut w = 0;
             for idx in 0..len {
                 let j = cand[idx];
-                let m = panel_absmax(qp, &self.qrows[j * p + panel]).max(dq[idx]);
+                let m = absmax(qp, &self.qrows[j * p + panel]).max(dq[idx]);
                 let t = cand_thr.map_or(thr, |ct| thr.max(ct[j]));
                 cand[w] = j;
                 dq[w] = m;
@@ -465,6 +632,37 @@ fn panel_absmax(a: &Panel, b: &Panel) -> i16 {
     m
 }
 
+/// [`panel_absmax`] with AVX2: two 16-lane differences, then the horizontal maximum by
+/// `phminposuw` on `0x7fff - v` (every `v` is in `[0, 32766]`, so the unsigned minimum of
+/// `0x7fff - v` is `0x7fff` minus the maximum). Same integers as the scalar loop.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn panel_absmax_avx2(a: &Panel, b: &Panel) -> i16 {
+    use std::arch::x86_64::*;
+    let pa = a.0.as_ptr().cast::<__m256i>();
+    let pb = b.0.as_ptr().cast::<__m256i>();
+    // SAFETY: a panel is 64 bytes, 64-byte aligned: two aligned 32-byte loads each.
+    let (a0, a1, b0, b1) = unsafe {
+        (
+            _mm256_load_si256(pa),
+            _mm256_load_si256(pa.add(1)),
+            _mm256_load_si256(pb),
+            _mm256_load_si256(pb.add(1)),
+        )
+    };
+    // No overflow: |a|, |b| <= QMAX16 < 2^14, so each difference fits in i16.
+    let d0 = _mm256_abs_epi16(_mm256_sub_epi16(a0, b0));
+    let d1 = _mm256_abs_epi16(_mm256_sub_epi16(a1, b1));
+    let m = _mm256_max_epi16(d0, d1);
+    let m = _mm_max_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m));
+    let inv = _mm_sub_epi16(_mm_set1_epi16(0x7fff), m);
+    0x7fff - (_mm_cvtsi128_si32(_mm_minpos_epu16(inv)) as u16 as i16)
+}
+
 /// Exact max-norm distance between two coordinate slices (max is exact, so
 /// every path agrees bit for bit with the textbook definition).
 #[inline]
@@ -477,13 +675,13 @@ fn block_max(a: &[f64], b: &[f64]) -> f64 {
     m
 }
 
-fn knn_brute(m: &Matrix, k: usize) -> Vec<Neighbour> {
+fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
     let n = m.rows();
     let mut out = vec![Neighbour::NONE; n * k];
     if k == 0 || n == 0 {
         return out;
     }
-    let index = BruteIndex::new(m);
+    let index = BruteIndex::new(m, kernel);
     // Seeds end on a chunk boundary (or at n) so the tiles stay chunk-aligned.
     let seed_end = n.min(SEED_CANDIDATES.max(2 * k + 2).div_ceil(CHUNK) * CHUNK);
     out.par_chunks_mut(QUERY_BLOCK * k)
@@ -533,9 +731,9 @@ fn knn_brute(m: &Matrix, k: usize) -> Vec<Neighbour> {
 /// i's side, filtered against the larger of the two radii, and then decided
 /// for both ends: half the pairs of the one-sided scan, at the cost of a
 /// slightly weaker filter.
-fn count_brute(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
+fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<usize> {
     let n = m.rows();
-    let index = BruteIndex::new(m);
+    let index = BruteIndex::new(m, kernel);
     let mut thr8 = vec![0u8; index.n_pad];
     for (t, &r) in thr8.iter_mut().zip(radii) {
         *t = index.threshold8(r);
@@ -954,16 +1152,88 @@ mod tests {
         }
     }
 
-    /// The crossover: tree below it, brute force above, as measured (see `plan`).
+    /// Each filter kernel this CPU runs (portable and, where present, AVX2) gives the
+    /// definition's neighbours and counts bit for bit, including sizes that end on a partial
+    /// group of chunks and a partial chunk (the AVX2 first stage masks 32 lanes at a time).
     #[test]
-    fn plan_switches_by_dimension_and_size() {
-        let tree = |n, d, c| matches!(plan(NeighbourSearch::Auto, n, d, c), Plan::Tree);
-        assert!(tree(5000, 8, false) && !tree(5000, 10, false) && tree(10000, 10, false));
-        assert!(!tree(10000, 11, false) && !tree(100, 32, false));
-        assert!(tree(5000, 4, true) && !tree(5000, 5, true) && tree(10000, 5, true));
-        assert!(!tree(10000, 7, true));
+    fn filter_kernels_agree_bit_for_bit_with_the_definition() {
+        for kernel in Kernel::available() {
+            for (n, d) in [(300, 3), (300, 10), (300, 40), (333, 17), (97, 70)] {
+                for (name, m) in datasets(n, d) {
+                    for k in [1, 3] {
+                        let want = naive_knn(&m, k);
+                        let got = knn_brute(&m, k, kernel);
+                        for (g, w) in got.iter().zip(&want) {
+                            assert_eq!(
+                                (g.dist.to_bits(), g.index),
+                                (w.dist.to_bits(), w.index),
+                                "{name} n={n} d={d} k={k} {kernel:?}"
+                            );
+                        }
+                        let radii: Vec<f64> = want.chunks_exact(k).map(|c| c[k - 1].dist).collect();
+                        for strict in [true, false] {
+                            assert_eq!(
+                                count_brute(&m, &radii, strict, kernel),
+                                naive_count(&m, &radii, strict),
+                                "{name} n={n} d={d} k={k} strict={strict} {kernel:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 panel maximum equals the portable one, at the extremes of the quantised
+    /// range (differences up to 2 QMAX16) and on random panels.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_panel_absmax_matches_the_scalar_one() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let q = QMAX16 as i16;
+        let u = uniform(200, 2 * LANES, 3);
+        let mut pairs: Vec<(Panel, Panel)> = u
+            .iter_rows()
+            .map(|row| {
+                let mut a = Panel([0; LANES]);
+                let mut b = Panel([0; LANES]);
+                for l in 0..LANES {
+                    a.0[l] = (row[l] * QMAX16).round() as i16;
+                    b.0[l] = (row[LANES + l] * QMAX16).round() as i16;
+                }
+                (a, b)
+            })
+            .collect();
+        for l in 0..LANES {
+            let mut a = Panel([0; LANES]);
+            let mut b = Panel([0; LANES]);
+            a.0[l] = q;
+            b.0[l] = -q;
+            pairs.push((a, b));
+            pairs.push((b, a));
+        }
+        pairs.push((Panel([0; LANES]), Panel([0; LANES])));
+        for (a, b) in &pairs {
+            // SAFETY: AVX2 was detected above.
+            let got = unsafe { panel_absmax_avx2(a, b) };
+            assert_eq!(got, panel_absmax(a, b));
+        }
+        assert_eq!(
+            unsafe { panel_absmax_avx2(&pairs[200].0, &pairs[200].1) },
+            2 * q
+        );
+    }
+
+    /// The crossover: tree up to it, brute force above, as measured (see `plan`).
+    #[test]
+    fn plan_switches_by_dimension() {
+        let tree = |d, c| matches!(plan(NeighbourSearch::Auto, d, c), Plan::Tree);
+        assert!(tree(8, false) && !tree(9, false) && !tree(10, false) && !tree(32, false));
+        assert!(tree(4, true) && !tree(5, true) && !tree(6, true));
         assert!(matches!(
-            plan(NeighbourSearch::Auto, 10, 1, true),
+            plan(NeighbourSearch::Auto, 1, true),
             Plan::Sorted1d
         ));
     }

@@ -209,6 +209,20 @@ pub(crate) fn ksg_core(
     search: NeighbourSearch,
     metric: KsgMetric,
 ) -> Result<KsgCore, MiError> {
+    ksg_core_phases(x, y, k, algorithm, search, metric, &mut |_| {})
+}
+
+/// [`ksg_core`], calling `phase` with the name of each max-norm phase as it ends (the
+/// benchmark's breakdown of where the time goes; a no-op otherwise).
+fn ksg_core_phases(
+    x: &Matrix,
+    y: &Matrix,
+    k: usize,
+    algorithm: KsgAlgorithm,
+    search: NeighbourSearch,
+    metric: KsgMetric,
+    phase: &mut dyn FnMut(&'static str),
+) -> Result<KsgCore, MiError> {
     check_k(k)?;
     let n = check_pair(x, y)?;
     check_enough(n, k, "KSG")?;
@@ -216,13 +230,17 @@ pub(crate) fn ksg_core(
         return Ok(ksg_euclidean(x, y, k, algorithm));
     }
     let joint = x.hstack(y)?;
+    phase("joint copy");
     let nb = k_nearest(&joint, k, search);
+    phase("joint k-nearest");
     let kf = k as f64;
     let (sum, zero_radius) = match algorithm {
         KsgAlgorithm::One => {
             let eps: Vec<f64> = nb.chunks_exact(k).map(|c| c[k - 1].dist).collect();
             let nx = count_within(x, &eps, true, search);
+            phase("x counts");
             let ny = count_within(y, &eps, true, search);
+            phase("y counts");
             (
                 counts_term(algorithm, &nx, &ny, k),
                 eps.iter().filter(|&&e| e == 0.0).count(),
@@ -237,8 +255,11 @@ pub(crate) fn ksg_core(
                     ey[i] = f64::max(ey[i], max_dist(y.row(i), y.row(nbr.index)));
                 }
             }
+            phase("marginal extents");
             let nx = count_within(x, &ex, false, search);
+            phase("x counts");
             let ny = count_within(y, &ey, false, search);
+            phase("y counts");
             let zeros = nb.chunks_exact(k).filter(|c| c[k - 1].dist == 0.0).count();
             (counts_term(algorithm, &nx, &ny, k), zeros)
         }
@@ -327,6 +348,35 @@ impl Ksg {
             count_within_scalar,
         );
         Ok(core.nats)
+    }
+}
+
+/// Seconds per named phase, in the order the phases ran.
+#[doc(hidden)]
+pub type PhaseTimes = Vec<(&'static str, f64)>;
+
+impl Ksg {
+    /// The estimate in nats and the seconds each max-norm phase took (joint copy, joint
+    /// k-nearest search, marginal counts), for `ksg_maxnorm_bench`'s breakdown of where the
+    /// time goes; not for use.
+    #[doc(hidden)]
+    pub fn phase_seconds(&self, x: &Matrix, y: &Matrix) -> Result<(f64, PhaseTimes), MiError> {
+        let mut times = Vec::new();
+        let mut last = std::time::Instant::now();
+        let core = ksg_core_phases(
+            x,
+            y,
+            self.k,
+            self.algorithm,
+            self.search,
+            self.metric,
+            &mut |name| {
+                let now = std::time::Instant::now();
+                times.push((name, (now - last).as_secs_f64()));
+                last = now;
+            },
+        )?;
+        Ok((core.nats, times))
     }
 }
 
