@@ -19,9 +19,9 @@ const SEED: &str = "1";
 const CLASSES: usize = 4;
 const EPOCHS: u64 = 8;
 /// Final kNN accuracy must exceed chance by this much (every measured seed's exceeded it by
-/// at least 0.58).
+/// at least 0.63).
 const ABOVE_CHANCE: f64 = 0.4;
-/// ... and the epoch-0 encoder's by this much (the measured seeds' gains: at least 0.10).
+/// ... and the epoch-0 encoder's by this much (the measured seeds' gains: 0.11 to 0.20).
 const ABOVE_UNTRAINED: f64 = 0.05;
 
 fn repo_file(rel: &str) -> String {
