@@ -618,10 +618,7 @@ mod tests {
                 (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
             })
         };
-        assert_eq!(
-            (fnv(&pixels), fnv(&labels)),
-            (PINNED_PIXELS, PINNED_LABELS)
-        );
+        assert_eq!((fnv(&pixels), fnv(&labels)), (PINNED_PIXELS, PINNED_LABELS));
     }
 
     /// Measured with main's `cbound data synth-cifar DIR --train 16 --test 1` (the records
