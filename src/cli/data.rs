@@ -52,6 +52,10 @@ pub struct SynthCifarArgs {
     /// Pixel noise standard deviation, [0, 1] units.
     #[arg(long, default_value_t = 0.02)]
     pub noise: f64,
+    /// Two gray levels instead of two colours (all three channels equal): no colour
+    /// information, so only the texture's orientation tells the classes apart.
+    #[arg(long)]
+    pub gray: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,16 +77,18 @@ pub fn data(args: DataArgs) -> Result<(), Error> {
                 classes: a.classes,
                 period: (a.min_period, a.max_period),
                 noise: a.noise,
+                gray: a.gray,
                 seed: a.seed,
             };
             match task.write_cifar10_dir(&a.dir, a.train, a.test) {
                 Ok(w) => {
                     println!(
-                        "synth-cifar: {} ({} train, {} test images, {} classes, seed {})",
+                        "synth-cifar: {} ({} train, {} test images, {} classes{}, seed {})",
                         a.dir.display(),
                         w.train,
                         w.test,
                         a.classes,
+                        if a.gray { ", gray" } else { "" },
                         a.seed
                     );
                     Ok(())

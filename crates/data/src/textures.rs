@@ -13,6 +13,12 @@
 //! often) and colour jitter keep. [`orientation_signature`] measures it, as the oracle the
 //! tests compare the pixel probe with.
 //!
+//! [`TextureTask::gray`] draws the two colours as two gray levels instead (every pixel's three
+//! channels equal, the noise too). Colour then carries nothing at all: a colour-jittered or
+//! grayscale view shows the same thing as the image, and a random-init encoder has no colour
+//! statistic to sort the images by, so only the orientation is left to learn. Off by default;
+//! the default output is the same bytes with or without the setting existing.
+//!
 //! [`TextureTask::write_cifar10_dir`] writes `data_batch_1.bin`..`data_batch_5.bin`,
 //! `test_batch.bin` and `batches.meta.txt` as the real dataset has them, so the `load` stage
 //! reads the directory with `format: cifar10`. Every image comes from its own random stream
@@ -83,6 +89,9 @@ pub struct TextureTask {
     pub period: (f64, f64),
     /// Standard deviation of the pixel noise, in [0, 1] units.
     pub noise: f64,
+    /// Two gray levels (at least 0.25 apart) instead of two colours, and one noise draw per
+    /// pixel for all three channels: no colour information at all.
+    pub gray: bool,
     pub seed: u64,
 }
 
@@ -92,6 +101,7 @@ impl Default for TextureTask {
             classes: 10,
             period: (4.0, 8.0),
             noise: 0.02,
+            gray: false,
             seed: 0,
         }
     }
@@ -163,12 +173,22 @@ impl TextureTask {
         let ring_phase = rng.random_range(0.0..std::f64::consts::TAU);
 
         // Two colours whose lumas differ by at least 0.25, exchangeable (either may be the
-        // background), so the mean colour is the same for every class.
-        let (c0, c1) = loop {
-            let a = [rng.random::<f64>(), rng.random(), rng.random()];
-            let b = [rng.random::<f64>(), rng.random(), rng.random()];
-            if (luma(a) - luma(b)).abs() >= 0.25 {
-                break (a, b);
+        // background), so the mean colour is the same for every class. Gray draws its own
+        // two levels: the colour draws' order stays as it was, so the default bytes do too.
+        let (c0, c1) = if self.gray {
+            loop {
+                let (a, b) = (rng.random::<f64>(), rng.random::<f64>());
+                if (a - b).abs() >= 0.25 {
+                    break ([a; 3], [b; 3]);
+                }
+            }
+        } else {
+            loop {
+                let a = [rng.random::<f64>(), rng.random(), rng.random()];
+                let b = [rng.random::<f64>(), rng.random(), rng.random()];
+                if (luma(a) - luma(b)).abs() >= 0.25 {
+                    break (a, b);
+                }
             }
         };
         let brightness = rng.random_range(0.6..=1.0f64);
@@ -196,9 +216,18 @@ impl TextureTask {
                 let t = (0.5 + 0.5 * v).clamp(0.0, 1.0);
                 let light = brightness
                     + (gradient.0 * (xf - centre_px) + gradient.1 * (yf - centre_px)) / side as f64;
+                // Gray shares one noise draw across the channels, which would otherwise
+                // differ and put a (random) colour back into the image.
+                let shared = if self.gray && self.noise > 0.0 {
+                    self.noise * normal(rng)
+                } else {
+                    0.0
+                };
                 for ch in 0..3 {
                     let colour = c0[ch] * (1.0 - t) + c1[ch] * t;
-                    let noise = if self.noise > 0.0 {
+                    let noise = if self.gray {
+                        shared
+                    } else if self.noise > 0.0 {
                         self.noise * normal(rng)
                     } else {
                         0.0
@@ -536,6 +565,66 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn gray_images_have_equal_channels_and_are_reproducible() {
+        let plane = CIFAR_SIDE * CIFAR_SIDE;
+        let task = TextureTask {
+            seed: 7,
+            classes: 4,
+            gray: true,
+            ..TextureTask::default()
+        };
+        let (pixels, labels) = task.sample(24, SplitTag::Train);
+        assert!(labels.iter().all(|&l| l < 4));
+        for image in pixels.chunks(CIFAR_IMAGE_BYTES) {
+            let (r, rest) = image.split_at(plane);
+            let (g, b) = rest.split_at(plane);
+            assert!(r == g && g == b, "a gray image has unequal channels");
+            // Still a texture: two gray levels at least 0.25 apart leave a wide range.
+            let (lo, hi) = (r.iter().min().unwrap(), r.iter().max().unwrap());
+            assert!(hi - lo > 40, "range {lo}..{hi}");
+        }
+        assert_eq!(pixels, task.sample(24, SplitTag::Train).0);
+        let colour = TextureTask {
+            gray: false,
+            ..task.clone()
+        };
+        let (colour_pixels, colour_labels) = colour.sample(24, SplitTag::Train);
+        // Same labels (their order is drawn from its own stream), other pixels.
+        assert_eq!(labels, colour_labels);
+        assert_ne!(pixels, colour_pixels);
+        // Written files: same seed, same bytes.
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        task.write_cifar10_dir(d1.path(), 10, 4).unwrap();
+        task.write_cifar10_dir(d2.path(), 10, 4).unwrap();
+        for name in CIFAR10_TRAIN_FILES.iter().chain([&CIFAR10_TEST_FILE]) {
+            assert_eq!(
+                fs::read(d1.path().join(name)).unwrap(),
+                fs::read(d2.path().join(name)).unwrap(),
+                "{name}"
+            );
+        }
+    }
+
+    /// The colour output is pinned: `gray` must not move a single byte of it (fixtures and
+    /// recorded results were made from it). FNV-1a of seed 0's first 16 training images,
+    /// computed from the generator before `gray` existed.
+    #[test]
+    fn the_default_output_is_unchanged() {
+        let (pixels, labels) = TextureTask::default().sample(16, SplitTag::Train);
+        let fnv = |bytes: &[u8]| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        };
+        assert_eq!((fnv(&pixels), fnv(&labels)), (PINNED_PIXELS, PINNED_LABELS));
+    }
+
+    /// Measured with main's `cbound data synth-cifar DIR --train 16 --test 1` (the records
+    /// of data_batch_1..5 in order, label bytes apart) before `gray` was added.
+    const PINNED_PIXELS: u64 = 0x549b_fdd1_dd40_f133;
+    const PINNED_LABELS: u64 = 0x1c44_f4d0_2f4c_2561;
 
     /// Full-batch steps of the 3072-feature pixel probes: few, because a debug build runs
     /// them slowly; the positive control shows they suffice for what is linear in pixels.
