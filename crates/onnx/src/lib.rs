@@ -24,5 +24,5 @@ mod resnet_reference;
 pub(crate) mod testutil;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
-pub use runtime::{Device, LibrarySearch, Runtime, RuntimeError, SessionOptions};
+pub use runtime::{Device, LibrarySearch, Precision, Runtime, RuntimeError, SessionOptions};
 pub use trainer::{Embedder, Trainer};

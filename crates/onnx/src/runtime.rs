@@ -389,6 +389,61 @@ pub enum Device {
     Auto,
 }
 
+/// Arithmetic precision of a training step; `precision` in the train stage.
+///
+/// Only `fp32` has a step graph today. The mixed choices are part of the contract already so
+/// that a pipeline naming one is refused at validation with the reason (CPU: never; CUDA: not
+/// implemented yet) instead of silently training in fp32.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in float32 (the only choice on CPU).
+    #[default]
+    Fp32,
+    /// CUDA only: activations and matrix products in float16, float32 master weights and
+    /// optimizer state, dynamic loss scaling. Not implemented yet.
+    Fp16Mixed,
+    /// CUDA only: as `fp16_mixed` with bfloat16 and no loss scaling. Not implemented yet.
+    Bf16Mixed,
+}
+
+impl Precision {
+    /// The name pipelines use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16Mixed => "fp16_mixed",
+            Precision::Bf16Mixed => "bf16_mixed",
+        }
+    }
+
+    /// Why this precision cannot train on `device`, if it cannot: the one place the rule
+    /// lives, for the stage's validation and for anything that builds a trainer directly.
+    pub fn refusal(self, device: Device) -> Option<String> {
+        match (self, device) {
+            (Precision::Fp32, _) => None,
+            (p, Device::Cpu) => Some(format!(
+                "precision `{}` needs `device: cuda`; on CPU only `fp32` is supported",
+                p.as_str()
+            )),
+            (p, Device::Cuda | Device::Auto) => Some(format!(
+                "precision `{}` is not implemented yet (its mixed-precision step graph does not exist); use `fp32`",
+                p.as_str()
+            )),
+        }
+    }
+}
+
 /// The provider a session actually runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActiveDevice {
@@ -653,6 +708,24 @@ mod tests {
             other => panic!("expected LibraryNotFound, got {other:?}"),
         }
         Ok(())
+    }
+
+    #[test]
+    fn only_fp32_trains_and_the_refusal_names_the_device() {
+        for d in [Device::Cpu, Device::Cuda, Device::Auto] {
+            assert_eq!(Precision::Fp32.refusal(d), None);
+        }
+        for p in [Precision::Fp16Mixed, Precision::Bf16Mixed] {
+            let cpu = p.refusal(Device::Cpu).unwrap_or_default();
+            assert!(
+                cpu.contains("needs `device: cuda`") && cpu.contains(p.as_str()),
+                "{cpu}"
+            );
+            for d in [Device::Cuda, Device::Auto] {
+                let gpu = p.refusal(d).unwrap_or_default();
+                assert!(gpu.contains("not implemented yet"), "{gpu}");
+            }
+        }
     }
 
     #[test]
