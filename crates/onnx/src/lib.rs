@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod bench;
 pub mod checkpoint;
+pub mod cuda_libs;
 pub mod fused;
 pub mod graph;
 pub mod loss;

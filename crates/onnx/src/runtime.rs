@@ -18,7 +18,10 @@
 //!
 //! The CUDA execution provider is registered through the C API directly (`ort::api()`), since
 //! this crate builds `ort` without its `cuda` feature; the registration error ONNX Runtime
-//! reports (e.g. "CUDA execution provider is not enabled in this build") is returned verbatim.
+//! reports (e.g. "CUDA execution provider is not enabled in this build") is returned verbatim,
+//! followed by what [`crate::cuda_libs`] found missing. Before the first CUDA session the CUDA
+//! and cuDNN libraries of the pip wheels beside the ONNX Runtime package are preloaded
+//! ([`crate::cuda_libs::ensure_preloaded`]), so no `LD_LIBRARY_PATH` is needed.
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::AsPointer;
 
+use super::cuda_libs::{self, CudaReport};
 use super::graph::{DType, Graph, OPSET};
 
 pub const ENV_CBOUND_ORT_LIB: &str = "CBOUND_ORT_LIB";
@@ -245,6 +249,9 @@ pub fn find_library(search: &LibrarySearch) -> Result<FoundLibrary, RuntimeError
 pub struct Runtime {
     env: Environment,
     library: PathBuf,
+    /// The library's path as found, before resolving symlinks: the CUDA libraries are looked
+    /// for in its site-packages (a venv reached through a link keeps its own).
+    found_at: PathBuf,
     source: LibrarySource,
     version: String,
 }
@@ -306,6 +313,7 @@ pub fn runtime(search: &LibrarySearch) -> Result<Arc<Runtime>, RuntimeError> {
         env,
         version: version_from_path(&path),
         library: path,
+        found_at: found.path,
         source: found.source,
     });
     *guard = Some(Arc::clone(&rt));
@@ -514,6 +522,11 @@ impl Runtime {
         &self.library
     }
 
+    /// The library's path as found (symlinks not resolved).
+    pub fn found_at(&self) -> &Path {
+        &self.found_at
+    }
+
     pub fn source(&self) -> LibrarySource {
         self.source
     }
@@ -603,12 +616,19 @@ impl Runtime {
             })
         };
         let cuda = || -> Result<Session, RuntimeError> {
+            let (discovery, _) = cuda_libs::ensure_preloaded(&self.found_at)
+                .map_err(|detail| RuntimeError::CudaUnavailable { detail })?;
+            // ONNX Runtime's message, then what discovery found missing (often the cause).
+            let with_missing = |detail: String| RuntimeError::CudaUnavailable {
+                detail: match discovery.missing_summary() {
+                    Some(missing) => format!("{detail}; {missing}"),
+                    None => detail,
+                },
+            };
             let mut b = self.builder(opts)?;
-            register_cuda(&mut b, 0).map_err(|detail| RuntimeError::CudaUnavailable { detail })?;
+            register_cuda(&mut b, 0).map_err(with_missing)?;
             b.commit_from_memory(model_bytes)
-                .map_err(|e| RuntimeError::CudaUnavailable {
-                    detail: format!("session creation failed: {e}"),
-                })
+                .map_err(|e| with_missing(format!("session creation failed: {e}")))
         };
         match opts.device {
             Device::Cpu => cpu(Vec::new()),
@@ -639,12 +659,16 @@ pub struct DoctorReport {
     pub cuda_usable: bool,
     /// Why CUDA is not usable (ONNX Runtime's own message), when it is not.
     pub cuda_detail: Option<String>,
+    /// The CUDA libraries, driver and GPUs ([`cuda_libs::probe`]).
+    pub cuda: CudaReport,
 }
 
 /// Loads the runtime and probes it: providers, and whether a CUDA session can be created.
 pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
     let rt = runtime(search)?;
     let providers = rt.available_providers()?;
+    // Before the probe session, which would preload the same way (once per process).
+    let cuda = cuda_libs::probe(rt.found_at());
     let mut g = Graph::new("cbound_doctor_probe");
     let x = g.input("x", DType::F32, &[1])?;
     let y = g.relu(x)?;
@@ -666,6 +690,7 @@ pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
         providers,
         cuda_usable,
         cuda_detail,
+        cuda,
     })
 }
 
