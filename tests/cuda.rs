@@ -165,3 +165,73 @@ fn fp32_is_the_default_and_accepted_everywhere() {
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("fp64"), "{}", run.all());
 }
+
+/// Runs two one-GPU `command` instances that must overlap (each waits until both have
+/// started) and a GPU-less one with `--gpus 2`, under the given CUDA_VISIBLE_DEVICES of
+/// cbound's own; returns the CUDA_VISIBLE_DEVICES each GPU instance saw, sorted, and the
+/// GPU-less one's.
+fn visible_devices_of_instances(parent: Option<&str>) -> (Vec<String>, String) {
+    let p = Project::new();
+    let meet = p.path().join("meet");
+    std::fs::create_dir_all(&meet).unwrap();
+    // The wait is only a guard against a hang when the two do not overlap; nothing asserts
+    // on time.
+    let script = format!(
+        "echo \"$CUDA_VISIBLE_DEVICES\" > \"$CBOUND_OUT/cvd.txt\"\n\
+         touch '{m}'/\"$CBOUND_INSTANCE\"\n\
+         for i in $(seq 1200); do [ $(ls '{m}' | wc -l) -ge 2 ] && exit 0; sleep 0.1; done\n\
+         echo never met >&2; exit 1\n",
+        m = meet.display()
+    );
+    let probe = p.write("probe.sh", &script);
+    let cpu = p.write(
+        "cpu.sh",
+        "echo \"${CUDA_VISIBLE_DEVICES-unset}\" > \"$CBOUND_OUT/cvd.txt\"\n",
+    );
+    p.write(
+        "p.yaml",
+        &format!(
+            "name: pin\nstages:\n  gpu:\n    kind: command\n    resources: {{gpus: 1}}\n    matrix: {{timeout_s: [1000, 1001]}}\n    params: {{argv: [sh, '{}']}}\n  cpu:\n    kind: command\n    params: {{argv: [sh, '{}']}}\n",
+            probe.display(),
+            cpu.display()
+        ),
+    );
+    let mut cmd = p.command(&["run", "p.yaml", "--gpus", "2", "--jobs", "4"]);
+    match parent {
+        Some(v) => cmd.env("CUDA_VISIBLE_DEVICES", v),
+        None => cmd.env_remove("CUDA_VISIBLE_DEVICES"),
+    };
+    let run = common::Run::from(cmd.output().expect("run cbound"));
+    assert_eq!(run.code, 0, "{}", run.all());
+    let read = |stage: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut dirs = vec![p.latest("pin").join(stage)];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.file_name().is_some_and(|n| n == "cvd.txt") {
+                    seen.push(std::fs::read_to_string(&path).unwrap().trim().to_string());
+                }
+            }
+        }
+        seen.sort();
+        seen
+    };
+    let cpu = read("cpu");
+    assert_eq!(cpu.len(), 1, "{cpu:?}");
+    (read("gpu"), cpu[0].clone())
+}
+
+#[test]
+fn concurrent_command_instances_get_their_own_gpu() {
+    let (gpu, cpu) = visible_devices_of_instances(None);
+    assert_eq!(gpu, vec!["0", "1"]);
+    // An instance without GPUs keeps cbound's environment.
+    assert_eq!(cpu, "unset");
+    // Under cbound's own CUDA_VISIBLE_DEVICES the ids are positions in that list.
+    let (gpu, cpu) = visible_devices_of_instances(Some("7,9"));
+    assert_eq!(gpu, vec!["7", "9"]);
+    assert_eq!(cpu, "7,9");
+}

@@ -343,8 +343,8 @@ unsafe fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
     Err(msg)
 }
 
-/// Appends the CUDA execution provider (device 0) to `builder`.
-fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<(), String> {
+/// Appends the CUDA execution provider on device `device_id` to `builder`.
+fn register_cuda(builder: &mut SessionBuilder, device_id: usize) -> Result<(), String> {
     let api = ort::api();
     let mut opts: *mut ort::sys::OrtCUDAProviderOptionsV2 = std::ptr::null_mut();
     // SAFETY: plain C API calls on pointers we own; `opts` is released on every path after a
@@ -391,7 +391,7 @@ fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<(), Str
 pub enum Device {
     #[default]
     Cpu,
-    /// CUDA device 0; fails with ONNX Runtime's own error when unavailable.
+    /// CUDA on `SessionOptions::device_id`; fails with ONNX Runtime's own error when unavailable.
     Cuda,
     /// CUDA when it works, else CPU with a warning returned to the caller.
     Auto,
@@ -481,6 +481,9 @@ pub enum Optimization {
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub device: Device,
+    /// The CUDA device (ONNX Runtime's `device_id`, counted among the devices this process
+    /// sees) for `Cuda` and `Auto`; the engine gives each running instance its own.
+    pub device_id: usize,
     /// Intra-op threads: the caller's CPU budget (>= 1). Inter-op threads are always 1.
     pub intra_threads: usize,
     pub optimization: Optimization,
@@ -499,6 +502,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             device: Device::Cpu,
+            device_id: 0,
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             optimization: Optimization::All,
             spinning: true,
@@ -626,7 +630,7 @@ impl Runtime {
                 },
             };
             let mut b = self.builder(opts)?;
-            register_cuda(&mut b, 0).map_err(with_missing)?;
+            register_cuda(&mut b, opts.device_id).map_err(with_missing)?;
             b.commit_from_memory(model_bytes)
                 .map_err(|e| with_missing(format!("session creation failed: {e}")))
         };

@@ -870,6 +870,8 @@ impl Stage for Train {
         let rt = load_runtime()?;
         let opts = SessionOptions {
             device: p.device,
+            // Its own GPU when it asked for one (resources.gpus), so instances never share.
+            device_id: ctx.device_id(),
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };
