@@ -775,6 +775,16 @@ mod tests {
     /// Trains for `steps` and returns (first-10 mean loss, last-10 mean loss, eval before,
     /// eval after, final parameters).
     fn train(seed: u64, steps: usize, stacked: bool) -> (f32, f32, f32, f32, Vec<NamedTensor>) {
+        train_with(seed, steps, stacked, true)
+    }
+
+    /// [`train`] with cbound's fused kernels allowed or not ([`StepConfig::custom_kernels`]).
+    fn train_with(
+        seed: u64,
+        steps: usize,
+        stacked: bool,
+        custom_kernels: bool,
+    ) -> (f32, f32, f32, f32, Vec<NamedTensor>) {
         let rt = runtime();
         let model = small_model();
         let loss = LossConfig {
@@ -788,9 +798,18 @@ mod tests {
                 StepConfig::new(32, loss, OptimizerConfig::adam()).stacked()
             } else {
                 StepConfig::new(32, loss, OptimizerConfig::adam())
-            },
+            }
+            .with_custom_kernels(custom_kernels),
         )
         .expect("step graph");
+        let has_fused = step
+            .model_bytes
+            .windows(b"AdamUpdate".len())
+            .any(|w| w == b"AdamUpdate");
+        assert_eq!(
+            has_fused, custom_kernels,
+            "AdamUpdate nodes in the step graph"
+        );
         let eval = build_eval(&model, 64, &loss).expect("eval graph");
         let init = model.init_params(seed).expect("init");
         let mut tr = Trainer::new(&rt, &step, &init, &options(2))
@@ -847,6 +866,19 @@ mod tests {
                 "parameter {} differs with stacked views",
                 a.name
             );
+        }
+    }
+
+    /// The graph for the CUDA provider (the ai.onnx Adam chain instead of the CPU-only fused
+    /// kernel) trains to the same bits; run here on the CPU provider.
+    #[test]
+    fn the_step_graph_without_custom_kernels_trains_bitwise_alike() {
+        let bits = |t: &NamedTensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (_, _, _, _, fused) = train_with(3, 20, true, true);
+        let (_, _, _, _, chain) = train_with(3, 20, true, false);
+        assert_eq!(fused.len(), chain.len());
+        for (a, b) in fused.iter().zip(&chain) {
+            assert_eq!(bits(a), bits(b), "parameter {} differs", a.name);
         }
     }
 

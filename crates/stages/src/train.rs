@@ -855,9 +855,12 @@ impl Stage for Train {
                 min_lr: 0.0,
             },
         };
+        // The fused Adam kernel is CPU-only: a graph that may run on CUDA (`cuda`, `auto`)
+        // gets the ai.onnx chain instead, so the update stays on the device (same f32 bits).
         let step_cfg = StepConfig::new(b, loss, optimizer)
             .stacked()
-            .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm());
+            .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm())
+            .with_custom_kernels(p.device == Device::Cpu);
         let step_graph =
             build_train_step(&model, &step_cfg).map_err(|e| StageError::Params(e.to_string()))?;
         let eval_graph =
