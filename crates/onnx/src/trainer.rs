@@ -27,7 +27,9 @@
 //!
 //! With the CUDA provider the same bound tensors live in host memory, so ONNX Runtime copies
 //! parameters and state to the device and back on every step (correct, but not fast);
-//! device-resident buffers are future work.
+//! device-resident buffers are future work. The step graph for CUDA already keeps the whole
+//! update on the device: it uses the ai.onnx Adam chain, not the CPU-only fused kernel
+//! ([`crate::step::StepConfig::custom_kernels`]).
 
 use std::path::PathBuf;
 
