@@ -908,7 +908,7 @@ impl Stage for Train {
         };
         manifest.remove_strays(&ckpt_dir);
         if p.snapshot_every > 0 && manifest.epochs_done == 0 && manifest.snapshots.is_empty() {
-            save_snapshot(&ckpt_dir, &model, &trainer, 0)?;
+            save_snapshot(&ckpt_dir, &model, &mut trainer, 0)?;
             manifest.snapshots.push(0);
             manifest.commit(&ckpt_dir)?;
         }
@@ -982,11 +982,12 @@ impl Stage for Train {
             manifest.curve = Some(format!("curve-{done}.json"));
             trainer
                 .state()
+                .map_err(rt_err)?
                 .save(&ckpt_dir.join(format!("state-{done}.ckpt")))
                 .map_err(ckpt_io)?;
             write_json(&ckpt_dir.join(format!("curve-{done}.json")), &curve)?;
             if p.snapshot_every > 0 && (done % p.snapshot_every == 0 || done == p.epochs) {
-                save_snapshot(&ckpt_dir, &model, &trainer, done)?;
+                save_snapshot(&ckpt_dir, &model, &mut trainer, done)?;
                 manifest.snapshots.push(done);
             }
             cbound_core::failpoint::hit("train.epoch_written");
@@ -1009,7 +1010,7 @@ impl Stage for Train {
             }
         }
 
-        let params = trainer.params();
+        let params = trainer.params().map_err(rt_err)?;
         let encoder = build_encoder(&model, ParamSource::Baked(&params))
             .map_err(|e| StageError::Failed(e.to_string()))?;
         write_atomic(&ctx.out_dir.join("encoder.onnx"), &encoder.model_bytes)?;
@@ -1064,10 +1065,10 @@ impl Stage for Train {
 fn save_snapshot(
     dir: &Path,
     model: &ContrastiveModel,
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     epoch: u64,
 ) -> Result<(), StageError> {
-    let params = trainer.params();
+    let params = trainer.params().map_err(rt_err)?;
     let encoder = build_encoder(model, ParamSource::Baked(&params))
         .map_err(|e| StageError::Failed(e.to_string()))?;
     write_atomic(
