@@ -5,16 +5,26 @@
 #
 #   scripts/setup.sh              everything
 #   scripts/setup.sh --no-build   only the Python environment (the test script builds itself)
+#   scripts/setup.sh --gpu        onnxruntime-gpu==1.31.1 with its CUDA 13 and cuDNN 9 wheels
+#                                 (its `cuda` and `cudnn` extras) instead of onnxruntime; cbound
+#                                 finds and preloads those libraries itself (no LD_LIBRARY_PATH)
+#   CBOUND_WHEELS=DIR             install from the wheels in DIR only, without network
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
+gpu=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    *) echo "usage: scripts/setup.sh [--no-build]" >&2; exit 2 ;;
+    --gpu) gpu=1 ;;
+    *) echo "usage: scripts/setup.sh [--no-build] [--gpu]" >&2; exit 2 ;;
   esac
 done
+pip_from=()
+if [ -n "${CBOUND_WHEELS:-}" ]; then
+  pip_from=(--no-index --find-links "$CBOUND_WHEELS")
+fi
 
 # Real data for the default pipelines: Fashion-MNIST from Debian (IDX, gzip; MIT licence).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -34,9 +44,23 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.requirements.installed
-if [ ! -f "$stamp" ] || ! cmp -s requirements.txt "$stamp"; then
+if [ "$gpu" = 1 ]; then
+  # onnxruntime and onnxruntime-gpu install the same `onnxruntime` package folder: never both.
+  reqs=$(mktemp)
+  grep -v '^onnxruntime==' requirements.txt > "$reqs"
+  echo "setup: installing Python requirements and onnxruntime-gpu==1.31.1 with CUDA and cuDNN"
+  # Resolve everything first, so a missing wheel (offline, CBOUND_WHEELS) fails here with
+  # pip's message and leaves the working CPU onnxruntime in place.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${pip_from[@]}" --dry-run \
+    -r "$reqs" "onnxruntime-gpu[cuda,cudnn]==1.31.1"
+  .venv/bin/python -m pip uninstall --quiet --yes onnxruntime >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${pip_from[@]}" \
+    -r "$reqs" "onnxruntime-gpu[cuda,cudnn]==1.31.1"
+  rm -f "$reqs" "$stamp"
+elif [ ! -f "$stamp" ] || ! cmp -s requirements.txt "$stamp"; then
   echo "setup: installing Python requirements"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  .venv/bin/python -m pip uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${pip_from[@]}" -r requirements.txt
   cp requirements.txt "$stamp"
 fi
 

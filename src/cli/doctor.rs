@@ -1,5 +1,7 @@
 //! `cbound doctor`: where ONNX Runtime was found, its version, its execution providers, and
-//! whether CUDA works here, with ONNX Runtime's own reason when it does not.
+//! whether CUDA works here, with ONNX Runtime's own reason when it does not: the NVIDIA driver
+//! and its GPUs, the CUDA provider library, each CUDA and cuDNN library found and loaded (or
+//! exactly which is missing, and from which pip package), and the CUDA and cuDNN versions.
 
 use std::path::PathBuf;
 
@@ -27,14 +29,17 @@ pub fn doctor(args: DoctorArgs) -> Result<(), Error> {
     );
     println!("version: {}", report.version);
     println!("execution providers: {}", report.providers.join(", "));
-    match (report.cuda_usable, &report.cuda_detail) {
-        (true, _) => println!("cuda: usable"),
-        (false, Some(why)) => println!("cuda: not usable: {why}"),
-        (false, None) => println!("cuda: not usable"),
+    for line in report.cuda.lines() {
+        println!("{line}");
     }
-    let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus")
-        .map(|d| d.count())
-        .unwrap_or(0);
-    println!("nvidia gpus visible: {gpus}");
+    // With nothing of CUDA here, the line above said all; ONNX Runtime's own error would
+    // only repeat it less plainly.
+    if !report.cuda.absent() {
+        match (report.cuda_usable, &report.cuda_detail) {
+            (true, _) => println!("cuda: usable"),
+            (false, Some(why)) => println!("cuda: not usable: {why}"),
+            (false, None) => println!("cuda: not usable"),
+        }
+    }
     Ok(())
 }

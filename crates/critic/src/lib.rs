@@ -505,7 +505,7 @@ impl OnnxCritic {
         let session = rt.session(&bytes, &opts)?.session;
         Ok(FittedCritic {
             session,
-            params: trainer.params(),
+            params: trainer.params()?,
             batch: cfg.batch,
             dims: (dx, dy),
             losses,

@@ -159,7 +159,7 @@ fn step_loss_and_gradient_match_the_objective() {
             offset - value
         );
         // Finite differences of the objective (f64 formulas of cbound-mi on f32 scores).
-        let after = tr.params();
+        let after = tr.params().expect("params");
         let scorer = critic();
         let objective_at = |p: Vec<NamedTensor>| -> f64 {
             let mut s = scorer
@@ -482,7 +482,7 @@ fn training_matches_a_numpy_reference() {
             );
         }
         let mut fitted = critic()
-            .with_params(&cfg, dims, tr.params())
+            .with_params(&cfg, dims, tr.params().expect("params"))
             .expect("scorer");
         let mut held = Vec::new();
         for k in 0..x_test.rows() / batch {

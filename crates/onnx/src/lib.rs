@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod bench;
 pub mod checkpoint;
+pub mod cuda_libs;
 pub mod fused;
 pub mod graph;
 pub mod loss;
@@ -24,5 +25,5 @@ mod resnet_reference;
 pub(crate) mod testutil;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
-pub use runtime::{Device, LibrarySearch, Runtime, RuntimeError, SessionOptions};
+pub use runtime::{Device, LibrarySearch, Precision, Runtime, RuntimeError, SessionOptions};
 pub use trainer::{Embedder, Trainer};

@@ -366,7 +366,7 @@ fn emit_update(
                     (s * weight_decay) as f32
                 },
             };
-            let fuse = fuse && g.dtype(step) == DType::F32;
+            let fuse = fuse && g.custom_kernels() && g.dtype(step) == DType::F32;
             let decay = match (fuse, decay) {
                 (true, None) => Some(one),
                 (_, d) => d,

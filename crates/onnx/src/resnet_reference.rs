@@ -223,7 +223,7 @@ fn resnet18_matches_pytorch() {
     let half = 4 * 3 * 16 * 16;
     let l = tr.step(&x[..half], &x[half..], 0.1).expect("step");
     assert_close("trainer loss", &[f64::from(l)], &[want_loss]);
-    let after = tr.params();
+    let after = tr.params().expect("params");
     for (name, want) in buffers_fx {
         let t = after
             .iter()

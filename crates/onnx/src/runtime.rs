@@ -18,7 +18,10 @@
 //!
 //! The CUDA execution provider is registered through the C API directly (`ort::api()`), since
 //! this crate builds `ort` without its `cuda` feature; the registration error ONNX Runtime
-//! reports (e.g. "CUDA execution provider is not enabled in this build") is returned verbatim.
+//! reports (e.g. "CUDA execution provider is not enabled in this build") is returned verbatim,
+//! followed by what [`crate::cuda_libs`] found missing. Before the first CUDA session the CUDA
+//! and cuDNN libraries of the pip wheels beside the ONNX Runtime package are preloaded
+//! ([`crate::cuda_libs::ensure_preloaded`]), so no `LD_LIBRARY_PATH` is needed.
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::AsPointer;
 
+use super::cuda_libs::{self, CudaReport};
 use super::graph::{DType, Graph, OPSET};
 
 pub const ENV_CBOUND_ORT_LIB: &str = "CBOUND_ORT_LIB";
@@ -245,6 +249,9 @@ pub fn find_library(search: &LibrarySearch) -> Result<FoundLibrary, RuntimeError
 pub struct Runtime {
     env: Environment,
     library: PathBuf,
+    /// The library's path as found, before resolving symlinks: the CUDA libraries are looked
+    /// for in its site-packages (a venv reached through a link keeps its own).
+    found_at: PathBuf,
     source: LibrarySource,
     version: String,
 }
@@ -306,6 +313,7 @@ pub fn runtime(search: &LibrarySearch) -> Result<Arc<Runtime>, RuntimeError> {
         env,
         version: version_from_path(&path),
         library: path,
+        found_at: found.path,
         source: found.source,
     });
     *guard = Some(Arc::clone(&rt));
@@ -335,8 +343,8 @@ unsafe fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
     Err(msg)
 }
 
-/// Appends the CUDA execution provider (device 0) to `builder`.
-fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<(), String> {
+/// Appends the CUDA execution provider on device `device_id` to `builder`.
+fn register_cuda(builder: &mut SessionBuilder, device_id: usize) -> Result<(), String> {
     let api = ort::api();
     let mut opts: *mut ort::sys::OrtCUDAProviderOptionsV2 = std::ptr::null_mut();
     // SAFETY: plain C API calls on pointers we own; `opts` is released on every path after a
@@ -383,10 +391,65 @@ fn register_cuda(builder: &mut SessionBuilder, device_id: i32) -> Result<(), Str
 pub enum Device {
     #[default]
     Cpu,
-    /// CUDA device 0; fails with ONNX Runtime's own error when unavailable.
+    /// CUDA on `SessionOptions::device_id`; fails with ONNX Runtime's own error when unavailable.
     Cuda,
     /// CUDA when it works, else CPU with a warning returned to the caller.
     Auto,
+}
+
+/// Arithmetic precision of a training step; `precision` in the train stage.
+///
+/// Only `fp32` has a step graph today. The mixed choices are part of the contract already so
+/// that a pipeline naming one is refused at validation with the reason (CPU: never; CUDA: not
+/// implemented yet) instead of silently training in fp32.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in float32 (the only choice on CPU).
+    #[default]
+    Fp32,
+    /// CUDA only: activations and matrix products in float16, float32 master weights and
+    /// optimizer state, dynamic loss scaling. Not implemented yet.
+    Fp16Mixed,
+    /// CUDA only: as `fp16_mixed` with bfloat16 and no loss scaling. Not implemented yet.
+    Bf16Mixed,
+}
+
+impl Precision {
+    /// The name pipelines use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16Mixed => "fp16_mixed",
+            Precision::Bf16Mixed => "bf16_mixed",
+        }
+    }
+
+    /// Why this precision cannot train on `device`, if it cannot: the one place the rule
+    /// lives, for the stage's validation and for anything that builds a trainer directly.
+    pub fn refusal(self, device: Device) -> Option<String> {
+        match (self, device) {
+            (Precision::Fp32, _) => None,
+            (p, Device::Cpu) => Some(format!(
+                "precision `{}` needs `device: cuda`; on CPU only `fp32` is supported",
+                p.as_str()
+            )),
+            (p, Device::Cuda | Device::Auto) => Some(format!(
+                "precision `{}` is not implemented yet (its mixed-precision step graph does not exist); use `fp32`",
+                p.as_str()
+            )),
+        }
+    }
 }
 
 /// The provider a session actually runs on.
@@ -418,6 +481,9 @@ pub enum Optimization {
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub device: Device,
+    /// The CUDA device (ONNX Runtime's `device_id`, counted among the devices this process
+    /// sees) for `Cuda` and `Auto`; the engine gives each running instance its own.
+    pub device_id: usize,
     /// Intra-op threads: the caller's CPU budget (>= 1). Inter-op threads are always 1.
     pub intra_threads: usize,
     pub optimization: Optimization,
@@ -436,6 +502,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             device: Device::Cpu,
+            device_id: 0,
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             optimization: Optimization::All,
             spinning: true,
@@ -457,6 +524,11 @@ pub struct SessionHandle {
 impl Runtime {
     pub fn library(&self) -> &Path {
         &self.library
+    }
+
+    /// The library's path as found (symlinks not resolved).
+    pub fn found_at(&self) -> &Path {
+        &self.found_at
     }
 
     pub fn source(&self) -> LibrarySource {
@@ -548,12 +620,19 @@ impl Runtime {
             })
         };
         let cuda = || -> Result<Session, RuntimeError> {
+            let (discovery, _) = cuda_libs::ensure_preloaded(&self.found_at)
+                .map_err(|detail| RuntimeError::CudaUnavailable { detail })?;
+            // ONNX Runtime's message, then what discovery found missing (often the cause).
+            let with_missing = |detail: String| RuntimeError::CudaUnavailable {
+                detail: match discovery.missing_summary() {
+                    Some(missing) => format!("{detail}; {missing}"),
+                    None => detail,
+                },
+            };
             let mut b = self.builder(opts)?;
-            register_cuda(&mut b, 0).map_err(|detail| RuntimeError::CudaUnavailable { detail })?;
+            register_cuda(&mut b, opts.device_id).map_err(with_missing)?;
             b.commit_from_memory(model_bytes)
-                .map_err(|e| RuntimeError::CudaUnavailable {
-                    detail: format!("session creation failed: {e}"),
-                })
+                .map_err(|e| with_missing(format!("session creation failed: {e}")))
         };
         match opts.device {
             Device::Cpu => cpu(Vec::new()),
@@ -584,12 +663,16 @@ pub struct DoctorReport {
     pub cuda_usable: bool,
     /// Why CUDA is not usable (ONNX Runtime's own message), when it is not.
     pub cuda_detail: Option<String>,
+    /// The CUDA libraries, driver and GPUs ([`cuda_libs::probe`]).
+    pub cuda: CudaReport,
 }
 
 /// Loads the runtime and probes it: providers, and whether a CUDA session can be created.
 pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
     let rt = runtime(search)?;
     let providers = rt.available_providers()?;
+    // Before the probe session, which would preload the same way (once per process).
+    let cuda = cuda_libs::probe(rt.found_at());
     let mut g = Graph::new("cbound_doctor_probe");
     let x = g.input("x", DType::F32, &[1])?;
     let y = g.relu(x)?;
@@ -611,6 +694,7 @@ pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
         providers,
         cuda_usable,
         cuda_detail,
+        cuda,
     })
 }
 
@@ -653,6 +737,24 @@ mod tests {
             other => panic!("expected LibraryNotFound, got {other:?}"),
         }
         Ok(())
+    }
+
+    #[test]
+    fn only_fp32_trains_and_the_refusal_names_the_device() {
+        for d in [Device::Cpu, Device::Cuda, Device::Auto] {
+            assert_eq!(Precision::Fp32.refusal(d), None);
+        }
+        for p in [Precision::Fp16Mixed, Precision::Bf16Mixed] {
+            let cpu = p.refusal(Device::Cpu).unwrap_or_default();
+            assert!(
+                cpu.contains("needs `device: cuda`") && cpu.contains(p.as_str()),
+                "{cpu}"
+            );
+            for d in [Device::Cuda, Device::Auto] {
+                let gpu = p.refusal(d).unwrap_or_default();
+                assert!(gpu.contains("not implemented yet"), "{gpu}");
+            }
+        }
     }
 
     #[test]

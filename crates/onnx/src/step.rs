@@ -75,6 +75,9 @@ pub struct StepConfig {
     /// Exempt biases and normalisation parameters ([`ParamRole::Bias`], [`ParamRole::Norm`])
     /// from weight decay and from LARS's trust ratio (see [`optim::apply_update_grouped`]).
     pub exclude_bias_and_norm: bool,
+    /// Use cbound's CPU-only fused kernels (default); off for a graph the CUDA provider runs
+    /// ([`Graph::set_custom_kernels`]).
+    pub custom_kernels: bool,
 }
 
 impl StepConfig {
@@ -86,6 +89,15 @@ impl StepConfig {
             optimizer,
             stacked_views: false,
             exclude_bias_and_norm: false,
+            custom_kernels: true,
+        }
+    }
+
+    /// See [`StepConfig::custom_kernels`].
+    pub fn with_custom_kernels(self, allowed: bool) -> StepConfig {
+        StepConfig {
+            custom_kernels: allowed,
+            ..self
         }
     }
 
@@ -386,6 +398,7 @@ pub fn build_train_step_graph(
 ) -> Result<(Graph, StepGraph), StepError> {
     check_batch(cfg.batch, &cfg.loss)?;
     let mut g = Graph::new("cbound_train_step");
+    g.set_custom_kernels(cfg.custom_kernels);
     g.set_doc(format!(
         "one training step: {:?} loss (T={}), {:?}{}, batch {}",
         cfg.loss.kind,

@@ -25,18 +25,29 @@
 //! If the loss is NaN/Inf the flip is skipped, so the model is left exactly as before the
 //! failing step and the error names the step.
 //!
-//! With the CUDA provider the same bound tensors live in host memory, so ONNX Runtime copies
-//! parameters and state to the device and back on every step (correct, but not fast);
-//! device-resident buffers are future work.
+//! # Where the two sets live ([`SlotMemory`])
+//!
+//! The sets are allocated from the memory the step session runs in: host memory on the CPU
+//! provider, the CUDA provider's device memory on CUDA (through ONNX Runtime's allocator for
+//! that memory). On CUDA a step therefore moves only the views to the device and the loss
+//! back; the step graph for CUDA keeps the whole update there too (the ai.onnx Adam chain,
+//! not the CPU-only fused kernel: [`crate::step::StepConfig::custom_kernels`]). Device
+//! tensors cannot be read from the host, so every host access to a set (checkpoints,
+//! snapshots, the final parameters, loading) goes through [`Trainer::read_slot`] and
+//! [`Trainer::write_slot`], which on the device copy through an Identity session on the same
+//! provider. On the CPU they read and write in place, as before.
 
 use std::path::PathBuf;
 
-use ort::memory::Allocator;
+use std::collections::HashMap;
+
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue, SessionInputs};
 use ort::value::{Tensor, TensorRef};
 
 use super::checkpoint::{Checkpoint, NamedTensor};
-use super::runtime::{ort_err, ActiveDevice, Runtime, RuntimeError, SessionOptions};
+use super::graph::{DType, Graph, OPSET};
+use super::runtime::{ort_err, ActiveDevice, Device, Runtime, RuntimeError, SessionOptions};
 use super::step::{
     next_name, EncoderGraph, EvalGraph, StepGraph, TensorSpec, INPUT_LR, INPUT_STEP, INPUT_X,
     INPUT_X1, INPUT_X2, OUTPUT_EMBEDDING, OUTPUT_LOSS,
@@ -71,6 +82,108 @@ fn read(t: &Tensor<f32>) -> Vec<f32> {
     t.extract_tensor().1.to_vec()
 }
 
+/// Where the trainer keeps parameters, buffers and optimizer state between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotMemory {
+    /// Host memory, read and written in place.
+    Host,
+    /// The CUDA provider's memory on device `device_id`.
+    Cuda { device_id: usize },
+}
+
+impl SlotMemory {
+    /// The memory of a session that runs on `device`.
+    pub fn of(device: ActiveDevice, device_id: usize) -> SlotMemory {
+        match device {
+            ActiveDevice::Cpu => SlotMemory::Host,
+            ActiveDevice::Cuda => SlotMemory::Cuda { device_id },
+        }
+    }
+
+    /// ONNX Runtime's description of this memory, for an allocator of the step session.
+    fn memory_info(self) -> Result<MemoryInfo<'static>, RuntimeError> {
+        let (device, id) = match self {
+            SlotMemory::Host => (AllocationDevice::CPU, 0),
+            SlotMemory::Cuda { device_id } => (
+                AllocationDevice::CUDA,
+                i32::try_from(device_id).map_err(|_| RuntimeError::Tensor {
+                    name: "device_id".into(),
+                    detail: format!("CUDA device {device_id} is out of range"),
+                })?,
+            ),
+        };
+        MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
+            .map_err(ort_err("describing the parameters' memory"))
+    }
+}
+
+/// Copies between host tensors and device tensors of one shape: an Identity graph per shape
+/// on the step session's provider and device, bound to the source and the target.
+struct DeviceCopy {
+    sessions: HashMap<Vec<usize>, Session>,
+}
+
+impl DeviceCopy {
+    fn new(
+        rt: &Runtime,
+        shapes: &[&[usize]],
+        opts: &SessionOptions,
+        device: Device,
+    ) -> Result<DeviceCopy, RuntimeError> {
+        let mut sessions = HashMap::new();
+        let graph_err = |e: crate::graph::GraphError| RuntimeError::Tensor {
+            name: "copy graph".into(),
+            detail: e.to_string(),
+        };
+        let opts = SessionOptions {
+            device,
+            profiling: None,
+            ..opts.clone()
+        };
+        for &shape in shapes {
+            if sessions.contains_key(shape) {
+                continue;
+            }
+            let mut g = Graph::new("cbound_copy");
+            let x = g.input("x", DType::F32, shape).map_err(graph_err)?;
+            let y = g.identity(x).map_err(graph_err)?;
+            g.output(y, "y").map_err(graph_err)?;
+            let bytes = g.to_model_bytes(OPSET).map_err(graph_err)?;
+            sessions.insert(shape.to_vec(), rt.session(&bytes, &opts)?.session);
+        }
+        Ok(DeviceCopy { sessions })
+    }
+
+    /// Copies `src` into `dst` (same shape; either may be on the host or the device).
+    fn copy(
+        &mut self,
+        shape: &[usize],
+        src: &Tensor<f32>,
+        dst: &mut Tensor<f32>,
+    ) -> Result<(), RuntimeError> {
+        let session = self
+            .sessions
+            .get_mut(shape)
+            .ok_or_else(|| RuntimeError::Tensor {
+                name: format!("{shape:?}"),
+                detail: "internal: no copy session for this shape".into(),
+            })?;
+        let mut binding = session
+            .create_binding()
+            .map_err(ort_err("creating a copy binding"))?;
+        binding
+            .bind_input("x", src)
+            .map_err(ort_err("binding a copy's source"))?;
+        binding
+            .bind_output("y", dst)
+            .map_err(ort_err("binding a copy's target"))?;
+        session
+            .run_binding(&binding)
+            .map_err(ort_err("copying between host and device"))?;
+        Ok(())
+    }
+}
+
 /// Checkpoint entry listing, per optimizer state tensor, the factor between the stored values
 /// and PyTorch's convention.
 pub const INTERNAL_SCALES: &str = "opt.internal_scales";
@@ -98,8 +211,11 @@ struct EncoderSession {
 pub struct Trainer {
     session: Session,
     bindings: [IoBinding; 2],
-    /// `slots[k]` = parameters, buffers, then state, in [`StepGraph`] order.
+    /// `slots[k]` = parameters, buffers, then state, in [`StepGraph`] order, in `memory`.
     slots: [Vec<Tensor<f32>>; 2],
+    memory: SlotMemory,
+    /// Host access to `slots` where they are on a device.
+    copy: Option<DeviceCopy>,
     current: usize,
     specs: Vec<TensorSpec>,
     /// Parameters plus buffers: the model's tensors (its `state_dict`), which
@@ -134,6 +250,19 @@ impl Trainer {
         params: &[NamedTensor],
         opts: &SessionOptions,
     ) -> Result<Trainer, RuntimeError> {
+        Trainer::build(rt, step, params, opts, false)
+    }
+
+    /// [`Trainer::new`]; `copy_on_host` sends host access to the sets through the copy
+    /// sessions even in host memory (on the CPU provider), so tests here exercise the path
+    /// device memory takes.
+    fn build(
+        rt: &Runtime,
+        step: &StepGraph,
+        params: &[NamedTensor],
+        opts: &SessionOptions,
+        copy_on_host: bool,
+    ) -> Result<Trainer, RuntimeError> {
         let handle = rt.session(&step.model_bytes, opts)?;
         let session = handle.session;
         let specs: Vec<TensorSpec> = step
@@ -143,13 +272,31 @@ impl Trainer {
             .chain(&step.state)
             .cloned()
             .collect();
+        let memory = SlotMemory::of(handle.device, opts.device_id);
+        let slot_alloc = Allocator::new(&session, memory.memory_info()?)
+            .map_err(ort_err("creating the parameters' allocator"))?;
+        let shapes: Vec<&[usize]> = specs.iter().map(|s| s.shape.as_slice()).collect();
+        let copy = match memory {
+            SlotMemory::Host if copy_on_host => {
+                Some(DeviceCopy::new(rt, &shapes, opts, Device::Cpu)?)
+            }
+            SlotMemory::Host => None,
+            SlotMemory::Cuda { .. } => Some(DeviceCopy::new(rt, &shapes, opts, Device::Cuda)?),
+        };
         let mut slots: [Vec<Tensor<f32>>; 2] = [Vec::new(), Vec::new()];
-        let alloc = session.allocator();
         for set in &mut slots {
             for s in &specs {
-                set.push(new_tensor(alloc, &s.shape)?);
+                set.push(match memory {
+                    SlotMemory::Host => new_tensor(&slot_alloc, &s.shape)?,
+                    // Zeroed below, through the copy sessions.
+                    SlotMemory::Cuda { .. } => Tensor::<f32>::new(&slot_alloc, dims(&s.shape))
+                        .map_err(ort_err("allocating a device tensor"))?,
+                });
             }
         }
+        // Views, scalars and the loss stay on the host: ONNX Runtime moves the views in and
+        // the loss out at each step.
+        let alloc = session.allocator();
         let view_numel: usize = step.view_shape.iter().product();
         let second_shape = step.second_view_shape.as_ref().unwrap_or(&step.view_shape);
         let view2_numel: usize = second_shape.iter().product();
@@ -230,6 +377,8 @@ impl Trainer {
             session,
             bindings,
             slots,
+            memory,
+            copy,
             current: 0,
             specs,
             num_params: step.params.len() + step.buffers.len(),
@@ -248,6 +397,14 @@ impl Trainer {
             encoder: None,
             opts: opts.clone(),
         };
+        if t.copy.is_some() {
+            for set in 0..2 {
+                for i in 0..t.specs.len() {
+                    let zeros = vec![0.0; t.specs[i].numel()];
+                    t.write_slot(set, i, &zeros)?;
+                }
+            }
+        }
         t.load_params(params)?;
         Ok(t)
     }
@@ -394,24 +551,55 @@ impl Trainer {
         &self.warnings
     }
 
+    /// Where parameters and optimizer state live between steps.
+    pub fn memory(&self) -> SlotMemory {
+        self.memory
+    }
+
+    /// The values of tensor `i` of set `set`, on the host.
+    fn read_slot(&mut self, set: usize, i: usize) -> Result<Vec<f32>, RuntimeError> {
+        let Some(copy) = self.copy.as_mut() else {
+            return Ok(read(&self.slots[set][i]));
+        };
+        let shape = &self.specs[i].shape;
+        let mut host = Tensor::<f32>::new(&Allocator::default(), dims(shape))
+            .map_err(ort_err("allocating a host tensor"))?;
+        copy.copy(shape, &self.slots[set][i], &mut host)?;
+        Ok(read(&host))
+    }
+
+    /// Sets tensor `i` of set `set` to `data` (its size checked).
+    fn write_slot(&mut self, set: usize, i: usize, data: &[f32]) -> Result<(), RuntimeError> {
+        let spec = &self.specs[i];
+        let Some(copy) = self.copy.as_mut() else {
+            return write(&mut self.slots[set][i], data, &spec.name);
+        };
+        let mut host = Tensor::<f32>::new(&Allocator::default(), dims(&spec.shape))
+            .map_err(ort_err("allocating a host tensor"))?;
+        write(&mut host, data, &spec.name)?;
+        copy.copy(&spec.shape, &host, &mut self.slots[set][i])
+    }
+
     /// Copies the current parameters and buffers out (the model's whole `state_dict`).
-    pub fn params(&self) -> Vec<NamedTensor> {
-        self.specs[..self.num_params]
-            .iter()
-            .zip(&self.slots[self.current])
-            .map(|(s, t)| NamedTensor::new(s.name.clone(), s.shape.clone(), read(t)))
+    pub fn params(&mut self) -> Result<Vec<NamedTensor>, RuntimeError> {
+        (0..self.num_params)
+            .map(|i| {
+                let data = self.read_slot(self.current, i)?;
+                let s = &self.specs[i];
+                Ok(NamedTensor::new(s.name.clone(), s.shape.clone(), data))
+            })
             .collect()
     }
 
     /// Copies the current optimizer state out, in conventional (PyTorch) units.
-    pub fn optimizer_state(&self) -> Vec<NamedTensor> {
-        self.specs[self.num_params..]
-            .iter()
-            .zip(&self.slots[self.current][self.num_params..])
-            .zip(&self.state_scales)
-            .map(|((s, t), &k)| {
-                let data = t.extract_tensor().1.iter().map(|x| x / k).collect();
-                NamedTensor::new(s.name.clone(), s.shape.clone(), data)
+    pub fn optimizer_state(&mut self) -> Result<Vec<NamedTensor>, RuntimeError> {
+        (self.num_params..self.specs.len())
+            .map(|i| {
+                let k = self.state_scales[i - self.num_params];
+                let data = self.read_slot(self.current, i)?;
+                let s = &self.specs[i];
+                let data = data.iter().map(|x| x / k).collect();
+                Ok(NamedTensor::new(s.name.clone(), s.shape.clone(), data))
             })
             .collect()
     }
@@ -446,7 +634,6 @@ impl Trainer {
                     ),
                 });
             }
-            let slot = &mut self.slots[self.current][i];
             let state_index = i.checked_sub(self.num_params);
             let internal = state_index.and_then(|j| self.state_scales.get(j)).copied();
             let stored = match (state_index, stored_scales) {
@@ -455,12 +642,10 @@ impl Trainer {
             };
             match internal {
                 Some(k) if k != stored => {
-                    let (_, dst) = slot.extract_tensor_mut();
-                    for (d, &x) in dst.iter_mut().zip(&t.data) {
-                        *d = x * (k / stored);
-                    }
+                    let scaled: Vec<f32> = t.data.iter().map(|&x| x * (k / stored)).collect();
+                    self.write_slot(self.current, i, &scaled)?;
                 }
-                _ => write(slot, &t.data, &spec.name)?,
+                _ => self.write_slot(self.current, i, &t.data)?,
             }
         }
         Ok(())
@@ -475,23 +660,22 @@ impl Trainer {
     /// stored as the step graph keeps them, with their scales in [`INTERNAL_SCALES`] (see
     /// [`crate::optim::OptimizerConfig::state_scales`]); use
     /// [`Trainer::optimizer_state`] for PyTorch-convention values.
-    pub fn state(&self) -> Checkpoint {
-        let mut tensors = self.params();
-        for (s, t) in self.specs[self.num_params..]
-            .iter()
-            .zip(&self.slots[self.current][self.num_params..])
-        {
-            tensors.push(NamedTensor::new(s.name.clone(), s.shape.clone(), read(t)));
+    pub fn state(&mut self) -> Result<Checkpoint, RuntimeError> {
+        let mut tensors = self.params()?;
+        for i in self.num_params..self.specs.len() {
+            let data = self.read_slot(self.current, i)?;
+            let s = &self.specs[i];
+            tensors.push(NamedTensor::new(s.name.clone(), s.shape.clone(), data));
         }
         tensors.push(NamedTensor::new(
             INTERNAL_SCALES,
             vec![self.state_scales.len()],
             self.state_scales.clone(),
         ));
-        Checkpoint {
+        Ok(Checkpoint {
             step: self.steps_done,
             tensors,
-        }
+        })
     }
 
     /// Restores a [`Trainer::state`] (same model and optimizer). A checkpoint without
@@ -775,6 +959,16 @@ mod tests {
     /// Trains for `steps` and returns (first-10 mean loss, last-10 mean loss, eval before,
     /// eval after, final parameters).
     fn train(seed: u64, steps: usize, stacked: bool) -> (f32, f32, f32, f32, Vec<NamedTensor>) {
+        train_with(seed, steps, stacked, true)
+    }
+
+    /// [`train`] with cbound's fused kernels allowed or not ([`StepConfig::custom_kernels`]).
+    fn train_with(
+        seed: u64,
+        steps: usize,
+        stacked: bool,
+        custom_kernels: bool,
+    ) -> (f32, f32, f32, f32, Vec<NamedTensor>) {
         let rt = runtime();
         let model = small_model();
         let loss = LossConfig {
@@ -788,9 +982,18 @@ mod tests {
                 StepConfig::new(32, loss, OptimizerConfig::adam()).stacked()
             } else {
                 StepConfig::new(32, loss, OptimizerConfig::adam())
-            },
+            }
+            .with_custom_kernels(custom_kernels),
         )
         .expect("step graph");
+        let has_fused = step
+            .model_bytes
+            .windows(b"AdamUpdate".len())
+            .any(|w| w == b"AdamUpdate");
+        assert_eq!(
+            has_fused, custom_kernels,
+            "AdamUpdate nodes in the step graph"
+        );
         let eval = build_eval(&model, 64, &loss).expect("eval graph");
         let init = model.init_params(seed).expect("init");
         let mut tr = Trainer::new(&rt, &step, &init, &options(2))
@@ -811,7 +1014,7 @@ mod tests {
             mean(&losses[steps - 10..]),
             before,
             after,
-            tr.params(),
+            tr.params().expect("params"),
         )
     }
 
@@ -850,6 +1053,70 @@ mod tests {
         }
     }
 
+    /// Host access through the copy sessions (the path device memory takes) gives the same
+    /// bits as access in place: parameters, optimizer state and a resumed run.
+    #[test]
+    fn access_through_copy_sessions_matches_access_in_place() {
+        let rt = runtime();
+        let model = small_model();
+        let loss = LossConfig::study();
+        let step = build_train_step(
+            &model,
+            &StepConfig::new(16, loss, OptimizerConfig::adam()).stacked(),
+        )
+        .expect("step graph");
+        let init = model.init_params(5).expect("init");
+        let run = |copy_on_host: bool| {
+            let mut tr =
+                Trainer::build(&rt, &step, &init, &options(1), copy_on_host).expect("trainer");
+            assert_eq!(tr.memory(), SlotMemory::Host);
+            assert_eq!(tr.copy.is_some(), copy_on_host);
+            let mut data = Clusters::new(9);
+            for _ in 0..5 {
+                let (a, b) = data.pairs(16);
+                tr.step(&a, &b, 1e-3).expect("step");
+            }
+            let ck = tr.state().expect("state");
+            // Resume a fresh trainer from it and take one more step.
+            let mut again =
+                Trainer::build(&rt, &step, &init, &options(1), copy_on_host).expect("trainer");
+            again.load_state(&ck).expect("load");
+            let (a, b) = data.pairs(16);
+            let l = again.step(&a, &b, 1e-3).expect("step");
+            (
+                ck,
+                tr.optimizer_state().expect("optimizer state"),
+                again.params().expect("params"),
+                l,
+            )
+        };
+        let bits = |ts: &[NamedTensor]| -> Vec<Vec<u32>> {
+            ts.iter()
+                .map(|t| t.data.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let (ck_a, opt_a, resumed_a, loss_a) = run(false);
+        let (ck_b, opt_b, resumed_b, loss_b) = run(true);
+        assert_eq!(bits(&ck_a.tensors), bits(&ck_b.tensors));
+        assert_eq!(bits(&opt_a), bits(&opt_b));
+        assert_eq!(bits(&resumed_a), bits(&resumed_b));
+        assert_eq!(loss_a.to_bits(), loss_b.to_bits());
+        assert!(opt_a.iter().any(|t| t.data.iter().any(|&x| x != 0.0)));
+    }
+
+    /// The graph for the CUDA provider (the ai.onnx Adam chain instead of the CPU-only fused
+    /// kernel) trains to the same bits; run here on the CPU provider.
+    #[test]
+    fn the_step_graph_without_custom_kernels_trains_bitwise_alike() {
+        let bits = |t: &NamedTensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (_, _, _, _, fused) = train_with(3, 20, true, true);
+        let (_, _, _, _, chain) = train_with(3, 20, true, false);
+        assert_eq!(fused.len(), chain.len());
+        for (a, b) in fused.iter().zip(&chain) {
+            assert_eq!(bits(a), bits(b), "parameter {} differs", a.name);
+        }
+    }
+
     #[test]
     fn non_finite_loss_names_the_step_and_keeps_the_model() {
         let rt = runtime();
@@ -864,7 +1131,7 @@ mod tests {
         let mut data = Clusters::new(9);
         let (a, b) = data.pairs(4);
         tr.step(&a, &b, 1e-3).expect("finite step");
-        let before = tr.state();
+        let before = tr.state().expect("state");
         let mut bad = a.clone();
         bad[3] = f32::NAN;
         match tr.step(&bad, &b, 1e-3) {
@@ -872,7 +1139,7 @@ mod tests {
             other => panic!("expected NonFiniteLoss, got {other:?}"),
         }
         assert_eq!(
-            tr.state(),
+            tr.state().expect("state"),
             before,
             "a failed step must not change the model"
         );
@@ -923,20 +1190,21 @@ mod tests {
             })
             .collect();
         let mut a = Trainer::new(&rt, &step, &init, &options(1))?;
-        let buffers_of = |tr: &Trainer| -> Vec<NamedTensor> {
+        let buffers_of = |tr: &mut Trainer| -> Vec<NamedTensor> {
             tr.params()
+                .expect("params")
                 .into_iter()
                 .filter(|t| t.name.contains("running_"))
                 .collect()
         };
-        let before = buffers_of(&a);
+        let before = buffers_of(&mut a);
         a.step(&batches[0].0, &batches[0].1, 1e-3)?;
         a.step(&batches[1].0, &batches[1].1, 1e-3)?;
         assert_eq!(before.len(), n_buf);
-        assert_ne!(before, buffers_of(&a), "running statistics must move");
+        assert_ne!(before, buffers_of(&mut a), "running statistics must move");
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("bn.ckpt");
-        a.state().save(&path)?;
+        a.state().expect("state").save(&path)?;
         for (x, y) in &batches[2..] {
             a.step(x, y, 1e-3)?;
         }
@@ -945,14 +1213,14 @@ mod tests {
         for (x, y) in &batches[2..] {
             b.step(x, y, 1e-3)?;
         }
-        assert_eq!(a.state(), b.state());
+        assert_eq!(a.state().expect("state"), b.state().expect("state"));
 
         // Encoder-only inputs are not a prefix of the step's tensors (the projector's come
         // between the encoder's parameters and its buffers): the live and baked encoders agree.
         let enc = build_encoder(&model, ParamSource::Inputs)?;
         let mut b = b.with_encoder(&rt, &enc)?;
         let live = b.embed(&batches[0].0, 4)?;
-        let baked = build_encoder(&model, ParamSource::Baked(&b.params()))?;
+        let baked = build_encoder(&model, ParamSource::Baked(&b.params().expect("params")))?;
         let mut emb = Embedder::new(&rt, &baked, &options(1))?;
         // Not bitwise: with the statistics baked in, ONNX Runtime folds BatchNorm into the
         // convolutions, which rounds differently.
@@ -980,7 +1248,7 @@ mod tests {
         }
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.ckpt");
-        a.state().save(&path)?;
+        a.state().expect("state").save(&path)?;
         for (x, y) in &batches[3..] {
             a.step(x, y, 1e-3)?;
         }
@@ -990,13 +1258,13 @@ mod tests {
         for (x, y) in &batches[3..] {
             b.step(x, y, 1e-3)?;
         }
-        assert_eq!(a.state(), b.state());
+        assert_eq!(a.state().expect("state"), b.state().expect("state"));
 
         // Conventional (PyTorch-unit) optimizer state loads too; after one Adam step from zero
         // state m = (1 - b1) g and v = (1 - b2) g^2.
         let mut fresh = Trainer::new(&rt, &step, &init, &options(1))?;
         fresh.step(&batches[0].0, &batches[0].1, 1e-3)?;
-        let conv = fresh.optimizer_state();
+        let conv = fresh.optimizer_state().expect("optimizer state");
         for pair in conv.chunks(2) {
             for (m, v) in pair[0].data.iter().zip(&pair[1].data) {
                 let (g_m, g_v2) = (m / 0.1, v / 0.001);
@@ -1006,7 +1274,7 @@ mod tests {
                 );
             }
         }
-        let mut ck = fresh.state();
+        let mut ck = fresh.state().expect("state");
         ck.tensors.retain(|t| t.name != INTERNAL_SCALES);
         for t in ck.tensors.iter_mut() {
             if let Some(c) = conv.iter().find(|c| c.name == t.name) {
@@ -1018,7 +1286,12 @@ mod tests {
         let (x, y) = &batches[1];
         let (l1, l2) = (fresh.step(x, y, 1e-3)?, resumed.step(x, y, 1e-3)?);
         assert_eq!(l1, l2);
-        for (p, q) in fresh.params().iter().zip(&resumed.params()) {
+        for (p, q) in fresh
+            .params()
+            .expect("params")
+            .iter()
+            .zip(&resumed.params().expect("params"))
+        {
             for (u, w) in p.data.iter().zip(&q.data) {
                 assert!(
                     (u - w).abs() <= 1e-6 * (1.0 + u.abs()),
@@ -1028,7 +1301,7 @@ mod tests {
             }
         }
         // Loading the wrong shapes is refused.
-        let mut wrong = a.params();
+        let mut wrong = a.params().expect("params");
         wrong[0].shape = vec![1, 1];
         assert!(matches!(
             b.load_params(&wrong),
@@ -1058,7 +1331,7 @@ mod tests {
         assert_eq!(u_whole.len(), 11 * 32);
 
         // The same parameters baked into a standalone encoder graph give the same embeddings.
-        let params = tr.params();
+        let params = tr.params().expect("params");
         let baked = build_encoder(&model, ParamSource::Baked(&params))?;
         let mut embedder = Embedder::new(&rt, &baked, &options(1))?;
         assert_eq!(embedder.embed(&rows, 3)?, u_whole);
@@ -1155,7 +1428,7 @@ mod tests {
         let mut tr = Trainer::new(&rt, &step, &init, &options(1)).expect("trainer");
         let loss = tr.step(&a, &b, 0.1).expect("step");
         assert!((f64::from(loss) - reference["loss"][0]).abs() < 1e-4 * reference["loss"][0].abs());
-        for (p, s) in tr.params().iter().zip(&spec.params) {
+        for (p, s) in tr.params().expect("params").iter().zip(&spec.params) {
             let r = &reference[&next_name(&s.name)];
             for (x, y) in p.data.iter().zip(r) {
                 assert!(

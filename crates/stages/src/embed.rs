@@ -179,6 +179,8 @@ impl Stage for Embed {
             .map_err(|e| StageError::Failed(e.to_string()))?;
         let opts = SessionOptions {
             device: p.device,
+            // Its own GPU when it asked for one (resources.gpus), so instances never share.
+            device_id: ctx.device_id(),
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };

@@ -33,7 +33,7 @@ use cbound_onnx::models::{
     ResNetConfig, ResNetDepth, Stem,
 };
 use cbound_onnx::optim::{LrSchedule, OptimizerConfig};
-use cbound_onnx::runtime::{self, Device, LibrarySearch, SessionOptions};
+use cbound_onnx::runtime::{self, Device, LibrarySearch, Precision, SessionOptions};
 use cbound_onnx::step::{
     build_encoder, build_eval, build_projection, build_train_step, ParamSource, StepConfig,
 };
@@ -563,6 +563,10 @@ pub struct TrainParams {
     pub holdout: f64,
     #[serde(default)]
     pub device: Device,
+    /// `fp32` (default, the only choice on CPU), `fp16_mixed` or `bf16_mixed` (CUDA only;
+    /// refused for now: the mixed-precision step graph is not implemented yet).
+    #[serde(default)]
+    pub precision: Precision,
     /// Also save the encoder every this many epochs (and before training, as epoch 0) as
     /// `encoder_epoch<E>.onnx`, for `embed` with `snapshots: true`; 0: only the final encoder.
     #[serde(default)]
@@ -795,10 +799,18 @@ impl Stage for Train {
         }
         out.extend(p.optimizer.check());
         out.extend(p.model.check());
+        if let Some(why) = p.precision.refusal(p.device) {
+            out.push(ParamError::at(&["precision"], why));
+        }
         out
     }
 
     fn run(p: &TrainParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+        // Validation refuses this already; kept here so no path trains in fp32 while the
+        // pipeline says otherwise.
+        if let Some(why) = p.precision.refusal(p.device) {
+            return Err(StageError::Params(why));
+        }
         let [input] = ctx.inputs else {
             return Err(StageError::Params(format!(
                 "train reads one dataset (a load stage), got {} inputs",
@@ -845,9 +857,12 @@ impl Stage for Train {
                 min_lr: 0.0,
             },
         };
+        // The fused Adam kernel is CPU-only: a graph that may run on CUDA (`cuda`, `auto`)
+        // gets the ai.onnx chain instead, so the update stays on the device (same f32 bits).
         let step_cfg = StepConfig::new(b, loss, optimizer)
             .stacked()
-            .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm());
+            .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm())
+            .with_custom_kernels(p.device == Device::Cpu);
         let step_graph =
             build_train_step(&model, &step_cfg).map_err(|e| StageError::Params(e.to_string()))?;
         let eval_graph =
@@ -860,6 +875,8 @@ impl Stage for Train {
         let rt = load_runtime()?;
         let opts = SessionOptions {
             device: p.device,
+            // Its own GPU when it asked for one (resources.gpus), so instances never share.
+            device_id: ctx.device_id(),
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };
@@ -893,7 +910,7 @@ impl Stage for Train {
         };
         manifest.remove_strays(&ckpt_dir);
         if p.snapshot_every > 0 && manifest.epochs_done == 0 && manifest.snapshots.is_empty() {
-            save_snapshot(&ckpt_dir, &model, &trainer, 0)?;
+            save_snapshot(&ckpt_dir, &model, &mut trainer, 0)?;
             manifest.snapshots.push(0);
             manifest.commit(&ckpt_dir)?;
         }
@@ -967,11 +984,12 @@ impl Stage for Train {
             manifest.curve = Some(format!("curve-{done}.json"));
             trainer
                 .state()
+                .map_err(rt_err)?
                 .save(&ckpt_dir.join(format!("state-{done}.ckpt")))
                 .map_err(ckpt_io)?;
             write_json(&ckpt_dir.join(format!("curve-{done}.json")), &curve)?;
             if p.snapshot_every > 0 && (done % p.snapshot_every == 0 || done == p.epochs) {
-                save_snapshot(&ckpt_dir, &model, &trainer, done)?;
+                save_snapshot(&ckpt_dir, &model, &mut trainer, done)?;
                 manifest.snapshots.push(done);
             }
             cbound_core::failpoint::hit("train.epoch_written");
@@ -994,7 +1012,7 @@ impl Stage for Train {
             }
         }
 
-        let params = trainer.params();
+        let params = trainer.params().map_err(rt_err)?;
         let encoder = build_encoder(&model, ParamSource::Baked(&params))
             .map_err(|e| StageError::Failed(e.to_string()))?;
         write_atomic(&ctx.out_dir.join("encoder.onnx"), &encoder.model_bytes)?;
@@ -1049,10 +1067,10 @@ impl Stage for Train {
 fn save_snapshot(
     dir: &Path,
     model: &ContrastiveModel,
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     epoch: u64,
 ) -> Result<(), StageError> {
-    let params = trainer.params();
+    let params = trainer.params().map_err(rt_err)?;
     let encoder = build_encoder(model, ParamSource::Baked(&params))
         .map_err(|e| StageError::Failed(e.to_string()))?;
     write_atomic(

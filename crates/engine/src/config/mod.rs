@@ -22,7 +22,8 @@ pub use load::{load, load_str};
 pub struct Resources {
     /// CPU threads; counted against `--jobs`.
     pub cpus: usize,
-    /// GPU slots; counted against `--gpus`.
+    /// GPUs; counted against `--gpus`, and locally that many device ids no other running
+    /// instance holds ([`crate::exec::local`]).
     pub gpus: usize,
 }
 

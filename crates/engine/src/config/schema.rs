@@ -80,7 +80,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "cpus": {"type": "integer", "minimum": 1, "description": "CPU threads per instance, counted against --jobs."},
-                        "gpus": {"type": "integer", "minimum": 0, "description": "GPU slots per instance, counted against --gpus (on Slurm: --gres=gpu:N)."},
+                        "gpus": {"type": "integer", "minimum": 0, "description": "GPUs per instance, counted against --gpus; locally each running instance gets its own device ids out of 0..--gpus (train and embed run on the first, a program sees them as CUDA_VISIBLE_DEVICES) (on Slurm: --gres=gpu:N)."},
                         "memory": {"$ref": "#/$defs/memory"},
                         "time": {"$ref": "#/$defs/time"},
                         "partition": {"type": "string", "description": "Slurm partition (--partition)."},

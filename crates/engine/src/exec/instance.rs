@@ -70,6 +70,7 @@ pub fn execute_in(
         instance: &spec.instance,
         seed: spec.seed,
         threads,
+        gpus: &spec.gpu_ids,
         out_dir: &staging,
         inputs: &spec.inputs,
         sweep: &spec.sweep,

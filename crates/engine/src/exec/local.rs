@@ -1,6 +1,9 @@
 //! The local executor: one job per admitted instance, while their CPU and GPU weights fit in
 //! the `--jobs` and `--gpus` budgets. Each job runs on a rayon pool of its CPU weight (see
 //! [`super::pools`]), so the stage's own parallel work stays within what it was admitted with.
+//! A job that asks for GPUs is given that many device ids out of `0..--gpus` that no running
+//! job holds (its stage passes them to the CUDA provider, a program gets them as
+//! `CUDA_VISIBLE_DEVICES`), so two instances never share a GPU.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,11 +19,20 @@ use crate::config::Resources;
 use crate::dag::Dag;
 use crate::stage::Registry;
 
+/// A started job and what it holds until it finishes.
+struct Running {
+    job: usize,
+    resources: Resources,
+    gpu_ids: Vec<usize>,
+}
+
 pub struct LocalExecutor {
     registry: Arc<Registry>,
     capacity: Resources,
     used: Resources,
-    running: Vec<(usize, Resources)>,
+    /// Device ids no running job holds, lowest first.
+    free_gpus: Vec<usize>,
+    running: Vec<Running>,
     cancel: Arc<AtomicBool>,
     tx: Sender<JobEvent>,
     rx: Receiver<JobEvent>,
@@ -79,6 +91,7 @@ impl LocalExecutor {
                 gpus,
             },
             used: Resources { cpus: 0, gpus: 0 },
+            free_gpus: (0..gpus).collect(),
             running: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             tx,
@@ -102,13 +115,19 @@ impl Executor for LocalExecutor {
         let need = self.effective(job.resources);
         if self.used.cpus + need.cpus > self.capacity.cpus
             || self.used.gpus + need.gpus > self.capacity.gpus
+            || need.gpus > self.free_gpus.len()
         {
             return Err(job);
         }
         job.resources = need;
+        job.gpu_ids = self.free_gpus.drain(..need.gpus).collect();
         self.used.cpus += need.cpus;
         self.used.gpus += need.gpus;
-        self.running.push((job.job, need));
+        self.running.push(Running {
+            job: job.job,
+            resources: need,
+            gpu_ids: job.gpu_ids.clone(),
+        });
         let registry = Arc::clone(&self.registry);
         let cancel = Arc::clone(&self.cancel);
         let tx = self.tx.clone();
@@ -168,10 +187,12 @@ impl Executor for LocalExecutor {
         events.extend(self.rx.try_iter());
         for e in &events {
             if let JobEvent::Finished { job, .. } = e {
-                if let Some(pos) = self.running.iter().position(|(j, _)| j == job) {
-                    let (_, r) = self.running.swap_remove(pos);
-                    self.used.cpus -= r.cpus;
-                    self.used.gpus -= r.gpus;
+                if let Some(pos) = self.running.iter().position(|r| r.job == *job) {
+                    let done = self.running.swap_remove(pos);
+                    self.used.cpus -= done.resources.cpus;
+                    self.used.gpus -= done.resources.gpus;
+                    self.free_gpus.extend(done.gpu_ids);
+                    self.free_gpus.sort_unstable();
                 }
             }
         }
@@ -314,5 +335,111 @@ mod tests {
         assert!(clamped_stages(&dag, &|_| true, 3).is_empty());
         // Only selected instances count.
         assert!(clamped_stages(&dag, &|i| i == 0, 2).is_empty());
+    }
+
+    /// Holds its GPUs in a process-wide set while it runs (failing if another instance holds
+    /// one of them), meeting the others that run with it so that instances do overlap.
+    struct GpuProbe;
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct GpuProbeParams {
+        #[allow(dead_code)]
+        x: i64,
+        parties: usize,
+    }
+
+    fn held() -> &'static std::sync::Mutex<HashSet<usize>> {
+        static HELD: std::sync::OnceLock<std::sync::Mutex<HashSet<usize>>> =
+            std::sync::OnceLock::new();
+        HELD.get_or_init(Default::default)
+    }
+
+    impl Stage for GpuProbe {
+        type Params = GpuProbeParams;
+        const KIND: &'static str = "test_gpu_probe";
+        const VERSION: u32 = 1;
+        const SUMMARY: &'static str = "holds its GPU ids while it runs (tests only)";
+        const EXAMPLE: &'static str = "kind: test_gpu_probe\n";
+        const WRITES: Option<&'static [&'static str]> = Some(&[]);
+
+        fn run(p: &GpuProbeParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+            {
+                let mut held = held().lock().unwrap_or_else(|e| e.into_inner());
+                for id in ctx.gpus {
+                    if !held.insert(*id) {
+                        return Err(StageError::Failed(format!("GPU {id} is already in use")));
+                    }
+                }
+            }
+            crate::exec::testkit::Meeting::named("local-gpus").attend(p.parties, ctx.threads)?;
+            let mut held = held().lock().unwrap_or_else(|e| e.into_inner());
+            for id in ctx.gpus {
+                held.remove(id);
+            }
+            let mut out = StageOutput::default().metric("gpus", ctx.gpus.len() as f64);
+            for (k, id) in ctx.gpus.iter().enumerate() {
+                out = out.metric(&format!("gpu{k}"), *id as f64);
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn running_instances_get_distinct_gpus() {
+        let registry = Arc::new(crate::stage::testkinds::registry().with::<GpuProbe>());
+        // Four one-GPU instances on two GPUs with CPUs for all four: they run two at a time
+        // (each pair meets inside), never more than one on a GPU; then a two-GPU instance,
+        // and one that asks for none.
+        let text = concat!(
+            "name: t\n",
+            "stages:\n",
+            "  one: {kind: test_gpu_probe, matrix: {x: [1, 2, 3, 4]}, params: {parties: 2}, resources: {cpus: 1, gpus: 1}}\n",
+            "  two: {kind: test_gpu_probe, inputs: one, params: {x: 0, parties: 1}, resources: {cpus: 1, gpus: 2}}\n",
+            "  none: {kind: test_gpu_probe, inputs: two, params: {x: 0, parties: 1}, resources: {cpus: 1, gpus: 0}}\n",
+        );
+        let pipeline = crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(pipeline, &registry);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "t").unwrap();
+        let all: HashSet<usize> = (0..dag.instances.len()).collect();
+        let options = RunOptions {
+            selected: &all,
+            forced: &all,
+            fail_fast: false,
+            gpus: 2,
+            run_dir: None,
+        };
+        let mut executor = LocalExecutor::new(Arc::clone(&registry), 4, 2);
+        let summary = scheduler::run(
+            &dag,
+            &registry,
+            &store,
+            &mut executor,
+            &options,
+            &mut NullReporter,
+            &AtomicBool::new(false),
+        );
+        let mut one_ids = Vec::new();
+        for (i, o) in summary.outcomes.iter().enumerate() {
+            let Outcome::Done(meta) = o else {
+                panic!("{} did not run: {o:?}", dag.instances[i].id);
+            };
+            let m = &meta.metrics;
+            match dag.stage_id(i) {
+                "one" => {
+                    assert_eq!(m["gpus"], 1.0, "{m:?}");
+                    one_ids.push(m["gpu0"]);
+                }
+                "two" => assert_eq!((m["gpu0"], m["gpu1"]), (0.0, 1.0), "{m:?}"),
+                _ => assert_eq!(m["gpus"], 0.0, "{m:?}"),
+            }
+        }
+        one_ids.sort_by(f64::total_cmp);
+        // Both GPUs were used, each by two of the four, never by two at once (else a probe
+        // would have failed above).
+        assert_eq!(one_ids, vec![0.0, 0.0, 1.0, 1.0]);
+        let meeting = crate::exec::testkit::Meeting::named("local-gpus").state();
+        assert_eq!(meeting.most_inside, 2, "{meeting:?}");
     }
 }

@@ -52,6 +52,9 @@ pub struct JobSpec {
     pub key_inputs: KeyInputs,
     pub inputs: Vec<InputArtifact>,
     pub resources: Resources,
+    /// The GPU device ids the instance runs on, `resources.gpus` of them, given by the
+    /// executor when it starts the job (none before, and none for an instance without GPUs).
+    pub gpu_ids: Vec<usize>,
     /// The pipeline's store root (outputs/<pipeline>).
     pub store_root: PathBuf,
 }

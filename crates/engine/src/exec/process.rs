@@ -77,7 +77,8 @@ pub fn write_inputs_manifest(ctx: &StageContext, out: &Path) -> Result<PathBuf, 
 
 /// Runs `program` with `out` (absolute) as its output directory and waits for it. The
 /// environment gets `CBOUND_OUT`, `CBOUND_SEED`, `CBOUND_INSTANCE`, `CBOUND_INPUTS` (the
-/// manifest, which must already be written) and `CBOUND_THREADS`. A non-zero exit is an error
+/// manifest, which must already be written) and `CBOUND_THREADS`, and an instance with GPUs
+/// `CUDA_VISIBLE_DEVICES` ([`visible_devices`]). A non-zero exit is an error
 /// with the last lines of stderr; cancellation is [`StageError::Cancelled`].
 pub fn run(program: &Program, ctx: &StageContext, out: &Path) -> Result<(), StageError> {
     let name = program.program;
@@ -105,6 +106,12 @@ pub fn run(program: &Program, ctx: &StageContext, out: &Path) -> Result<(), Stag
     let mut process = Process::new(name);
     // Its own process group, so cancelling ends the program and all it started.
     signal::own_group(&mut process);
+    if !ctx.gpus.is_empty() {
+        // Only the instance's own GPUs are visible to the program; without GPUs it keeps
+        // cbound's environment as it is.
+        let visible = visible_devices(ctx.gpus, std::env::var("CUDA_VISIBLE_DEVICES").ok());
+        process.env("CUDA_VISIBLE_DEVICES", visible);
+    }
     let mut child = process
         .args(program.args)
         .envs(program.env.iter().map(|(k, v)| (k, v)))
@@ -155,6 +162,30 @@ pub fn run(program: &Program, ctx: &StageContext, out: &Path) -> Result<(), Stag
     Ok(())
 }
 
+/// `CUDA_VISIBLE_DEVICES` for a program given the device ids `gpus`. The ids count the
+/// devices cbound itself sees, so where cbound runs under a `CUDA_VISIBLE_DEVICES` of its own
+/// (`parent`, e.g. `2,3` from a cluster scheduler) id 1 is that list's second entry, `3`. An
+/// id beyond that list (more `--gpus` than cbound was given) is left out rather than exposing
+/// a device outside cbound's own, so the program finds fewer GPUs than it asked for.
+pub fn visible_devices(gpus: &[usize], parent: Option<String>) -> String {
+    let parent: Vec<String> = parent
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split(',').map(|d| d.trim().to_string()).collect())
+        .unwrap_or_default();
+    gpus.iter()
+        .filter_map(|&id| {
+            if parent.is_empty() {
+                Some(id.to_string())
+            } else {
+                parent.get(id).cloned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The metrics of `out/metrics.json`, if the program wrote one.
 pub fn read_metrics(out: &Path) -> Result<BTreeMap<String, f64>, StageError> {
     let path = out.join(METRICS_FILE);
@@ -163,4 +194,25 @@ pub fn read_metrics(out: &Path) -> Result<BTreeMap<String, f64>, StageError> {
     }
     artifact::read_json(&path)
         .map_err(|e| StageError::Failed(format!("{METRICS_FILE} must map names to numbers: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_devices;
+
+    #[test]
+    fn visible_devices_count_the_devices_cbound_sees() {
+        assert_eq!(visible_devices(&[1], None), "1");
+        assert_eq!(visible_devices(&[0, 2], None), "0,2");
+        // An empty parent list is the same as none (the ids count every device).
+        assert_eq!(visible_devices(&[1], Some(" ".into())), "1");
+        // Under a CUDA_VISIBLE_DEVICES of its own, id k is that list's k-th entry.
+        assert_eq!(visible_devices(&[1], Some("2,3".into())), "3");
+        assert_eq!(
+            visible_devices(&[0, 1], Some("GPU-a1, GPU-b2".into())),
+            "GPU-a1,GPU-b2"
+        );
+        // Beyond it: left out, never a device cbound was not given.
+        assert_eq!(visible_devices(&[0, 2], Some("5,6".into())), "5");
+    }
 }

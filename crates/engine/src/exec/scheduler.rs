@@ -382,6 +382,7 @@ pub fn run(
                         key_inputs: ki,
                         inputs,
                         resources: inst.resources,
+                        gpu_ids: Vec::new(),
                         store_root: store.root().to_path_buf(),
                     }));
                     tracing::debug!(instance = %inst.id, forced = options.forced.contains(&i), "queued");

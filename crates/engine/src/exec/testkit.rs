@@ -116,7 +116,7 @@ impl Meeting {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn attend(&self, parties: usize, threads: usize) -> Result<(), StageError> {
+    pub(crate) fn attend(&self, parties: usize, threads: usize) -> Result<(), StageError> {
         let parties = parties.max(1);
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.inside += 1;

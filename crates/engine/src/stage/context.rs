@@ -69,6 +69,9 @@ pub struct StageContext<'a> {
     /// Threads this instance may use: its CPU weight, so parallel instances do not
     /// oversubscribe the machine.
     pub threads: usize,
+    /// The GPU device ids this instance was given (`resources.gpus` of them; empty when it
+    /// asked for none). No other running instance has any of them.
+    pub gpus: &'a [usize],
     pub out_dir: &'a Path,
     pub inputs: &'a [InputArtifact],
     /// Every matrix axis of the instance's lineage and its configuration id
@@ -80,6 +83,12 @@ pub struct StageContext<'a> {
 }
 
 impl StageContext<'_> {
+    /// The device a stage that uses one GPU runs on: its first GPU, or device 0 where the
+    /// instance asked for none (then nothing keeps another instance off that device).
+    pub fn device_id(&self) -> usize {
+        self.gpus.first().copied().unwrap_or(0)
+    }
+
     /// A generator seeded from this instance's seed; the same pipeline seed and instance id
     /// give the same stream on every machine (ChaCha is platform independent).
     pub fn rng(&self) -> ChaCha8Rng {

@@ -105,9 +105,24 @@ pub struct Graph {
     batch_dims: HashSet<ValueId>,
     counter: usize,
     doc: Option<String>,
+    /// Whether builders may emit cbound's own operators ([`CBOUND_DOMAIN`]); see
+    /// [`Graph::set_custom_kernels`].
+    custom_kernels: bool,
 }
 
 impl Graph {
+    /// cbound's own operators (the fused Adam update) exist only as CPU kernels. A graph for
+    /// the CUDA provider turns them off: ONNX Runtime would run them on the CPU and copy
+    /// every parameter and optimizer state to the host and back each step. Builders then
+    /// emit the equivalent ai.onnx nodes, whose f32 results are bitwise the same.
+    pub fn set_custom_kernels(&mut self, allowed: bool) {
+        self.custom_kernels = allowed;
+    }
+
+    pub fn custom_kernels(&self) -> bool {
+        self.custom_kernels
+    }
+
     pub fn new(name: impl Into<String>) -> Self {
         Graph {
             name: name.into(),
@@ -121,6 +136,7 @@ impl Graph {
             scalar_consts: HashMap::new(),
             batch_dims: HashSet::new(),
             counter: 0,
+            custom_kernels: true,
             doc: None,
         }
     }
