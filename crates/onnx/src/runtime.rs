@@ -609,10 +609,12 @@ impl Runtime {
         opts: &SessionOptions,
     ) -> Result<SessionHandle, RuntimeError> {
         let cpu = |warnings: Vec<String>| -> Result<SessionHandle, RuntimeError> {
-            let session = self
-                .builder(opts)?
-                .commit_from_memory(model_bytes)
-                .map_err(ort_err("creating a CPU session"))?;
+            let mut builder = self.builder(opts)?;
+            let session = {
+                let _one_at_a_time = session_creation_lock();
+                builder.commit_from_memory(model_bytes)
+            }
+            .map_err(ort_err("creating a CPU session"))?;
             Ok(SessionHandle {
                 session,
                 device: ActiveDevice::Cpu,
@@ -631,6 +633,7 @@ impl Runtime {
             };
             let mut b = self.builder(opts)?;
             register_cuda(&mut b, opts.device_id).map_err(with_missing)?;
+            let _one_at_a_time = session_creation_lock();
             b.commit_from_memory(model_bytes)
                 .map_err(|e| with_missing(format!("session creation failed: {e}")))
         };
@@ -651,6 +654,17 @@ impl Runtime {
             },
         }
     }
+}
+
+/// Held while a session is created. Each session registers cbound's operator domain, and ONNX
+/// Runtime adds a new domain to a process-wide table with a check-then-insert that is not
+/// locked: two sessions created at once in a fresh process can both find `ai.cbound` absent,
+/// and the second fails with "the domain is already exist". Creation is a small share of a
+/// run; serialising it costs little.
+fn session_creation_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A panic while creating a session leaves nothing half-done that the lock protects.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What `cbound doctor` prints about ONNX Runtime.
@@ -701,6 +715,44 @@ pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions created from many threads at once, as parallel instances and parallel tests
+    /// do: every one registers cbound's operator domain, which ONNX Runtime records in a
+    /// process-wide table without a lock ("domain already exists" under a race).
+    #[test]
+    fn sessions_are_created_concurrently_without_a_registration_race() {
+        let rt = crate::testutil::runtime();
+        let mut g = Graph::new("concurrent");
+        let x = g.input("x", DType::F32, &[2]).unwrap();
+        let y = g.relu(x).unwrap();
+        g.output(y, "y").unwrap();
+        let bytes = g.to_model_bytes(OPSET).unwrap();
+        let opts = SessionOptions {
+            intra_threads: 1,
+            ..SessionOptions::default()
+        };
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..30)
+                            .filter_map(|_| rt.session(&bytes, &opts).err().map(|e| e.to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_else(|_| vec!["panicked".into()]))
+                .collect()
+        });
+        assert!(
+            failures.is_empty(),
+            "{} failed, e.g. {:?}",
+            failures.len(),
+            failures.first()
+        );
+    }
 
     #[test]
     fn explicit_missing_library_is_a_typed_error_with_hint() {
