@@ -115,45 +115,53 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the PyTorch twin once for one size; both variants, in one process.
-fn run_torch(python: &PathBuf, a: &Args, batch: usize, hidden: usize) -> BoxResult<Vec<TorchLine>> {
+/// Runs `bench/torch_reference.py` with `args` and returns the result lines it printed.
+fn torch_lines(python: &PathBuf, args: &[String]) -> BoxResult<Vec<TorchLine>> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args([
-            "--batch",
-            &batch.to_string(),
-            "--hidden",
-            &hidden.to_string(),
-        ])
-        .args([
-            "--input",
-            &a.input.to_string(),
-            "--threads",
-            &a.threads.to_string(),
-        ])
-        .args([
-            "--steps",
-            &a.steps.to_string(),
-            "--warmup",
-            &a.warmup.to_string(),
-        ])
-        .output()?;
+    let out = Command::new(python).arg(&script).args(args).output()?;
     if !out.status.success() {
         return Err(format!(
-            "{} {} failed: {}",
+            "{} {} {} failed: {}",
             python.display(),
             script.display(),
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         )
         .into());
     }
-    let lines: Vec<TorchLine> = String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(parse_torch_line)
-        .collect();
+        .collect())
+}
+
+/// `--batch B --hidden H --threads T`, which every PyTorch run takes.
+fn torch_size_args(a: &Args, batch: usize, hidden: usize) -> Vec<String> {
+    [
+        "--batch",
+        &batch.to_string(),
+        "--hidden",
+        &hidden.to_string(),
+    ]
+    .into_iter()
+    .chain(["--threads", &a.threads.to_string()])
+    .map(String::from)
+    .collect()
+}
+
+/// Runs the PyTorch twin once for one size; both variants, in one process.
+fn run_torch(python: &PathBuf, a: &Args, batch: usize, hidden: usize) -> BoxResult<Vec<TorchLine>> {
+    let mut args = torch_size_args(a, batch, hidden);
+    for (flag, value) in [
+        ("--input", a.input),
+        ("--steps", a.steps),
+        ("--warmup", a.warmup),
+    ] {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    let lines = torch_lines(python, &args)?;
     if lines.len() != 2 {
-        return Err(format!("expected 2 result lines from {}", script.display()).into());
+        return Err("expected 2 result lines from bench/torch_reference.py".into());
     }
     Ok(lines)
 }
@@ -166,33 +174,13 @@ fn run_torch_products(
     hidden: usize,
     spec: &str,
 ) -> BoxResult<f64> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_reference.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .args([
-            "--batch",
-            &batch.to_string(),
-            "--hidden",
-            &hidden.to_string(),
-        ])
-        .args(["--threads", &a.threads.to_string(), "--products", spec])
-        .args(["--steps", "10", "--warmup", "2"])
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} {} --products failed: {}",
-            python.display(),
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(parse_torch_line)
+    let mut args = torch_size_args(a, batch, hidden);
+    args.extend(["--products", spec, "--steps", "10", "--warmup", "2"].map(String::from));
+    torch_lines(python, &args)?
+        .into_iter()
         .find(|l| l.variant == "products")
         .map(|l| l.median_ms)
-        .ok_or_else(|| format!("no `torch products` line from {}", script.display()).into())
+        .ok_or_else(|| "no `torch products` line from bench/torch_reference.py".into())
 }
 
 fn load() -> String {
