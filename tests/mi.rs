@@ -361,6 +361,35 @@ fn validate_refuses_pair_interval_and_preprocess_settings() {
     }
 }
 
+/// A pair's `split` (rows the data assigns to fitting and scoring) cannot follow
+/// `interval`'s resampled rows, and must name a column: both refused at the pair's `split`.
+#[test]
+fn validate_refuses_a_pair_split_with_interval_or_no_column() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  data:\n    kind: synthetic\n    params: {task: bivariate, rho: 0.5, n: 100}\n  mi:\n    kind: estimate_mi\n    inputs: data\n    params:\n      pairs:\n        - {name: xy, x: {columns: x0}, y: {columns: y0}, split: split}\n        - {name: yx, x: {columns: y0}, y: {columns: x0}, split: ' '}\n      interval: {reps: 5, level: 0.9}\n",
+    );
+    let run = p.cbound(&["validate", "p.yaml"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    for (location, message) in [
+        (
+            "(at `stages.mi.params.pairs[0].split`)",
+            "pair `xy` takes its held-out split from the data, which `interval`'s replicates (resampled rows) cannot follow",
+        ),
+        (
+            "(at `stages.mi.params.pairs[1].split`)",
+            "`split` names a column of x's table (e.g. `split`); it is empty",
+        ),
+    ] {
+        let found = run
+            .stderr
+            .split("\n\n")
+            .any(|e| e.contains(message) && e.contains(location) && e.contains("p.yaml:1"));
+        assert!(found, "no `{message}` at `{location}` in:\n{}", run.all());
+    }
+}
+
 #[test]
 fn mixture_truth_and_estimates_agree_in_direction() {
     let p = Project::new();

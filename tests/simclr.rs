@@ -1,8 +1,9 @@
 //! The shipped SimCLR CIFAR-10 recipe (pipelines/simclr-cifar10.yaml) end to end at a tiny
 //! size, through the real binary, on the synthetic CIFAR-format task (`cbound data
 //! synth-cifar`): ResNet-18 (CIFAR stem, width 1/16) with BatchNorm trained by LARS on the
-//! SimCLR views, every snapshot embedded, the kNN monitor and the linear probe fitted and
-//! scored on disjoint rows of each snapshot's embeddings, and `bound` on every snapshot.
+//! SimCLR views, the training and test images embedded at every snapshot, the kNN monitor and
+//! the linear probe fitted on the training images' embeddings and scored on the test images',
+//! and `bound` on every snapshot.
 //!
 //! This asserts the wiring only, at the smallest size that runs every stage (colour
 //! textures, 8x8, 2 epochs), and makes no claim about learning. That the recipe learns is tests/simclr_learns.rs: on gray textures at
@@ -75,8 +76,8 @@ fn the_simclr_recipe_runs_end_to_end_on_synthetic_cifar() {
     assert!(has("enc.layer4.1.bn2.running_var"), "no BatchNorm state");
     assert!(has("Lars"), "the step graph's doc names its optimizer");
 
-    // Every snapshot (epochs 0, 1, 2) gets a kNN and a probe accuracy, fitted and scored on
-    // disjoint rows of that snapshot's embeddings.
+    // Every snapshot (epochs 0, 1, 2) gets a kNN and a probe accuracy, fitted on that
+    // snapshot's training images and scored on its test images.
     let estimate = dir.join("estimate/estimate");
     let rows = read_rows(&estimate.join("mi_estimates.parquet"));
     for epoch in 0..=2u64 {
@@ -91,16 +92,27 @@ fn the_simclr_recipe_runs_end_to_end_on_synthetic_cifar() {
                 r["n_train"].as_u64().unwrap(),
                 r["n_test"].as_u64().unwrap(),
             );
-            assert_eq!(n_train + n_test, 300, "{r}");
-            assert!(n_test >= 50, "{r}");
+            assert_eq!((n_train, n_test), (400, 300), "{r}");
+            assert!(r["split_seed"].is_null(), "the data gave the split: {r}");
         }
     }
+    // Each fitted row is a training image and each scored row a test image: the side in
+    // the audit table is the embed table's `split` of that row.
+    let embedded = read_rows(&dir.join("embed/embed/embeddings.parquet"));
+    assert_eq!(embedded.len(), 3 * 700);
     let splits = read_rows(&estimate.join("mi_estimates.splits.parquet"));
-    assert!(!splits.is_empty());
+    assert_eq!(
+        splits.len(),
+        3 * 2 * 700,
+        "every row of every snapshot, for knn and probe"
+    );
     let mut seen = std::collections::HashMap::new();
     for s in &splits {
         let key = format!("{}|{}", s["estimate"], s["row"]);
         let side = s["split"].as_str().unwrap_or_default().to_string();
+        let row = s["row"].as_u64().unwrap() as usize;
+        assert_eq!(embedded[row]["split"].as_str(), Some(side.as_str()), "{s}");
+        assert_eq!(embedded[row]["epoch"], s["epoch"], "{s}");
         if let Some(prev) = seen.insert(key.clone(), side.clone()) {
             assert_eq!(prev, side, "row {key} is on both sides");
         }

@@ -86,8 +86,9 @@ fn the_simclr_recipe_beats_its_untrained_encoder_on_gray_textures() {
             .iter()
             .find(|r| r["epoch"].as_u64() == Some(epoch) && r["estimator"] == "knn")
             .unwrap_or_else(|| panic!("no knn at epoch {epoch}: {rows:?}"));
-        // 20% of the 1000 embedded test images are scored.
-        assert_eq!(r["n_test"].as_u64(), Some(200), "{r}");
+        // The bank is the 1000 training images, the 1000 test images are scored.
+        assert_eq!(r["n_train"].as_u64(), Some(1000), "{r}");
+        assert_eq!(r["n_test"].as_u64(), Some(1000), "{r}");
         r["accuracy"].as_f64().unwrap()
     };
     let (untrained, trained) = (knn(0), knn(EPOCHS));

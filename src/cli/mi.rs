@@ -153,6 +153,7 @@ pub fn mi(args: MiArgs) -> Result<(), Error> {
     let critic = cbound_critic::OnnxCritic::default();
     let tools = Tools {
         critic: Some(&critic),
+        ..Tools::default()
     };
     for spec in &specs {
         let result = estimate_with(

@@ -261,6 +261,7 @@ fn trained_critics_on_correlated_gaussians() {
     let trainer = critic();
     let tools = Tools {
         critic: Some(&trainer),
+        ..Tools::default()
     };
     let pre = Preprocess::default();
     let mut report = Vec::new();
@@ -336,6 +337,7 @@ fn infonce_critic_stays_below_its_cap() {
             seed,
             Tools {
                 critic: Some(&trainer),
+                ..Tools::default()
             },
         )
         .expect("estimate");
@@ -375,6 +377,7 @@ fn a_bounded_infonce_critic_is_certified() {
         1,
         Tools {
             critic: Some(&trainer),
+            ..Tools::default()
         },
     )
     .expect("estimate");

@@ -217,6 +217,10 @@ pub struct Dataset {
     /// (e.g. the two views of the synthetic mixture, independent given the label). The
     /// augmentation op `paired` starts a view from it.
     pub paired: Option<Features>,
+    /// The half of a source with a fixed train/test split (CIFAR, IDX) these rows came from;
+    /// `None` for sources without one. Recorded so that `embed` can label rows from several
+    /// datasets with their split and held-out estimators can fit on `train`, score on `test`.
+    pub split: Option<Split>,
 }
 
 /// How raw features become the floats a model sees.
@@ -400,6 +404,7 @@ impl Dataset {
             ids: (0..n as u64).collect(),
             label_names: None,
             paired: None,
+            split: None,
         };
         ds.validate()?;
         Ok(ds)
@@ -579,6 +584,7 @@ impl Dataset {
             ids: indices.iter().map(|&i| self.ids[i]).collect(),
             label_names: self.label_names.clone(),
             paired: self.paired.as_ref().map(|p| p.gather(indices)),
+            split: self.split,
         })
     }
 

@@ -9,7 +9,8 @@
 //!
 //! Images stay bytes on disk and in memory; floats are made per batch. The sample shape,
 //! class names and the normalisation chosen at load time travel in the schema metadata
-//! (`cbound.shape`, `cbound.num_classes`, `cbound.label_names`, `cbound.normalisation`).
+//! (`cbound.shape`, `cbound.num_classes`, `cbound.label_names`, `cbound.normalisation`,
+//! and `cbound.split` where the source has a train/test split).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -96,6 +97,9 @@ fn list_of(
     .map_err(|e| DataError::InvalidArgument(format!("building a list column: {e}")))
 }
 
+/// Schema-metadata key of the split a dataset's rows came from ([`Dataset::split`]).
+pub const SPLIT_KEY: &str = "cbound.split";
+
 /// The dataset as one record batch with its metadata.
 pub fn dataset_batch(
     ds: &Dataset,
@@ -150,6 +154,9 @@ pub fn dataset_batch(
         "cbound.normalisation".to_string(),
         normalisation_json(normalisation).to_string(),
     );
+    if let Some(split) = ds.split {
+        meta.insert(SPLIT_KEY.to_string(), split.as_str().to_string());
+    }
     let schema = Arc::new(Schema::new_with_metadata(fields, meta));
     RecordBatch::try_new(schema, columns)
         .map_err(|e| DataError::InvalidArgument(format!("building the dataset table: {e}")))
@@ -264,6 +271,13 @@ pub fn read_dataset(path: &Path) -> Result<(Dataset, Normalisation), DataError> 
     ds.ids = ids;
     ds.label_names = label_names;
     ds.paired = paired;
+    ds.split = match meta.get(SPLIT_KEY) {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| bad(path, SPLIT_KEY, "\"train\" or \"test\"", format!("{s:?}")))?,
+        ),
+        None => None,
+    };
     ds.validate()?;
     Ok((ds, normalisation))
 }
@@ -301,6 +315,7 @@ mod tests {
         let mut ds = Dataset::new(images, vec![1, 0], Some(2)).unwrap();
         ds.ids = vec![10, 11];
         ds.label_names = Some(vec!["a".into(), "b".into()]);
+        ds.split = Some(crate::dataset::Split::Test);
         let norm = Normalisation::Standardise {
             mean: vec![0.5; 3],
             std: vec![0.25; 3],
@@ -309,6 +324,8 @@ mod tests {
         write_dataset(&path, &ds, &norm).unwrap();
         let (back, n) = read_dataset(&path).unwrap();
         assert_eq!(back, ds);
+        assert_eq!(back.split, Some(crate::dataset::Split::Test));
+        assert_eq!(back.subset(&[0]).unwrap().split, ds.split);
         assert_eq!(n, norm);
 
         let dense = Dataset::new(

@@ -18,11 +18,13 @@ use super::certificate::Certificate;
 use super::confidence::BoundedSample;
 use super::{Matrix, MiError};
 
-/// Which rows fitted a classifier and which scored it.
+/// Which rows fitted a classifier and which scored it: cut from a seeded shuffle
+/// ([`HeldOut::random`]) or given by the data ([`HeldOut::given`], e.g. CIFAR's own train and
+/// test images through `estimate_mi`'s `split`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeldOut {
-    /// Seed of the shuffle the split was cut from.
-    pub seed: u64,
+    /// Seed of the shuffle the split was cut from; `None` when the data gave the split.
+    pub seed: Option<u64>,
     /// The share of rows that fit.
     pub train_fraction: f64,
     /// Rows that fitted the classifier, in the shuffled order (indices into the rows the
@@ -47,11 +49,96 @@ impl HeldOut {
         let n_train = ((n as f64) * train_fraction).round() as usize;
         let test = order.split_off(n_train.min(n));
         Ok(HeldOut {
-            seed,
+            seed: Some(seed),
             train_fraction,
             train: order,
             test,
         })
+    }
+
+    /// A split the data gives, over `n` rows: `train` fits, `test` scores. Refused unless
+    /// both sides are non-empty, disjoint, free of repeats and inside `0..n` (rows in
+    /// neither side are simply not used).
+    pub fn given(n: usize, train: Vec<usize>, test: Vec<usize>) -> Result<HeldOut, MiError> {
+        let total = train.len() + test.len();
+        let h = HeldOut {
+            seed: None,
+            train_fraction: if total == 0 {
+                0.0
+            } else {
+                train.len() as f64 / total as f64
+            },
+            train,
+            test,
+        };
+        h.check(n)?;
+        Ok(h)
+    }
+
+    /// Refuses a split that is not one over `n` rows: a row on both sides or twice on one, a
+    /// row beyond `n`, or an empty side (nothing to fit, or nothing to score).
+    pub fn check(&self, n: usize) -> Result<(), MiError> {
+        let mut side = vec![0u8; n];
+        for (rows, mark) in [(&self.train, 1u8), (&self.test, 2)] {
+            for &i in rows {
+                match side.get_mut(i) {
+                    Some(s) if *s == 0 => *s = mark,
+                    Some(_) => {
+                        return Err(MiError::InvalidParameter {
+                            name: "split",
+                            reason: format!(
+                                "row {i} is in the split twice (fitted and scored, or repeated)"
+                            ),
+                        })
+                    }
+                    None => {
+                        return Err(MiError::InvalidParameter {
+                            name: "split",
+                            reason: format!("row {i} of the split is beyond the {n} rows"),
+                        })
+                    }
+                }
+            }
+        }
+        if self.train.is_empty() || self.test.is_empty() {
+            return Err(MiError::InvalidParameter {
+                name: "split",
+                reason: format!(
+                    "a held-out split needs rows on both sides, got {} to fit and {} to score",
+                    self.train.len(),
+                    self.test.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The same split over a subsample: `rows[j]` is the row of this split's index space
+    /// that the subsample's row `j` is, and the result indexes the subsample (rows of the
+    /// split the subsample left out drop out). The inverse of [`HeldOut::remap`].
+    pub fn restrict(&self, rows: &[usize]) -> Result<HeldOut, MiError> {
+        let len = rows
+            .iter()
+            .chain(&self.train)
+            .chain(&self.test)
+            .max()
+            .map_or(0, |m| m + 1);
+        let mut side = vec![0u8; len];
+        for (part, mark) in [(&self.train, 1u8), (&self.test, 2)] {
+            for &i in part {
+                side[i] = mark;
+            }
+        }
+        let pick = |mark: u8| -> Vec<usize> {
+            rows.iter()
+                .enumerate()
+                .filter(|&(_, &r)| side[r] == mark)
+                .map(|(j, _)| j)
+                .collect()
+        };
+        let mut h = HeldOut::given(rows.len(), pick(1), pick(2))?;
+        h.seed = self.seed;
+        Ok(h)
     }
 
     /// The same split with every row index `i` replaced by `rows[i]` (the rows of a subsample
@@ -248,6 +335,27 @@ mod tests {
         );
         assert!(h.remap(&[1, 2]).is_err());
         assert!(HeldOut::random(4, 1.0, 0).is_err());
+    }
+
+    #[test]
+    fn given_splits_are_checked_and_follow_a_subsample() {
+        let h = HeldOut::given(6, vec![0, 2, 4], vec![1, 5]).unwrap();
+        assert_eq!(h.seed, None);
+        assert!((h.train_fraction - 0.6).abs() < 1e-12);
+        // Overlap, repeats, out of range and an empty side are each refused.
+        assert!(HeldOut::given(6, vec![0, 1], vec![1]).is_err());
+        assert!(HeldOut::given(6, vec![0, 0], vec![1]).is_err());
+        assert!(HeldOut::given(6, vec![0], vec![6]).is_err());
+        assert!(HeldOut::given(6, vec![], vec![1]).is_err());
+        assert!(HeldOut::given(6, vec![0], vec![]).is_err());
+        // A subsample of rows [5, 0, 3, 2] keeps each row's side and drops row 3 (in neither).
+        let sub = h.restrict(&[5, 0, 3, 2]).unwrap();
+        assert_eq!((sub.train.clone(), sub.test.clone()), (vec![1, 3], vec![0]));
+        // Mapped back through the subsample, it names the original rows.
+        let back = sub.remap(&[5, 0, 3, 2]).unwrap();
+        assert_eq!((back.train, back.test), (vec![0, 2], vec![5]));
+        // A subsample with no scored row left is an error, not an empty score.
+        assert!(h.restrict(&[0, 2]).is_err());
     }
 
     #[test]

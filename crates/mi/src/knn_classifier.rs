@@ -115,35 +115,7 @@ impl WeightedKnn {
         self.check()?;
         let labels = labels_of(z, "the kNN classifier")?;
         let (k_classes, counts) = class_counts(&labels, self.classes)?;
-        let mut side = vec![0u8; n];
-        for (rows, mark) in [(&held_out.train, 1u8), (&held_out.test, 2)] {
-            for &i in rows {
-                match side.get_mut(i) {
-                    Some(s) if *s == 0 => *s = mark,
-                    Some(_) => {
-                        return Err(MiError::InvalidParameter {
-                            name: "split",
-                            reason: format!(
-                                "row {i} is in the split twice (fitted and scored, or repeated)"
-                            ),
-                        })
-                    }
-                    None => {
-                        return Err(MiError::InvalidParameter {
-                            name: "split",
-                            reason: format!("row {i} of the split is beyond the {n} rows"),
-                        })
-                    }
-                }
-            }
-        }
-        if held_out.train.is_empty() || held_out.test.is_empty() {
-            return Err(MiError::TooFewSamples {
-                context: "a kNN classifier with a held-out split".into(),
-                needed: 2,
-                got: n,
-            });
-        }
+        held_out.check(n)?;
         let d = u.cols();
         let bank = normalised_rows(u, &held_out.train);
         let queries = normalised_rows(u, &held_out.test);
@@ -499,7 +471,7 @@ mod tests {
                 ..WeightedKnn::default()
             };
             let split = HeldOut {
-                seed: 0,
+                seed: None,
                 train_fraction: c.train.len() as f64 / c.x.len() as f64,
                 train: c.train.clone(),
                 test: c.test.clone(),
@@ -531,7 +503,7 @@ mod tests {
     fn a_split_that_overlaps_is_refused() {
         let (u, z) = clusters(10, 2, 2, 0.1, 1);
         let split = |train: Vec<usize>, test: Vec<usize>| HeldOut {
-            seed: 0,
+            seed: None,
             train_fraction: 0.5,
             train,
             test,

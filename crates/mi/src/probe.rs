@@ -76,8 +76,20 @@ pub struct ProbeResult {
 }
 
 impl Probe {
+    /// Fits on the seeded split of `train_fraction` and scores the rest.
     pub fn fit(&self, u: &Matrix, z: &Matrix) -> Result<ProbeResult, MiError> {
-        self.fit_with(u, z, false)
+        self.fit_with(u, z, false, None)
+    }
+
+    /// Fits on `held_out.train` and scores `held_out.test` (a split the data gives, such as
+    /// CIFAR's train and test images); `train_fraction` and the seed's split are not used.
+    pub fn fit_split(
+        &self,
+        u: &Matrix,
+        z: &Matrix,
+        held_out: HeldOut,
+    ) -> Result<ProbeResult, MiError> {
+        self.fit_with(u, z, false, Some(held_out))
     }
 
     /// [`Probe::fit`] through the scalar row-at-a-time loops the probe had before its blocked
@@ -86,12 +98,18 @@ impl Probe {
     /// probe_bench`); not for use.
     #[doc(hidden)]
     pub fn fit_scalar_reference(&self, u: &Matrix, z: &Matrix) -> Result<ProbeResult, MiError> {
-        self.fit_with(u, z, true)
+        self.fit_with(u, z, true, None)
     }
 
-    fn fit_with(&self, u: &Matrix, z: &Matrix, scalar: bool) -> Result<ProbeResult, MiError> {
+    fn fit_with(
+        &self,
+        u: &Matrix,
+        z: &Matrix,
+        scalar: bool,
+        given: Option<HeldOut>,
+    ) -> Result<ProbeResult, MiError> {
         let n = check_pair(u, z)?;
-        if !(self.train_fraction > 0.0 && self.train_fraction < 1.0) {
+        if given.is_none() && !(self.train_fraction > 0.0 && self.train_fraction < 1.0) {
             return Err(MiError::InvalidParameter {
                 name: "train_fraction",
                 reason: format!(
@@ -108,9 +126,15 @@ impl Probe {
         }
         let labels = labels_of(z, "the probe")?;
         let (k, counts) = class_counts(&labels, self.classes)?;
-        let held_out = HeldOut::random(n, self.train_fraction, self.seed)?;
+        let held_out = match given {
+            Some(h) => {
+                h.check(n)?;
+                h
+            }
+            None => HeldOut::random(n, self.train_fraction, self.seed)?,
+        };
         let n_train = held_out.train.len();
-        if n_train < 2 || n - n_train < 1 {
+        if n_train < 2 || held_out.test.is_empty() {
             return Err(MiError::TooFewSamples {
                 context: "a probe with a held-out split".into(),
                 needed: 4,

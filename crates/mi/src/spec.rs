@@ -18,6 +18,7 @@ use super::critic::CriticTrainer;
 use super::estimators::{
     self, Configured, DynEstimator, EstimatorKind, Input, Inputs, Resampling, Sample, VisitKind,
 };
+use super::heldout::HeldOut;
 use super::preprocess::{asinh, jitter, subsample_indices, DEFAULT_JITTER};
 use super::{Direction, Matrix, MiError};
 use cbound_core::params::ParamError;
@@ -529,11 +530,18 @@ fn check_settings(
     }
 }
 
-/// What an estimate may use beyond the data: the machinery of layers above this crate,
-/// passed down explicitly (the trained-critic kinds need a [`CriticTrainer`]).
+/// What an estimate may use beyond the two samples: the machinery of layers above this
+/// crate, passed down explicitly (the trained-critic kinds need a [`CriticTrainer`]), and a
+/// held-out split the data gives.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tools<'a> {
     pub critic: Option<&'a dyn CriticTrainer>,
+    /// Which of the given rows fit and which score, for the kinds that hold rows out (probe,
+    /// knn, the trained critics) in place of their seeded `train_fraction` split; the other
+    /// kinds use every row. Indices into the `x` given to [`estimate_with`]; a `max_rows`
+    /// subsample keeps each kept row's side. Incompatible with an interval (its replicates
+    /// resample rows, and a given split cannot follow them).
+    pub split: Option<&'a HeldOut>,
 }
 
 /// Runs one estimator on (x, y[, z]) with no [`Tools`]: a trained-critic kind fails with an
@@ -574,6 +582,15 @@ pub fn estimate_with(
         })?;
     }
     let rows = x.rows();
+    if let Some(h) = tools.split {
+        h.check(rows)?;
+        if interval.is_some() {
+            return Err(MiError::Settings {
+                estimator: spec.name(),
+                problem: "an interval cannot be combined with a split given by the data: its replicates resample rows, which the given split cannot follow (drop `interval`, or the split)".into(),
+            });
+        }
+    }
     let (mut x, mut y, mut z) = (x.clone(), y.clone(), z.cloned());
     // The rows of the subsample, to say which of the given rows a held-out split used.
     let mut subsample = None;
@@ -607,12 +624,18 @@ pub fn estimate_with(
         },
         (_, None) => None,
     };
+    // The given split over the rows actually estimated on.
+    let split = match (tools.split, &subsample) {
+        (Some(h), Some(idx)) => Some(h.restrict(idx)?),
+        (h, _) => h.cloned(),
+    };
     let outcome = spec.0.run(&Sample {
         x: &x,
         y: &y,
         z: z.as_ref(),
         seed,
         critic: tools.critic,
+        split: split.as_ref(),
     })?;
     let mut row = EstimateRow {
         estimator: spec.name().to_string(),
@@ -1067,5 +1090,74 @@ mod tests {
                 .contains("heavy tails"),
             "{row:?}"
         );
+    }
+
+    /// Labelled clusters: rows alternate between two classes in different directions (the
+    /// kNN classifier compares cosines).
+    fn two_clusters(n: usize) -> (Matrix, Matrix) {
+        let x: Vec<f64> = (0..n)
+            .flat_map(|i| {
+                let (a, b) = ((i as f64 * 0.37).sin(), (i as f64 * 0.91).cos());
+                if i % 2 == 0 {
+                    [5.0 + a, b]
+                } else {
+                    [a, 5.0 + b]
+                }
+            })
+            .collect();
+        let z: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
+        (Matrix::new(n, 2, x).unwrap(), Matrix::from_column(&z))
+    }
+
+    #[test]
+    fn a_split_given_by_the_data_is_the_one_fitted_and_scored() {
+        let (x, z) = two_clusters(60);
+        // The first 40 rows fit, the last 20 score: not what any seeded shuffle would give.
+        let given = HeldOut::given(60, (0..40).collect(), (40..60).collect()).unwrap();
+        let tools = Tools {
+            split: Some(&given),
+            ..Tools::default()
+        };
+        let pre = Preprocess::default();
+        for name in ["knn:k=5", "probe:steps=50"] {
+            let spec = EstimatorSpec::parse_cli(name).unwrap();
+            let row = estimate_with(&spec, &x, &z, None, &pre, None, 7, tools).unwrap();
+            assert_eq!(row.held_out.as_ref(), Some(&given), "{name}");
+            assert!(row.accuracy.unwrap() > 0.9, "{name}: {row:?}");
+            // Without it, the estimator draws its own seeded split of every row.
+            let own = estimate_with(&spec, &x, &z, None, &pre, None, 7, Tools::default())
+                .unwrap()
+                .held_out
+                .unwrap();
+            assert_eq!(own.seed, Some(7), "{name}");
+            assert_ne!(own.train, given.train, "{name}");
+            // With max_rows, each kept row keeps its side; the split names the given rows.
+            let sub = Preprocess {
+                max_rows: Some(30),
+                ..Preprocess::default()
+            };
+            let h = estimate_with(&spec, &x, &z, None, &sub, None, 7, tools)
+                .unwrap()
+                .held_out
+                .unwrap();
+            assert_eq!(h.train.len() + h.test.len(), 30, "{name}");
+            assert!(h.train.iter().all(|&r| r < 40), "{name}: {h:?}");
+            assert!(h.test.iter().all(|&r| r >= 40), "{name}: {h:?}");
+            // An interval's replicates cannot follow a given split: refused, not ignored.
+            let iv = IntervalSpec {
+                reps: 5,
+                level: 0.9,
+            };
+            let err = estimate_with(&spec, &x, &z, None, &pre, Some(&iv), 7, tools).unwrap_err();
+            assert!(err.to_string().contains("split given by the data"), "{err}");
+        }
+        // A split that does not fit the rows is refused.
+        let wrong = HeldOut::given(100, vec![0], vec![80]).unwrap();
+        let spec = EstimatorSpec::parse_cli("knn").unwrap();
+        let tools = Tools {
+            split: Some(&wrong),
+            ..Tools::default()
+        };
+        assert!(estimate_with(&spec, &x, &z, None, &pre, None, 7, tools).is_err());
     }
 }

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
 use arrow_schema::{DataType, Field, Schema};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -60,6 +62,36 @@ pub struct EmbedParams {
 }
 
 pub struct Embed;
+
+/// The `split` column's value for each dataset, when embed has several: each must come from
+/// a source with a train/test split (recorded by `load`), and no two from the same half. One
+/// dataset gives no column, as before.
+fn split_names(
+    inputs: &[&cbound_engine::stage::InputArtifact],
+    sets: &[(cbound_data::Dataset, cbound_data::Normalisation)],
+) -> Result<Option<Vec<String>>, StageError> {
+    if sets.len() < 2 {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = Vec::with_capacity(sets.len());
+    for (input, (ds, _)) in inputs.iter().zip(sets) {
+        let Some(split) = ds.split else {
+            return Err(StageError::Input(format!(
+                "embed has {} datasets, so it labels each row with its dataset's split, but `{}` records none (only cifar10, cifar100, idx and fashion_mnist loads have a train/test split; a dataset written by an older cbound: rerun its load stage)",
+                sets.len(),
+                input.instance
+            )));
+        };
+        if let Some(j) = names.iter().position(|n| n == split.as_str()) {
+            return Err(StageError::Input(format!(
+                "embed's datasets `{}` and `{}` are both the {split} split: give it one dataset per split",
+                inputs[j].instance, input.instance
+            )));
+        }
+        names.push(split.as_str().to_string());
+    }
+    Ok(Some(names))
+}
 
 /// The growing columns of `embeddings.parquet`, row-major lists.
 #[derive(Default)]
@@ -121,22 +153,47 @@ impl Stage for Embed {
                     "embed needs a `train` stage among its inputs (one with encoder.onnx)".into(),
                 )
             })?;
-        let data = ctx
+        let inputs: Vec<_> = ctx
             .inputs
             .iter()
-            .find(|i| has(i, "dataset.parquet"))
-            .ok_or_else(|| {
-                StageError::Params(
-                    "embed needs a `load` stage among its inputs (one with dataset.parquet)".into(),
-                )
-            })?;
+            .filter(|i| has(i, "dataset.parquet"))
+            .collect();
+        if inputs.is_empty() {
+            return Err(StageError::Params(
+                "embed needs a `load` stage among its inputs (one with dataset.parquet)".into(),
+            ));
+        }
         let info = model_info(&model.dir).map_err(|e| StageError::Input(e.to_string()))?;
-        let (ds, normalisation) = read_dataset(&data.dir.join("dataset.parquet"))
-            .map_err(|e| StageError::Input(e.to_string()))?;
-        let ds = match p.limit {
-            Some(n) => ds.limit(n),
-            None => ds,
-        };
+        let mut sets = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            let (ds, normalisation) = read_dataset(&input.dir.join("dataset.parquet"))
+                .map_err(|e| StageError::Input(e.to_string()))?;
+            let ds = match p.limit {
+                Some(n) => ds.limit(n),
+                None => ds,
+            };
+            sets.push((ds, normalisation));
+        }
+        let splits = split_names(&inputs, &sets)?;
+        if sets.iter().any(|(d, _)| d.is_labelled()) && !sets.iter().all(|(d, _)| d.is_labelled()) {
+            return Err(StageError::Input(
+                "some of embed's datasets are labelled and some are not: give it datasets of one kind".into(),
+            ));
+        }
+        let ds = &sets[0].0;
+        if let Some((i, (other, _))) = sets
+            .iter()
+            .enumerate()
+            .find(|(_, (d, _))| d.sample_shape() != ds.sample_shape())
+        {
+            return Err(StageError::Input(format!(
+                "embed's datasets differ in shape: `{}` has {} per sample, `{}` {}",
+                inputs[0].instance,
+                ds.sample_shape(),
+                inputs[i].instance,
+                other.sample_shape()
+            )));
+        }
         let ops: Vec<_> = p.view.iter().map(OpSpec::to_op).collect();
         let shape =
             output_shape(ds.sample_shape(), &ops).map_err(|e| StageError::Params(e.to_string()))?;
@@ -197,11 +254,11 @@ impl Stage for Embed {
             }
             view_ops.push(second);
         }
-        let n = ds.len();
+        // Every dataset's rows, block after block: dataset 0's rows, then dataset 1's, ...
+        let n: usize = sets.iter().map(|(d, _)| d.len()).sum();
         let d = info.embedding_dim;
         let blocks = encoders.len();
         let mut cols = Columns::default();
-        let indices: Vec<usize> = (0..n).collect();
         let chunk = p.chunk.max(1);
         let mut views = Vec::new();
         // The provider the sessions ran on (all of them ask for the same device).
@@ -225,50 +282,55 @@ impl Stage for Embed {
             let mut projector = projection_dim
                 .map(|k| open(&file.replacen("encoder", "projection", 1), k))
                 .transpose()?;
-            for (c, batch) in indices.chunks(chunk).enumerate() {
-                ctx.check_cancelled()?;
-                ctx.progress(
-                    (b * n + c * chunk) as u64,
-                    (blocks * n) as u64,
-                    match epoch {
-                        Some(e) => format!("encoding (epoch {e})"),
-                        None => "encoding".to_string(),
-                    },
-                );
-                // The same views for every snapshot (seeded by sample, not by block), so the
-                // epochs differ only in the encoder.
-                make_views_into(
-                    &ds,
-                    batch,
-                    &view_ops,
-                    ctx.seed,
-                    0,
-                    &normalisation,
-                    &mut views,
-                )
-                .map_err(|e| StageError::Failed(e.to_string()))?;
-                let embed = |embedder: &mut Embedder, v: &[f32]| {
-                    embedder
-                        .embed(v, chunk)
-                        .map_err(|e| StageError::Failed(e.to_string()))
+            let mut before = 0;
+            for (s, (set, normalisation)) in sets.iter().enumerate() {
+                // The first dataset's views are seeded as a lone dataset's always were; the
+                // others get seeds of their own, so that row i of two datasets does not
+                // share its noise.
+                let seed = if s == 0 {
+                    ctx.seed
+                } else {
+                    ctx.seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 };
-                cols.u.extend(embed(&mut embedder, &views[0])?);
-                if view_ops.len() > 1 {
-                    cols.u_view.extend(embed(&mut embedder, &views[1])?);
-                }
-                if let Some(proj) = projector.as_mut() {
-                    cols.z.extend(embed(proj, &views[0])?);
+                let indices: Vec<usize> = (0..set.len()).collect();
+                for (c, batch) in indices.chunks(chunk).enumerate() {
+                    ctx.check_cancelled()?;
+                    ctx.progress(
+                        (b * n + before + c * chunk) as u64,
+                        (blocks * n) as u64,
+                        match epoch {
+                            Some(e) => format!("encoding (epoch {e})"),
+                            None => "encoding".to_string(),
+                        },
+                    );
+                    // The same views for every snapshot (seeded by sample, not by block), so
+                    // the epochs differ only in the encoder.
+                    make_views_into(set, batch, &view_ops, seed, 0, normalisation, &mut views)
+                        .map_err(|e| StageError::Failed(e.to_string()))?;
+                    let embed = |embedder: &mut Embedder, v: &[f32]| {
+                        embedder
+                            .embed(v, chunk)
+                            .map_err(|e| StageError::Failed(e.to_string()))
+                    };
+                    cols.u.extend(embed(&mut embedder, &views[0])?);
                     if view_ops.len() > 1 {
-                        cols.z_view.extend(embed(proj, &views[1])?);
+                        cols.u_view.extend(embed(&mut embedder, &views[1])?);
                     }
-                }
-                if p.include_input {
-                    cols.x.extend_from_slice(&views[0]);
-                    if view_ops.len() > 1 {
-                        cols.y.extend_from_slice(&views[1]);
+                    if let Some(proj) = projector.as_mut() {
+                        cols.z.extend(embed(proj, &views[0])?);
+                        if view_ops.len() > 1 {
+                            cols.z_view.extend(embed(proj, &views[1])?);
+                        }
                     }
+                    if p.include_input {
+                        cols.x.extend_from_slice(&views[0]);
+                        if view_ops.len() > 1 {
+                            cols.y.extend_from_slice(&views[1]);
+                        }
+                    }
+                    cols.epoch.extend(std::iter::repeat_n(*epoch, batch.len()));
                 }
-                cols.epoch.extend(std::iter::repeat_n(*epoch, batch.len()));
+                before += set.len();
             }
         }
         if let Some(bad) = cols
@@ -278,7 +340,7 @@ impl Stage for Embed {
             .position(|v| !v.is_finite())
         {
             return Err(StageError::Failed(format!(
-                "embedding of sample {} is not finite",
+                "embedding of row {} is not finite",
                 (bad / d) % n
             )));
         }
@@ -288,14 +350,29 @@ impl Stage for Embed {
             fields.push(Field::new("epoch", DataType::Int64, true));
             columns.push(Arc::new(Int64Array::from(cols.epoch)));
         }
-        let repeat =
-            |v: &[u64]| -> Vec<u64> { (0..blocks).flat_map(|_| v.iter().copied()).collect() };
+        // A per-row value of every dataset, repeated for each snapshot block.
+        let each_block = |f: &dyn Fn(&cbound_data::Dataset) -> Vec<u64>| -> Vec<u64> {
+            let one: Vec<u64> = sets.iter().flat_map(|(d, _)| f(d)).collect();
+            (0..blocks).flat_map(|_| one.iter().copied()).collect()
+        };
         fields.push(Field::new("id", DataType::UInt64, false));
-        columns.push(Arc::new(UInt64Array::from(repeat(&ds.ids))));
-        if ds.is_labelled() {
-            let labels: Vec<u32> = (0..blocks)
-                .flat_map(|_| ds.labels.iter().copied())
+        columns.push(Arc::new(UInt64Array::from(each_block(&|d| d.ids.clone()))));
+        if let Some(names) = &splits {
+            let one: Vec<&str> = sets
+                .iter()
+                .zip(names)
+                .flat_map(|((d, _), name)| std::iter::repeat_n(name.as_str(), d.len()))
                 .collect();
+            let all: Vec<&str> = (0..blocks).flat_map(|_| one.iter().copied()).collect();
+            fields.push(Field::new("split", DataType::Utf8, false));
+            columns.push(Arc::new(StringArray::from(all)));
+        }
+        if ds.is_labelled() {
+            let one: Vec<u32> = sets
+                .iter()
+                .flat_map(|(d, _)| d.labels.iter().copied())
+                .collect();
+            let labels: Vec<u32> = (0..blocks).flat_map(|_| one.iter().copied()).collect();
             fields.push(Field::new("label", DataType::UInt32, false));
             columns.push(Arc::new(UInt32Array::from(labels)));
         }

@@ -28,7 +28,7 @@ use cbound_engine::stage::{
 };
 use cbound_mi::estimators::ksg::{KsgKind, KsgParams};
 use cbound_mi::spec::{estimate_with, EstimatorSpec, IntervalSpec, Preprocess, Tools};
-use cbound_mi::{Conditioning, Matrix};
+use cbound_mi::{Conditioning, HeldOut, Matrix};
 use cbound_tables::estimates::{estimates_table, splits_table, timing_table, PairEstimate};
 use cbound_tables::mi_estimates;
 
@@ -59,6 +59,14 @@ pub struct PairSpec {
     /// Estimators for this pair; the stage's `estimators` when omitted.
     #[serde(default)]
     pub estimators: Option<Vec<EstimatorSpec>>,
+    /// A column of `x`'s table whose values `train` and `test` say which rows the held-out
+    /// estimators (probe, knn, trained critics) fit on and which they score, in place of
+    /// their seeded `train_fraction` split: e.g. `split` of an embed stage given CIFAR's
+    /// train and test loads, for the standard protocol (kNN bank and probe fitted on the
+    /// training images, scored on the test images). The other estimators use every row.
+    /// Not with `interval`.
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 fn default_estimators() -> Vec<EstimatorSpec> {
@@ -82,13 +90,12 @@ pub struct EstimateMiParams {
 
 pub struct EstimateMi;
 
-/// Columns as a matrix, with the table's `epoch` column when it has one (an embed stage's
-/// encoder snapshots: rows of different epochs must never be pooled into one estimate).
-fn load_matrix(
+/// The upstream table `r` names, read once per file.
+fn table_of<'c>(
     ctx: &StageContext,
     r: &ColumnRef,
-    cache: &mut HashMap<PathBuf, Table>,
-) -> Result<(Matrix, Option<Vec<i64>>), StageError> {
+    cache: &'c mut HashMap<PathBuf, Table>,
+) -> Result<&'c Table, StageError> {
     let input = match &r.stage {
         Some(s) => ctx.input(s)?,
         None => match ctx.inputs {
@@ -109,7 +116,17 @@ fn load_matrix(
         let table = Table::read(&file).map_err(|e| StageError::Input(e.to_string()))?;
         cache.insert(file.clone(), table);
     }
-    let table = &cache[&file];
+    Ok(&cache[&file])
+}
+
+/// Columns as a matrix, with the table's `epoch` column when it has one (an embed stage's
+/// encoder snapshots: rows of different epochs must never be pooled into one estimate).
+fn load_matrix(
+    ctx: &StageContext,
+    r: &ColumnRef,
+    cache: &mut HashMap<PathBuf, Table>,
+) -> Result<(Matrix, Option<Vec<i64>>), StageError> {
+    let table = table_of(ctx, r, cache)?;
     let sel = table
         .select(&r.columns)
         .map_err(|e| StageError::Input(e.to_string()))?;
@@ -130,6 +147,43 @@ fn load_matrix(
     let m =
         Matrix::new(sel.rows, sel.cols, sel.data).map_err(|e| StageError::Input(e.to_string()))?;
     Ok((m, epochs))
+}
+
+/// Which side of a split given by the data a row is on.
+#[derive(Clone, Copy)]
+enum Side {
+    Fit,
+    Score,
+}
+
+/// Each row's side, from the `column` of x's table (`train` fits, `test` scores).
+fn split_sides(
+    ctx: &StageContext,
+    pair: &str,
+    x: &ColumnRef,
+    column: &str,
+    cache: &mut HashMap<PathBuf, Table>,
+) -> Result<Vec<Side>, StageError> {
+    let table = table_of(ctx, x, cache)?;
+    if !table.column_names().iter().any(|c| c == column) {
+        return Err(StageError::Input(format!(
+            "pair `{pair}`: x's table has no column `{column}` for `split` (embed writes `split` when given datasets of both splits)"
+        )));
+    }
+    let (codes, names) = table
+        .labels(column)
+        .map_err(|e| StageError::Input(format!("pair `{pair}`: `split`: {e}")))?;
+    let side_of: Vec<Side> = names
+        .iter()
+        .map(|n| match n.as_str() {
+            "train" => Ok(Side::Fit),
+            "test" => Ok(Side::Score),
+            other => Err(StageError::Input(format!(
+                "pair `{pair}`: the `{column}` column holds `{other}`; a split column's values must be `train` (fitted on) or `test` (scored)"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(codes.iter().map(|&c| side_of[c as usize]).collect())
 }
 
 /// A snapshot's epoch (none without snapshots) and its row indices.
@@ -235,6 +289,22 @@ impl Stage for EstimateMi {
         };
         listed(&p.estimators, &mut out, &[key("estimators")]);
         for (i, pair) in p.pairs.iter().enumerate() {
+            if pair.split.is_some() && p.interval.is_some() {
+                out.push(ParamError {
+                    path: vec![key("pairs"), PathSeg::Index(i), key("split")],
+                    message: format!(
+                        "pair `{}` takes its held-out split from the data, which `interval`'s replicates (resampled rows) cannot follow: drop `interval` or the pair's `split`",
+                        pair.name
+                    ),
+                });
+            }
+            if pair.split.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                out.push(ParamError {
+                    path: vec![key("pairs"), PathSeg::Index(i), key("split")],
+                    message: "`split` names a column of x's table (e.g. `split`); it is empty"
+                        .into(),
+                });
+            }
             let at = [key("pairs"), PathSeg::Index(i), key("estimators")];
             if let Some(list) = &pair.estimators {
                 listed(list, &mut out, &at);
@@ -311,6 +381,10 @@ impl Stage for EstimateMi {
                 None => (None, None),
             };
             let groups = epoch_groups(&pair.name, &[ex, ey, ez], x.rows())?;
+            let sides = match &pair.split {
+                Some(column) => Some(split_sides(ctx, &pair.name, &pair.x, column, &mut cache)?),
+                None => None,
+            };
             let estimators = pair.estimators.as_ref().unwrap_or(&params.estimators);
             // Each further snapshot repeats the pair's estimators; the bar grows to match.
             total += estimators.len() * (groups.len() - 1);
@@ -324,6 +398,26 @@ impl Stage for EstimateMi {
                 };
                 let (x, y) = (subset(&x)?, subset(&y)?);
                 let z = z.as_ref().map(&subset).transpose()?;
+                // The data's split over this snapshot's rows.
+                let given = match &sides {
+                    Some(sides) => {
+                        let (mut fit, mut score) = (Vec::new(), Vec::new());
+                        for (j, &row) in idx.iter().enumerate() {
+                            match sides[row] {
+                                Side::Fit => fit.push(j),
+                                Side::Score => score.push(j),
+                            }
+                        }
+                        Some(HeldOut::given(idx.len(), fit, score).map_err(|e| {
+                            StageError::Input(format!(
+                                "pair `{}`: the `{}` column: {e}",
+                                pair.name,
+                                pair.split.as_deref().unwrap_or_default()
+                            ))
+                        })?)
+                    }
+                    None => None,
+                };
                 for (ei, spec) in estimators.iter().enumerate() {
                     ctx.check_cancelled()?;
                     let at = epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default();
@@ -344,6 +438,7 @@ impl Stage for EstimateMi {
                         seed,
                         Tools {
                             critic: Some(&critic),
+                            split: given.as_ref(),
                         },
                     )
                     .map_err(|e| e.to_string())

@@ -190,6 +190,7 @@ mod tests {
                 1,
                 Tools {
                     critic: Some(&critic),
+                    ..Tools::default()
                 },
             ) {
                 Ok(row) => row,

@@ -443,6 +443,14 @@ impl Stage for Load {
             )
             .map_err(read_err)?,
         };
+        // Sources with a fixed train/test split record which half this is, for `embed` to
+        // label rows of several datasets and held-out estimators to fit on `train` only.
+        if matches!(
+            p.format,
+            Format::Cifar10 | Format::Cifar100 | Format::Idx | Format::FashionMnist
+        ) {
+            ds.split = Some(split);
+        }
         ctx.check_cancelled()?;
         ctx.progress(1, 3, "selecting");
         if let Some(classes) = &p.classes {

@@ -71,10 +71,10 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, TableError>
                 .collect::<UInt64Array>(),
         )
     };
-    let held = |f: &dyn Fn(&HeldOut) -> u64| -> ArrayRef {
+    let held = |f: &dyn Fn(&HeldOut) -> Option<u64>| -> ArrayRef {
         Arc::new(
             (0..n)
-                .map(|i| ok(i).and_then(|r| r.held_out.as_ref()).map(f))
+                .map(|i| ok(i).and_then(|r| r.held_out.as_ref()).and_then(f))
                 .collect::<UInt64Array>(),
         )
     };
@@ -105,8 +105,8 @@ pub fn estimates_table(rows: &[PairEstimate]) -> Result<RecordBatch, TableError>
             strcol(&|i| ok(i).map(|r| r.kind.as_str().to_string())),
         )
         .column(&t::ACCURACY, f64col(&|r| r.accuracy))
-        .column(&t::N_TRAIN, held(&|h| h.train.len() as u64))
-        .column(&t::N_TEST, held(&|h| h.test.len() as u64))
+        .column(&t::N_TRAIN, held(&|h| Some(h.train.len() as u64)))
+        .column(&t::N_TEST, held(&|h| Some(h.test.len() as u64)))
         .column(&t::SPLIT_SEED, held(&|h| h.seed))
         .column(&t::CAP_NATS, f64col(&|r| r.cap_nats))
         .column(&t::NOTE, strcol(&|i| ok(i).and_then(|r| r.note.clone())))

@@ -124,7 +124,7 @@ pub static SPLIT_SEED: Column = Column {
     ty: ColumnType::UInt64,
     nullable: true,
     always: true,
-    doc: "seed of the estimator, from which its held-out split is drawn (probe, knn)",
+    doc: "seed of the estimator, from which its held-out split is drawn (probe, knn); null when the data gave the split (estimate_mi's `split`)",
 };
 pub static CAP_NATS: Column = Column {
     name: "cap_nats",

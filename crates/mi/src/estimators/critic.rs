@@ -178,17 +178,22 @@ fn run_critic(
     let trainer = s
         .critic
         .ok_or(MiError::NoCriticTrainer { estimator: name })?;
-    let (train, held_out) = split(n, p.train_fraction, s.seed);
+    // A split the data gives replaces the seeded one (and is reported, for the audit table).
+    let (train, held_out) = match s.split {
+        Some(h) => (h.train.clone(), h.test.clone()),
+        None => split(n, p.train_fraction, s.seed),
+    };
+    let source = match s.split {
+        Some(_) => "the split given by the data".to_string(),
+        None => format!("train_fraction {}", p.train_fraction),
+    };
     for (part, rows) in [
         ("training split", train.len()),
         ("held-out split", held_out.len()),
     ] {
         if rows < p.batch {
             return Err(MiError::TooFewSamples {
-                context: format!(
-                    "{name}'s {part} (train_fraction {}) with batch N = {}",
-                    p.train_fraction, p.batch
-                ),
+                context: format!("{name}'s {part} ({source}) with batch N = {}", p.batch),
                 needed: p.batch,
                 got: rows,
             });
@@ -299,7 +304,7 @@ fn run_critic(
         accuracy: None,
         cap_nats: cap,
         certificate,
-    held_out: None,
+        held_out: s.split.cloned(),
     })
 }
 
@@ -411,6 +416,7 @@ mod tests {
         };
         let tools = Tools {
             critic: Some(&oracle),
+            ..Tools::default()
         };
         let err = estimate_with(
             &spec("nwj_critic", 64),
@@ -450,6 +456,7 @@ mod tests {
                 3,
                 Tools {
                     critic: Some(&oracle),
+                    ..Tools::default()
                 },
             )
             .unwrap()
@@ -492,6 +499,7 @@ mod tests {
         let spec = EstimatorSpec::parse_cli("infonce_critic:batch=32,score_bound=0.5").unwrap();
         let tools = Tools {
             critic: Some(&oracle),
+            ..Tools::default()
         };
         let err =
             estimate_with(&spec, &x, &y, None, &Preprocess::default(), None, 0, tools).unwrap_err();

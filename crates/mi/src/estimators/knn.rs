@@ -100,7 +100,11 @@ impl EstimatorKind for KnnKind {
     }
 
     fn run(p: &KnnParams, s: &Sample) -> Result<Outcome, MiError> {
-        let r = p.classifier(s.seed).fit(s.x, s.y)?;
+        let knn = p.classifier(s.seed);
+        let r = match s.split {
+            Some(h) => knn.fit_split(s.x, s.y, h.clone())?,
+            None => knn.fit(s.x, s.y)?,
+        };
         Ok(Outcome {
             nats: r.mi_lower_bound,
             direction: Direction::LowerBound,

@@ -121,6 +121,9 @@ pub struct Sample<'a> {
     /// What trains a neural critic, where the caller provides one (`cbound mi` and
     /// `estimate_mi` pass cbound-critic's); the trained-critic kinds fail without it.
     pub critic: Option<&'a dyn crate::critic::CriticTrainer>,
+    /// A split the data gives (see [`crate::spec::Tools::split`]): the kinds that hold rows
+    /// out fit on its `train` rows and score its `test` rows instead of drawing their own.
+    pub split: Option<&'a crate::heldout::HeldOut>,
 }
 
 /// What one run of an estimator reports; the driver adds the row's sizes, interval and time.

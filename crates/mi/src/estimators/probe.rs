@@ -101,7 +101,11 @@ impl EstimatorKind for ProbeKind {
     fn run(p: &ProbeParams, s: &Sample) -> Result<Outcome, MiError> {
         // Fitted directly (not through the two-sample trait) to keep its accuracy, H(Z) and
         // certificate.
-        let r = p.probe(s.seed).fit(s.x, s.y)?;
+        let probe = p.probe(s.seed);
+        let r = match s.split {
+            Some(h) => probe.fit_split(s.x, s.y, h.clone())?,
+            None => probe.fit(s.x, s.y)?,
+        };
         Ok(Outcome {
             nats: r.mi_lower_bound,
             direction: Direction::LowerBound,
