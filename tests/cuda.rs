@@ -166,12 +166,9 @@ fn fp32_is_the_default_and_accepted_everywhere() {
     assert!(run.stderr.contains("fp64"), "{}", run.all());
 }
 
-/// Runs two one-GPU `command` instances that must overlap (each waits until both have
-/// started) and a GPU-less one with `--gpus 2`, under the given CUDA_VISIBLE_DEVICES of
-/// cbound's own; returns the CUDA_VISIBLE_DEVICES each GPU instance saw, sorted, and the
-/// GPU-less one's.
-fn visible_devices_of_instances(parent: Option<&str>) -> (Vec<String>, String) {
-    let p = Project::new();
+/// A `command` script that records its CUDA_VISIBLE_DEVICES and waits until two instances
+/// have started (so that the two must overlap).
+fn meeting_probe(p: &Project) -> std::path::PathBuf {
     let meet = p.path().join("meet");
     std::fs::create_dir_all(&meet).unwrap();
     // The wait is only a guard against a hang when the two do not overlap; nothing asserts
@@ -183,7 +180,34 @@ fn visible_devices_of_instances(parent: Option<&str>) -> (Vec<String>, String) {
          echo never met >&2; exit 1\n",
         m = meet.display()
     );
-    let probe = p.write("probe.sh", &script);
+    p.write("probe.sh", &script)
+}
+
+/// The CUDA_VISIBLE_DEVICES every instance under `stage_dir` recorded, sorted.
+fn visible_devices_seen(stage_dir: &Path) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut dirs = vec![stage_dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n == "cvd.txt") {
+                seen.push(std::fs::read_to_string(&path).unwrap().trim().to_string());
+            }
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// Runs two one-GPU `command` instances that must overlap (each waits until both have
+/// started) and a GPU-less one with `--gpus 2`, under the given CUDA_VISIBLE_DEVICES of
+/// cbound's own; returns the CUDA_VISIBLE_DEVICES each GPU instance saw, sorted, and the
+/// GPU-less one's.
+fn visible_devices_of_instances(parent: Option<&str>) -> (Vec<String>, String) {
+    let p = Project::new();
+    let probe = meeting_probe(&p);
     let cpu = p.write(
         "cpu.sh",
         "echo \"${CUDA_VISIBLE_DEVICES-unset}\" > \"$CBOUND_OUT/cvd.txt\"\n",
@@ -203,22 +227,7 @@ fn visible_devices_of_instances(parent: Option<&str>) -> (Vec<String>, String) {
     };
     let run = common::Run::from(cmd.output().expect("run cbound"));
     assert_eq!(run.code, 0, "{}", run.all());
-    let read = |stage: &str| -> Vec<String> {
-        let mut seen = Vec::new();
-        let mut dirs = vec![p.latest("pin").join(stage)];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.file_name().is_some_and(|n| n == "cvd.txt") {
-                    seen.push(std::fs::read_to_string(&path).unwrap().trim().to_string());
-                }
-            }
-        }
-        seen.sort();
-        seen
-    };
+    let read = |stage: &str| visible_devices_seen(&p.latest("pin").join(stage));
     let cpu = read("cpu");
     assert_eq!(cpu.len(), 1, "{cpu:?}");
     (read("gpu"), cpu[0].clone())
@@ -234,4 +243,27 @@ fn concurrent_command_instances_get_their_own_gpu() {
     let (gpu, cpu) = visible_devices_of_instances(Some("7,9"));
     assert_eq!(gpu, vec!["7", "9"]);
     assert_eq!(cpu, "7,9");
+}
+
+/// Two instances that ask for half a GPU each run at once on the one GPU there is (each waits
+/// until the other has started, so they must overlap), and both see it as their device.
+#[test]
+fn half_gpu_command_instances_share_one_device() {
+    let p = Project::new();
+    let probe = meeting_probe(&p);
+    p.write(
+        "p.yaml",
+        &format!(
+            "name: share\nstages:\n  gpu:\n    kind: command\n    resources: {{gpus: 0.5}}\n    matrix: {{timeout_s: [1000, 1001]}}\n    params: {{argv: [sh, '{}']}}\n",
+            probe.display()
+        ),
+    );
+    let mut cmd = p.command(&["run", "p.yaml", "--gpus", "1", "--jobs", "4"]);
+    cmd.env_remove("CUDA_VISIBLE_DEVICES");
+    let run = common::Run::from(cmd.output().expect("run cbound"));
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        visible_devices_seen(&p.latest("share").join("gpu")),
+        vec!["0", "0"]
+    );
 }

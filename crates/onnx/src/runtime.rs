@@ -343,10 +343,59 @@ unsafe fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
     Err(msg)
 }
 
-/// Appends the CUDA execution provider on device `device_id` to `builder`.
-fn register_cuda(builder: &mut SessionBuilder, device_id: usize) -> Result<(), String> {
+/// The CUDA provider's options for device `device_id`, its memory arena capped at
+/// `memory_limit` bytes when given (ONNX Runtime's `gpu_mem_limit`; an instance sharing its
+/// GPU keeps to its share of it).
+fn cuda_provider_options(
+    device_id: usize,
+    memory_limit: Option<u64>,
+) -> Vec<(&'static str, String)> {
+    let mut options = vec![("device_id", device_id.to_string())];
+    if let Some(bytes) = memory_limit {
+        options.push(("gpu_mem_limit", bytes.to_string()));
+    }
+    options
+}
+
+/// `share` (in (0, 1]) of a device's `total` bytes, rounded down to whole MiB so that shares
+/// adding up to one device never ask for more than it has.
+pub fn share_of_memory(share: f64, total: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let bytes = (total as f64 * share.clamp(0.0, 1.0)) as u64;
+    bytes / MIB * MIB
+}
+
+/// Total memory of visible device `device_id`, from the driver.
+fn device_memory(device_id: usize) -> Result<u64, String> {
+    let info = cuda_libs::driver_info()?;
+    info.gpus
+        .iter()
+        .find(|g| g.index == device_id)
+        .map(|g| g.memory_bytes)
+        .ok_or_else(|| {
+            format!(
+                "the driver sees {} GPU(s), not device {device_id}",
+                info.gpus.len()
+            )
+        })
+}
+
+/// Appends the CUDA execution provider with `options` ([`cuda_provider_options`]) to
+/// `builder`.
+fn register_cuda(
+    builder: &mut SessionBuilder,
+    options: &[(&'static str, String)],
+) -> Result<(), String> {
     let api = ort::api();
     let mut opts: *mut ort::sys::OrtCUDAProviderOptionsV2 = std::ptr::null_mut();
+    let mut keys = Vec::with_capacity(options.len());
+    let mut values = Vec::with_capacity(options.len());
+    for (k, v) in options {
+        keys.push(CString::new(*k).map_err(|e| e.to_string())?);
+        values.push(CString::new(v.as_str()).map_err(|e| e.to_string())?);
+    }
+    let key_ptrs: Vec<_> = keys.iter().map(|k| k.as_ptr()).collect();
+    let value_ptrs: Vec<_> = values.iter().map(|v| v.as_ptr()).collect();
     // SAFETY: plain C API calls on pointers we own; `opts` is released on every path after a
     // successful create, and the option strings outlive the update call.
     unsafe {
@@ -354,15 +403,11 @@ fn register_cuda(builder: &mut SessionBuilder, device_id: usize) -> Result<(), S
         if opts.is_null() {
             return Err("CreateCUDAProviderOptions returned no options".into());
         }
-        let key = CString::new("device_id").map_err(|e| e.to_string())?;
-        let value = CString::new(device_id.to_string()).map_err(|e| e.to_string())?;
-        let keys = [key.as_ptr()];
-        let values = [value.as_ptr()];
         let mut result = status_result((api.UpdateCUDAProviderOptions)(
             opts,
-            keys.as_ptr(),
-            values.as_ptr(),
-            1,
+            key_ptrs.as_ptr(),
+            value_ptrs.as_ptr(),
+            key_ptrs.len(),
         ));
         if result.is_ok() {
             result = status_result((api.SessionOptionsAppendExecutionProvider_CUDA_V2)(
@@ -496,6 +541,10 @@ pub struct SessionOptions {
     /// IEEE arithmetic); worth turning on for long Adam runs, where second moments of rarely
     /// active weights decay into the denormal range and slow elementwise kernels down.
     pub flush_denormals: bool,
+    /// The share of device `device_id` this session's instance was given (`resources: {gpus:
+    /// 0.5}`): ONNX Runtime's CUDA memory arena is capped at that share of the device's memory,
+    /// so instances sharing a GPU cannot starve each other. `None`: no cap.
+    pub gpu_memory_share: Option<f64>,
 }
 
 impl Default for SessionOptions {
@@ -503,6 +552,7 @@ impl Default for SessionOptions {
         SessionOptions {
             device: Device::Cpu,
             device_id: 0,
+            gpu_memory_share: None,
             intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             optimization: Optimization::All,
             spinning: true,
@@ -631,8 +681,15 @@ impl Runtime {
                     None => detail,
                 },
             };
+            let memory_limit = match opts.gpu_memory_share {
+                Some(share) => Some(device_memory(opts.device_id).map(|total| share_of_memory(share, total)).map_err(|detail| RuntimeError::CudaUnavailable {
+                    detail: format!("this instance asked for a share ({share}) of GPU {}, but its memory could not be read to keep to that share: {detail}", opts.device_id),
+                })?),
+                None => None,
+            };
             let mut b = self.builder(opts)?;
-            register_cuda(&mut b, opts.device_id).map_err(with_missing)?;
+            register_cuda(&mut b, &cuda_provider_options(opts.device_id, memory_limit))
+                .map_err(with_missing)?;
             let _one_at_a_time = session_creation_lock();
             b.commit_from_memory(model_bytes)
                 .map_err(|e| with_missing(format!("session creation failed: {e}")))
@@ -719,6 +776,32 @@ mod tests {
     /// Sessions created from many threads at once, as parallel instances and parallel tests
     /// do: every one registers cbound's operator domain, which ONNX Runtime records in a
     /// process-wide table without a lock ("domain already exists" under a race).
+    #[test]
+    fn a_gpu_share_caps_the_cuda_arena_at_its_share_in_whole_mib() {
+        assert_eq!(
+            cuda_provider_options(1, None),
+            vec![("device_id", "1".to_string())]
+        );
+        let limit = share_of_memory(0.5, 80 * (1 << 30) + 12345);
+        assert_eq!(limit, 40 * (1 << 30));
+        assert_eq!(
+            cuda_provider_options(0, Some(limit)),
+            vec![
+                ("device_id", "0".to_string()),
+                ("gpu_mem_limit", limit.to_string())
+            ]
+        );
+        // Shares that add up to one device never ask for more than it has.
+        let total = 24_000_000_001u64;
+        let thirds: u64 = (0..3).map(|_| share_of_memory(0.333, total)).sum();
+        assert!(thirds <= total);
+        assert_eq!(
+            share_of_memory(0.25, 1 << 20),
+            0,
+            "rounded down to whole MiB"
+        );
+    }
+
     #[test]
     fn sessions_are_created_concurrently_without_a_registration_race() {
         let rt = crate::testutil::runtime();

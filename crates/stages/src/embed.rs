@@ -236,8 +236,10 @@ impl Stage for Embed {
             .map_err(|e| StageError::Failed(e.to_string()))?;
         let opts = SessionOptions {
             device: p.device,
-            // Its own GPU when it asked for one (resources.gpus), so instances never share.
+            // Its own GPU when it asked for one (resources.gpus), so instances never share,
+            // unless it asked for a share: then its arena keeps to that share of the memory.
             device_id: ctx.device_id(),
+            gpu_memory_share: ctx.gpu_share,
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };

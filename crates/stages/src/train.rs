@@ -770,7 +770,10 @@ impl Stage for Train {
     }
 
     fn resources(_p: &TrainParams) -> Resources {
-        Resources { cpus: 2, gpus: 0 }
+        Resources {
+            cpus: 2,
+            ..Resources::default()
+        }
     }
 
     fn check(p: &TrainParams) -> Vec<ParamError> {
@@ -875,8 +878,10 @@ impl Stage for Train {
         let rt = load_runtime()?;
         let opts = SessionOptions {
             device: p.device,
-            // Its own GPU when it asked for one (resources.gpus), so instances never share.
+            // Its own GPU when it asked for one (resources.gpus), so instances never share,
+            // unless it asked for a share: then its arena keeps to that share of the memory.
             device_id: ctx.device_id(),
+            gpu_memory_share: ctx.gpu_share,
             intra_threads: ctx.threads.max(1),
             ..SessionOptions::default()
         };

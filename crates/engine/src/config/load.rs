@@ -7,8 +7,8 @@ use super::diagnostics::{did_you_mean, Collector, ConfigErrors};
 use super::interp::{apply_overrides, Interpolator};
 use super::yaml::{self, render_path, Entry, Node, NodeKind, PathSeg, Span};
 use super::{
-    set_dotted, ClusterResources, ExecutorDecl, ExecutorKind, MatrixAxis, Pipeline, Resources,
-    StageDecl,
+    set_dotted, ClusterResources, ExecutorDecl, ExecutorKind, Gpus, MatrixAxis, Pipeline,
+    Resources, StageDecl,
 };
 use crate::stage::{DynStage, Registry};
 
@@ -736,6 +736,18 @@ pub(crate) fn parse_resources(
             continue;
         }
         counted = true;
+        if key == "gpus" {
+            let parsed = match f.value.kind {
+                NodeKind::Int(i) => Gpus::parse(i as f64),
+                NodeKind::Float(x) => Gpus::parse(x),
+                _ => Err("`gpus` must be a whole number of GPUs (0, 1, 2, ...) or a share of one GPU below 1, like 0.5".into()),
+            };
+            match parsed {
+                Ok(g) => res.gpus = g,
+                Err(message) => c.error(f.value.span, join(&path, key), message),
+            }
+            continue;
+        }
         let value = match f.value.kind {
             NodeKind::Int(i) if i >= 0 => i as usize,
             _ => {
@@ -753,8 +765,7 @@ pub(crate) fn parse_resources(
                 join(&path, "cpus"),
                 "`cpus` must be at least 1",
             ),
-            "cpus" => res.cpus = value,
-            _ => res.gpus = value,
+            _ => res.cpus = value,
         }
     }
     (counted.then_some(res), cluster)
@@ -1434,7 +1445,13 @@ mod tests {
         let a = p.stage("a").unwrap();
         assert_eq!(a.cluster.memory.as_deref(), Some("8G"));
         assert_eq!(a.cluster.time.as_deref(), Some("1:00:00"));
-        assert_eq!(a.resources, Some(Resources { cpus: 1, gpus: 1 }));
+        assert_eq!(
+            a.resources,
+            Some(Resources {
+                cpus: 1,
+                gpus: Gpus::whole(1)
+            })
+        );
         let b = p.stage("b").unwrap();
         assert_eq!(b.cluster.memory.as_deref(), Some("512"));
         // Only cluster settings: the stage kind still decides CPUs and GPUs.
@@ -1620,5 +1637,37 @@ mod tests {
             "{}",
             m[0]
         );
+    }
+
+    #[test]
+    fn gpus_take_whole_devices_or_a_share_below_one() {
+        let registry = crate::stage::testkinds::registry();
+        let with = |gpus: &str| {
+            load_str(
+                &format!("name: p\nstages:\n  a:\n    kind: synthetic\n    resources: {{gpus: {gpus}}}\n"),
+                Path::new("p.yaml"),
+                &[],
+                &registry,
+            )
+            .map(|p| p.stages[0].resources.map(|r| r.gpus))
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(with("2"), Ok(Some(Gpus::whole(2))));
+        assert_eq!(with("0"), Ok(Some(Gpus::NONE)));
+        let half = with("0.5").unwrap().unwrap();
+        assert_eq!((half.share(), half.devices()), (Some(0.5), 1));
+        assert_eq!(with("0.125").unwrap().unwrap().share(), Some(0.125));
+        assert_eq!(with("1.0"), Ok(Some(Gpus::whole(1))));
+        for (bad, says) in [
+            ("1.5", "a share must be below 1"),
+            ("-1", "a whole number of GPUs"),
+            ("0.0001", "to a thousandth"),
+            ("0.3333", "to a thousandth"),
+            ("many", "a whole number of GPUs"),
+        ] {
+            let e = with(bad).unwrap_err();
+            assert!(e.contains(says) && e.contains("p.yaml:5:"), "{bad}: {e}");
+            assert!(e.contains("stages.a.resources.gpus"), "{bad}: {e}");
+        }
     }
 }

@@ -22,14 +22,124 @@ pub use load::{load, load_str};
 pub struct Resources {
     /// CPU threads; counted against `--jobs`.
     pub cpus: usize,
-    /// GPUs; counted against `--gpus`, and locally that many device ids no other running
-    /// instance holds ([`crate::exec::local`]).
-    pub gpus: usize,
+    /// GPUs, counted against `--gpus`: whole devices that no other running instance holds, or
+    /// a share of one device that only other shares may use too ([`crate::exec::local`]).
+    pub gpus: Gpus,
 }
 
 impl Default for Resources {
     fn default() -> Resources {
-        Resources { cpus: 1, gpus: 0 }
+        Resources {
+            cpus: 1,
+            gpus: Gpus::NONE,
+        }
+    }
+}
+
+/// How much GPU an instance asks for (`resources: {gpus: ...}`): none, `n` whole devices of
+/// its own, or a share of one device (`0.5`: two such instances may run on one GPU at once,
+/// never beside an instance that holds it whole). Kept in thousandths of a device so that
+/// shares add up exactly (`0.25` four times is one device, with no rounding drift).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct Gpus {
+    /// Thousandths of a device: 0, a share in `1..1000`, or a multiple of 1000.
+    milli: u32,
+}
+
+impl Gpus {
+    pub const NONE: Gpus = Gpus { milli: 0 };
+    /// The unit of a share: one device is this many.
+    pub const PER_DEVICE: u32 = 1000;
+
+    /// `n` whole devices.
+    pub fn whole(n: u32) -> Gpus {
+        Gpus {
+            milli: n.saturating_mul(Self::PER_DEVICE),
+        }
+    }
+
+    /// The value of `resources.gpus` as written: a whole number of devices, or a share of one
+    /// device in (0, 1) to a thousandth. The error says what is allowed instead.
+    pub fn parse(value: f64) -> Result<Gpus, String> {
+        if !value.is_finite() || value < 0.0 {
+            return Err("`gpus` must be a whole number of GPUs (0, 1, 2, ...) or a share of one GPU below 1, like 0.5".into());
+        }
+        if value >= 1.0 {
+            if value.fract() != 0.0 {
+                return Err(format!(
+                    "`gpus: {value}`: a share must be below 1 (like 0.5); more than one GPU is a whole number"
+                ));
+            }
+            if value > f64::from(u32::MAX / Self::PER_DEVICE) {
+                return Err(format!("`gpus: {value}` is more GPUs than any machine has"));
+            }
+            return Ok(Gpus::whole(value as u32));
+        }
+        let milli = value * f64::from(Self::PER_DEVICE);
+        if value > 0.0 && (milli.round() < 1.0 || (milli - milli.round()).abs() > 1e-6) {
+            return Err(format!(
+                "`gpus: {value}`: a share of a GPU is given to a thousandth (like 0.5 or 0.125)"
+            ));
+        }
+        Ok(Gpus {
+            milli: milli.round() as u32,
+        })
+    }
+
+    pub fn is_none(self) -> bool {
+        self.milli == 0
+    }
+
+    /// How many device ids the instance is given: its whole devices, or the one device its
+    /// share is on.
+    pub fn devices(self) -> usize {
+        if self.is_share() {
+            1
+        } else {
+            (self.milli / Self::PER_DEVICE) as usize
+        }
+    }
+
+    /// A share of one device (`0 < gpus < 1`), rather than whole devices.
+    pub fn is_share(self) -> bool {
+        self.milli > 0 && self.milli < Self::PER_DEVICE
+    }
+
+    /// What this asks of each of its devices, in thousandths: the share, or all of it.
+    pub fn milli_per_device(self) -> u32 {
+        if self.is_share() {
+            self.milli
+        } else {
+            Self::PER_DEVICE
+        }
+    }
+
+    /// The share as a fraction of one device (`Some(0.5)`), `None` for none or whole devices.
+    pub fn share(self) -> Option<f64> {
+        self.is_share()
+            .then(|| f64::from(self.milli) / f64::from(Self::PER_DEVICE))
+    }
+}
+
+impl std::fmt::Display for Gpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.share() {
+            Some(s) => write!(f, "{s}"),
+            None => write!(f, "{}", self.devices()),
+        }
     }
 }
 

@@ -80,7 +80,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "cpus": {"type": "integer", "minimum": 1, "description": "CPU threads per instance, counted against --jobs."},
-                        "gpus": {"type": "integer", "minimum": 0, "description": "GPUs per instance, counted against --gpus; locally each running instance gets its own device ids out of 0..--gpus (train and embed run on the first, a program sees them as CUDA_VISIBLE_DEVICES) (on Slurm: --gres=gpu:N)."},
+                        "gpus": {"type": "number", "minimum": 0, "description": "GPUs per instance, counted against --gpus: a whole number gives each running instance its own device ids out of 0..--gpus (train and embed run on the first, a program sees them as CUDA_VISIBLE_DEVICES); a share below 1 (0.5, 0.25, to a thousandth) runs on one device beside other shares while they add up to at most 1, never beside an instance holding it whole, and train and embed cap ONNX Runtime's memory on it at that share (on Slurm: --gres=gpu:N, a share asks for a whole GPU)."},
                         "memory": {"$ref": "#/$defs/memory"},
                         "time": {"$ref": "#/$defs/time"},
                         "partition": {"type": "string", "description": "Slurm partition (--partition)."},

@@ -71,6 +71,7 @@ pub fn execute_in(
         seed: spec.seed,
         threads,
         gpus: &spec.gpu_ids,
+        gpu_share: spec.resources.gpus.share(),
         out_dir: &staging,
         inputs: &spec.inputs,
         sweep: &spec.sweep,

@@ -1,9 +1,11 @@
 //! The local executor: one job per admitted instance, while their CPU and GPU weights fit in
 //! the `--jobs` and `--gpus` budgets. Each job runs on a rayon pool of its CPU weight (see
 //! [`super::pools`]), so the stage's own parallel work stays within what it was admitted with.
-//! A job that asks for GPUs is given that many device ids out of `0..--gpus` that no running
-//! job holds (its stage passes them to the CUDA provider, a program gets them as
-//! `CUDA_VISIBLE_DEVICES`), so two instances never share a GPU.
+//! A job that asks for whole GPUs is given that many device ids out of `0..--gpus` that no
+//! running job holds (its stage passes them to the CUDA provider, a program gets them as
+//! `CUDA_VISIBLE_DEVICES`), so two instances never share a GPU unless the stage asks for a
+//! share (`resources: {gpus: 0.5}`): shares run on one device together while they add up to
+//! at most one, and never beside a job holding that device whole ([`GpuLoad`]).
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -15,23 +17,79 @@ use std::time::Duration;
 use super::outcome::{Failure, InstanceError};
 use super::pools::Pools;
 use super::{execute_in, Executor, JobEvent, JobSpec};
-use crate::config::Resources;
+use crate::config::{Gpus, Resources};
 use crate::dag::Dag;
 use crate::stage::Registry;
 
 /// A started job and what it holds until it finishes.
 struct Running {
     job: usize,
-    resources: Resources,
+    cpus: usize,
     gpu_ids: Vec<usize>,
+    /// Thousandths of each of `gpu_ids` it holds.
+    gpu_milli: u32,
+}
+
+/// How much of each device running jobs hold, in thousandths ([`Gpus::PER_DEVICE`] is all of
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuLoad {
+    milli: Vec<u32>,
+}
+
+impl GpuLoad {
+    pub fn new(devices: usize) -> GpuLoad {
+        GpuLoad {
+            milli: vec![0; devices],
+        }
+    }
+
+    /// The device ids `need` would get now, or `None` if it must wait. Whole devices are the
+    /// lowest idle ones. A share goes to the most-used device it still fits on, so shares
+    /// pack together and leave whole devices idle for jobs that need them; it starts an idle
+    /// device only when no shared one has room.
+    pub fn fit(&self, need: Gpus) -> Option<Vec<usize>> {
+        if need.is_none() {
+            return Some(Vec::new());
+        }
+        if need.is_share() {
+            let share = need.milli_per_device();
+            let shared = self
+                .milli
+                .iter()
+                .enumerate()
+                .filter(|(_, &m)| m > 0 && m + share <= Gpus::PER_DEVICE)
+                .max_by_key(|(i, &m)| (m, std::cmp::Reverse(*i)))
+                .map(|(i, _)| i);
+            let idle = || self.milli.iter().position(|&m| m == 0);
+            return shared.or_else(idle).map(|i| vec![i]);
+        }
+        let idle: Vec<usize> = (0..self.milli.len())
+            .filter(|&i| self.milli[i] == 0)
+            .take(need.devices())
+            .collect();
+        (idle.len() == need.devices()).then_some(idle)
+    }
+
+    fn take(&mut self, ids: &[usize], milli: u32) {
+        for &i in ids {
+            self.milli[i] += milli;
+        }
+    }
+
+    fn give_back(&mut self, ids: &[usize], milli: u32) {
+        for &i in ids {
+            self.milli[i] = self.milli[i].saturating_sub(milli);
+        }
+    }
 }
 
 pub struct LocalExecutor {
     registry: Arc<Registry>,
-    capacity: Resources,
-    used: Resources,
-    /// Device ids no running job holds, lowest first.
-    free_gpus: Vec<usize>,
+    /// `--jobs`.
+    cpus: usize,
+    used_cpus: usize,
+    gpus: GpuLoad,
     running: Vec<Running>,
     cancel: Arc<AtomicBool>,
     tx: Sender<JobEvent>,
@@ -86,12 +144,9 @@ impl LocalExecutor {
         let (tx, rx) = channel();
         LocalExecutor {
             registry,
-            capacity: Resources {
-                cpus: jobs.max(1),
-                gpus,
-            },
-            used: Resources { cpus: 0, gpus: 0 },
-            free_gpus: (0..gpus).collect(),
+            cpus: jobs.max(1),
+            used_cpus: 0,
+            gpus: GpuLoad::new(gpus),
             running: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             tx,
@@ -104,8 +159,8 @@ impl LocalExecutor {
     /// refused by the scheduler before it gets here.
     fn effective(&self, r: Resources) -> Resources {
         Resources {
-            cpus: r.cpus.clamp(1, self.capacity.cpus),
-            gpus: r.gpus.min(self.capacity.gpus),
+            cpus: r.cpus.clamp(1, self.cpus),
+            gpus: r.gpus,
         }
     }
 }
@@ -113,20 +168,22 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn try_submit(&mut self, mut job: Box<JobSpec>) -> Result<(), Box<JobSpec>> {
         let need = self.effective(job.resources);
-        if self.used.cpus + need.cpus > self.capacity.cpus
-            || self.used.gpus + need.gpus > self.capacity.gpus
-            || need.gpus > self.free_gpus.len()
-        {
+        if self.used_cpus + need.cpus > self.cpus {
             return Err(job);
         }
+        let Some(ids) = self.gpus.fit(need.gpus) else {
+            return Err(job);
+        };
+        let gpu_milli = need.gpus.milli_per_device();
+        self.gpus.take(&ids, gpu_milli);
         job.resources = need;
-        job.gpu_ids = self.free_gpus.drain(..need.gpus).collect();
-        self.used.cpus += need.cpus;
-        self.used.gpus += need.gpus;
+        job.gpu_ids = ids;
+        self.used_cpus += need.cpus;
         self.running.push(Running {
             job: job.job,
-            resources: need,
+            cpus: need.cpus,
             gpu_ids: job.gpu_ids.clone(),
+            gpu_milli,
         });
         let registry = Arc::clone(&self.registry);
         let cancel = Arc::clone(&self.cancel);
@@ -189,10 +246,8 @@ impl Executor for LocalExecutor {
             if let JobEvent::Finished { job, .. } = e {
                 if let Some(pos) = self.running.iter().position(|r| r.job == *job) {
                     let done = self.running.swap_remove(pos);
-                    self.used.cpus -= done.resources.cpus;
-                    self.used.gpus -= done.resources.gpus;
-                    self.free_gpus.extend(done.gpu_ids);
-                    self.free_gpus.sort_unstable();
+                    self.used_cpus -= done.cpus;
+                    self.gpus.give_back(&done.gpu_ids, done.gpu_milli);
                 }
             }
         }
@@ -347,6 +402,10 @@ mod tests {
         #[allow(dead_code)]
         x: i64,
         parties: usize,
+        /// A share of a GPU: other shares may hold its device too (not checked), and it meets
+        /// them at a meeting of its own.
+        #[serde(default)]
+        shared: bool,
     }
 
     fn held() -> &'static std::sync::Mutex<HashSet<usize>> {
@@ -364,6 +423,14 @@ mod tests {
         const WRITES: Option<&'static [&'static str]> = Some(&[]);
 
         fn run(p: &GpuProbeParams, ctx: &StageContext) -> Result<StageOutput, StageError> {
+            if p.shared {
+                crate::exec::testkit::Meeting::named("local-gpus-shared")
+                    .attend(p.parties, ctx.threads)?;
+                let out = StageOutput::default()
+                    .metric("gpu0", ctx.gpus.first().map_or(-1.0, |&id| id as f64))
+                    .metric("share", ctx.gpu_share.unwrap_or(0.0));
+                return Ok(out);
+            }
             {
                 let mut held = held().lock().unwrap_or_else(|e| e.into_inner());
                 for id in ctx.gpus {
@@ -440,6 +507,81 @@ mod tests {
         // would have failed above).
         assert_eq!(one_ids, vec![0.0, 0.0, 1.0, 1.0]);
         let meeting = crate::exec::testkit::Meeting::named("local-gpus").state();
+        assert_eq!(meeting.most_inside, 2, "{meeting:?}");
+    }
+
+    #[test]
+    fn gpu_shares_pack_onto_one_device_and_never_beside_a_whole_holder() {
+        let half = Gpus::parse(0.5).unwrap();
+        let mut load = GpuLoad::new(2);
+        // The first share starts device 0; the second joins it, leaving device 1 whole.
+        let a = load.fit(half).unwrap();
+        load.take(&a, half.milli_per_device());
+        let b = load.fit(half).unwrap();
+        load.take(&b, half.milli_per_device());
+        assert_eq!((a.clone(), b.clone()), (vec![0], vec![0]));
+        // A whole-GPU job gets the idle device; a third share then waits for room.
+        let whole = load.fit(Gpus::whole(1)).unwrap();
+        assert_eq!(whole, vec![1]);
+        load.take(&whole, Gpus::whole(1).milli_per_device());
+        assert_eq!(load.fit(half), None);
+        assert_eq!(load.fit(Gpus::whole(1)), None);
+        // When a share finishes, the next share fits beside the other, not beside the whole.
+        load.give_back(&a, half.milli_per_device());
+        assert_eq!(load.fit(half), Some(vec![0]));
+        // Shares that do not add up to one device: 0.4 twice fits, a third does not.
+        let mut load = GpuLoad::new(1);
+        let share = Gpus::parse(0.4).unwrap();
+        for _ in 0..2 {
+            let ids = load.fit(share).unwrap();
+            load.take(&ids, share.milli_per_device());
+        }
+        assert_eq!(load.fit(share), None);
+        assert_eq!(load.fit(Gpus::parse(0.2).unwrap()), Some(vec![0]));
+        assert_eq!(load.fit(Gpus::NONE), Some(vec![]));
+    }
+
+    #[test]
+    fn half_gpu_instances_run_together_on_one_device() {
+        let registry = Arc::new(crate::stage::testkinds::registry().with::<GpuProbe>());
+        // Two half-GPU instances on one GPU meet inside (they run at once, both on device
+        // 0); the probe's exclusivity check is per id, so each runs under its own name here.
+        let text = concat!(
+            "name: t\n",
+            "stages:\n",
+            "  a: {kind: test_gpu_probe, params: {x: 1, parties: 2, shared: true}, resources: {cpus: 1, gpus: 0.5}}\n",
+            "  b: {kind: test_gpu_probe, params: {x: 2, parties: 2, shared: true}, resources: {cpus: 1, gpus: 0.5}}\n",
+        );
+        let pipeline = crate::config::load_str(text, Path::new("t.yaml"), &[], &registry).unwrap();
+        let dag = Dag::build(pipeline, &registry);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "t").unwrap();
+        let all: HashSet<usize> = (0..dag.instances.len()).collect();
+        let options = RunOptions {
+            selected: &all,
+            forced: &all,
+            fail_fast: false,
+            gpus: 1,
+            run_dir: None,
+        };
+        let mut executor = LocalExecutor::new(Arc::clone(&registry), 4, 1);
+        let summary = scheduler::run(
+            &dag,
+            &registry,
+            &store,
+            &mut executor,
+            &options,
+            &mut NullReporter,
+            &AtomicBool::new(false),
+        );
+        for (i, o) in summary.outcomes.iter().enumerate() {
+            let Outcome::Done(meta) = o else {
+                panic!("{} did not run: {o:?}", dag.instances[i].id);
+            };
+            assert_eq!(meta.metrics["gpu0"], 0.0, "{:?}", meta.metrics);
+            assert_eq!(meta.metrics["share"], 0.5, "{:?}", meta.metrics);
+        }
+        let meeting = crate::exec::testkit::Meeting::named("local-gpus-shared").state();
         assert_eq!(meeting.most_inside, 2, "{meeting:?}");
     }
 }

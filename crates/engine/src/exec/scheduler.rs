@@ -243,9 +243,9 @@ fn decide(
             dag.instances[u].id.clone(),
         )));
     }
-    if inst.resources.gpus > options.gpus {
+    if inst.resources.gpus.devices() > options.gpus {
         return Decided::Settled(Outcome::Failed(Failure::Gpus {
-            needs: inst.resources.gpus,
+            needs: inst.resources.gpus.devices(),
             has: options.gpus,
         }));
     }

@@ -70,8 +70,13 @@ pub struct StageContext<'a> {
     /// oversubscribe the machine.
     pub threads: usize,
     /// The GPU device ids this instance was given (`resources.gpus` of them; empty when it
-    /// asked for none). No other running instance has any of them.
+    /// asked for none; one for a share). No other running instance has any of them, unless
+    /// this one asked for a share.
     pub gpus: &'a [usize],
+    /// The share of its one device this instance asked for (`resources: {gpus: 0.5}` gives
+    /// `Some(0.5)`): other shares may run on the same device, so a stage that allocates device
+    /// memory should keep to this fraction of it. `None` for whole devices or none.
+    pub gpu_share: Option<f64>,
     pub out_dir: &'a Path,
     pub inputs: &'a [InputArtifact],
     /// Every matrix axis of the instance's lineage and its configuration id

@@ -120,7 +120,7 @@ fn compute_task(
         resources: task.resources,
         // Slurm gives the job its GPUs (--gres) and sets CUDA_VISIBLE_DEVICES to them, so
         // inside the job they are devices 0..n.
-        gpu_ids: (0..task.resources.gpus).collect(),
+        gpu_ids: (0..task.resources.gpus.devices()).collect(),
         store_root: task.store_root.clone(),
     };
     // Progress goes to a file the submitter reads; at most once a second, to spare a shared

@@ -133,8 +133,10 @@ pub fn sbatch_args(spec: &ArraySpec) -> Vec<String> {
         format!("--error={}", spec.task_dir.join("%a.err").display()),
         format!("--cpus-per-task={}", spec.resources.cpus.max(1)),
     ];
-    if spec.resources.gpus > 0 {
-        args.push(format!("--gres=gpu:{}", spec.resources.gpus));
+    // Slurm allocates whole GPUs (its `shard` GRES needs site configuration), so a share of
+    // one (`gpus: 0.5`) asks for a whole device; only the local executor packs shares.
+    if !spec.resources.gpus.is_none() {
+        args.push(format!("--gres=gpu:{}", spec.resources.gpus.devices()));
     }
     if let Some(m) = &spec.cluster.memory {
         args.push(format!("--mem={m}"));
@@ -201,7 +203,7 @@ fn array_spec<'a>(
         .instances
         .iter()
         .map(|&i| dag.instances[i].resources)
-        .fold(Resources { cpus: 1, gpus: 0 }, |a, r| Resources {
+        .fold(Resources::default(), |a, r| Resources {
             cpus: a.cpus.max(r.cpus),
             gpus: a.gpus.max(r.gpus),
         });
@@ -375,6 +377,7 @@ pub(super) fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Gpus;
     use std::path::Path;
 
     fn cluster() -> ClusterResources {
@@ -393,7 +396,10 @@ mod tests {
             tasks: 6,
             max_parallel: Some(3),
             job_name: "cbound:p:train".into(),
-            resources: Resources { cpus: 4, gpus: 1 },
+            resources: Resources {
+                cpus: 4,
+                gpus: Gpus::whole(1),
+            },
             cluster: &c,
             after: vec!["101".into(), "102".into()],
             task_dir: Path::new("/o/p/.cbound/slurm/r/train"),
@@ -417,7 +423,7 @@ mod tests {
             tasks: 1,
             max_parallel: None,
             job_name: "j".into(),
-            resources: Resources { cpus: 1, gpus: 0 },
+            resources: Resources::default(),
             cluster: &c,
             after: vec![],
             task_dir: Path::new("/t"),
