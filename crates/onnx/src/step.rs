@@ -696,6 +696,74 @@ for path in sys.argv[1:]:
         Ok(())
     }
 
+    /// FNV-1a, 64 bit: a hash whose value no Rust release changes (unlike `DefaultHasher`).
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// The fp32 step graphs are pinned byte for byte: the mixed-precision variant is built
+    /// beside them and must not change a node, a name or an initializer of theirs. The hashes
+    /// were taken before the mixed-precision graph existed (commit f0ff55f).
+    #[test]
+    fn fp32_step_graphs_are_unchanged_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::models::{ResNetConfig, ResNetDepth, Stem};
+        let study = ContrastiveModel::new(&ModelConfig::study(64))?;
+        let conv = ContrastiveModel::new(&conv_model())?;
+        let resnet = ContrastiveModel::new(&ModelConfig {
+            encoder: EncoderConfig::ResNet(ResNetConfig {
+                input: [3, 8, 8],
+                depth: ResNetDepth::R18,
+                stem: Stem::Cifar,
+                width: 0.0625,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![32, 16, 8],
+                activation: crate::models::Activation::Relu,
+            }),
+        })?;
+        let adam = StepConfig::new(8, LossConfig::study(), OptimizerConfig::adam());
+        let sgd = StepConfig::new(
+            4,
+            LossConfig::study(),
+            OptimizerConfig::Sgd {
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                nesterov: true,
+            },
+        );
+        let cases = [
+            ("study adam", &study, adam.clone()),
+            (
+                "study adam, cuda-style",
+                &study,
+                adam.clone()
+                    .stacked()
+                    .excluding_bias_and_norm(true)
+                    .with_custom_kernels(false),
+            ),
+            ("conv sgd", &conv, sgd.clone()),
+            (
+                "resnet adamw",
+                &resnet,
+                StepConfig::new(4, LossConfig::study(), OptimizerConfig::adamw()).stacked(),
+            ),
+        ];
+        let got: Vec<(&str, u64)> = cases
+            .iter()
+            .map(|(name, m, cfg)| Ok((*name, fnv1a(&build_train_step(m, cfg)?.model_bytes))))
+            .collect::<Result<_, StepError>>()?;
+        let want: [(&str, u64); 4] = [
+            ("study adam", 10963268562414760815),
+            ("study adam, cuda-style", 9055546556614847436),
+            ("conv sgd", 9705787142306613899),
+            ("resnet adamw", 6231669225125256638),
+        ];
+        assert_eq!(got, want);
+        Ok(())
+    }
+
     #[test]
     fn tiny_batches_are_rejected() -> Result<(), Box<dyn std::error::Error>> {
         let m = ContrastiveModel::new(&ModelConfig::study(8))?;
