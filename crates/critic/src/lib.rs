@@ -317,6 +317,7 @@ pub fn build_step(
         stacked_views: false,
         state_scales,
         matmul_flops: matmul_flops(&g),
+        mixed: None,
     })
 }
 

@@ -58,6 +58,26 @@ pub fn gradients_scaled(
     wrt: &[ValueId],
     scale: f64,
 ) -> AdResult<Vec<ValueId>> {
+    gradients_seeded(g, loss, wrt, Seed::Constant(scale))
+}
+
+/// The factor the backward pass starts from (`d loss / d loss`, 1 for plain gradients).
+#[derive(Debug, Clone, Copy)]
+pub enum Seed {
+    /// A constant baked into the graph.
+    Constant(f64),
+    /// A value of the graph with the loss's shape and dtype, e.g. a loss scale that is an
+    /// input of the step (dynamic loss scaling multiplies the seed by it).
+    Value(ValueId),
+}
+
+/// As [`gradients_scaled`] with the seed given as a [`Seed`]: `seed * d loss / d p`.
+pub fn gradients_seeded(
+    g: &mut Graph,
+    loss: ValueId,
+    wrt: &[ValueId],
+    seed: Seed,
+) -> AdResult<Vec<ValueId>> {
     let info = g.value(loss);
     if !info.dtype.is_float() || info.numel() != 1 {
         return Err(AutodiffError::NotScalar {
@@ -88,12 +108,27 @@ pub fn gradients_scaled(
     let mut contributions: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
     if requires[loss.index()] {
         let shape = g.shape(loss).to_vec();
-        let one = match shape.is_empty() {
-            true => g.scalar_like(loss, scale)?,
-            false => {
+        let one = match (seed, shape.is_empty()) {
+            (Seed::Constant(scale), true) => g.scalar_like(loss, scale)?,
+            (Seed::Constant(scale), false) => {
                 let data = super::graph::TensorData::filled(g.dtype(loss), 1, scale)
                     .ok_or_else(|| unsupported("seed", "loss dtype"))?;
                 g.constant(data, &shape)?
+            }
+            (Seed::Value(v), _) => {
+                if g.shape(v) != shape.as_slice() || g.dtype(v) != g.dtype(loss) {
+                    return Err(unsupported(
+                        "seed",
+                        format!(
+                            "the seed `{}` ({} {:?}) must have the loss's dtype and shape ({} {shape:?})",
+                            g.name_of(v),
+                            g.dtype(v).name(),
+                            g.shape(v),
+                            g.dtype(loss).name()
+                        ),
+                    ));
+                }
+                v
             }
         };
         contributions.insert(loss, vec![one]);

@@ -12,6 +12,12 @@
 //!   `[2B, ...]` batch (larger GEMMs, one pass of each weight), and no gradient is formed for
 //!   the inputs. Gradients are scaled by [`OptimizerConfig::gradient_prescale`] through the
 //!   backward seed, which saves an elementwise pass per parameter in the update.
+//! * With [`StepConfig::mixed`] set, [`build_train_step`] builds the mixed-precision variant
+//!   instead (see [`MixedPrecision`]): the same inputs and outputs, the products of forward
+//!   and backward pass in f16 or bf16 ([`Graph::set_autocast`]), parameters, optimizer state
+//!   and everything with range needs in f32; for f16 dynamic loss scaling adds the rank-0
+//!   inputs [`INPUT_LOSS_SCALE`] and [`INPUT_GOOD_STEPS`] (returned as `next.<name>`) and the
+//!   output [`OUTPUT_SKIPPED`]. The fp32 graph is built by its own code path, unchanged.
 //! * [`build_eval`]: the loss only, from `params + buffers + x1 + x2` (for the held-out
 //!   estimate `ln N - L`; BatchNorm in inference mode, on running statistics). Parameters are inputs so the trainer's live buffers feed it without copies.
 //! * [`build_encoder`]: `U = f(X)`. Parameters are either graph inputs (to run on the trainer's
@@ -19,12 +25,13 @@
 //!   runs in inference mode on the running statistics, which come the same way. The batch
 //!   axis is symbolic, so one session serves any number of rows.
 
-use super::autodiff::{self, AutodiffError};
+use super::autodiff::{self, AutodiffError, Seed};
 use super::checkpoint::NamedTensor;
-use super::graph::{DType, Graph, GraphError, TensorData, ValueId, OPSET};
+use super::graph::{DType, Graph, GraphError, Op, TensorData, ValueId, OPSET};
 use super::loss::{self, LossConfig};
 use super::models::{BnMode, ContrastiveModel, ParamRole};
 use super::optim::{self, OptimizerConfig};
+use super::runtime::Precision;
 
 pub const INPUT_X1: &str = "x1";
 pub const INPUT_X2: &str = "x2";
@@ -33,6 +40,79 @@ pub const INPUT_STEP: &str = "step";
 pub const INPUT_LR: &str = "lr";
 pub const OUTPUT_LOSS: &str = "loss";
 pub const OUTPUT_EMBEDDING: &str = "u";
+/// Dynamic loss scaling's current scale (rank-0 f32 input; `next.` output).
+pub const INPUT_LOSS_SCALE: &str = "amp.loss_scale";
+/// Steps since the scale last changed without a non-finite gradient (rank-0 f32 counter).
+pub const INPUT_GOOD_STEPS: &str = "amp.good_steps";
+/// 1 when the step's gradients were not finite and the update was skipped, else 0 (rank 0).
+pub const OUTPUT_SKIPPED: &str = "amp.skipped";
+
+/// Dynamic loss scaling for f16 (PyTorch's `GradScaler`): the backward seed is multiplied by
+/// `scale` so small gradients do not flush to zero in half precision, and the gradients are
+/// divided by it before the update. A step whose gradients are not all finite changes
+/// nothing (parameters and optimizer state pass through) and halves the scale; after
+/// `growth_interval` finite steps in a row the scale doubles.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaling {
+    /// The scale of the first step (PyTorch: 2^16).
+    pub init_scale: f32,
+    /// Finite steps in a row after which the scale doubles (PyTorch: 2000); at least 1.
+    pub growth_interval: u32,
+}
+
+impl LossScaling {
+    /// The factor the scale grows by after `growth_interval` finite steps.
+    pub const GROWTH: f64 = 2.0;
+    /// The factor the scale shrinks by after a non-finite step.
+    pub const BACKOFF: f64 = 0.5;
+}
+
+impl Default for LossScaling {
+    /// PyTorch's `GradScaler` defaults: init 2^16, growth 2, backoff 0.5, interval 2000.
+    fn default() -> LossScaling {
+        LossScaling {
+            init_scale: 65536.0,
+            growth_interval: 2000,
+        }
+    }
+}
+
+/// A mixed-precision step: the dtype its matrix products and convolutions run in, and loss
+/// scaling where that dtype needs it. Master weights, optimizer state, the loss, softmax,
+/// reductions and BatchNorm statistics stay f32.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixedPrecision {
+    /// [`DType::F16`] or [`DType::BF16`].
+    pub compute: DType,
+    pub loss_scaling: Option<LossScaling>,
+}
+
+impl MixedPrecision {
+    /// f16 products with dynamic loss scaling at PyTorch's defaults.
+    pub fn fp16() -> MixedPrecision {
+        MixedPrecision {
+            compute: DType::F16,
+            loss_scaling: Some(LossScaling::default()),
+        }
+    }
+
+    /// bf16 products; bf16 has f32's exponent range, so no loss scaling.
+    pub fn bf16() -> MixedPrecision {
+        MixedPrecision {
+            compute: DType::BF16,
+            loss_scaling: None,
+        }
+    }
+
+    /// The step a pipeline's `precision` asks for; `None` for `fp32`.
+    pub fn of(precision: Precision) -> Option<MixedPrecision> {
+        match precision {
+            Precision::Fp32 => None,
+            Precision::Fp16Mixed => Some(MixedPrecision::fp16()),
+            Precision::Bf16Mixed => Some(MixedPrecision::bf16()),
+        }
+    }
+}
 
 /// Graph output name carrying the updated value of input `name`.
 pub fn next_name(name: &str) -> String {
@@ -76,8 +156,10 @@ pub struct StepConfig {
     /// from weight decay and from LARS's trust ratio (see [`optim::apply_update_grouped`]).
     pub exclude_bias_and_norm: bool,
     /// Use cbound's CPU-only fused kernels (default); off for a graph the CUDA provider runs
-    /// ([`Graph::set_custom_kernels`]).
+    /// ([`Graph::set_custom_kernels`]). A mixed-precision step never uses them.
     pub custom_kernels: bool,
+    /// Build the mixed-precision step instead of the fp32 one; `None` (default): fp32.
+    pub mixed: Option<MixedPrecision>,
 }
 
 impl StepConfig {
@@ -90,7 +172,13 @@ impl StepConfig {
             stacked_views: false,
             exclude_bias_and_norm: false,
             custom_kernels: true,
+            mixed: None,
         }
+    }
+
+    /// See [`StepConfig::mixed`].
+    pub fn with_mixed_precision(self, mixed: Option<MixedPrecision>) -> StepConfig {
+        StepConfig { mixed, ..self }
     }
 
     /// See [`StepConfig::custom_kernels`].
@@ -140,6 +228,9 @@ pub struct StepGraph {
     pub state_scales: Vec<f32>,
     /// FLOPs of the MatMul/Gemm/Conv nodes of one step (2 per multiply-add).
     pub matmul_flops: u64,
+    /// The mixed-precision step's settings; `None` for fp32. With loss scaling the graph has
+    /// the inputs [`INPUT_LOSS_SCALE`], [`INPUT_GOOD_STEPS`] and the output [`OUTPUT_SKIPPED`].
+    pub mixed: Option<MixedPrecision>,
 }
 
 /// A serialised loss-only graph.
@@ -259,7 +350,6 @@ fn check_batch(batch: usize, loss_cfg: &LossConfig) -> Result<(), StepError> {
 
 /// FLOPs of the matrix-multiply-like nodes (Gemm/MatMul/Conv/ConvTranspose).
 pub fn matmul_flops(g: &Graph) -> u64 {
-    use super::graph::Op;
     let mut total = 0u64;
     for n in g.nodes() {
         let f = match &n.op {
@@ -396,6 +486,15 @@ pub fn build_train_step_graph(
     cfg: &StepConfig,
     dtype: DType,
 ) -> Result<(Graph, StepGraph), StepError> {
+    if let Some(mixed) = cfg.mixed {
+        if dtype != DType::F32 {
+            return Err(StepError::Config(format!(
+                "a mixed-precision step keeps f32 master weights; it cannot be built in {}",
+                dtype.name()
+            )));
+        }
+        return build_mixed_step_graph(model, cfg, mixed);
+    }
     check_batch(cfg.batch, &cfg.loss)?;
     let mut g = Graph::new("cbound_train_step");
     g.set_custom_kernels(cfg.custom_kernels);
@@ -465,6 +564,204 @@ pub fn build_train_step_graph(
         stacked_views: cfg.stacked_views,
         state_scales,
         matmul_flops: flops,
+        mixed: None,
+    };
+    Ok((g, sg))
+}
+
+/// `true` (rank-0 bool) where every element of every tensor in `xs` is finite. `0 x` is 0
+/// for finite `x` and NaN for an infinity or NaN, and a NaN survives the sums, so one
+/// reduction per tensor answers it; the per-tensor sums themselves cannot overflow f32 for
+/// gradients of f16 products (each element below 65504 times the element count).
+fn all_finite(g: &mut Graph, xs: &[ValueId]) -> Result<ValueId, StepError> {
+    let mut sums = Vec::with_capacity(xs.len());
+    for &x in xs {
+        let axes: Vec<usize> = (0..g.shape(x).len()).collect();
+        sums.push(if axes.is_empty() {
+            x
+        } else {
+            g.reduce_sum(x, &axes, false)?
+        });
+    }
+    let total = g.sum(&sums)?;
+    let zero = g.scalar(DType::F32, 0.0)?;
+    let probe = g.mul(total, zero)?;
+    Ok(g.equal(probe, zero)?)
+}
+
+/// The mixed-precision step (see [`MixedPrecision`] and the module docs): inputs and outputs
+/// as the fp32 step's, plus the loss-scaling state where there is one.
+fn build_mixed_step_graph(
+    model: &ContrastiveModel,
+    cfg: &StepConfig,
+    mixed: MixedPrecision,
+) -> Result<(Graph, StepGraph), StepError> {
+    check_batch(cfg.batch, &cfg.loss)?;
+    if let Some(ls) = mixed.loss_scaling {
+        if !(ls.init_scale.is_finite() && ls.init_scale > 0.0) || ls.growth_interval == 0 {
+            return Err(StepError::Config(format!(
+                "loss scaling needs a finite initial scale > 0 and a growth interval >= 1, got {} and {}",
+                ls.init_scale, ls.growth_interval
+            )));
+        }
+    }
+    let dtype = DType::F32;
+    let mut g = Graph::new("cbound_train_step_mixed");
+    // cbound's fused kernels are CPU-only and mixed precision is for CUDA: the ai.onnx chain.
+    g.set_custom_kernels(false);
+    g.set_doc(format!(
+        "one mixed-precision training step ({} products{}): {:?} loss (T={}), {:?}{}, batch {}",
+        mixed.compute.name(),
+        match mixed.loss_scaling {
+            Some(ls) => format!(
+                ", dynamic loss scaling from {} doubling every {} finite steps",
+                ls.init_scale, ls.growth_interval
+            ),
+            None => String::new(),
+        },
+        cfg.loss.kind,
+        cfg.loss.temperature,
+        cfg.optimizer,
+        if cfg.exclude_bias_and_norm {
+            " (biases and norm parameters exempt)"
+        } else {
+            ""
+        },
+        cfg.batch
+    ));
+    let (params, pvals) = param_inputs(&mut g, model, dtype)?;
+    let (buffers, bvals) = buffer_inputs(&mut g, model, dtype)?;
+    let StateInputs {
+        specs: state,
+        values: svals,
+        scales: state_scales,
+    } = state_inputs(&mut g, &cfg.optimizer, &params, dtype)?;
+    let step = g.input(INPUT_STEP, dtype, &[])?;
+    let lr = g.input(INPUT_LR, dtype, &[])?;
+    let scaler = match mixed.loss_scaling {
+        Some(ls) => Some((
+            ls,
+            g.input(INPUT_LOSS_SCALE, dtype, &[])?,
+            g.input(INPUT_GOOD_STEPS, dtype, &[])?,
+        )),
+        None => None,
+    };
+    g.set_autocast(Some(mixed.compute))?;
+    let (loss, next_buffers) = forward_loss(
+        &mut g,
+        model,
+        &pvals,
+        &bvals,
+        BnMode::Train,
+        cfg.batch,
+        &cfg.loss,
+        dtype,
+        cfg.stacked_views,
+    )?;
+    g.set_autocast(None)?;
+    if mixed.compute == DType::BF16 && g.nodes().iter().any(|n| matches!(n.op, Op::Conv { .. })) {
+        return Err(StepError::Config(
+            "bf16_mixed is not available for convolutional encoders: ONNX opset 18, which the              step graphs use, defines Conv for f16, f32 and f64 only (bfloat16 from opset 22);              use fp16_mixed or fp32"
+                .into(),
+        ));
+    }
+    let exempt: Vec<bool> = if cfg.exclude_bias_and_norm {
+        model
+            .param_specs()
+            .iter()
+            .map(|p| matches!(p.role, ParamRole::Bias | ParamRole::Norm))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let grad_scale = cfg.optimizer.gradient_prescale();
+    let (grads, finite) = match scaler {
+        None => (
+            autodiff::gradients_scaled(&mut g, loss, &pvals, grad_scale)?,
+            None,
+        ),
+        Some((_, scale, _)) => {
+            // The seed carries the loss scale as well as the optimizer's prescale; dividing by
+            // the scale (a power of two) afterwards is exact.
+            let k = g.scalar(dtype, grad_scale)?;
+            let seed = g.mul(scale, k)?;
+            let scaled = autodiff::gradients_seeded(&mut g, loss, &pvals, Seed::Value(seed))?;
+            let one = g.scalar(dtype, 1.0)?;
+            let inv = g.div(one, scale)?;
+            let grads = scaled
+                .iter()
+                .map(|&d| g.mul(d, inv))
+                .collect::<Result<Vec<_>, _>>()?;
+            let finite = all_finite(&mut g, &grads)?;
+            (grads, Some(finite))
+        }
+    };
+    let upd = optim::apply_update_grouped(
+        &mut g,
+        &cfg.optimizer,
+        &optim::UpdateInputs {
+            params: &pvals,
+            grads: &grads,
+            grad_scale,
+            state: &svals,
+            step,
+            lr,
+        },
+        &exempt,
+    )?;
+    g.output(loss, OUTPUT_LOSS)?;
+    // A skipped step returns its inputs: Where picks them bit for bit.
+    let keep = |g: &mut Graph, new: ValueId, old: ValueId| match finite {
+        Some(f) => g.where_(f, new, old),
+        None => Ok(new),
+    };
+    for ((spec, &v), &old) in params.iter().zip(&upd.params).zip(&pvals) {
+        let v = keep(&mut g, v, old)?;
+        g.output(v, &next_name(&spec.name))?;
+    }
+    for ((spec, &v), &old) in state.iter().zip(&upd.state).zip(&svals) {
+        let v = keep(&mut g, v, old)?;
+        g.output(v, &next_name(&spec.name))?;
+    }
+    if let (Some((ls, scale, good)), Some(finite)) = (scaler, finite) {
+        let fin = g.cast(finite, dtype)?;
+        let one = g.scalar(dtype, 1.0)?;
+        let zero = g.scalar(dtype, 0.0)?;
+        // A non-finite step resets the count; the count reaching the interval doubles the
+        // scale and starts it again (PyTorch's `_amp_update_scale_`).
+        let counted = g.add(good, one)?;
+        let counted = g.mul(counted, fin)?;
+        let threshold = g.scalar(dtype, f64::from(ls.growth_interval) - 0.5)?;
+        let grow = g.greater(counted, threshold)?;
+        let growth = g.scalar(dtype, LossScaling::GROWTH)?;
+        let grown = g.mul(scale, growth)?;
+        let kept = g.where_(grow, grown, scale)?;
+        let backoff = g.scalar(dtype, LossScaling::BACKOFF)?;
+        let backed_off = g.mul(scale, backoff)?;
+        let next_scale = g.where_(finite, kept, backed_off)?;
+        let next_good = g.where_(grow, zero, counted)?;
+        let skipped = g.sub(one, fin)?;
+        g.output(next_scale, &next_name(INPUT_LOSS_SCALE))?;
+        g.output(next_good, &next_name(INPUT_GOOD_STEPS))?;
+        g.output(skipped, OUTPUT_SKIPPED)?;
+    }
+    for (spec, v) in buffers.iter().zip(&next_buffers) {
+        g.output(*v, &next_name(&spec.name))?;
+    }
+    let flops = matmul_flops(&g);
+    let sg = StepGraph {
+        model_bytes: Vec::new(),
+        batch: cfg.batch,
+        view_shape: model.input_shape().to_vec(),
+        second_view_shape: None,
+        params,
+        buffers,
+        state,
+        optimizer: cfg.optimizer,
+        stacked_views: cfg.stacked_views,
+        state_scales,
+        matmul_flops: flops,
+        mixed: Some(mixed),
     };
     Ok((g, sg))
 }
@@ -607,7 +904,7 @@ mod tests {
     use super::*;
     use crate::loss::LossKind;
     use crate::models::{ConvConfig, EncoderConfig, MlpConfig, ModelConfig, PoolKind};
-    use crate::testutil::run_python;
+    use crate::testutil::{run_python, Data};
 
     const CHECKER: &str = r#"
 import sys, onnx
@@ -693,6 +990,385 @@ for path in sys.argv[1:]:
         assert_eq!(step.matmul_flops, 2 * fwd + dx + 3 * logits + bias);
         assert_eq!(step.params.len(), 10);
         assert_eq!(step.state.len(), 20);
+        Ok(())
+    }
+
+    /// FNV-1a, 64 bit: a hash whose value no Rust release changes (unlike `DefaultHasher`).
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// The fp32 step graphs are pinned byte for byte: the mixed-precision variant is built
+    /// beside them and must not change a node, a name or an initializer of theirs. The hashes
+    /// were taken before the mixed-precision graph existed (commit f0ff55f).
+    #[test]
+    fn fp32_step_graphs_are_unchanged_byte_for_byte() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::models::{ResNetConfig, ResNetDepth, Stem};
+        let study = ContrastiveModel::new(&ModelConfig::study(64))?;
+        let conv = ContrastiveModel::new(&conv_model())?;
+        let resnet = ContrastiveModel::new(&ModelConfig {
+            encoder: EncoderConfig::ResNet(ResNetConfig {
+                input: [3, 8, 8],
+                depth: ResNetDepth::R18,
+                stem: Stem::Cifar,
+                width: 0.0625,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![32, 16, 8],
+                activation: crate::models::Activation::Relu,
+            }),
+        })?;
+        let adam = StepConfig::new(8, LossConfig::study(), OptimizerConfig::adam());
+        let sgd = StepConfig::new(
+            4,
+            LossConfig::study(),
+            OptimizerConfig::Sgd {
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                nesterov: true,
+            },
+        );
+        let cases = [
+            ("study adam", &study, adam.clone()),
+            (
+                "study adam, cuda-style",
+                &study,
+                adam.clone()
+                    .stacked()
+                    .excluding_bias_and_norm(true)
+                    .with_custom_kernels(false),
+            ),
+            ("conv sgd", &conv, sgd.clone()),
+            (
+                "resnet adamw",
+                &resnet,
+                StepConfig::new(4, LossConfig::study(), OptimizerConfig::adamw()).stacked(),
+            ),
+        ];
+        let got: Vec<(&str, u64)> = cases
+            .iter()
+            .map(|(name, m, cfg)| Ok((*name, fnv1a(&build_train_step(m, cfg)?.model_bytes))))
+            .collect::<Result<_, StepError>>()?;
+        let want: [(&str, u64); 4] = [
+            ("study adam", 10963268562414760815),
+            ("study adam, cuda-style", 9055546556614847436),
+            ("conv sgd", 9705787142306613899),
+            ("resnet adamw", 6231669225125256638),
+        ];
+        assert_eq!(got, want);
+        Ok(())
+    }
+
+    fn small_mlp() -> ModelConfig {
+        ModelConfig {
+            encoder: EncoderConfig::Mlp(MlpConfig {
+                dims: vec![16, 32, 16],
+                activation: crate::models::Activation::Relu,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![16, 32, 8],
+                activation: crate::models::Activation::Relu,
+            }),
+        }
+    }
+
+    /// The feeds of one step: parameters from `init`, optimizer state filled with small
+    /// positive values (nonzero, so a pass-through is visible), the two views from a fixed
+    /// stream and `extra` rank-0 inputs by name.
+    fn step_feeds(
+        g: &Graph,
+        sg: &StepGraph,
+        init: &[NamedTensor],
+        extra: &[(&str, f32)],
+    ) -> Result<Vec<(ValueId, Data)>, Box<dyn std::error::Error>> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let find = |name: &str| g.find(name).ok_or_else(|| format!("no input `{name}`"));
+        let mut feeds = Vec::new();
+        for t in init {
+            feeds.push((find(&t.name)?, Data::F32(t.data.clone())));
+        }
+        for (k, s) in sg.state.iter().enumerate() {
+            let data = (0..s.numel())
+                .map(|i| 1e-3 * ((i + k) % 7 + 1) as f32)
+                .collect();
+            feeds.push((find(&s.name)?, Data::F32(data)));
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let n = sg.batch * sg.view_shape.iter().product::<usize>();
+        for name in [INPUT_X1, INPUT_X2] {
+            let x: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+            feeds.push((find(name)?, Data::F32(x)));
+        }
+        for (name, v) in extra {
+            feeds.push((find(name)?, Data::F32(vec![*v])));
+        }
+        Ok(feeds)
+    }
+
+    fn sgd() -> OptimizerConfig {
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    #[test]
+    fn fp16_step_matches_the_fp32_step_within_half_precision(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::testutil::run_graph;
+        let model = ContrastiveModel::new(&small_mlp())?;
+        let init = model.init_params(3)?;
+        let lr = 0.5_f32;
+        let cfg = StepConfig::new(8, LossConfig::study(), sgd());
+        let (g32, s32) = build_train_step_graph(&model, &cfg, DType::F32)?;
+        let mixed = cfg
+            .clone()
+            .with_mixed_precision(Some(MixedPrecision::fp16()));
+        let (g16, s16) = build_train_step_graph(&model, &mixed, DType::F32)?;
+        assert_eq!(s16.params, s32.params);
+        assert_eq!(s16.state, s32.state);
+        let base = [(INPUT_STEP, 1.0), (INPUT_LR, lr)];
+        let out32 = run_graph(&g32, &step_feeds(&g32, &s32, &init, &base)?);
+        let with_scale = [
+            (INPUT_STEP, 1.0),
+            (INPUT_LR, lr),
+            (INPUT_LOSS_SCALE, 65536.0),
+            (INPUT_GOOD_STEPS, 5.0),
+        ];
+        let out16 = run_graph(&g16, &step_feeds(&g16, &s16, &init, &with_scale)?);
+        let (l32, l16) = (out32[OUTPUT_LOSS][0], out16[OUTPUT_LOSS][0]);
+        assert!(
+            (l32 - l16).abs() < 5e-3 * l32.abs(),
+            "loss {l16} vs fp32 {l32}"
+        );
+        assert_eq!(out16[OUTPUT_SKIPPED], vec![0.0]);
+        assert_eq!(out16[&next_name(INPUT_LOSS_SCALE)], vec![65536.0]);
+        assert_eq!(out16[&next_name(INPUT_GOOD_STEPS)], vec![6.0]);
+        // SGD's momentum buffer after one step is the gradient plus 0.9 x the fed one, so
+        // the two graphs' gradients compare through it: within a few f16 ulps in norm.
+        for p in &s32.params {
+            let name = next_name(&OptimizerConfig::state_name("momentum", &p.name));
+            let (a, b) = (&out32[&name], &out16[&name]);
+            let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+            let norm: f64 = a.iter().map(|x| x * x).sum::<f64>();
+            assert!(
+                diff.sqrt() <= 1e-2 * norm.sqrt() + 1e-6,
+                "{name}: |diff| {} vs |g| {}",
+                diff.sqrt(),
+                norm.sqrt()
+            );
+        }
+        Ok(())
+    }
+
+    /// Convolutions, pooling and BatchNorm (a small ResNet): the fp16 step runs on ONNX
+    /// Runtime's CPU provider and its loss and BatchNorm statistics (kept in f32) match the
+    /// fp32 step's.
+    #[test]
+    fn fp16_conv_and_resnet_steps_run_and_match_fp32() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::models::{ResNetConfig, ResNetDepth, Stem};
+        use crate::testutil::run_graph;
+        let resnet = ModelConfig {
+            encoder: EncoderConfig::ResNet(ResNetConfig {
+                input: [3, 8, 8],
+                depth: ResNetDepth::R18,
+                stem: Stem::Cifar,
+                width: 0.0625,
+            }),
+            projector: Some(MlpConfig {
+                dims: vec![32, 16, 8],
+                activation: crate::models::Activation::Relu,
+            }),
+        };
+        for (what, cfg) in [("conv", conv_model()), ("resnet", resnet)] {
+            let model = ContrastiveModel::new(&cfg)?;
+            let mut init = model.init_params(5)?;
+            let buffers: Vec<NamedTensor> = model
+                .buffer_specs()
+                .into_iter()
+                .map(|b| {
+                    let n = b.shape.iter().product();
+                    let fill = if b.name.ends_with("running_var") {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    NamedTensor::new(b.name, b.shape, vec![fill; n])
+                })
+                .collect();
+            init.retain(|t| !buffers.iter().any(|b| b.name == t.name));
+            init.extend(buffers);
+            let step = StepConfig::new(4, LossConfig::study(), sgd());
+            let (g32, s32) = build_train_step_graph(&model, &step, DType::F32)?;
+            let mixed = step.with_mixed_precision(Some(MixedPrecision::fp16()));
+            let (g16, s16) = build_train_step_graph(&model, &mixed, DType::F32)?;
+            let base = [(INPUT_STEP, 1.0), (INPUT_LR, 0.1)];
+            let out32 = run_graph(&g32, &step_feeds(&g32, &s32, &init, &base)?);
+            // 2^16 overflows the first step of the ResNet (as in PyTorch, the first steps of
+            // a run back the scale off); 2^10 is where a run would settle.
+            let scaled = [
+                (INPUT_STEP, 1.0),
+                (INPUT_LR, 0.1),
+                (INPUT_LOSS_SCALE, 1024.0),
+                (INPUT_GOOD_STEPS, 0.0),
+            ];
+            let out16 = run_graph(&g16, &step_feeds(&g16, &s16, &init, &scaled)?);
+            let (l32, l16) = (out32[OUTPUT_LOSS][0], out16[OUTPUT_LOSS][0]);
+            assert!(
+                (l32 - l16).abs() < 1e-2 * l32.abs(),
+                "{what}: loss {l16} vs {l32}"
+            );
+            assert_eq!(out16[OUTPUT_SKIPPED], vec![0.0], "{what}");
+            for b in &s32.buffers {
+                let name = next_name(&b.name);
+                for (x, y) in out32[&name].iter().zip(&out16[&name]) {
+                    assert!(
+                        (x - y).abs() <= 1e-2 * x.abs() + 1e-3,
+                        "{what} {name}: {y} vs {x}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_overflowing_fp16_step_changes_nothing_and_halves_the_scale(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use crate::testutil::run_graph;
+        let model = ContrastiveModel::new(&small_mlp())?;
+        let init = model.init_params(3)?;
+        let cfg = StepConfig::new(8, LossConfig::study(), OptimizerConfig::adam())
+            .with_mixed_precision(Some(MixedPrecision::fp16()));
+        let (g, sg) = build_train_step_graph(&model, &cfg, DType::F32)?;
+        // 2^40 times gradients of order 1e-3 is far past f16's 65504: every product's
+        // gradient overflows.
+        let scale = 2f32.powi(40);
+        let extra = [
+            (INPUT_STEP, 3.0),
+            (INPUT_LR, 1e-3),
+            (INPUT_LOSS_SCALE, scale),
+            (INPUT_GOOD_STEPS, 17.0),
+        ];
+        let feeds = step_feeds(&g, &sg, &init, &extra)?;
+        let out = run_graph(&g, &feeds);
+        assert_eq!(out[OUTPUT_SKIPPED], vec![1.0]);
+        assert_eq!(
+            out[&next_name(INPUT_LOSS_SCALE)],
+            vec![f64::from(scale) * 0.5]
+        );
+        assert_eq!(out[&next_name(INPUT_GOOD_STEPS)], vec![0.0]);
+        assert!(out[OUTPUT_LOSS][0].is_finite());
+        // Parameters and optimizer state come back bit for bit.
+        let mut checked = 0;
+        for (v, d) in &feeds {
+            let name = g.name_of(*v);
+            if name == INPUT_LOSS_SCALE || name == INPUT_GOOD_STEPS {
+                continue;
+            }
+            let Some(next) = out.get(&next_name(name)) else {
+                continue;
+            };
+            let Data::F32(fed) = d else {
+                continue;
+            };
+            let fed: Vec<f64> = fed.iter().map(|&x| f64::from(x)).collect();
+            assert_eq!(next, &fed, "{name} changed in a skipped step");
+            checked += 1;
+        }
+        assert_eq!(checked, sg.params.len() + sg.state.len());
+        Ok(())
+    }
+
+    #[test]
+    fn the_loss_scale_doubles_after_the_growth_interval() -> Result<(), Box<dyn std::error::Error>>
+    {
+        use crate::testutil::Runner;
+        let model = ContrastiveModel::new(&small_mlp())?;
+        let init = model.init_params(3)?;
+        let mixed = MixedPrecision {
+            compute: DType::F16,
+            loss_scaling: Some(LossScaling {
+                init_scale: 1024.0,
+                growth_interval: 3,
+            }),
+        };
+        let cfg = StepConfig::new(8, LossConfig::study(), OptimizerConfig::adam())
+            .with_mixed_precision(Some(mixed));
+        let (g, sg) = build_train_step_graph(&model, &cfg, DType::F32)?;
+        let mut runner = Runner::new(&g);
+        // (good steps fed, scale fed) -> (good steps, scale) out.
+        for (good, want_good, want_scale) in
+            [(0.0, 1.0, 1024.0), (1.0, 2.0, 1024.0), (2.0, 0.0, 2048.0)]
+        {
+            let extra = [
+                (INPUT_STEP, 1.0),
+                (INPUT_LR, 1e-3),
+                (INPUT_LOSS_SCALE, 1024.0),
+                (INPUT_GOOD_STEPS, good),
+            ];
+            let out = runner.run(&step_feeds(&g, &sg, &init, &extra)?);
+            assert_eq!(out[OUTPUT_SKIPPED], vec![0.0], "good steps {good}");
+            assert_eq!(out[&next_name(INPUT_GOOD_STEPS)], vec![want_good]);
+            assert_eq!(out[&next_name(INPUT_LOSS_SCALE)], vec![want_scale]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mixed_graphs_cast_only_the_products_and_pass_the_checker(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let mlp = ContrastiveModel::new(&small_mlp())?;
+        let conv = ContrastiveModel::new(&conv_model())?;
+        let base = StepConfig::new(4, LossConfig::study(), OptimizerConfig::adam()).stacked();
+        let dir = tempfile::tempdir()?;
+        let mut paths = Vec::new();
+        for (name, model, mixed) in [
+            ("mlp_fp16.onnx", &mlp, MixedPrecision::fp16()),
+            ("mlp_bf16.onnx", &mlp, MixedPrecision::bf16()),
+            ("conv_fp16.onnx", &conv, MixedPrecision::fp16()),
+        ] {
+            let cfg = base.clone().with_mixed_precision(Some(mixed));
+            let (g, sg) = build_train_step_graph(model, &cfg, DType::F32)?;
+            assert_eq!(sg.mixed, Some(mixed));
+            // Every product runs in the low dtype, nothing uses cbound's CPU-only kernels,
+            // and every graph input and output is f32 (or the views').
+            let lo = mixed.compute;
+            let mut products = 0;
+            for n in g.nodes() {
+                assert!(n.op.domain().is_none(), "{name}: custom op {:?}", n.op);
+                if matches!(n.op, Op::MatMul | Op::Gemm { .. } | Op::Conv { .. }) {
+                    assert_eq!(g.dtype(n.outputs[0]), lo, "{name}: {:?}", n.op);
+                    products += 1;
+                }
+            }
+            assert!(products > 0);
+            for &v in g.inputs().iter().chain(g.outputs()) {
+                assert_eq!(g.dtype(v), DType::F32, "{name}: {}", g.name_of(v));
+            }
+            let has_scaler = g.find(INPUT_LOSS_SCALE).is_some();
+            assert_eq!(has_scaler, mixed.loss_scaling.is_some(), "{name}");
+            let p = dir.path().join(name);
+            std::fs::write(&p, g.to_model_bytes(OPSET)?)?;
+            paths.push(p.to_string_lossy().into_owned());
+        }
+        let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let out = run_python(CHECKER, &args);
+        assert_eq!(
+            out.lines().filter(|l| l.ends_with("nodes ok")).count(),
+            3,
+            "{out}"
+        );
+        // bf16 Conv needs opset 22: refused with the reason.
+        let cfg = base.with_mixed_precision(Some(MixedPrecision::bf16()));
+        match build_train_step(&conv, &cfg) {
+            Err(StepError::Config(why)) => assert!(why.contains("opset"), "{why}"),
+            other => panic!("bf16 conv step: {:?}", other.map(|s| s.params.len())),
+        }
         Ok(())
     }
 

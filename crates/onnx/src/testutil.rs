@@ -131,6 +131,10 @@ impl<'g> Runner<'g> {
                     .iter()
                     .map(|&x| x as f64)
                     .collect(),
+                DType::F16 | DType::BF16 => panic!(
+                    "output `{name}` is {}: test graphs return f32 (cast before the output)",
+                    g.dtype(o).name()
+                ),
                 DType::Bool => v
                     .try_extract_tensor::<bool>()
                     .expect("bool")

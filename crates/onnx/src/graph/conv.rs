@@ -31,6 +31,19 @@ impl Graph {
         dilations: [usize; 2],
         group: usize,
     ) -> GraphResult<ValueId> {
+        let operands: Vec<ValueId> = [x, w].into_iter().chain(b).collect();
+        if let Some(lo) = self.autocast_operands(&operands)? {
+            let y = self.conv2d_dilated(
+                lo[0],
+                lo[1],
+                lo.get(2).copied(),
+                strides,
+                pads,
+                dilations,
+                group,
+            )?;
+            return self.cast(y, DType::F32);
+        }
         let dt = self.same_dtype("Conv", &[x, w])?;
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         if xs.len() != 4

@@ -206,6 +206,12 @@ impl Graph {
 
     /// A tensor of the given shape filled with `value`, built at run time (no initializer bytes).
     pub fn filled(&mut self, dtype: DType, shape: &[usize], value: f64) -> GraphResult<ValueId> {
+        if dtype == DType::BF16 && !shape.is_empty() {
+            // ConstantOfShape has no bfloat16 before opset 20: fill in f32 and cast (exact for
+            // the 0s and 1s the backward pass fills with).
+            let f = self.filled(DType::F32, shape, value)?;
+            return self.cast(f, DType::BF16);
+        }
         let v = TensorData::filled(dtype, 1, value)
             .ok_or_else(|| invalid("ConstantOfShape", "unsupported dtype"))?;
         if shape.is_empty() {

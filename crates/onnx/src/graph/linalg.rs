@@ -1,12 +1,17 @@
-//! Matrix products: `MatMul`, `Gemm` and the `nn.Linear`-style layer built on it.
+//! Matrix products: `MatMul`, `Gemm` and the `nn.Linear`-style layer built on it. Under
+//! [`Graph::set_autocast`] both run in the low dtype between Casts.
 
-use super::{broadcast_shapes, invalid, GemmAttrs, Graph, GraphResult, Op, ValueId};
+use super::{broadcast_shapes, invalid, DType, GemmAttrs, Graph, GraphResult, Op, ValueId};
 
 impl Graph {
     // ----- linear algebra -----
 
     /// `[M, K] x [K, N] -> [M, N]`.
     pub fn matmul(&mut self, a: ValueId, b: ValueId) -> GraphResult<ValueId> {
+        if let Some(lo) = self.autocast_operands(&[a, b])? {
+            let y = self.matmul(lo[0], lo[1])?;
+            return self.cast(y, DType::F32);
+        }
         let dt = self.same_dtype("MatMul", &[a, b])?;
         self.require_float("MatMul", a)?;
         let (sa, sb) = (self.shape(a), self.shape(b));
@@ -30,6 +35,11 @@ impl Graph {
         c: Option<ValueId>,
         attrs: GemmAttrs,
     ) -> GraphResult<ValueId> {
+        let operands: Vec<ValueId> = [a, b].into_iter().chain(c).collect();
+        if let Some(lo) = self.autocast_operands(&operands)? {
+            let y = self.gemm(lo[0], lo[1], lo.get(2).copied(), attrs)?;
+            return self.cast(y, DType::F32);
+        }
         let GemmAttrs {
             alpha,
             beta,

@@ -32,7 +32,7 @@ mod value;
 
 pub use norm::BatchNormTrain;
 pub use op::{GemmAttrs, Node, Op, CBOUND_DOMAIN};
-pub use value::{DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
+pub use value::{bf16_bits, f16_bits, DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
 
 /// The ai.onnx opset version whose semantics the builder emits.
 pub const OPSET: i64 = 18;
@@ -108,6 +108,11 @@ pub struct Graph {
     /// Whether builders may emit cbound's own operators ([`CBOUND_DOMAIN`]); see
     /// [`Graph::set_custom_kernels`].
     custom_kernels: bool,
+    /// The dtype matrix products run in while set; see [`Graph::set_autocast`].
+    autocast: Option<DType>,
+    /// The `Cast` to the autocast dtype already made of a value, so a value feeding several
+    /// products (the loss's embeddings) is converted once.
+    autocast_casts: HashMap<ValueId, ValueId>,
 }
 
 impl Graph {
@@ -121,6 +126,58 @@ impl Graph {
 
     pub fn custom_kernels(&self) -> bool {
         self.custom_kernels
+    }
+
+    /// While `Some(F16 | BF16)`, every `MatMul`, `Gemm` and `Conv` built with f32 operands
+    /// casts them to that dtype, runs in it and casts its result back to f32 (PyTorch's
+    /// autocast for the products tensor cores speed up). Everything else (activations,
+    /// softmax and log-sum-exp, reductions, BatchNorm statistics, the loss) stays in f32, as
+    /// the range of half precision needs. The backward pass needs no switch: the VJP of a Cast
+    /// is the Cast back, so the products' gradients run in the low dtype too and arrive at
+    /// the f32 parameters as f32. A mixed-precision step turns it on for the forward pass
+    /// only; off (`None`, the default) the builder is exactly as before.
+    pub fn set_autocast(&mut self, dtype: Option<DType>) -> GraphResult<()> {
+        if let Some(dt) = dtype {
+            if !matches!(dt, DType::F16 | DType::BF16) {
+                return Err(invalid(
+                    "autocast",
+                    format!("products run in f16 or bf16, not {}", dt.name()),
+                ));
+            }
+        }
+        if dtype != self.autocast {
+            self.autocast_casts.clear();
+        }
+        self.autocast = dtype;
+        Ok(())
+    }
+
+    pub fn autocast(&self) -> Option<DType> {
+        self.autocast
+    }
+
+    /// The operands of a product converted to the autocast dtype, or `None` where the
+    /// product runs as built (autocast off, or an operand that is not f32).
+    fn autocast_operands(&mut self, xs: &[ValueId]) -> GraphResult<Option<Vec<ValueId>>> {
+        let Some(lo) = self.autocast else {
+            return Ok(None);
+        };
+        if xs.iter().any(|&x| self.dtype(x) != DType::F32) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(xs.len());
+        for &x in xs {
+            let c = match self.autocast_casts.get(&x) {
+                Some(&c) => c,
+                None => {
+                    let c = self.cast(x, lo)?;
+                    self.autocast_casts.insert(x, c);
+                    c
+                }
+            };
+            out.push(c);
+        }
+        Ok(Some(out))
     }
 
     pub fn new(name: impl Into<String>) -> Self {
@@ -137,6 +194,8 @@ impl Graph {
             batch_dims: HashSet::new(),
             counter: 0,
             custom_kernels: true,
+            autocast: None,
+            autocast_casts: HashMap::new(),
             doc: None,
         }
     }
@@ -291,6 +350,8 @@ impl Graph {
         let key_bits = match dtype {
             DType::F32 => u64::from((value as f32).to_bits()),
             DType::F64 => value.to_bits(),
+            DType::F16 => u64::from(value::f16_bits(value as f32)),
+            DType::BF16 => u64::from(value::bf16_bits(value as f32)),
             DType::I64 => value as i64 as u64,
             DType::Bool => return Err(invalid("scalar", "bool scalars are not supported")),
         };
@@ -396,7 +457,7 @@ impl Graph {
         } else {
             Err(invalid(
                 op,
-                format!("`{}` must be f32 or f64, is {}", self.name_of(v), dt.name()),
+                format!("`{}` must be a float, is {}", self.name_of(v), dt.name()),
             ))
         }
     }

@@ -14,6 +14,9 @@ impl TensorData {
         match self {
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::F16(v) | TensorData::BF16(v) => {
+                v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            }
             TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
