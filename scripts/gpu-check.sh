@@ -195,6 +195,7 @@ print(json.dumps({
     "peak_device_memory_bytes": int(float(peak)) * 1048576 if peak else None,
     "peak_device_memory_source": "nvidia-smi memory.used, whole GPU",
     "final_loss": curve["loss"], "final_loss_is": "mean training loss of the epoch",
+    "skipped_steps": curve.get("skipped_steps"), "loss_scale": curve.get("loss_scale"),
     "note": "samples/s of the epoch, including making the views on the CPU",
 }))
 PY

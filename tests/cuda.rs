@@ -1,6 +1,6 @@
 //! The CUDA-facing parts that must hold on a machine without a GPU, through the real binary:
-//! the `precision` option is refused where it cannot train (CPU) and where it is not built
-//! yet (CUDA), with the file position, and `cbound doctor` says plainly that CUDA is absent,
+//! the `precision` option is refused where it cannot train (CPU, or `auto` fallen back to
+//! it, and bf16 for convolutions), with the file position, and `cbound doctor` says plainly that CUDA is absent,
 //! or, on a fake tree of pip's nvidia wheels, which library it found, failed to load or missed.
 
 mod common;
@@ -138,14 +138,54 @@ fn mixed_precision_is_refused_on_cpu_with_its_position() {
 }
 
 #[test]
-fn mixed_precision_on_cuda_says_it_is_not_implemented_yet() {
+fn mixed_precision_validates_on_cuda_and_auto() {
+    let p = common::Project::new();
     for device in ["cuda", "auto"] {
-        validate_refuses(
-            &train_pipeline(device, "fp16_mixed"),
-            "(at `stages.train.params.precision`)",
-            "precision `fp16_mixed` is not implemented yet",
-        );
+        for precision in ["fp16_mixed", "bf16_mixed"] {
+            p.write("p.yaml", &train_pipeline(device, precision));
+            let run = p.cbound(&["validate", "p.yaml"]);
+            assert_eq!(run.code, 0, "{device}/{precision}: {}", run.all());
+        }
     }
+}
+
+#[test]
+fn bf16_mixed_is_refused_for_convolutional_encoders() {
+    let yaml = train_pipeline("cuda", "bf16_mixed").replace(
+        "      device: cuda\n",
+        "      device: cuda\n      model: {encoder: {kind: conv, channels: [4]}}\n",
+    );
+    validate_refuses(
+        &yaml,
+        "(at `stages.train.params.precision`)",
+        "bf16_mixed is for MLP encoders",
+    );
+}
+
+/// `device: auto` may fall back to the CPU, where mixed precision is not offered: the run
+/// fails with the reason instead of training in fp32 (here the CPU build of ONNX Runtime
+/// makes the fallback certain).
+#[test]
+fn mixed_precision_on_auto_fails_when_it_falls_back_to_the_cpu() {
+    if has_driver() {
+        eprintln!("skipped: this machine has an NVIDIA driver, so auto may not fall back");
+        return;
+    }
+    let p = common::Project::new();
+    p.write("p.yaml", &train_pipeline("auto", "fp16_mixed"));
+    let run = p.cbound(&[
+        "run",
+        "p.yaml",
+        "--set",
+        "stages.train.params.batch_size=16",
+    ]);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("precision `fp16_mixed` needs CUDA, but `device: auto` fell back to the CPU"),
+        "{}",
+        run.all()
+    );
 }
 
 #[test]

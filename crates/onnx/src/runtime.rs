@@ -444,9 +444,11 @@ pub enum Device {
 
 /// Arithmetic precision of a training step; `precision` in the train stage.
 ///
-/// Only `fp32` has a step graph today. The mixed choices are part of the contract already so
-/// that a pipeline naming one is refused at validation with the reason (CPU: never; CUDA: not
-/// implemented yet) instead of silently training in fp32.
+/// The mixed choices build the mixed-precision step graph ([`crate::step::MixedPrecision`]):
+/// f16 or bf16 matrix products and convolutions, f32 master weights and optimizer state. They
+/// are for CUDA, whose tensor cores run half-precision products faster than f32; on CPU only
+/// `fp32` is offered (the graph itself runs on the CPU provider, which is how the tests here
+/// check it, but a pipeline asking for it there is refused).
 #[derive(
     Debug,
     Clone,
@@ -464,9 +466,11 @@ pub enum Precision {
     #[default]
     Fp32,
     /// CUDA only: activations and matrix products in float16, float32 master weights and
-    /// optimizer state, dynamic loss scaling. Not implemented yet.
+    /// optimizer state, dynamic loss scaling (steps with non-finite gradients are skipped and
+    /// counted in the training curve).
     Fp16Mixed,
-    /// CUDA only: as `fp16_mixed` with bfloat16 and no loss scaling. Not implemented yet.
+    /// CUDA only: as `fp16_mixed` with bfloat16 and no loss scaling (MLP encoders: ONNX
+    /// opset 18 has no bfloat16 convolution).
     Bf16Mixed,
 }
 
@@ -482,15 +486,23 @@ impl Precision {
 
     /// Why this precision cannot train on `device`, if it cannot: the one place the rule
     /// lives, for the stage's validation and for anything that builds a trainer directly.
+    /// `auto` passes here; [`Precision::refusal_on`] refuses it once it fell back to the CPU.
     pub fn refusal(self, device: Device) -> Option<String> {
         match (self, device) {
-            (Precision::Fp32, _) => None,
+            (Precision::Fp32, _) | (_, Device::Cuda | Device::Auto) => None,
             (p, Device::Cpu) => Some(format!(
                 "precision `{}` needs `device: cuda`; on CPU only `fp32` is supported",
                 p.as_str()
             )),
-            (p, Device::Cuda | Device::Auto) => Some(format!(
-                "precision `{}` is not implemented yet (its mixed-precision step graph does not exist); use `fp32`",
+        }
+    }
+
+    /// Why this precision cannot train on the provider a session actually got.
+    pub fn refusal_on(self, device: ActiveDevice) -> Option<String> {
+        match (self, device) {
+            (Precision::Fp32, _) | (_, ActiveDevice::Cuda) => None,
+            (p, ActiveDevice::Cpu) => Some(format!(
+                "precision `{}` needs CUDA, but `device: auto` fell back to the CPU (see the warning above); use `device: cuda` to fail with the reason, or `precision: fp32`",
                 p.as_str()
             )),
         }
@@ -875,10 +887,11 @@ mod tests {
     }
 
     #[test]
-    fn only_fp32_trains_and_the_refusal_names_the_device() {
+    fn mixed_precision_is_refused_on_cpu_only_and_the_refusal_names_the_device() {
         for d in [Device::Cpu, Device::Cuda, Device::Auto] {
             assert_eq!(Precision::Fp32.refusal(d), None);
         }
+        assert_eq!(Precision::Fp32.refusal_on(ActiveDevice::Cpu), None);
         for p in [Precision::Fp16Mixed, Precision::Bf16Mixed] {
             let cpu = p.refusal(Device::Cpu).unwrap_or_default();
             assert!(
@@ -886,9 +899,11 @@ mod tests {
                 "{cpu}"
             );
             for d in [Device::Cuda, Device::Auto] {
-                let gpu = p.refusal(d).unwrap_or_default();
-                assert!(gpu.contains("not implemented yet"), "{gpu}");
+                assert_eq!(p.refusal(d), None);
             }
+            assert_eq!(p.refusal_on(ActiveDevice::Cuda), None);
+            let fell_back = p.refusal_on(ActiveDevice::Cpu).unwrap_or_default();
+            assert!(fell_back.contains("fell back to the CPU"), "{fell_back}");
         }
     }
 

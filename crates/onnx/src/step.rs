@@ -661,7 +661,9 @@ fn build_mixed_step_graph(
     g.set_autocast(None)?;
     if mixed.compute == DType::BF16 && g.nodes().iter().any(|n| matches!(n.op, Op::Conv { .. })) {
         return Err(StepError::Config(
-            "bf16_mixed is not available for convolutional encoders: ONNX opset 18, which the              step graphs use, defines Conv for f16, f32 and f64 only (bfloat16 from opset 22);              use fp16_mixed or fp32"
+            "bf16_mixed is not available for convolutional encoders: ONNX opset 18, which the \
+             step graphs use, defines Conv for f16, f32 and f64 only (bfloat16 from opset 22); \
+             use fp16_mixed or fp32"
                 .into(),
         ));
     }

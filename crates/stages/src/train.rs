@@ -35,7 +35,8 @@ use cbound_onnx::models::{
 use cbound_onnx::optim::{LrSchedule, OptimizerConfig};
 use cbound_onnx::runtime::{self, Device, LibrarySearch, Precision, SessionOptions};
 use cbound_onnx::step::{
-    build_encoder, build_eval, build_projection, build_train_step, ParamSource, StepConfig,
+    build_encoder, build_eval, build_projection, build_train_step, MixedPrecision, ParamSource,
+    StepConfig,
 };
 use cbound_onnx::{Checkpoint, RuntimeError, Trainer};
 use cbound_tables::model::{snapshot_file, ModelInfo};
@@ -563,8 +564,9 @@ pub struct TrainParams {
     pub holdout: f64,
     #[serde(default)]
     pub device: Device,
-    /// `fp32` (default, the only choice on CPU), `fp16_mixed` or `bf16_mixed` (CUDA only;
-    /// refused for now: the mixed-precision step graph is not implemented yet).
+    /// `fp32` (default, the only choice on CPU), `fp16_mixed` (f16 products, f32 master
+    /// weights, dynamic loss scaling; skipped steps counted in the training curve) or
+    /// `bf16_mixed` (bf16 products, no loss scaling; MLP encoders only). CUDA only.
     #[serde(default)]
     pub precision: Precision,
     /// Also save the encoder every this many epochs (and before training, as epoch 0) as
@@ -584,6 +586,12 @@ pub struct CurveRow {
     pub lr: f64,
     pub samples_per_s: f64,
     pub seconds: f64,
+    /// fp16_mixed: steps of this epoch skipped for non-finite gradients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
+    /// fp16_mixed: the loss scale after the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
 }
 
 fn rt_err(e: RuntimeError) -> StageError {
@@ -702,6 +710,22 @@ fn curve_table(rows: &[CurveRow], batch: usize) -> Result<RecordBatch, StageErro
             Arc::new(rows.iter().map(|_| batch as u64).collect::<UInt64Array>()),
         )
         .column(&training_curve::LR, f(&|r| r.lr))
+        .optional_column(
+            &training_curve::SKIPPED_STEPS,
+            rows.iter().all(|r| r.skipped_steps.is_some()).then(|| {
+                Arc::new(UInt64Array::from_iter_values(
+                    rows.iter().map(|r| r.skipped_steps.unwrap_or(0)),
+                )) as ArrayRef
+            }),
+        )
+        .optional_column(
+            &training_curve::LOSS_SCALE,
+            rows.iter().all(|r| r.loss_scale.is_some()).then(|| {
+                Arc::new(Float64Array::from_iter_values(
+                    rows.iter().map(|r| r.loss_scale.unwrap_or(f64::NAN)),
+                )) as ArrayRef
+            }),
+        )
         .build()
         .map_err(|e| StageError::Failed(format!("building training curve: {e}")))
 }
@@ -805,6 +829,14 @@ impl Stage for Train {
         if let Some(why) = p.precision.refusal(p.device) {
             out.push(ParamError::at(&["precision"], why));
         }
+        if p.precision == Precision::Bf16Mixed
+            && !matches!(p.model.encoder, EncoderSpec::Mlp { .. })
+        {
+            out.push(ParamError::at(
+                &["precision"],
+                "bf16_mixed is for MLP encoders: ONNX opset 18, which the step graphs use, has no bfloat16 convolution (from opset 22); use fp16_mixed or fp32",
+            ));
+        }
         out
     }
 
@@ -865,7 +897,8 @@ impl Stage for Train {
         let step_cfg = StepConfig::new(b, loss, optimizer)
             .stacked()
             .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm())
-            .with_custom_kernels(p.device == Device::Cpu);
+            .with_custom_kernels(p.device == Device::Cpu)
+            .with_mixed_precision(MixedPrecision::of(p.precision));
         let step_graph =
             build_train_step(&model, &step_cfg).map_err(|e| StageError::Params(e.to_string()))?;
         let eval_graph =
@@ -894,6 +927,10 @@ impl Stage for Train {
         for w in trainer.warnings() {
             tracing::warn!("{}: {w}", ctx.instance);
         }
+        if let Some(why) = p.precision.refusal_on(trainer.device()) {
+            return Err(StageError::Params(why));
+        }
+        let loss_scaled = trainer.loss_scale().map_err(rt_err)?.is_some();
 
         // Resume from the last committed epoch, if a previous attempt got that far.
         let ckpt_dir = ctx.out_dir.join(".checkpoint");
@@ -929,6 +966,7 @@ impl Stage for Train {
                 ctx.seed.wrapping_add(epoch + 1),
             ));
             let mut loss_sum = 0.0;
+            let skipped_before = trainer.skipped_steps();
             let mut lr = p.optimizer.lr();
             for (s, batch) in order.chunks_exact(b).enumerate() {
                 ctx.check_cancelled()?;
@@ -977,6 +1015,8 @@ impl Stage for Train {
                 lr,
                 samples_per_s: (steps_per_epoch as usize * b) as f64 / train_secs,
                 seconds: clock.elapsed().as_secs_f64(),
+                skipped_steps: loss_scaled.then(|| trainer.skipped_steps() - skipped_before),
+                loss_scale: trainer.loss_scale().map_err(rt_err)?.map(f64::from),
             });
             // One epoch commits as a unit: its state, curve and snapshot files are written
             // under names of their own, then the manifest naming them is renamed into place.
@@ -1150,5 +1190,66 @@ impl Manifest {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: u64, amp: Option<(u64, f64)>) -> CurveRow {
+        CurveRow {
+            epoch,
+            loss: 4.0,
+            heldout_loss: 4.1,
+            heldout_infonce: 1.4,
+            lr: 1e-3,
+            samples_per_s: 100.0,
+            seconds: 1.0,
+            skipped_steps: amp.map(|a| a.0),
+            loss_scale: amp.map(|a| a.1),
+        }
+    }
+
+    #[test]
+    fn the_curve_has_loss_scaling_columns_only_when_loss_scaled() -> Result<(), StageError> {
+        let fp32 = curve_table(&[row(1, None), row(2, None)], 8)?;
+        let names: Vec<String> = fp32
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "epoch",
+                "loss",
+                "heldout_loss",
+                "heldout_infonce",
+                "n",
+                "lr"
+            ]
+        );
+        let fp16 = curve_table(&[row(1, Some((3, 8192.0))), row(2, Some((0, 16384.0)))], 8)?;
+        let skipped = fp16
+            .column_by_name("skipped_steps")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned())
+            .map(|a| a.values().to_vec());
+        assert_eq!(skipped, Some(vec![3, 0]));
+        let scale = fp16
+            .column_by_name("loss_scale")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
+            .map(|a| a.values().to_vec());
+        assert_eq!(scale, Some(vec![8192.0, 16384.0]));
+        // The checkpointed curve of an fp32 run keeps its JSON (no null fields), so resumes
+        // of runs made before these columns existed read back the same rows.
+        let json =
+            serde_json::to_string(&row(1, None)).map_err(|e| StageError::Failed(e.to_string()))?;
+        assert!(
+            !json.contains("skipped") && !json.contains("loss_scale"),
+            "{json}"
+        );
+        Ok(())
     }
 }

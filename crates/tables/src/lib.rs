@@ -121,6 +121,15 @@ impl Builder {
         self
     }
 
+    /// [`Builder::column`] where there are values; a column not declared `always` may be
+    /// left out (`None`).
+    pub fn optional_column(self, column: &'static Column, values: Option<ArrayRef>) -> Builder {
+        match values {
+            Some(v) => self.column(column, v),
+            None => self,
+        }
+    }
+
     pub fn build(self) -> Result<RecordBatch, TableError> {
         let table = self.table.name;
         for (c, values) in &self.given {

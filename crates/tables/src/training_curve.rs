@@ -46,6 +46,20 @@ pub static LR: Column = Column {
     always: true,
     doc: "learning rate at the epoch's last step",
 };
+pub static SKIPPED_STEPS: Column = Column {
+    name: "skipped_steps",
+    ty: ColumnType::UInt64,
+    nullable: false,
+    always: false,
+    doc: "fp16_mixed only: steps of the epoch whose loss-scaled gradients were not finite, so that no parameter changed (the loss scale halved)",
+};
+pub static LOSS_SCALE: Column = Column {
+    name: "loss_scale",
+    ty: ColumnType::Float64,
+    nullable: false,
+    always: false,
+    doc: "fp16_mixed only: the dynamic loss scale after the epoch's last step",
+};
 
 /// The file name of [`TABLE`].
 pub const FILE: &str = "training_curve.parquet";
@@ -54,7 +68,16 @@ pub static TABLE: Table = Table {
     name: "training_curve",
     file: FILE,
     row: "the state after one epoch",
-    columns: &[&EPOCH, &LOSS, &HELDOUT_LOSS, &HELDOUT_INFONCE, &N, &LR],
+    columns: &[
+        &EPOCH,
+        &LOSS,
+        &HELDOUT_LOSS,
+        &HELDOUT_INFONCE,
+        &N,
+        &LR,
+        &SKIPPED_STEPS,
+        &LOSS_SCALE,
+    ],
 };
 
 pub static TIMING_EPOCH: Column = Column {
