@@ -29,13 +29,20 @@
 //!
 //! The sets are allocated from the memory the step session runs in: host memory on the CPU
 //! provider, the CUDA provider's device memory on CUDA (through ONNX Runtime's allocator for
-//! that memory). On CUDA a step therefore moves only the views to the device and the loss
-//! back; the step graph for CUDA keeps the whole update there too (the ai.onnx Adam chain,
+//! that memory). On CUDA a step therefore moves only the views to the device (from pinned
+//! host memory where the provider offers it) and the loss back; the step graph for CUDA keeps the whole update there too (the ai.onnx Adam chain,
 //! not the CPU-only fused kernel: [`crate::step::StepConfig::custom_kernels`]). Device
 //! tensors cannot be read from the host, so every host access to a set (checkpoints,
 //! snapshots, the final parameters, loading) goes through [`Trainer::read_slot`] and
 //! [`Trainer::write_slot`], which on the device copy through an Identity session on the same
 //! provider. On the CPU they read and write in place, as before.
+//!
+//! # Mixed precision
+//!
+//! A step graph built with loss scaling (fp16 mixed precision) adds the loss scale and its
+//! count of good steps to the sets, so they ping-pong and checkpoint with the parameters; the
+//! trainer reads the graph's `amp.skipped` after each step and counts skipped steps, which are
+//! no optimizer steps: Adam's `step` input advances only on the others.
 
 use std::path::PathBuf;
 
@@ -62,12 +69,19 @@ fn dims(shape: &[usize]) -> Vec<i64> {
 /// tensors as output buffers (tensors backed by Rust memory are refused).
 fn new_tensor(alloc: &Allocator, shape: &[usize]) -> Result<Tensor<f32>, RuntimeError> {
     let mut t = Tensor::<f32>::new(alloc, dims(shape)).map_err(ort_err("allocating a tensor"))?;
-    t.extract_tensor_mut().1.fill(0.0);
+    host_mut(&mut t, "a new tensor")?.fill(0.0);
     Ok(t)
 }
 
+/// The values of a host-accessible tensor (host or pinned memory), or why not.
+fn host_mut<'a>(t: &'a mut Tensor<f32>, what: &str) -> Result<&'a mut [f32], RuntimeError> {
+    t.try_extract_tensor_mut()
+        .map(|(_, d)| d)
+        .map_err(ort_err(format!("writing {what} from the host")))
+}
+
 fn write(t: &mut Tensor<f32>, src: &[f32], what: &str) -> Result<(), RuntimeError> {
-    let (_, dst) = t.extract_tensor_mut();
+    let dst = host_mut(t, what)?;
     if dst.len() != src.len() {
         return Err(RuntimeError::Size {
             what: what.to_string(),
@@ -115,6 +129,24 @@ impl SlotMemory {
         };
         MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
             .map_err(ort_err("describing the parameters' memory"))
+    }
+
+    /// Where the host side of a step's inputs (the views, `lr`, `step`) is allocated when the
+    /// sets are on a device: page-locked host memory from the CUDA provider's pinned
+    /// allocator, so ONNX Runtime copies the views to the device by DMA instead of staging
+    /// them through a bounce buffer. `None`: ONNX Runtime's plain host allocator (CPU).
+    fn staging_memory_info(self) -> Result<Option<MemoryInfo<'static>>, RuntimeError> {
+        match self {
+            SlotMemory::Host => Ok(None),
+            SlotMemory::Cuda { .. } => MemoryInfo::new(
+                AllocationDevice::CUDA_PINNED,
+                0,
+                AllocatorType::Device,
+                MemoryType::CPUInput,
+            )
+            .map(Some)
+            .map_err(ort_err("describing pinned host memory")),
+        }
     }
 }
 
@@ -330,8 +362,23 @@ impl Trainer {
             }
         }
         // Views, scalars and the loss stay on the host: ONNX Runtime moves the views in and
-        // the loss out at each step.
-        let alloc = session.allocator();
+        // the loss out at each step. On a device the inputs are pinned where the provider
+        // offers it; a provider that does not only costs speed, so that is a warning.
+        let mut warnings = handle.warnings;
+        let pinned = match memory.staging_memory_info()? {
+            None => None,
+            Some(info) => match Allocator::new(&session, info) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    warnings.push(format!(
+                        "pinned host memory is not available ({e}); the views reach the device from pageable memory"
+                    ));
+                    None
+                }
+            },
+        };
+        let host = session.allocator();
+        let alloc = pinned.as_ref().unwrap_or(host);
         let view_numel: usize = step.view_shape.iter().product();
         let second_shape = step.second_view_shape.as_ref().unwrap_or(&step.view_shape);
         let view2_numel: usize = second_shape.iter().product();
@@ -372,10 +419,10 @@ impl Trainer {
         }
         let lr = new_tensor(alloc, &[])?;
         let step_input = new_tensor(alloc, &[])?;
-        let mut loss = new_tensor(alloc, &[])?;
+        let mut loss = new_tensor(host, &[])?;
         let mut amp = match scaling {
             Some(scaling) => Some(Amp {
-                skipped: new_tensor(alloc, &[])?,
+                skipped: new_tensor(host, &[])?,
                 skipped_total: 0,
                 last_skipped: false,
                 scaling,
@@ -443,7 +490,7 @@ impl Trainer {
             view_numel,
             view2_numel,
             device: handle.device,
-            warnings: handle.warnings,
+            warnings,
             eval: None,
             encoder: None,
             opts: opts.clone(),
@@ -546,7 +593,7 @@ impl Trainer {
         match self.views.as_mut_slice() {
             [x] => {
                 // Stacked: view 1 fills rows 0..B, view 2 rows B..2B.
-                let (_, dst) = x.extract_tensor_mut();
+                let dst = host_mut(x, "the stacked views")?;
                 dst[..half].copy_from_slice(view1);
                 dst[half..].copy_from_slice(view2);
             }
@@ -1560,6 +1607,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The memories the sets and the step's inputs are allocated in, as ONNX Runtime is
+    /// told them: the sets in the CUDA provider's device memory of the instance's own device,
+    /// the views in pinned host memory (readable from the host); on CPU both plain host memory.
+    #[test]
+    fn memory_infos_name_device_memory_for_the_sets_and_pinned_memory_for_the_views() {
+        let _rt = runtime();
+        let sets = SlotMemory::Cuda { device_id: 1 }
+            .memory_info()
+            .expect("device memory info");
+        assert_eq!(sets.allocation_device(), AllocationDevice::CUDA);
+        assert_eq!(sets.device_id(), 1);
+        assert!(!sets.is_cpu_accessible());
+        let views = SlotMemory::Cuda { device_id: 1 }
+            .staging_memory_info()
+            .expect("pinned memory info")
+            .expect("pinned on CUDA");
+        assert_eq!(views.allocation_device(), AllocationDevice::CUDA_PINNED);
+        assert_eq!(views.memory_type(), MemoryType::CPUInput);
+        assert!(views.is_cpu_accessible());
+        let host = SlotMemory::Host.memory_info().expect("host memory info");
+        assert_eq!(host.allocation_device(), AllocationDevice::CPU);
+        assert!(host.is_cpu_accessible());
+        assert!(SlotMemory::Host
+            .staging_memory_info()
+            .expect("host")
+            .is_none());
+        assert_eq!(
+            SlotMemory::of(ActiveDevice::Cuda, 3),
+            SlotMemory::Cuda { device_id: 3 }
+        );
+        assert_eq!(SlotMemory::of(ActiveDevice::Cpu, 3), SlotMemory::Host);
     }
 
     /// The fp16 mixed-precision step as the trainer drives it (the step graph runs on ONNX
