@@ -93,6 +93,47 @@ fn training_learns_embeds_and_is_bitwise_reproducible() {
     assert!(pa == pb, "same seed must give bitwise-identical parameters");
 }
 
+/// Making the next batch's views during the current step (automatic on a device) trains the
+/// same bits as making them between steps; a bad setting of the switch is refused.
+#[test]
+fn views_made_ahead_of_the_step_train_the_same_bits() {
+    let mut got = Vec::new();
+    for setting in ["on", "off"] {
+        let p = Project::new();
+        p.write("t.yaml", &pipeline(2, ""));
+        let run = p
+            .command(&["run", "t.yaml", "--only", "train"])
+            .env("CBOUND_VIEW_PREFETCH", setting)
+            .output()
+            .expect("run cbound");
+        let run = common::Run::from(run);
+        assert_eq!(run.code, 0, "{setting}: {}", run.all());
+        let dir = p.latest("t").join("train/train");
+        let files: Vec<Vec<u8>> = ["params.ckpt", "training_curve.parquet", "encoder.onnx"]
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap())
+            .collect();
+        got.push(files);
+    }
+    assert!(got[0] == got[1], "prefetched views changed the training");
+
+    let p = Project::new();
+    p.write("t.yaml", &pipeline(1, ""));
+    let run = common::Run::from(
+        p.command(&["run", "t.yaml", "--only", "train"])
+            .env("CBOUND_VIEW_PREFETCH", "sometimes")
+            .output()
+            .expect("run cbound"),
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("CBOUND_VIEW_PREFETCH=\"sometimes\": expected `on` or `off`"),
+        "{}",
+        run.all()
+    );
+}
+
 /// Trains the pipeline with `optimizer` for `epochs` epochs (train stage only) in a fresh
 /// project; returns the final parameters' bytes, the curve and the project.
 fn train_with(epochs: u64, optimizer: &str) -> (Vec<u8>, Vec<serde_json::Value>, Project) {

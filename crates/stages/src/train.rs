@@ -38,6 +38,7 @@ use cbound_onnx::step::{
     build_encoder, build_eval, build_projection, build_train_step, MixedPrecision, ParamSource,
     StepConfig,
 };
+use cbound_onnx::trainer::SlotMemory;
 use cbound_onnx::{Checkpoint, RuntimeError, Trainer};
 use cbound_tables::model::{snapshot_file, ModelInfo};
 use cbound_tables::{training_curve, Builder};
@@ -594,6 +595,75 @@ pub struct CurveRow {
     pub loss_scale: Option<f64>,
 }
 
+/// The environment variable that overrides when the next batch's views are made during the
+/// current step (`on`, `off`; unset: on when the step runs on a device).
+pub const VIEW_PREFETCH_ENV: &str = "CBOUND_VIEW_PREFETCH";
+
+/// Whether to make the next batch's views while the current step runs. On a device the CPU
+/// is otherwise idle during a step, so overlapping hides the views' cost; on the CPU the step
+/// already uses the cores it was given, so views are made between steps. Either way the
+/// views and everything trained from them are the same bits (each sample's views are a
+/// function of the seed, the epoch and its index).
+fn view_prefetch(memory: SlotMemory) -> Result<bool, StageError> {
+    match std::env::var(VIEW_PREFETCH_ENV).ok().as_deref() {
+        None | Some("") => Ok(memory != SlotMemory::Host),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(StageError::Params(format!(
+            "{VIEW_PREFETCH_ENV}={other:?}: expected `on` or `off` (or unset: on for a device)"
+        ))),
+    }
+}
+
+/// Runs `step` on every batch in order with its views from `make`. With `prefetch`, a second
+/// thread makes batch s + 1's views while `step` runs on batch s (one batch ahead, buffers
+/// recycled); an error from either side stops both and is returned. Without, `views` is
+/// reused for every batch. The order of calls to `step`, and what it sees, are the same.
+fn for_each_batch<'a, I, M, S>(
+    prefetch: bool,
+    batches: I,
+    views: &mut Vec<Vec<f32>>,
+    make: M,
+    mut step: S,
+) -> Result<(), StageError>
+where
+    I: Iterator<Item = &'a [usize]> + Send,
+    M: Fn(&[usize], &mut Vec<Vec<f32>>) -> Result<(), StageError> + Sync,
+    S: FnMut(usize, &[Vec<f32>]) -> Result<(), StageError>,
+{
+    if !prefetch {
+        for (s, batch) in batches.enumerate() {
+            make(batch, views)?;
+            step(s, views)?;
+        }
+        return Ok(());
+    }
+    type Made = Result<Vec<Vec<f32>>, StageError>;
+    std::thread::scope(|scope| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Made>(1);
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<Vec<f32>>>();
+        let make = &make;
+        scope.spawn(move || {
+            for batch in batches {
+                let mut buf = spare_rx.try_recv().unwrap_or_default();
+                let made = make(batch, &mut buf).map(|()| buf);
+                let failed = made.is_err();
+                // A closed channel means the consumer stopped (an error): stop too.
+                if ready_tx.send(made).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for (s, made) in ready_rx.iter().enumerate() {
+            let buf = made?;
+            step(s, &buf)?;
+            // The producer may have finished; then the buffer is simply dropped.
+            let _ = spare_tx.send(buf);
+        }
+        Ok(())
+    })
+}
+
 fn rt_err(e: RuntimeError) -> StageError {
     match e {
         RuntimeError::NonFiniteLoss { step, loss } => StageError::Failed(format!(
@@ -931,6 +1001,7 @@ impl Stage for Train {
             return Err(StageError::Params(why));
         }
         let loss_scaled = trainer.loss_scale().map_err(rt_err)?.is_some();
+        let prefetch = view_prefetch(trainer.memory())?;
 
         // Resume from the last committed epoch, if a previous attempt got that far.
         let ckpt_dir = ctx.out_dir.join(".checkpoint");
@@ -968,30 +1039,32 @@ impl Stage for Train {
             let mut loss_sum = 0.0;
             let skipped_before = trainer.skipped_steps();
             let mut lr = p.optimizer.lr();
-            for (s, batch) in order.chunks_exact(b).enumerate() {
-                ctx.check_cancelled()?;
-                make_views_into(
-                    &ds,
-                    batch,
-                    &ops,
-                    ctx.seed,
-                    epoch,
-                    &normalisation,
-                    &mut views,
-                )
-                .map_err(|e| StageError::Failed(e.to_string()))?;
-                lr = schedule.lr_at(trainer.steps_done());
-                loss_sum += trainer
-                    .step(&views[0], &views[1], lr as f32)
-                    .map_err(rt_err)? as f64;
-                if s % 10 == 0 {
-                    ctx.progress(
-                        epoch * steps_per_epoch + s as u64,
-                        total,
-                        format!("epoch {}/{}", epoch + 1, p.epochs),
-                    );
-                }
-            }
+            let seed = ctx.seed;
+            let make = |batch: &[usize], views: &mut Vec<Vec<f32>>| {
+                make_views_into(&ds, batch, &ops, seed, epoch, &normalisation, views)
+                    .map_err(|e| StageError::Failed(e.to_string()))
+            };
+            for_each_batch(
+                prefetch,
+                order.chunks_exact(b),
+                &mut views,
+                make,
+                |s, views| {
+                    ctx.check_cancelled()?;
+                    lr = schedule.lr_at(trainer.steps_done());
+                    loss_sum += trainer
+                        .step(&views[0], &views[1], lr as f32)
+                        .map_err(rt_err)? as f64;
+                    if s % 10 == 0 {
+                        ctx.progress(
+                            epoch * steps_per_epoch + s as u64,
+                            total,
+                            format!("epoch {}/{}", epoch + 1, p.epochs),
+                        );
+                    }
+                    Ok(())
+                },
+            )?;
             let train_secs = clock.elapsed().as_secs_f64();
             // Held-out InfoNCE with views drawn from their own stream (fixed across epochs).
             let mut held_sum = 0.0;
@@ -1208,6 +1281,73 @@ mod tests {
             seconds: 1.0,
             skipped_steps: amp.map(|a| a.0),
             loss_scale: amp.map(|a| a.1),
+        }
+    }
+
+    /// Both ways of making views feed `step` the same batches in the same order, and an error
+    /// on either side ends the loop with it.
+    #[test]
+    fn batches_come_in_order_with_or_without_prefetch() {
+        let order: Vec<usize> = (0..23).collect();
+        let make = |batch: &[usize], views: &mut Vec<Vec<f32>>| {
+            *views = vec![
+                batch.iter().map(|&i| i as f32).collect(),
+                vec![batch[0] as f32],
+            ];
+            Ok(())
+        };
+        let mut seen = [Vec::new(), Vec::new()];
+        for (k, prefetch) in [false, true].into_iter().enumerate() {
+            let mut views = Vec::new();
+            for_each_batch(prefetch, order.chunks_exact(4), &mut views, make, |s, v| {
+                seen[k].push((s, v.to_vec()));
+                Ok(())
+            })
+            .expect("no error");
+        }
+        assert_eq!(seen[0].len(), 5);
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[1][4].1[0], vec![16.0, 17.0, 18.0, 19.0]);
+
+        for prefetch in [false, true] {
+            let failing_make = |batch: &[usize], views: &mut Vec<Vec<f32>>| {
+                if batch.contains(&9) {
+                    return Err(StageError::Failed("bad view at 9".into()));
+                }
+                make(batch, views)
+            };
+            let mut steps = 0;
+            let err = for_each_batch(
+                prefetch,
+                order.chunks_exact(4),
+                &mut Vec::new(),
+                failing_make,
+                |_, _| {
+                    steps += 1;
+                    Ok(())
+                },
+            )
+            .expect_err("make fails");
+            assert!(err.to_string().contains("bad view at 9"), "{err}");
+            assert_eq!(steps, 2, "batches before the bad one were stepped");
+
+            let mut steps = 0;
+            let err = for_each_batch(
+                prefetch,
+                order.chunks_exact(4),
+                &mut Vec::new(),
+                make,
+                |s, _| {
+                    steps += 1;
+                    if s == 1 {
+                        return Err(StageError::Failed("step 1 failed".into()));
+                    }
+                    Ok(())
+                },
+            )
+            .expect_err("step fails");
+            assert!(err.to_string().contains("step 1 failed"), "{err}");
+            assert_eq!(steps, 2);
         }
     }
 
