@@ -9,7 +9,8 @@
 //! The scan is tiled like a matrix product: the points, centred, are copied into panels of
 //! `LANES` points stored coordinate-major, a block of queries walks a cache-resident tile of
 //! panels, and a register tile of `Q` queries x `LANES` candidates accumulates dot products
-//! one coordinate at a time (AVX2 when the CPU has it). A squared distance from them,
+//! one coordinate at a time (AVX-512 or AVX2, with fused multiply-adds where the CPU has
+//! them, chosen at run time: [`Isa`]). A squared distance from them,
 //! |q|^2 + |x|^2 - 2 q.x, is only an approximation, so it only filters: with a proven bound on
 //! its distance to the squared distance as the scalar scan rounds it (the sum over coordinates
 //! in order of (q_c - x_c)^2), a candidate is dropped only when that bound shows it cannot be
@@ -127,7 +128,7 @@ impl Panels {
     /// For Q packed queries and the LANES points of panel `p`: the approximate squared
     /// distances and their error bounds.
     #[inline(always)]
-    fn approx<const Q: usize>(
+    fn approx<const Q: usize, const F: bool>(
         &self,
         queries: &[[f64; Q]],
         qnorms: &[f64; Q],
@@ -138,7 +139,11 @@ impl Panels {
         for (col, qs) in panel.chunks_exact(LANES).zip(queries) {
             for (a, &v) in dot.iter_mut().zip(qs) {
                 for l in 0..LANES {
-                    a[l] += v * col[l];
+                    a[l] = if F {
+                        v.mul_add(col[l], a[l])
+                    } else {
+                        a[l] + v * col[l]
+                    };
                 }
             }
         }
@@ -168,6 +173,11 @@ const NONE: Near = Near::NONE;
 /// point's list is offered to both. The lists of each rayon task are merged at the end; the
 /// k first under the total order (distance, index) do not depend on the order of the offers.
 pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64, f64, f64)>> {
+    k_nearest_on(x, y, k, Isa::detect())
+}
+
+/// [`k_nearest`] with the filters compiled for `isa` (which the CPU must have).
+fn k_nearest_on(x: &Matrix, y: &Matrix, k: usize, isa: Isa) -> Vec<Vec<(usize, f64, f64, f64)>> {
     let n = x.rows();
     let (px, py) = (Panels::new(x), Panels::new(y));
     if !(px.finite && py.finite) {
@@ -180,17 +190,37 @@ pub(crate) fn k_nearest(x: &Matrix, y: &Matrix, k: usize) -> Vec<Vec<(usize, f64
     let mut seed = vec![NONE; padded * k];
     seed.par_chunks_mut(QUERY_BLOCK * k)
         .enumerate()
-        .for_each(|(b, lists)| knn_block(x, y, &px, &py, k, b, Pass::Own(lists), &[]));
+        .for_each(|(b, lists)| knn_block(isa, x, y, &px, &py, k, b, Pass::Own(lists), &[]));
     let seed_limit: Vec<f64> = seed.chunks_exact(k).map(|l| limit(l, k)).collect();
     let mut near = (0..blocks.div_ceil(2))
         .into_par_iter()
         .fold(
             || vec![NONE; padded * k],
             |mut acc, t| {
-                knn_block(x, y, &px, &py, k, t, Pass::Later(&mut acc), &seed_limit);
+                knn_block(
+                    isa,
+                    x,
+                    y,
+                    &px,
+                    &py,
+                    k,
+                    t,
+                    Pass::Later(&mut acc),
+                    &seed_limit,
+                );
                 if blocks - 1 - t != t {
                     let b = blocks - 1 - t;
-                    knn_block(x, y, &px, &py, k, b, Pass::Later(&mut acc), &seed_limit);
+                    knn_block(
+                        isa,
+                        x,
+                        y,
+                        &px,
+                        &py,
+                        k,
+                        b,
+                        Pass::Later(&mut acc),
+                        &seed_limit,
+                    );
                 }
                 acc
             },
@@ -240,6 +270,7 @@ enum Pass<'a> {
 
 #[allow(clippy::too_many_arguments)]
 fn knn_block(
+    isa: Isa,
     x: &Matrix,
     y: &Matrix,
     px: &Panels,
@@ -249,13 +280,52 @@ fn knn_block(
     pass: Pass,
     seed: &[f64],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked on the line above), all this function needs.
-        unsafe { knn_block_avx2(x, y, px, py, k, block, pass, seed) };
-        return;
+    match isa {
+        // SAFETY (all three): the callers' `isa` comes from `Isa::detect` or
+        // `Isa::available`, which found the features each function is compiled for.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Fma => unsafe { knn_block_avx512(x, y, px, py, k, block, pass, seed) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { knn_block_avx2_fma(x, y, px, py, k, block, pass, seed) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { knn_block_avx2(x, y, px, py, k, block, pass, seed) },
+        _ => knn_block_with::<2, false>(x, y, px, py, k, block, pass, seed),
     }
-    knn_block_with::<2>(x, y, px, py, k, block, pass, seed)
+}
+
+/// [`knn_block`] compiled for AVX-512F with fused multiply-adds: a panel's `LANES`
+/// candidates fill one register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+fn knn_block_avx512(
+    x: &Matrix,
+    y: &Matrix,
+    px: &Panels,
+    py: &Panels,
+    k: usize,
+    block: usize,
+    pass: Pass,
+    seed: &[f64],
+) {
+    knn_block_with::<4, true>(x, y, px, py, k, block, pass, seed)
+}
+
+/// [`knn_block`] compiled for AVX2 with fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn knn_block_avx2_fma(
+    x: &Matrix,
+    y: &Matrix,
+    px: &Panels,
+    py: &Panels,
+    k: usize,
+    block: usize,
+    pass: Pass,
+    seed: &[f64],
+) {
+    knn_block_with::<4, true>(x, y, px, py, k, block, pass, seed)
 }
 
 /// [`knn_block`] compiled for AVX2, with more queries per register tile. (Only the filter
@@ -273,14 +343,74 @@ fn knn_block_avx2(
     pass: Pass,
     seed: &[f64],
 ) {
-    knn_block_with::<4>(x, y, px, py, k, block, pass, seed)
+    knn_block_with::<4, false>(x, y, px, py, k, block, pass, seed)
+}
+
+/// An instruction set the filters are compiled for. Only the filters' speed depends on it:
+/// their error bound holds on every path (a fused multiply-add rounds once where a multiply
+/// and an add round twice, so the dot products' error is no larger), and the decisions are
+/// made on the scalar scan's distances, so neighbours and counts are the same bits on every
+/// path (tested for each one the CPU has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Isa {
+    Avx512Fma,
+    Avx2Fma,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// Every path this CPU can run, widest first.
+    fn available() -> Vec<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let (avx512, avx2, fma) = (has!("avx512f"), has!("avx2"), has!("fma"));
+            let mut out = Vec::new();
+            if avx512 && fma {
+                out.push(Isa::Avx512Fma);
+            }
+            if avx2 && fma {
+                out.push(Isa::Avx2Fma);
+            }
+            if avx2 {
+                out.push(Isa::Avx2);
+            }
+            out.push(Isa::Portable);
+            out
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        vec![Isa::Portable]
+    }
+
+    /// The widest path, or the widest at most `CBOUND_KSG_ISA` (`avx512`, `avx2-fma`,
+    /// `avx2`, `portable`: for benchmarks that compare paths on one machine).
+    fn detect() -> Isa {
+        let cap = match std::env::var("CBOUND_KSG_ISA").as_deref() {
+            Ok("avx2-fma") => 1,
+            Ok("avx2") => 2,
+            Ok("portable") => 3,
+            _ => 0,
+        };
+        let rank = |i: &Isa| match i {
+            Isa::Avx512Fma => 0,
+            Isa::Avx2Fma => 1,
+            Isa::Avx2 => 2,
+            Isa::Portable => 3,
+        };
+        Isa::available()
+            .into_iter()
+            .find(|i| rank(i) >= cap)
+            .unwrap_or(Isa::Portable)
+    }
 }
 
 type Packed<const Q: usize> = (Vec<[f64; Q]>, [f64; Q]);
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn knn_block_with<const Q: usize>(
+fn knn_block_with<const Q: usize, const F: bool>(
     x: &Matrix,
     y: &Matrix,
     px: &Panels,
@@ -307,12 +437,12 @@ fn knn_block_with<const Q: usize>(
             for (qi, (qx, qy)) in full.iter().enumerate() {
                 let b = qi * Q * k;
                 let s = rows.start + qi * Q;
-                joint.scan::<Q>(qx, qy, own.clone(), s, &mut lists[b..b + Q * k]);
+                joint.scan::<Q, F>(qx, qy, own.clone(), s, &mut lists[b..b + Q * k]);
             }
             for (qi, (qx, qy)) in single.iter().enumerate() {
                 let b = (full.len() * Q + qi) * k;
                 let i = rows.start + full.len() * Q + qi;
-                joint.scan::<1>(qx, qy, own.clone(), i, &mut lists[b..b + k]);
+                joint.scan::<1, F>(qx, qy, own.clone(), i, &mut lists[b..b + k]);
             }
         }
         Pass::Later(acc) => {
@@ -322,11 +452,11 @@ fn knn_block_with<const Q: usize>(
                 let tile = t0..(t0 + step).min(later.end);
                 for (qi, (qx, qy)) in full.iter().enumerate() {
                     let s = rows.start + qi * Q;
-                    joint.both_ways::<Q>(qx, qy, tile.clone(), s, acc, seed);
+                    joint.both_ways::<Q, F>(qx, qy, tile.clone(), s, acc, seed);
                 }
                 for (qi, (qx, qy)) in single.iter().enumerate() {
                     let i = rows.start + full.len() * Q + qi;
-                    joint.both_ways::<1>(qx, qy, tile.clone(), i, acc, seed);
+                    joint.both_ways::<1, F>(qx, qy, tile.clone(), i, acc, seed);
                 }
             }
         }
@@ -344,7 +474,7 @@ struct Joint<'a> {
 impl Joint<'_> {
     /// Offers every point of the panels in `tile` to the k-lists of queries `first..first + Q`.
     #[inline(always)]
-    fn scan<const Q: usize>(
+    fn scan<const Q: usize, const F: bool>(
         &self,
         qx: &Packed<Q>,
         qy: &Packed<Q>,
@@ -354,8 +484,8 @@ impl Joint<'_> {
     ) {
         let k = self.k;
         for p in tile {
-            let (sx, ex) = self.px.approx::<Q>(&qx.0, &qx.1, p);
-            let (sy, ey) = self.py.approx::<Q>(&qy.0, &qy.1, p);
+            let (sx, ex) = self.px.approx::<Q, F>(&qx.0, &qx.1, p);
+            let (sy, ey) = self.py.approx::<Q, F>(&qy.0, &qy.1, p);
             for q in 0..Q {
                 let list = &mut best[q * k..(q + 1) * k];
                 // A candidate enters only if its joint distance d = sqrt(max(s_x, s_y)) is at
@@ -395,7 +525,7 @@ impl Joint<'_> {
     /// Offers every pair of a query `first..first + Q` and a point of the panels in `tile`
     /// (all after the queries' block) to both lists, `acc` holding every point's.
     #[inline(always)]
-    fn both_ways<const Q: usize>(
+    fn both_ways<const Q: usize, const F: bool>(
         &self,
         qx: &Packed<Q>,
         qy: &Packed<Q>,
@@ -408,8 +538,8 @@ impl Joint<'_> {
         // The tighter of the list's own bound and the block-seeded one.
         let bound = |acc: &[Near], i: usize| limit(&acc[i * k..(i + 1) * k], k).min(seed[i]);
         for p in tile {
-            let (sx, ex) = self.px.approx::<Q>(&qx.0, &qx.1, p);
-            let (sy, ey) = self.py.approx::<Q>(&qy.0, &qy.1, p);
+            let (sx, ex) = self.px.approx::<Q, F>(&qx.0, &qx.1, p);
+            let (sy, ey) = self.py.approx::<Q, F>(&qy.0, &qy.1, p);
             // The points' bounds as they stand (they only tighten, so using these is safe).
             let mut limit_j = [0.0f64; LANES];
             for (l, lj) in limit_j.iter_mut().enumerate() {
@@ -451,6 +581,11 @@ impl Joint<'_> {
 /// for (i, j) and (j, i)), so the work is half a full scan. Counts are integers, so their sums
 /// do not depend on how rayon splits the work.
 pub(crate) fn count_within(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize> {
+    count_within_on(m, radii, strict, Isa::detect())
+}
+
+/// [`count_within`] with the filters compiled for `isa` (which the CPU must have).
+fn count_within_on(m: &Matrix, radii: &[f64], strict: bool, isa: Isa) -> Vec<usize> {
     let n = m.rows();
     let pm = Panels::new(m);
     if !pm.finite {
@@ -466,9 +601,9 @@ pub(crate) fn count_within(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize
         .fold(
             || vec![0usize; padded],
             |mut acc, t| {
-                count_block(m, &pm, &all, strict, t, &mut acc);
+                count_block(isa, m, &pm, &all, strict, t, &mut acc);
                 if blocks - 1 - t != t {
-                    count_block(m, &pm, &all, strict, blocks - 1 - t, &mut acc);
+                    count_block(isa, m, &pm, &all, strict, blocks - 1 - t, &mut acc);
                 }
                 acc
             },
@@ -489,6 +624,7 @@ pub(crate) fn count_within(m: &Matrix, radii: &[f64], strict: bool) -> Vec<usize
 }
 
 fn count_block(
+    isa: Isa,
     m: &Matrix,
     pm: &Panels,
     all: &[Radius],
@@ -496,13 +632,44 @@ fn count_block(
     block: usize,
     acc: &mut [usize],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked on the line above), all this function needs.
-        unsafe { count_block_avx2(m, pm, all, strict, block, acc) };
-        return;
+    match isa {
+        // SAFETY (all three): as in `knn_block`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Fma => unsafe { count_block_avx512(m, pm, all, strict, block, acc) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { count_block_avx2_fma(m, pm, all, strict, block, acc) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { count_block_avx2(m, pm, all, strict, block, acc) },
+        _ => count_block_with::<2, false>(m, pm, all, strict, block, acc),
     }
-    count_block_with::<2>(m, pm, all, strict, block, acc)
+}
+
+/// [`count_block`] compiled for AVX-512F with fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn count_block_avx512(
+    m: &Matrix,
+    pm: &Panels,
+    all: &[Radius],
+    strict: bool,
+    block: usize,
+    acc: &mut [usize],
+) {
+    count_block_with::<4, true>(m, pm, all, strict, block, acc)
+}
+
+/// [`count_block`] compiled for AVX2 with fused multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn count_block_avx2_fma(
+    m: &Matrix,
+    pm: &Panels,
+    all: &[Radius],
+    strict: bool,
+    block: usize,
+    acc: &mut [usize],
+) {
+    count_block_with::<4, true>(m, pm, all, strict, block, acc)
 }
 
 /// [`count_block`] compiled for AVX2.
@@ -516,7 +683,7 @@ fn count_block_avx2(
     block: usize,
     acc: &mut [usize],
 ) {
-    count_block_with::<4>(m, pm, all, strict, block, acc)
+    count_block_with::<4, false>(m, pm, all, strict, block, acc)
 }
 
 /// Whether squared distance `s` is within radius `r` (`r2 = r * r`), exactly as the scalar
@@ -570,7 +737,7 @@ impl Radius {
 }
 
 #[inline(always)]
-fn count_block_with<const Q: usize>(
+fn count_block_with<const Q: usize, const F: bool>(
     m: &Matrix,
     pm: &Panels,
     all: &[Radius],
@@ -597,21 +764,21 @@ fn count_block_with<const Q: usize>(
     let later = own.end..pm.count;
     for (qi, (q, r)) in full.iter().enumerate() {
         let c = rows.start + qi * Q;
-        scan.one_way::<Q>(q, r, own.clone(), c, &mut acc[c..c + Q]);
+        scan.one_way::<Q, F>(q, r, own.clone(), c, &mut acc[c..c + Q]);
     }
     for (qi, (q, r)) in single.iter().enumerate() {
         let c = rows.start + full.len() * Q + qi;
-        scan.one_way::<1>(q, r, own.clone(), c, &mut acc[c..c + 1]);
+        scan.one_way::<1, F>(q, r, own.clone(), c, &mut acc[c..c + 1]);
     }
     let step = tile_panels(pm.dim);
     for t0 in later.clone().step_by(step) {
         let tile = t0..(t0 + step).min(later.end);
         for (qi, (q, r)) in full.iter().enumerate() {
-            scan.both_ways::<Q>(q, r, tile.clone(), rows.start + qi * Q, acc);
+            scan.both_ways::<Q, F>(q, r, tile.clone(), rows.start + qi * Q, acc);
         }
         for (qi, (q, r)) in single.iter().enumerate() {
             let c = rows.start + full.len() * Q + qi;
-            scan.both_ways::<1>(q, r, tile.clone(), c, acc);
+            scan.both_ways::<1, F>(q, r, tile.clone(), c, acc);
         }
     }
 }
@@ -626,7 +793,7 @@ struct Counting<'a> {
 impl Counting<'_> {
     /// Counts for queries `first..first + Q` the points of `tile` within their radii.
     #[inline(always)]
-    fn one_way<const Q: usize>(
+    fn one_way<const Q: usize, const F: bool>(
         &self,
         queries: &Packed<Q>,
         radii: &[Radius; Q],
@@ -636,7 +803,7 @@ impl Counting<'_> {
     ) {
         let n = self.m.rows();
         for p in tile {
-            let (s, e) = self.pm.approx::<Q>(&queries.0, &queries.1, p);
+            let (s, e) = self.pm.approx::<Q, F>(&queries.0, &queries.1, p);
             for q in 0..Q {
                 let r = radii[q];
                 let mut hits = 0usize;
@@ -667,7 +834,7 @@ impl Counting<'_> {
     /// As [`Counting::one_way`], and also counts each query for the points of `tile`
     /// within their own radii (`acc` indexed by point).
     #[inline(always)]
-    fn both_ways<const Q: usize>(
+    fn both_ways<const Q: usize, const F: bool>(
         &self,
         queries: &Packed<Q>,
         radii: &[Radius; Q],
@@ -677,7 +844,7 @@ impl Counting<'_> {
     ) {
         let n = self.m.rows();
         for p in tile {
-            let (s, e) = self.pm.approx::<Q>(&queries.0, &queries.1, p);
+            let (s, e) = self.pm.approx::<Q, F>(&queries.0, &queries.1, p);
             let rj = &self.all[p * LANES..(p + 1) * LANES];
             let mut jhits = [0usize; LANES];
             for q in 0..Q {
@@ -820,11 +987,13 @@ mod tests {
                 if x.rows() <= k {
                     continue;
                 }
-                let new = k_nearest(&x, &y, k);
                 let old = k_nearest_scalar(&x, &y, k);
-                assert_eq!(new.len(), old.len());
-                for (i, (a, b)) in new.iter().zip(&old).enumerate() {
-                    assert_eq!(bits(a), bits(b), "{name} k {k} point {i}");
+                for &isa in &Isa::available() {
+                    let new = k_nearest_on(&x, &y, k, isa);
+                    assert_eq!(new.len(), old.len());
+                    for (i, (a, b)) in new.iter().zip(&old).enumerate() {
+                        assert_eq!(bits(a), bits(b), "{name} k {k} point {i} {isa:?}");
+                    }
                 }
                 // Radii that are exactly some points' distances (the k-th neighbour's, and
                 // the marginal extents), strict and not.
@@ -835,11 +1004,14 @@ mod tests {
                     .collect();
                 for (m, r) in [(&x, &eps), (&y, &eps), (&x, &ex)] {
                     for strict in [true, false] {
-                        assert_eq!(
-                            count_within(m, r, strict),
-                            count_within_scalar(m, r, strict),
-                            "{name} k {k} strict {strict}"
-                        );
+                        let want = count_within_scalar(m, r, strict);
+                        for &isa in &Isa::available() {
+                            assert_eq!(
+                                count_within_on(m, r, strict, isa),
+                                want,
+                                "{name} k {k} strict {strict} {isa:?}"
+                            );
+                        }
                     }
                 }
             }
