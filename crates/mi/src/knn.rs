@@ -3,7 +3,7 @@
 //! Two strategies with identical results:
 //! - brute force, parallel over blocks of query points, tiled so a block of
 //!   queries reuses a cache-resident tile of candidates, with conservative
-//!   fixed-point filters (AVX2 where the CPU has it, chosen at run time, else
+//!   fixed-point filters (AVX-512BW or AVX2 where the CPU has it, chosen at run time, else
 //!   portable loops that auto-vectorise; same integers either way, see
 //!   `BruteIndex` and `Kernel`) and an exact `f64` decision for whatever they
 //!   cannot settle;
@@ -215,14 +215,24 @@ enum Kernel {
     /// `_mm256_movemask_epi8` does in one instruction per 32 candidates.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX-512BW for the first stage (a 64-candidate chunk is one register, and the
+    /// comparison yields the survivor mask directly), AVX2 for the second.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU runs.
     fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Kernel::Avx2;
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512bw") && has!("avx2") {
+                return Kernel::Avx512;
+            }
+            if has!("avx2") {
+                return Kernel::Avx2;
+            }
         }
         Kernel::Scalar
     }
@@ -234,6 +244,9 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             all.push(Kernel::Avx2);
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                all.push(Kernel::Avx512);
+            }
         }
         all
     }
@@ -388,6 +401,9 @@ impl<'a> BruteIndex<'a> {
             // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { self.stage1_avx2(q, tile, thr, cand_thr, scratch) },
+            // SAFETY: `Kernel::Avx512` is only chosen when the CPU reports AVX-512BW.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { self.stage1_avx512(q, tile, thr, cand_thr, scratch) },
         }
     }
 
@@ -514,6 +530,60 @@ impl<'a> BruteIndex<'a> {
         }
     }
 
+    /// [`Self::stage1`] with AVX-512BW: one 64-lane accumulator per chunk over the head
+    /// coordinates, and the survivor mask straight from an unsigned comparison.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512BW.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw")]
+    unsafe fn stage1_avx512(
+        &self,
+        q: &Query,
+        tile: Range<usize>,
+        thr: u8,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        use std::arch::x86_64::*;
+        let np = self.n_pad;
+        scratch.cand.clear();
+        let t = _mm512_set1_epi8(thr as i8);
+        let mut c0 = tile.start;
+        while c0 < tile.end {
+            let mut s = _mm512_setzero_si512();
+            for (&d, a) in q.order.iter().zip(&q.head8) {
+                // SAFETY: `a` is 16 bytes; `loadu` has no alignment requirement.
+                let a = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(a.as_ptr().cast()) });
+                // Bounds-checked once here, so the load below stays in the slice.
+                let col = &self.cols8[d * np + c0..d * np + c0 + CHUNK];
+                // SAFETY: `col` holds 64 bytes.
+                let c = unsafe { _mm512_loadu_si512(col.as_ptr().cast()) };
+                s = _mm512_max_epu8(
+                    s,
+                    _mm512_or_si512(_mm512_subs_epu8(a, c), _mm512_subs_epu8(c, a)),
+                );
+            }
+            let t = match cand_thr {
+                None => t,
+                Some(ct) => {
+                    let ct = &ct[c0..c0 + CHUNK];
+                    // SAFETY: `ct` holds 64 bytes; `loadu` has no alignment requirement.
+                    _mm512_max_epu8(t, unsafe { _mm512_loadu_si512(ct.as_ptr().cast()) })
+                }
+            };
+            let mut mask = _mm512_cmple_epu8_mask(s, t);
+            if c0 + CHUNK > self.n {
+                mask &= (1u64 << (self.n - c0)) - 1;
+            }
+            while mask != 0 {
+                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            c0 += CHUNK;
+        }
+    }
+
     /// Second stage: keeps in `scratch.cand` the candidates whose 16-bit
     /// distance to query `i` is `<= thr`, with that distance in `scratch.dq`.
     ///
@@ -526,9 +596,10 @@ impl<'a> BruteIndex<'a> {
     fn stage2(&self, i: usize, thr: i16, cand_thr: Option<&[i16]>, scratch: &mut Scratch) {
         match self.kernel {
             Kernel::Scalar => self.stage2_with(i, thr, cand_thr, scratch, panel_absmax),
-            // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2.
+            // SAFETY: `Kernel::Avx2` and `Kernel::Avx512` are only chosen when the CPU
+            // reports AVX2.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { self.stage2_avx2(i, thr, cand_thr, scratch) },
+            Kernel::Avx2 | Kernel::Avx512 => unsafe { self.stage2_avx2(i, thr, cand_thr, scratch) },
         }
     }
 
@@ -1152,7 +1223,7 @@ mod tests {
         }
     }
 
-    /// Each filter kernel this CPU runs (portable and, where present, AVX2) gives the
+    /// Each filter kernel this CPU runs (portable and, where present, AVX2 and AVX-512) gives the
     /// definition's neighbours and counts bit for bit, including sizes that end on a partial
     /// group of chunks and a partial chunk (the AVX2 first stage masks 32 lanes at a time).
     #[test]
