@@ -407,6 +407,20 @@ impl<'a> BruteIndex<'a> {
         }
     }
 
+    /// Appends to `cand` the candidates of the chunk at `c0` whose bits are set in `mask`
+    /// (bit l: candidate c0 + l), padding lanes past the last point masked out. A walk over
+    /// set bits: the keep/drop outcome is unpredictable, so no per-candidate branch.
+    #[inline(always)]
+    fn push_survivors(&self, mut mask: u64, c0: usize, cand: &mut Vec<usize>) {
+        if c0 + CHUNK > self.n {
+            mask &= (1u64 << (self.n - c0)) - 1;
+        }
+        while mask != 0 {
+            cand.push(c0 + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
+    }
+
     /// [`Self::stage1`] in portable code.
     fn stage1_scalar(
         &self,
@@ -431,8 +445,7 @@ impl<'a> BruteIndex<'a> {
                     }
                 }
             }
-            // A survivor bit mask, then a walk over set bits: the keep/drop
-            // outcome is unpredictable, so no per-candidate branch.
+            // A survivor bit mask built without branches, walked by push_survivors.
             let mut mask = 0u64;
             match cand_thr {
                 None => {
@@ -446,13 +459,7 @@ impl<'a> BruteIndex<'a> {
                     }
                 }
             }
-            if c0 + CHUNK > self.n {
-                mask &= (1u64 << (self.n - c0)) - 1;
-            }
-            while mask != 0 {
-                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
-                mask &= mask - 1;
-            }
+            self.push_survivors(mask, c0, &mut scratch.cand);
             c0 += CHUNK;
         }
     }
@@ -517,15 +524,9 @@ impl<'a> BruteIndex<'a> {
             // s <= t (unsigned) exactly when min(s, t) == s.
             let le0 = _mm256_cmpeq_epi8(_mm256_min_epu8(s0, t0), s0);
             let le1 = _mm256_cmpeq_epi8(_mm256_min_epu8(s1, t1), s1);
-            let mut mask = u64::from(_mm256_movemask_epi8(le0) as u32)
+            let mask = u64::from(_mm256_movemask_epi8(le0) as u32)
                 | (u64::from(_mm256_movemask_epi8(le1) as u32) << 32);
-            if c0 + CHUNK > self.n {
-                mask &= (1u64 << (self.n - c0)) - 1;
-            }
-            while mask != 0 {
-                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
-                mask &= mask - 1;
-            }
+            self.push_survivors(mask, c0, &mut scratch.cand);
             c0 += CHUNK;
         }
     }
@@ -572,14 +573,8 @@ impl<'a> BruteIndex<'a> {
                     _mm512_max_epu8(t, unsafe { _mm512_loadu_si512(ct.as_ptr().cast()) })
                 }
             };
-            let mut mask = _mm512_cmple_epu8_mask(s, t);
-            if c0 + CHUNK > self.n {
-                mask &= (1u64 << (self.n - c0)) - 1;
-            }
-            while mask != 0 {
-                scratch.cand.push(c0 + mask.trailing_zeros() as usize);
-                mask &= mask - 1;
-            }
+            let mask = _mm512_cmple_epu8_mask(s, t);
+            self.push_survivors(mask, c0, &mut scratch.cand);
             c0 += CHUNK;
         }
     }

@@ -294,57 +294,43 @@ fn knn_block(
     }
 }
 
-/// [`knn_block`] compiled for AVX-512F with fused multiply-adds: a panel's `LANES`
-/// candidates fill one register.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-fn knn_block_avx512(
-    x: &Matrix,
-    y: &Matrix,
-    px: &Panels,
-    py: &Panels,
-    k: usize,
-    block: usize,
-    pass: Pass,
-    seed: &[f64],
-) {
-    knn_block_with::<4, true>(x, y, px, py, k, block, pass, seed)
+/// Defines `fn $name` as `$generic::<Q, F>` compiled with `$features` enabled, so the
+/// generic filter code is instantiated once per instruction set and picked at run time.
+macro_rules! compiled_for {
+    ($(#[$doc:meta])* $name:ident = $generic:ident::<$q:literal, $fma:literal>
+        with $features:literal ($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            $generic::<$q, $fma>($($arg),*)
+        }
+    };
 }
 
-/// [`knn_block`] compiled for AVX2 with fused multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn knn_block_avx2_fma(
-    x: &Matrix,
-    y: &Matrix,
-    px: &Panels,
-    py: &Panels,
-    k: usize,
-    block: usize,
-    pass: Pass,
-    seed: &[f64],
-) {
-    knn_block_with::<4, true>(x, y, px, py, k, block, pass, seed)
+compiled_for! {
+    /// [`knn_block`] compiled for AVX-512F with fused multiply-adds: a panel's `LANES`
+    /// candidates fill one register.
+    knn_block_avx512 = knn_block_with::<4, true> with "avx512f,fma" (
+        x: &Matrix, y: &Matrix, px: &Panels, py: &Panels, k: usize, block: usize, pass: Pass,
+        seed: &[f64],
+    )
 }
-
-/// [`knn_block`] compiled for AVX2, with more queries per register tile. (Only the filter
-/// runs there; the decisions are made on the scalar scan's distances either way.)
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn knn_block_avx2(
-    x: &Matrix,
-    y: &Matrix,
-    px: &Panels,
-    py: &Panels,
-    k: usize,
-    block: usize,
-    pass: Pass,
-    seed: &[f64],
-) {
-    knn_block_with::<4, false>(x, y, px, py, k, block, pass, seed)
+compiled_for! {
+    /// [`knn_block`] compiled for AVX2 with fused multiply-adds.
+    knn_block_avx2_fma = knn_block_with::<4, true> with "avx2,fma" (
+        x: &Matrix, y: &Matrix, px: &Panels, py: &Panels, k: usize, block: usize, pass: Pass,
+        seed: &[f64],
+    )
+}
+compiled_for! {
+    /// [`knn_block`] compiled for AVX2, with more queries per register tile. (Only the
+    /// filter runs there; the decisions are made on the scalar scan's distances either way.)
+    knn_block_avx2 = knn_block_with::<4, false> with "avx2" (
+        x: &Matrix, y: &Matrix, px: &Panels, py: &Panels, k: usize, block: usize, pass: Pass,
+        seed: &[f64],
+    )
 }
 
 /// An instruction set the filters are compiled for. Only the filters' speed depends on it:
@@ -645,46 +631,23 @@ fn count_block(
     }
 }
 
-/// [`count_block`] compiled for AVX-512F with fused multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn count_block_avx512(
-    m: &Matrix,
-    pm: &Panels,
-    all: &[Radius],
-    strict: bool,
-    block: usize,
-    acc: &mut [usize],
-) {
-    count_block_with::<4, true>(m, pm, all, strict, block, acc)
+compiled_for! {
+    /// [`count_block`] compiled for AVX-512F with fused multiply-adds.
+    count_block_avx512 = count_block_with::<4, true> with "avx512f,fma" (
+        m: &Matrix, pm: &Panels, all: &[Radius], strict: bool, block: usize, acc: &mut [usize],
+    )
 }
-
-/// [`count_block`] compiled for AVX2 with fused multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn count_block_avx2_fma(
-    m: &Matrix,
-    pm: &Panels,
-    all: &[Radius],
-    strict: bool,
-    block: usize,
-    acc: &mut [usize],
-) {
-    count_block_with::<4, true>(m, pm, all, strict, block, acc)
+compiled_for! {
+    /// [`count_block`] compiled for AVX2 with fused multiply-adds.
+    count_block_avx2_fma = count_block_with::<4, true> with "avx2,fma" (
+        m: &Matrix, pm: &Panels, all: &[Radius], strict: bool, block: usize, acc: &mut [usize],
+    )
 }
-
-/// [`count_block`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn count_block_avx2(
-    m: &Matrix,
-    pm: &Panels,
-    all: &[Radius],
-    strict: bool,
-    block: usize,
-    acc: &mut [usize],
-) {
-    count_block_with::<4, false>(m, pm, all, strict, block, acc)
+compiled_for! {
+    /// [`count_block`] compiled for AVX2.
+    count_block_avx2 = count_block_with::<4, false> with "avx2" (
+        m: &Matrix, pm: &Panels, all: &[Radius], strict: bool, block: usize, acc: &mut [usize],
+    )
 }
 
 /// Whether squared distance `s` is within radius `r` (`r2 = r * r`), exactly as the scalar
