@@ -140,9 +140,9 @@ const CANDIDATE_TILE: usize = 256;
 const CHUNK: usize = 64;
 /// Coordinates per query checked in the vectorised first stage.
 const HEAD: usize = 16;
-/// Candidates checked exactly before the filtered scan starts (rounded up to
-/// a whole chunk), so the first tile is already filtered against a finite
-/// k-th-neighbour bound.
+/// Candidates each query checks exactly before the filtered scan (rounded up to whole
+/// chunks, taken around the query's own chunk), so the scan is filtered against a finite
+/// k-th-neighbour bound from its first tile on.
 const SEED_CANDIDATES: usize = 32;
 /// Second-stage quantisation: coordinates map to integers in [-QMAX16, QMAX16],
 /// so a difference of two always fits in `i16` without overflow.
@@ -173,6 +173,17 @@ struct Panel([i16; LANES]);
 /// point (whole cache-line panels, early exit), and only those the 16-bit
 /// comparison cannot decide are computed exactly in `f64`.
 ///
+/// Points are stored in a chunk-aligned k-d order (median splits on the widest coordinate
+/// down to one chunk), so a chunk's 64 points are close together and each chunk has a small
+/// bounding box in 8-bit space. Before scanning, a query marks the chunks whose box is
+/// within its threshold on every head coordinate (`Query::live`); a chunk outside it cannot
+/// hold a first-stage survivor (each candidate's 8-bit difference is at least the box's), so
+/// skipping it changes nothing but the time. At 10 joint dimensions about a quarter of the
+/// chunks stay live; in high dimension nearly all do, and the marking costs a few percent.
+/// The k-nearest search also seeds each query from the chunks around its own, so its bound
+/// is nearly final before the scan. Results are reported under the original row indices,
+/// and ties are broken by those, so the order is invisible.
+///
 /// Exactness: with `q = round((x - c) * scale)` (c a per-coordinate offset,
 /// `scale` shared), each quantised coordinate is within 0.5 (plus
 /// floating-point rounding, covered by `slack`) of `(x - c) * scale`, so
@@ -182,10 +193,12 @@ struct Panel([i16; LANES]);
 /// bound, and counted without an exact check only when the second proves it
 /// is inside; every other case is decided in `f64`. The result is therefore
 /// the exact one.
-struct BruteIndex<'a> {
+struct BruteIndex {
     n: usize,
     dim: usize,
-    rows: &'a [f64],
+    /// The exact rows in k-d order: position `p` holds original row `perm[p]`.
+    rows: Vec<f64>,
+    perm: Vec<usize>,
     /// First stage: `cols8[d * n_pad + j]`, padded to a whole number of chunks.
     cols8: Vec<u8>,
     n_pad: usize,
@@ -198,8 +211,65 @@ struct BruteIndex<'a> {
     slack16: f64,
     /// Centre of each coordinate's range (ranks coordinates by extremeness).
     mid: Vec<f64>,
+    /// Each chunk's 8-bit bounding box: `box_lo8[d * chunks_pad + c]` and `box_hi8` likewise,
+    /// `chunks_pad` a multiple of 64 (padding boxes are never marked live).
+    box_lo8: Vec<u8>,
+    box_hi8: Vec<u8>,
+    chunks: usize,
+    chunks_pad: usize,
+    /// Whether `perm` is the k-d order and chunk boxes are used (low dimension only).
+    spatial: bool,
     /// Which filter kernels run (same bits either way).
     kernel: Kernel,
+}
+
+/// Dimension up to which the brute force stores points in k-d order and skips chunks by
+/// their boxes. Above it boxes rarely exclude a chunk, and ordering and marking cost more
+/// than they save (measured with `ksg_maxnorm_bench`, 2026-12-06, AVX-512 Xeon: at
+/// 10 joint dimensions the whole estimate was 1.25-1.45x faster, at 32 and 128 it was
+/// 1.2-1.4x slower with the order than without).
+const SPATIAL_MAX_DIM: usize = 10;
+
+/// A chunk-aligned k-d order of `m`'s rows: the row at each position. Each range is split at
+/// a multiple of `CHUNK` near its middle, on its widest coordinate, until it fits one chunk,
+/// so every chunk holds points that are close together. Deterministic (no randomness), and
+/// O(N D log(N / CHUNK)).
+fn spatial_order(m: &Matrix) -> Vec<usize> {
+    let n = m.rows();
+    let dim = m.cols();
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut stack = vec![(0, n)];
+    while let Some((s, e)) = stack.pop() {
+        if e - s <= CHUNK {
+            continue;
+        }
+        let mut widest = (0, 0.0f64);
+        for d in 0..dim {
+            let (lo, hi) =
+                perm[s..e]
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &i| {
+                        let v = m.row(i)[d];
+                        (l.min(v), h.max(v))
+                    });
+            if hi - lo > widest.1 {
+                widest = (d, hi - lo);
+            }
+        }
+        if widest.1 <= 0.0 {
+            // All points in the range coincide: any order is as good.
+            continue;
+        }
+        let d = widest.0;
+        // A chunk multiple strictly inside (s, e): e - s > CHUNK.
+        let half = ((e - s) / 2).div_ceil(CHUNK) * CHUNK;
+        perm[s..e].select_nth_unstable_by(half, |&a, &b| {
+            m.row(a)[d].total_cmp(&m.row(b)[d]).then(a.cmp(&b))
+        });
+        stack.push((s, s + half));
+        stack.push((s + half, e));
+    }
+    perm
 }
 
 /// The instruction set the two fixed-point filter stages use. Both compute the same
@@ -274,6 +344,16 @@ struct Query {
     /// Each head value repeated across a 16-byte vector, so the first stage
     /// loads it instead of broadcasting it for every chunk.
     head8: Vec<[u8; 16]>,
+    /// Bit `c` set: chunk `c` may hold a survivor and is scanned (see
+    /// [`BruteIndex::mark_live`]); all set until marked.
+    live: Vec<u64>,
+}
+
+impl Query {
+    #[inline(always)]
+    fn is_live(&self, chunk: usize) -> bool {
+        self.live[chunk / 64] >> (chunk % 64) & 1 == 1
+    }
 }
 
 /// Quantisation threshold: never below `bound * scale + 1 + slack`.
@@ -287,10 +367,20 @@ fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
     }
 }
 
-impl<'a> BruteIndex<'a> {
-    fn new(m: &'a Matrix, kernel: Kernel) -> BruteIndex<'a> {
+impl BruteIndex {
+    fn new(m: &Matrix, kernel: Kernel) -> BruteIndex {
         let n = m.rows();
         let dim = m.cols();
+        let spatial = dim <= SPATIAL_MAX_DIM;
+        let perm = if spatial {
+            spatial_order(m)
+        } else {
+            (0..n).collect()
+        };
+        let mut rows = Vec::with_capacity(n * dim);
+        for &i in &perm {
+            rows.extend_from_slice(m.row(i));
+        }
         let mut lo = vec![f64::INFINITY; dim];
         let mut hi = vec![f64::NEG_INFINITY; dim];
         let mut max_abs = 0.0f64;
@@ -322,7 +412,7 @@ impl<'a> BruteIndex<'a> {
         let mut cols8 = vec![0u8; n_pad * dim];
         // Padding coordinates are 0 in every row, so they add 0 to every distance.
         let mut qrows = vec![Panel([0; LANES]); n * panels];
-        for (j, row) in m.iter_rows().enumerate() {
+        for (j, row) in rows.chunks_exact(dim.max(1)).enumerate() {
             for (d, &v) in row.iter().enumerate() {
                 // (v - lo) * scale8 is within [0, 255) and (v - mid) * scale16
                 // within (-QMAX16, QMAX16), so neither cast saturates.
@@ -331,10 +421,22 @@ impl<'a> BruteIndex<'a> {
                     ((v - mid[d]) * scale16).round() as i16;
             }
         }
+        let chunks = n_pad / CHUNK;
+        let chunks_pad = chunks.div_ceil(64) * 64;
+        let mut box_lo8 = vec![u8::MAX; dim * chunks_pad];
+        let mut box_hi8 = vec![0u8; dim * chunks_pad];
+        for d in 0..dim {
+            for c in 0..chunks {
+                let members = &cols8[d * n_pad + c * CHUNK..d * n_pad + (c * CHUNK + CHUNK).min(n)];
+                box_lo8[d * chunks_pad + c] = members.iter().copied().min().unwrap_or(u8::MAX);
+                box_hi8[d * chunks_pad + c] = members.iter().copied().max().unwrap_or(0);
+            }
+        }
         BruteIndex {
             n,
             dim,
-            rows: m.as_slice(),
+            rows,
+            perm,
             cols8,
             n_pad,
             scale8,
@@ -344,7 +446,47 @@ impl<'a> BruteIndex<'a> {
             scale16,
             slack16,
             mid,
+            box_lo8,
+            box_hi8,
+            chunks,
+            chunks_pad,
+            spatial,
             kernel,
+        }
+    }
+
+    /// Marks in `q.live` the chunks from `from_chunk` on whose 8-bit box is within
+    /// `max(thr, chunk_thr[c])` of the query on every head coordinate; the others cannot
+    /// hold a first-stage survivor. `acc` is scratch.
+    fn mark_live(
+        &self,
+        q: &mut Query,
+        thr: u8,
+        chunk_thr: Option<&[u8]>,
+        from_chunk: usize,
+        acc: &mut Vec<u8>,
+    ) {
+        if !self.spatial {
+            // Unordered chunks have boxes spanning nearly everything: all stay live.
+            return;
+        }
+        let cp = self.chunks_pad;
+        acc.clear();
+        acc.resize(cp, 0);
+        // Column by column over all chunks: a plain loop the compiler vectorises.
+        for (&d, a) in q.order.iter().zip(&q.head8) {
+            let a = a[0];
+            let lo = &self.box_lo8[d * cp..(d + 1) * cp];
+            let hi = &self.box_hi8[d * cp..(d + 1) * cp];
+            for ((s, &l), &h) in acc.iter_mut().zip(lo).zip(hi) {
+                *s = (*s).max(l.saturating_sub(a) | a.saturating_sub(h));
+            }
+        }
+        q.live.clear();
+        q.live.resize(cp / 64, 0);
+        for c in from_chunk..self.chunks {
+            let t = chunk_thr.map_or(thr, |ct| thr.max(ct[c]));
+            q.live[c / 64] |= u64::from(acc[c] <= t) << (c % 64);
         }
     }
 
@@ -379,7 +521,11 @@ impl<'a> BruteIndex<'a> {
             .iter()
             .map(|&d| [self.cols8[d * self.n_pad + i]; 16])
             .collect();
-        Query { order, head8 }
+        Query {
+            order,
+            head8,
+            live: vec![u64::MAX; self.chunks_pad / 64],
+        }
     }
 
     /// First stage: collects in `scratch.cand` the candidates of `tile`
@@ -435,6 +581,10 @@ impl<'a> BruteIndex<'a> {
         scratch.cand.clear();
         let mut c0 = tile.start;
         while c0 < tile.end {
+            if !q.is_live(c0 / CHUNK) {
+                c0 += CHUNK;
+                continue;
+            }
             let mut acc = [0u8; CHUNK];
             for (&d, a) in head.iter().zip(&q.head8) {
                 let col = &self.cols8[d * np + c0..d * np + c0 + CHUNK];
@@ -485,6 +635,10 @@ impl<'a> BruteIndex<'a> {
         let t = _mm256_set1_epi8(thr as i8);
         let mut c0 = tile.start;
         while c0 < tile.end {
+            if !q.is_live(c0 / CHUNK) {
+                c0 += CHUNK;
+                continue;
+            }
             let mut s0 = _mm256_setzero_si256();
             let mut s1 = _mm256_setzero_si256();
             for (&d, a) in q.order.iter().zip(&q.head8) {
@@ -552,6 +706,10 @@ impl<'a> BruteIndex<'a> {
         let t = _mm512_set1_epi8(thr as i8);
         let mut c0 = tile.start;
         while c0 < tile.end {
+            if !q.is_live(c0 / CHUNK) {
+                c0 += CHUNK;
+                continue;
+            }
             let mut s = _mm512_setzero_si512();
             for (&d, a) in q.order.iter().zip(&q.head8) {
                 // SAFETY: `a` is 16 bytes; `loadu` has no alignment requirement.
@@ -748,26 +906,52 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
         return out;
     }
     let index = BruteIndex::new(m, kernel);
-    // Seeds end on a chunk boundary (or at n) so the tiles stay chunk-aligned.
-    let seed_end = n.min(SEED_CANDIDATES.max(2 * k + 2).div_ceil(CHUNK) * CHUNK);
-    out.par_chunks_mut(QUERY_BLOCK * k)
+    // Each query first checks, exactly, the chunks around its own (k-d neighbours, so its
+    // bound is nearly final), then scans the rest filtered.
+    let seed_chunks = SEED_CANDIDATES
+        .max(2 * k + 2)
+        .div_ceil(CHUNK)
+        .min(index.chunks);
+    // Filled by position, then moved to the original rows.
+    let mut by_pos = vec![Neighbour::NONE; n * k];
+    by_pos
+        .par_chunks_mut(QUERY_BLOCK * k)
         .enumerate()
         .for_each(|(block, chunk)| {
             let q0 = block * QUERY_BLOCK;
             let mut queries = Vec::with_capacity(chunk.len() / k);
+            let mut acc = Vec::new();
             for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
                 let i = q0 + qi;
-                let q = index.query(i);
-                for j in (0..seed_end).filter(|&j| j != i) {
+                let mut q = index.query(i);
+                let first = (i / CHUNK).min(index.chunks - seed_chunks);
+                let seeds = first * CHUNK..((first + seed_chunks) * CHUNK).min(n);
+                for j in seeds.filter(|&j| j != i) {
                     let d = index.exact_bounded(i, j, &q.order, best[k - 1].dist);
                     if d <= best[k - 1].dist {
-                        insert(best, Neighbour { dist: d, index: j });
+                        insert(
+                            best,
+                            Neighbour {
+                                dist: d,
+                                index: index.perm[j],
+                            },
+                        );
                     }
+                }
+                index.mark_live(
+                    &mut q,
+                    index.threshold8(best[k - 1].dist),
+                    None,
+                    0,
+                    &mut acc,
+                );
+                for c in first..first + seed_chunks {
+                    q.live[c / 64] &= !(1u64 << (c % 64));
                 }
                 queries.push(q);
             }
             let mut scratch = Scratch::new();
-            for tile in index.tiles(seed_end) {
+            for tile in index.tiles(0) {
                 for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
                     let i = q0 + qi;
                     let q = &queries[qi];
@@ -782,13 +966,297 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
                         let bound = best[k - 1].dist;
                         let d = index.exact_bounded(i, j, &q.order, bound);
                         if d <= bound {
-                            insert(best, Neighbour { dist: d, index: j });
+                            insert(
+                                best,
+                                Neighbour {
+                                    dist: d,
+                                    index: index.perm[j],
+                                },
+                            );
                         }
                     }
                 }
             }
         });
+    for (p, best) in by_pos.chunks_exact(k).enumerate() {
+        let i = index.perm[p];
+        out[i * k..(i + 1) * k].copy_from_slice(best);
+    }
     out
+}
+
+/// Joint dimension up to which radius counts skip the fixed-point filters and compute every
+/// distance exactly, 64 candidates at a time (see [`ExactColumns`]). Measured with
+/// `ksg_maxnorm_bench` (2026-12-06, AVX-512 Xeon, 5,000 x 10): at 5-d marginals the
+/// filters let through about 6 candidates per 64-point chunk, each costing a second-stage
+/// panel and a scalar decision, several times what 64 exact distances cost in registers.
+const EXACT_COUNT_MAX_DIM: usize = 8;
+
+/// The points of a low-dimensional set in chunk-aligned k-d order, column-major in `f64`
+/// (`cols[d * n_pad + p]`), with each chunk's bounding box. Radius counts compute each
+/// chunk's 64 distances to a query in vector registers: the same subtraction, absolute
+/// value and maximum as [`max_dist`], so the same bits, with no filter and no uncertain case.
+struct ExactColumns {
+    n: usize,
+    dim: usize,
+    n_pad: usize,
+    chunks: usize,
+    /// Position `p` holds original row `perm[p]`.
+    perm: Vec<usize>,
+    cols: Vec<f64>,
+    /// Chunk `c`'s box on coordinate `d`: `box_lo[d * chunks + c]` to `box_hi[d * chunks + c]`.
+    box_lo: Vec<f64>,
+    box_hi: Vec<f64>,
+}
+
+impl ExactColumns {
+    fn new(m: &Matrix) -> ExactColumns {
+        let n = m.rows();
+        let dim = m.cols();
+        let perm = spatial_order(m);
+        let n_pad = n.div_ceil(CHUNK) * CHUNK;
+        let chunks = n_pad / CHUNK;
+        // Padding lanes are never read as candidates (lane ranges stop at n).
+        let mut cols = vec![0.0f64; dim * n_pad];
+        let mut box_lo = Vec::with_capacity(chunks * dim);
+        let mut box_hi = Vec::with_capacity(chunks * dim);
+        for (p, &i) in perm.iter().enumerate() {
+            for (d, &v) in m.row(i).iter().enumerate() {
+                cols[d * n_pad + p] = v;
+            }
+        }
+        for d in 0..dim {
+            for members in cols[d * n_pad..d * n_pad + n].chunks(CHUNK) {
+                box_lo.push(members.iter().copied().fold(f64::INFINITY, f64::min));
+                box_hi.push(members.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            }
+        }
+        ExactColumns {
+            n,
+            dim,
+            n_pad,
+            chunks,
+            perm,
+            cols,
+            box_lo,
+            box_hi,
+        }
+    }
+
+    /// Into `bd[c]`, for each chunk `c` from `from` on, a lower bound on the computed
+    /// distance from `q` to every point of the chunk: each coordinate difference to a point
+    /// inside the box is at least the difference to the box's face, and rounding is
+    /// monotone, so the computed distances are at least this. (The data are finite: the
+    /// estimators check.) All chunks at once, coordinate by coordinate, so it vectorises.
+    #[inline(always)]
+    fn box_dists(&self, q: &[f64], from: usize, bd: &mut [f64]) {
+        let bd = &mut bd[from..self.chunks];
+        bd.fill(0.0);
+        for (d, &a) in q.iter().enumerate() {
+            let lo = &self.box_lo[d * self.chunks + from..(d + 1) * self.chunks];
+            let hi = &self.box_hi[d * self.chunks + from..(d + 1) * self.chunks];
+            for ((m, &l), &h) in bd.iter_mut().zip(lo).zip(hi) {
+                let x = l - a;
+                let y = a - h;
+                let x = if y > x { y } else { x };
+                *m = if x > *m { x } else { *m };
+            }
+        }
+    }
+
+    /// Exact distances from `q` to the 64 points of the chunk starting at `c0`.
+    #[inline(always)]
+    fn chunk_dists(&self, q: &[f64], c0: usize, acc: &mut [f64; CHUNK]) {
+        *acc = [0.0; CHUNK];
+        for (d, &a) in q.iter().enumerate() {
+            let col = &self.cols[d * self.n_pad + c0..d * self.n_pad + c0 + CHUNK];
+            for (s, &c) in acc.iter_mut().zip(col) {
+                let x = (a - c).abs();
+                *s = if x > *s { x } else { *s };
+            }
+        }
+    }
+}
+
+/// Radius counts by exact distances in registers, for low dimension: each unordered pair
+/// (i < j by position) once, decided for both ends from one distance; chunks whose box lies
+/// beyond both the query's radius and every radius in the chunk are skipped.
+fn count_exact(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<usize> {
+    let index = ExactColumns::new(m);
+    let n = index.n;
+    let radii: Vec<f64> = index.perm.iter().map(|&i| radii[i]).collect();
+    let chunk_rmax: Vec<f64> = radii
+        .chunks(CHUNK)
+        .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+        .collect();
+    let blocks = n.div_ceil(QUERY_BLOCK);
+    let groups = (2 * rayon::current_num_threads()).clamp(1, blocks.max(1));
+    let per_group: Vec<Vec<u32>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut counts = vec![0u32; n];
+            let mut q = vec![0.0f64; index.dim];
+            let mut bd = vec![0.0f64; index.chunks];
+            for block in (g..blocks).step_by(groups) {
+                for i in block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(n) {
+                    for (d, v) in q.iter_mut().enumerate() {
+                        *v = index.cols[d * index.n_pad + i];
+                    }
+                    counts[i] += match (kernel, strict) {
+                        // SAFETY: `Kernel::Avx512` is only chosen when the CPU reports
+                        // AVX-512BW (which implies AVX-512F), `Kernel::Avx2` with AVX2.
+                        #[cfg(target_arch = "x86_64")]
+                        (Kernel::Avx512, true) => unsafe {
+                            count_row_avx512::<true>(
+                                &index,
+                                &q,
+                                i,
+                                &radii,
+                                &chunk_rmax,
+                                &mut counts,
+                                &mut bd,
+                            )
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        (Kernel::Avx512, false) => unsafe {
+                            count_row_avx512::<false>(
+                                &index,
+                                &q,
+                                i,
+                                &radii,
+                                &chunk_rmax,
+                                &mut counts,
+                                &mut bd,
+                            )
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        (Kernel::Avx2, true) => unsafe {
+                            count_row_avx2::<true>(
+                                &index,
+                                &q,
+                                i,
+                                &radii,
+                                &chunk_rmax,
+                                &mut counts,
+                                &mut bd,
+                            )
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        (Kernel::Avx2, false) => unsafe {
+                            count_row_avx2::<false>(
+                                &index,
+                                &q,
+                                i,
+                                &radii,
+                                &chunk_rmax,
+                                &mut counts,
+                                &mut bd,
+                            )
+                        },
+                        (_, true) => count_row::<true>(
+                            &index,
+                            &q,
+                            i,
+                            &radii,
+                            &chunk_rmax,
+                            &mut counts,
+                            &mut bd,
+                        ),
+                        (_, false) => count_row::<false>(
+                            &index,
+                            &q,
+                            i,
+                            &radii,
+                            &chunk_rmax,
+                            &mut counts,
+                            &mut bd,
+                        ),
+                    };
+                }
+            }
+            counts
+        })
+        .collect();
+    let mut out = vec![0usize; n];
+    for counts in per_group {
+        for (&i, c) in index.perm.iter().zip(counts) {
+            out[i] += c as usize;
+        }
+    }
+    out
+}
+
+/// Query `i` (coordinates `q`) against every later position: adds 1 to `counts[j]` for each
+/// `j > i` with `i` inside `j`'s radius, and returns how many such `j` are inside `i`'s.
+#[inline(always)]
+fn count_row<const STRICT: bool>(
+    index: &ExactColumns,
+    q: &[f64],
+    i: usize,
+    radii: &[f64],
+    chunk_rmax: &[f64],
+    counts: &mut [u32],
+    bd: &mut [f64],
+) -> u32 {
+    let ri = radii[i];
+    let inside = |d: f64, r: f64| if STRICT { d < r } else { d <= r };
+    let mut acc = [0.0f64; CHUNK];
+    let mut ci = 0u32;
+    let from = i / CHUNK;
+    index.box_dists(q, from, bd);
+    for (c, (&rmax, &b)) in chunk_rmax.iter().zip(&*bd).enumerate().skip(from) {
+        if b > ri.max(rmax) {
+            continue;
+        }
+        let c0 = c * CHUNK;
+        index.chunk_dists(q, c0, &mut acc);
+        let lanes = (i + 1).saturating_sub(c0).min(CHUNK)..(index.n - c0).min(CHUNK);
+        let (r, n) = (
+            &radii[c0 + lanes.start..c0 + lanes.end],
+            &mut counts[c0 + lanes.start..c0 + lanes.end],
+        );
+        for ((&d, &rj), nj) in acc[lanes].iter().zip(r).zip(n) {
+            ci += u32::from(inside(d, ri));
+            *nj += u32::from(inside(d, rj));
+        }
+    }
+    ci
+}
+
+/// [`count_row`] compiled for AVX-512F (eight distances per register).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn count_row_avx512<const STRICT: bool>(
+    index: &ExactColumns,
+    q: &[f64],
+    i: usize,
+    radii: &[f64],
+    chunk_rmax: &[f64],
+    counts: &mut [u32],
+    bd: &mut [f64],
+) -> u32 {
+    count_row::<STRICT>(index, q, i, radii, chunk_rmax, counts, bd)
+}
+
+/// [`count_row`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn count_row_avx2<const STRICT: bool>(
+    index: &ExactColumns,
+    q: &[f64],
+    i: usize,
+    radii: &[f64],
+    chunk_rmax: &[f64],
+    counts: &mut [u32],
+    bd: &mut [f64],
+) -> u32 {
+    count_row::<STRICT>(index, q, i, radii, chunk_rmax, counts, bd)
 }
 
 /// Radius counts by brute force, each unordered pair visited once.
@@ -798,12 +1266,22 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
 /// for both ends: half the pairs of the one-sided scan, at the cost of a
 /// slightly weaker filter.
 fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<usize> {
+    if m.cols() <= EXACT_COUNT_MAX_DIM {
+        return count_exact(m, radii, strict, kernel);
+    }
     let n = m.rows();
     let index = BruteIndex::new(m, kernel);
+    // Everything below is by position in the index's order.
+    let radii: Vec<f64> = index.perm.iter().map(|&i| radii[i]).collect();
     let mut thr8 = vec![0u8; index.n_pad];
-    for (t, &r) in thr8.iter_mut().zip(radii) {
+    for (t, &r) in thr8.iter_mut().zip(&radii) {
         *t = index.threshold8(r);
     }
+    // A chunk's largest threshold: a pair is kept if within either end's radius.
+    let chunk_thr8: Vec<u8> = thr8
+        .chunks_exact(CHUNK)
+        .map(|c| c.iter().copied().max().unwrap_or(0))
+        .collect();
     let thr16: Vec<i16> = radii.iter().map(|&r| index.threshold16(r)).collect();
     let blocks = n.div_ceil(QUERY_BLOCK);
     // One counter array per group rather than per rayon split, to bound
@@ -815,10 +1293,18 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
         .map(|g| {
             let mut counts = vec![0u32; n];
             let mut scratch = Scratch::new();
+            let mut acc = Vec::new();
             for block in (g..blocks).step_by(groups) {
                 let q0 = block * QUERY_BLOCK;
                 let q1 = (q0 + QUERY_BLOCK).min(n);
-                let queries: Vec<Query> = (q0..q1).map(|i| index.query(i)).collect();
+                let queries: Vec<Query> = (q0..q1)
+                    .map(|i| {
+                        let mut q = index.query(i);
+                        // Pairs (i, j) with j < i were counted from j's side.
+                        index.mark_live(&mut q, thr8[i], Some(&chunk_thr8), i / CHUNK, &mut acc);
+                        q
+                    })
+                    .collect();
                 for tile in index.tiles(q0 / CHUNK * CHUNK) {
                     for (qi, q) in queries.iter().enumerate() {
                         let i = q0 + qi;
@@ -861,8 +1347,8 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
         .collect();
     let mut out = vec![0usize; n];
     for counts in per_group {
-        for (o, c) in out.iter_mut().zip(counts) {
-            *o += c as usize;
+        for (&i, c) in index.perm.iter().zip(counts) {
+            out[i] += c as usize;
         }
     }
     out
@@ -1244,6 +1730,58 @@ mod tests {
                                 "{name} n={n} d={d} k={k} strict={strict} {kernel:?}"
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// With many chunks (more than 64, so the live masks span several words) the k-d order,
+    /// the box skipping and the exact low-dimensional counts give what the k-d tree gives
+    /// (itself checked against the definition above), on clustered and on gridded data where
+    /// many boxes touch and distances tie.
+    #[test]
+    fn box_skipping_on_many_chunks_matches_the_tree() {
+        let n = 4500;
+        for d in [2, 5, 8, 10] {
+            let u = uniform(n, d, 11 + d as u64);
+            // Clusters of very different density, and a grid with exact ties.
+            let clustered: Vec<f64> = u
+                .as_slice()
+                .chunks_exact(d)
+                .enumerate()
+                .flat_map(|(i, row)| {
+                    let centre = (i % 7) as f64 * 3.0;
+                    let spread = if i % 7 == 0 { 0.01 } else { 1.0 };
+                    row.iter()
+                        .map(move |v| centre + spread * v)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let grid: Vec<f64> = u.as_slice().iter().map(|v| (v * 8.0).round()).collect();
+            for (name, m) in [
+                ("clustered", Matrix::new(n, d, clustered).unwrap()),
+                ("grid", Matrix::new(n, d, grid).unwrap()),
+            ] {
+                let tree = KdTree::build(&m);
+                let k = 3;
+                let want = tree.knn_all(k);
+                let radii: Vec<f64> = want.chunks_exact(k).map(|c| c[k - 1].dist).collect();
+                for kernel in Kernel::available() {
+                    let got = knn_brute(&m, k, kernel);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(
+                            (g.dist.to_bits(), g.index),
+                            (w.dist.to_bits(), w.index),
+                            "{name} d={d} {kernel:?}"
+                        );
+                    }
+                    for strict in [true, false] {
+                        assert_eq!(
+                            count_brute(&m, &radii, strict, kernel),
+                            tree.count_all(&radii, strict),
+                            "{name} d={d} strict={strict} {kernel:?}"
+                        );
                     }
                 }
             }
