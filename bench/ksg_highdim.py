@@ -17,7 +17,7 @@ With --strategies it also runs `ksg_maxnorm_bench` (a second release example) in
 round, which times the max-norm estimate under `Auto` (the build's choice of k-d tree or brute
 force by dimension and size), always brute force, and always the k-d tree (same bits); with
 --old-maxnorm BIN it runs another build's `ksg_maxnorm_bench` (the code before) in the same
-round too. --refs picks the Python references (default all three).
+round too (its default strategy only). --refs picks the Python references (default all three).
 
 Each time is the estimate alone (data already in memory; cbound's is measured inside its
 process). Run with a venv that has benchmark-mi and npeet-plus, e.g.
@@ -72,8 +72,8 @@ def run_cbound(binary, path, n, dx, dy, k, scalar):
     return rows, peak
 
 
-def run_maxnorm(binary, path, n, dx, dy, k, label):
-    cmd = [binary, path, str(n), str(dx), str(dy), str(k), "1"]
+def run_maxnorm(binary, path, n, dx, dy, k, label, strategies="auto,brute,tree"):
+    cmd = [binary, path, str(n), str(dx), str(dy), str(k), "1", strategies]
     p = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     for row in rows:
@@ -127,7 +127,7 @@ def main():
                         mb = str(Path(a.bin).with_name("ksg_maxnorm_bench"))
                         extra += run_maxnorm(mb, path, n, dx, dy, a.k, "")
                     if a.old_maxnorm:
-                        extra += run_maxnorm(a.old_maxnorm, path, n, dx, dy, a.k, "(before)")
+                        extra += run_maxnorm(a.old_maxnorm, path, n, dx, dy, a.k, "(before)", "auto")
                     for row in extra:
                         if row["what"] == "cbound max-norm":
                             row["what"] = "cbound max-norm (strategies run)"

@@ -6,13 +6,16 @@
 //!   fixed-point filters (AVX-512BW or AVX2 where the CPU has it, chosen at run time, else
 //!   portable loops that auto-vectorise; same integers either way, see
 //!   `BruteIndex` and `Kernel`) and an exact `f64` decision for whatever they
-//!   cannot settle;
+//!   cannot settle; in low dimension the points are stored in a chunk-aligned k-d
+//!   order so whole 64-point chunks are skipped by their bounding boxes, and radius
+//!   counts compute 64 exact distances at a time instead of filtering (`ExactColumns`);
 //! - a k-d tree with bounding boxes (and a sorted array for 1-d radius counts)
 //!   for low dimension, where pruning beats scanning.
 //!
 //! Ties are broken by sample index, so "the k nearest" is always well defined:
 //! neighbours are ordered by `(distance, index)`. No N x N matrix is ever formed.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -193,11 +196,11 @@ struct Panel([i16; LANES]);
 /// bound, and counted without an exact check only when the second proves it
 /// is inside; every other case is decided in `f64`. The result is therefore
 /// the exact one.
-struct BruteIndex {
+struct BruteIndex<'a> {
     n: usize,
     dim: usize,
     /// The exact rows in k-d order: position `p` holds original row `perm[p]`.
-    rows: Vec<f64>,
+    rows: Cow<'a, [f64]>,
     perm: Vec<usize>,
     /// First stage: `cols8[d * n_pad + j]`, padded to a whole number of chunks.
     cols8: Vec<u8>,
@@ -367,8 +370,8 @@ fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
     }
 }
 
-impl BruteIndex {
-    fn new(m: &Matrix, kernel: Kernel) -> BruteIndex {
+impl<'a> BruteIndex<'a> {
+    fn new(m: &'a Matrix, kernel: Kernel) -> BruteIndex<'a> {
         let n = m.rows();
         let dim = m.cols();
         let spatial = dim <= SPATIAL_MAX_DIM;
@@ -377,10 +380,16 @@ impl BruteIndex {
         } else {
             (0..n).collect()
         };
-        let mut rows = Vec::with_capacity(n * dim);
-        for &i in &perm {
-            rows.extend_from_slice(m.row(i));
-        }
+        // Unordered, the rows are the matrix's own: no copy.
+        let rows: Cow<'a, [f64]> = if spatial {
+            let mut rows = Vec::with_capacity(n * dim);
+            for &i in &perm {
+                rows.extend_from_slice(m.row(i));
+            }
+            Cow::Owned(rows)
+        } else {
+            Cow::Borrowed(m.as_slice())
+        };
         let mut lo = vec![f64::INFINITY; dim];
         let mut hi = vec![f64::NEG_INFINITY; dim];
         let mut max_abs = 0.0f64;
