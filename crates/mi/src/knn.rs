@@ -1087,149 +1087,81 @@ impl ExactColumns {
     }
 }
 
-/// Radius counts by exact distances in registers, for low dimension: each unordered pair
-/// (i < j by position) once, decided for both ends from one distance; chunks whose box lies
-/// beyond both the query's radius and every radius in the chunk are skipped.
+/// Radius counts by exact distances in registers, for low dimension: each query against
+/// every chunk whose box is within its own radius. One-sided, unlike [`count_brute`]: a
+/// shared pair would have to be kept while within either end's radius, and at 5-d
+/// marginals the query's radius alone excludes more chunks than the two sides' shared
+/// pairs save (measured with `ksg_maxnorm_bench`, see `EXACT_COUNT_MAX_DIM`); it also
+/// writes no counter but the query's own, so queries run independently.
 fn count_exact(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<usize> {
     let index = ExactColumns::new(m);
     let n = index.n;
-    let radii: Vec<f64> = index.perm.iter().map(|&i| radii[i]).collect();
-    let chunk_rmax: Vec<f64> = radii
-        .chunks(CHUNK)
-        .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
-        .collect();
-    let blocks = n.div_ceil(QUERY_BLOCK);
-    let groups = (2 * rayon::current_num_threads()).clamp(1, blocks.max(1));
-    let per_group: Vec<Vec<u32>> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let mut counts = vec![0u32; n];
+    let mut by_pos = vec![0usize; n];
+    by_pos
+        .par_chunks_mut(QUERY_BLOCK)
+        .enumerate()
+        .for_each(|(block, out)| {
             let mut q = vec![0.0f64; index.dim];
             let mut bd = vec![0.0f64; index.chunks];
-            for block in (g..blocks).step_by(groups) {
-                for i in block * QUERY_BLOCK..((block + 1) * QUERY_BLOCK).min(n) {
-                    for (d, v) in q.iter_mut().enumerate() {
-                        *v = index.cols[d * index.n_pad + i];
-                    }
-                    counts[i] += match (kernel, strict) {
-                        // SAFETY: `Kernel::Avx512` is only chosen when the CPU reports
-                        // AVX-512BW (which implies AVX-512F), `Kernel::Avx2` with AVX2.
-                        #[cfg(target_arch = "x86_64")]
-                        (Kernel::Avx512, true) => unsafe {
-                            count_row_avx512::<true>(
-                                &index,
-                                &q,
-                                i,
-                                &radii,
-                                &chunk_rmax,
-                                &mut counts,
-                                &mut bd,
-                            )
-                        },
-                        #[cfg(target_arch = "x86_64")]
-                        (Kernel::Avx512, false) => unsafe {
-                            count_row_avx512::<false>(
-                                &index,
-                                &q,
-                                i,
-                                &radii,
-                                &chunk_rmax,
-                                &mut counts,
-                                &mut bd,
-                            )
-                        },
-                        #[cfg(target_arch = "x86_64")]
-                        (Kernel::Avx2, true) => unsafe {
-                            count_row_avx2::<true>(
-                                &index,
-                                &q,
-                                i,
-                                &radii,
-                                &chunk_rmax,
-                                &mut counts,
-                                &mut bd,
-                            )
-                        },
-                        #[cfg(target_arch = "x86_64")]
-                        (Kernel::Avx2, false) => unsafe {
-                            count_row_avx2::<false>(
-                                &index,
-                                &q,
-                                i,
-                                &radii,
-                                &chunk_rmax,
-                                &mut counts,
-                                &mut bd,
-                            )
-                        },
-                        (_, true) => count_row::<true>(
-                            &index,
-                            &q,
-                            i,
-                            &radii,
-                            &chunk_rmax,
-                            &mut counts,
-                            &mut bd,
-                        ),
-                        (_, false) => count_row::<false>(
-                            &index,
-                            &q,
-                            i,
-                            &radii,
-                            &chunk_rmax,
-                            &mut counts,
-                            &mut bd,
-                        ),
-                    };
+            for (qi, o) in out.iter_mut().enumerate() {
+                let i = block * QUERY_BLOCK + qi;
+                for (d, v) in q.iter_mut().enumerate() {
+                    *v = index.cols[d * index.n_pad + i];
                 }
+                let r = radii[index.perm[i]];
+                *o = match (kernel, strict) {
+                    // SAFETY: `Kernel::Avx512` is only chosen when the CPU reports
+                    // AVX-512BW (which implies AVX-512F), `Kernel::Avx2` with AVX2.
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx512, true) => unsafe {
+                        count_row_avx512::<true>(&index, &q, r, &mut bd)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx512, false) => unsafe {
+                        count_row_avx512::<false>(&index, &q, r, &mut bd)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx2, true) => unsafe {
+                        count_row_avx2::<true>(&index, &q, r, &mut bd)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    (Kernel::Avx2, false) => unsafe {
+                        count_row_avx2::<false>(&index, &q, r, &mut bd)
+                    },
+                    (_, true) => count_row::<true>(&index, &q, r, &mut bd),
+                    (_, false) => count_row::<false>(&index, &q, r, &mut bd),
+                };
             }
-            counts
-        })
-        .collect();
+        });
     let mut out = vec![0usize; n];
-    for counts in per_group {
-        for (&i, c) in index.perm.iter().zip(counts) {
-            out[i] += c as usize;
-        }
+    for (&i, c) in index.perm.iter().zip(by_pos) {
+        out[i] = c;
     }
     out
 }
 
-/// Query `i` (coordinates `q`) against every later position: adds 1 to `counts[j]` for each
-/// `j > i` with `i` inside `j`'s radius, and returns how many such `j` are inside `i`'s.
+/// How many other points are within `r` of the query at coordinates `q` (one of the points).
 #[inline(always)]
-fn count_row<const STRICT: bool>(
-    index: &ExactColumns,
-    q: &[f64],
-    i: usize,
-    radii: &[f64],
-    chunk_rmax: &[f64],
-    counts: &mut [u32],
-    bd: &mut [f64],
-) -> u32 {
-    let ri = radii[i];
-    let inside = |d: f64, r: f64| if STRICT { d < r } else { d <= r };
+fn count_row<const STRICT: bool>(index: &ExactColumns, q: &[f64], r: f64, bd: &mut [f64]) -> usize {
+    let inside = |d: f64| if STRICT { d < r } else { d <= r };
+    index.box_dists(q, 0, bd);
     let mut acc = [0.0f64; CHUNK];
-    let mut ci = 0u32;
-    let from = i / CHUNK;
-    index.box_dists(q, from, bd);
-    for (c, (&rmax, &b)) in chunk_rmax.iter().zip(&*bd).enumerate().skip(from) {
-        if b > ri.max(rmax) {
+    let mut count = 0usize;
+    for (c, &b) in bd.iter().enumerate() {
+        if b > r {
             continue;
         }
         let c0 = c * CHUNK;
         index.chunk_dists(q, c0, &mut acc);
-        let lanes = (i + 1).saturating_sub(c0).min(CHUNK)..(index.n - c0).min(CHUNK);
-        let (r, n) = (
-            &radii[c0 + lanes.start..c0 + lanes.end],
-            &mut counts[c0 + lanes.start..c0 + lanes.end],
-        );
-        for ((&d, &rj), nj) in acc[lanes].iter().zip(r).zip(n) {
-            ci += u32::from(inside(d, ri));
-            *nj += u32::from(inside(d, rj));
+        let mut in_chunk = 0u32;
+        for &d in &acc[..(index.n - c0).min(CHUNK)] {
+            in_chunk += u32::from(inside(d));
         }
+        count += in_chunk as usize;
     }
-    ci
+    // The query itself was among them, at distance exactly 0, in its own chunk (whose box
+    // contains it, so it was never skipped).
+    count - usize::from(inside(0.0))
 }
 
 /// [`count_row`] compiled for AVX-512F (eight distances per register).
@@ -1241,13 +1173,10 @@ fn count_row<const STRICT: bool>(
 unsafe fn count_row_avx512<const STRICT: bool>(
     index: &ExactColumns,
     q: &[f64],
-    i: usize,
-    radii: &[f64],
-    chunk_rmax: &[f64],
-    counts: &mut [u32],
+    r: f64,
     bd: &mut [f64],
-) -> u32 {
-    count_row::<STRICT>(index, q, i, radii, chunk_rmax, counts, bd)
+) -> usize {
+    count_row::<STRICT>(index, q, r, bd)
 }
 
 /// [`count_row`] compiled for AVX2.
@@ -1259,13 +1188,10 @@ unsafe fn count_row_avx512<const STRICT: bool>(
 unsafe fn count_row_avx2<const STRICT: bool>(
     index: &ExactColumns,
     q: &[f64],
-    i: usize,
-    radii: &[f64],
-    chunk_rmax: &[f64],
-    counts: &mut [u32],
+    r: f64,
     bd: &mut [f64],
-) -> u32 {
-    count_row::<STRICT>(index, q, i, radii, chunk_rmax, counts, bd)
+) -> usize {
+    count_row::<STRICT>(index, q, r, bd)
 }
 
 /// Radius counts by brute force, each unordered pair visited once.
