@@ -994,12 +994,14 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
     out
 }
 
-/// Joint dimension up to which radius counts skip the fixed-point filters and compute every
-/// distance exactly, 64 candidates at a time (see [`ExactColumns`]). Measured with
-/// `ksg_maxnorm_bench` (2026-12-06, AVX-512 Xeon, 5,000 x 10): at 5-d marginals the
-/// filters let through about 6 candidates per 64-point chunk, each costing a second-stage
-/// panel and a scalar decision, several times what 64 exact distances cost in registers.
-const EXACT_COUNT_MAX_DIM: usize = 8;
+/// Dimension up to which radius counts skip the fixed-point filters and compute every
+/// distance exactly, 64 candidates at a time (see [`ExactColumns`]). At 5-d the filters let
+/// through about 6 candidates per 64-point chunk, each costing a second-stage panel and a
+/// scalar decision, more than 64 exact distances cost in registers. Measured with
+/// `ksg_maxnorm_bench` (2026-12-06, AVX-512 Xeon, N = 5,000, Gaussian marginals, one count
+/// pass, exact / filtered): 6-d 3.9 / 7.0 ms, 7-d 5.1 / 7.0 ms, 8-d 8.2 / 7.7 ms, 10-d 12.1
+/// / 8.0 ms.
+const EXACT_COUNT_MAX_DIM: usize = 7;
 
 /// The points of a low-dimensional set in chunk-aligned k-d order, column-major in `f64`
 /// (`cols[d * n_pad + p]`), with each chunk's bounding box. Radius counts compute each
