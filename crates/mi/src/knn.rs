@@ -233,37 +233,48 @@ struct BruteIndex<'a> {
 /// 1.2-1.4x slower with the order than without).
 const SPATIAL_MAX_DIM: usize = 10;
 
+/// The smallest box holding rows `ids` of `m`: per-coordinate minima and maxima.
+fn bounding_box(m: &Matrix, ids: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let mut lo = vec![f64::INFINITY; m.cols()];
+    let mut hi = vec![f64::NEG_INFINITY; m.cols()];
+    for &i in ids {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(m.row(i)) {
+            *l = l.min(v);
+            *h = h.max(v);
+        }
+    }
+    (lo, hi)
+}
+
+/// The box's widest coordinate (the first, if several) and its width.
+fn widest(lo: &[f64], hi: &[f64]) -> (usize, f64) {
+    let mut best = (0usize, -1.0f64);
+    for (d, (l, h)) in lo.iter().zip(hi).enumerate() {
+        if h - l > best.1 {
+            best = (d, h - l);
+        }
+    }
+    best
+}
+
 /// A chunk-aligned k-d order of `m`'s rows: the row at each position. Each range is split at
 /// a multiple of `CHUNK` near its middle, on its widest coordinate, until it fits one chunk,
 /// so every chunk holds points that are close together. Deterministic (no randomness), and
 /// O(N D log(N / CHUNK)).
 fn spatial_order(m: &Matrix) -> Vec<usize> {
     let n = m.rows();
-    let dim = m.cols();
     let mut perm: Vec<usize> = (0..n).collect();
     let mut stack = vec![(0, n)];
     while let Some((s, e)) = stack.pop() {
         if e - s <= CHUNK {
             continue;
         }
-        let mut widest = (0, 0.0f64);
-        for d in 0..dim {
-            let (lo, hi) =
-                perm[s..e]
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &i| {
-                        let v = m.row(i)[d];
-                        (l.min(v), h.max(v))
-                    });
-            if hi - lo > widest.1 {
-                widest = (d, hi - lo);
-            }
-        }
-        if widest.1 <= 0.0 {
+        let (lo, hi) = bounding_box(m, &perm[s..e]);
+        let (d, spread) = widest(&lo, &hi);
+        if spread <= 0.0 {
             // All points in the range coincide: any order is as good.
             continue;
         }
-        let d = widest.0;
         // A chunk multiple strictly inside (s, e): e - s > CHUNK.
         let half = ((e - s) / 2).div_ceil(CHUNK) * CHUNK;
         perm[s..e].select_nth_unstable_by(half, |&a, &b| {
@@ -432,9 +443,11 @@ impl<'a> BruteIndex<'a> {
         }
         let chunks = n_pad / CHUNK;
         let chunks_pad = chunks.div_ceil(64) * 64;
-        let mut box_lo8 = vec![u8::MAX; dim * chunks_pad];
-        let mut box_hi8 = vec![0u8; dim * chunks_pad];
-        for d in 0..dim {
+        // Only the k-d order gives chunks boxes worth testing (see `mark_live`).
+        let boxed = if spatial { dim } else { 0 };
+        let mut box_lo8 = vec![u8::MAX; boxed * chunks_pad];
+        let mut box_hi8 = vec![0u8; boxed * chunks_pad];
+        for d in 0..boxed {
             for c in 0..chunks {
                 let members = &cols8[d * n_pad + c * CHUNK..d * n_pad + (c * CHUNK + CHUNK).min(n)];
                 box_lo8[d * chunks_pad + c] = members.iter().copied().min().unwrap_or(u8::MAX);
@@ -1363,22 +1376,8 @@ impl KdTree {
         let mut stack = vec![0usize];
         while let Some(id) = stack.pop() {
             let (s, e) = (nodes[id].start, nodes[id].end);
-            let mut lo = vec![f64::INFINITY; dim];
-            let mut hi = vec![f64::NEG_INFINITY; dim];
-            for &p in &perm[s..e] {
-                for (d, &v) in data[p * dim..(p + 1) * dim].iter().enumerate() {
-                    lo[d] = lo[d].min(v);
-                    hi[d] = hi[d].max(v);
-                }
-            }
-            let mut split = 0usize;
-            let mut spread = -1.0f64;
-            for d in 0..dim {
-                if hi[d] - lo[d] > spread {
-                    spread = hi[d] - lo[d];
-                    split = d;
-                }
-            }
+            let (lo, hi) = bounding_box(m, &perm[s..e]);
+            let (split, spread) = widest(&lo, &hi);
             // Nodes are created before they are visited, so the box slot may not exist yet.
             if boxes.len() < (id + 1) * 2 * dim {
                 boxes.resize((id + 1) * 2 * dim, 0.0);
