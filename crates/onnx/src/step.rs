@@ -1056,8 +1056,9 @@ for path in sys.argv[1:]:
         let want: [(&str, u64); 4] = [
             ("study adam", 10963268562414760815),
             ("study adam, cuda-style", 9055546556614847436),
-            ("conv sgd", 9705787142306613899),
-            ("resnet adamw", 6231669225125256638),
+            // Re-pinned when convolution weight gradients became chunked Im2Col + Gemm.
+            ("conv sgd", 597468736217265491),
+            ("resnet adamw", 8034403213196207492),
         ];
         assert_eq!(got, want);
         Ok(())

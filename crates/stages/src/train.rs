@@ -834,7 +834,9 @@ impl Stage for Train {
     // 0.299), so a cached model trained on such views must not be reused.
     // 6: convolution gradients are built differently (flipped-kernel Conv for dX, one GEMM
     // per kernel offset for dW), which changes conv and ResNet encoders' weights at ~1e-7.
-    const VERSION: u32 = 6;
+    // 7: dW is summed over chunks of the batch (cbound's Im2Col patches, one Gemm per chunk),
+    // a different summation order, so conv and ResNet weights change in their last bits.
+    const VERSION: u32 = 7;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:

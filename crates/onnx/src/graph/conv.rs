@@ -137,6 +137,130 @@ impl Graph {
         )
     }
 
+    /// The output shape of [`Op::Im2Col`] for `x` and its output size, checking the operands.
+    fn im2col_shape(
+        &self,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+        [images, chunk]: [usize; 2],
+    ) -> GraphResult<(Vec<usize>, [usize; 2])> {
+        let xs = self.shape(x);
+        if xs.len() != 4 || strides.contains(&0) || kernel.contains(&0) {
+            return Err(invalid(
+                "Im2Col",
+                format!("expects a 4-D input and positive kernel/strides, got {xs:?}"),
+            ));
+        }
+        if images == 0 || (chunk + 1) * images > xs[0] {
+            return Err(invalid(
+                "Im2Col",
+                format!(
+                    "chunk {chunk} of {images} images lies outside the batch of {}",
+                    xs[0]
+                ),
+            ));
+        }
+        let hw = conv_out(&xs[2..], &kernel, strides, pads).ok_or_else(|| {
+            invalid(
+                "Im2Col",
+                format!("kernel {kernel:?} larger than padded input {xs:?}"),
+            )
+        })?;
+        let shape = vec![xs[1] * kernel[0] * kernel[1], images * hw[0] * hw[1]];
+        Ok((shape, hw))
+    }
+
+    /// The input patches of one chunk of the batch (`[images, chunk]`: the samples
+    /// `chunk * images .. (chunk + 1) * images`) as [`Op::Im2Col`] lays them out: cbound's own
+    /// kernel, f32 only, CPU only (refused while [`Graph::custom_kernels`] is off).
+    pub fn im2col(
+        &mut self,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+        range: [usize; 2],
+    ) -> GraphResult<ValueId> {
+        if !self.custom_kernels() {
+            return Err(invalid(
+                "Im2Col",
+                "cbound's own kernels are off for this graph (use im2col_onnx)",
+            ));
+        }
+        let dt = self.require_float("Im2Col", x)?;
+        if dt != DType::F32 {
+            return Err(invalid(
+                "Im2Col",
+                format!("the kernel is f32 only, got {}", dt.name()),
+            ));
+        }
+        let (shape, _) = self.im2col_shape(x, kernel, strides, pads, range)?;
+        let [images, chunk] = range;
+        self.node1(
+            Op::Im2Col {
+                kernel,
+                strides,
+                pads,
+                images,
+                chunk,
+            },
+            vec![x],
+            dt,
+            shape,
+        )
+    }
+
+    /// The tensor [`Graph::im2col`] makes, from ai.onnx nodes (for graphs without cbound's
+    /// kernels, e.g. on CUDA): the chunk's samples, padded, channels first; one strided
+    /// `Slice` per kernel offset; a `Concat` of the offsets. Same values, bit for bit: both
+    /// only copy elements.
+    pub fn im2col_onnx(
+        &mut self,
+        x: ValueId,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+        range: [usize; 2],
+    ) -> GraphResult<ValueId> {
+        self.require_float("Im2Col", x)?;
+        let (shape, [oh, ow]) = self.im2col_shape(x, kernel, strides, pads, range)?;
+        let [images, chunk] = range;
+        let n = self.shape(x)[0];
+        let xc = if images == n {
+            x
+        } else {
+            self.slice(x, &[chunk * images], &[(chunk + 1) * images], &[0])?
+        };
+        let xp = if pads.iter().any(|&p| p > 0) {
+            self.pad(xc, &[0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])?
+        } else {
+            xc
+        };
+        let (hp, wp) = (self.shape(xp)[2], self.shape(xp)[3]);
+        let xt = self.transpose(xp, &[1, 0, 2, 3])?;
+        let mut taps = Vec::with_capacity(kernel[0] * kernel[1]);
+        for i in 0..kernel[0] {
+            for j in 0..kernel[1] {
+                let ends = [i + strides[0] * (oh - 1) + 1, j + strides[1] * (ow - 1) + 1];
+                let whole = i == 0 && j == 0 && ends == [hp, wp] && strides == [1, 1];
+                let t = if whole {
+                    xt
+                } else {
+                    self.slice_strided(xt, &[i, j], &ends, &[2, 3], &strides)?
+                };
+                taps.push(self.unsqueeze(t, &[1])?);
+            }
+        }
+        let all = if taps.len() > 1 {
+            self.concat(&taps, 1)?
+        } else {
+            taps[0]
+        };
+        self.reshape(all, &shape)
+    }
+
     fn pool_shape(
         &self,
         op: &'static str,

@@ -152,9 +152,26 @@ pub enum Op {
         g2_scale: f32,
         l2: f32,
     },
+    /// cbound's patch extraction for a convolution's weight gradient (domain
+    /// [`CBOUND_DOMAIN`], kernel in [`crate::fused`], f32 only). Input `x` `[N, C, H, W]`;
+    /// output `[C * kh * kw, images * OH * OW]` for the samples `chunk * images ..
+    /// (chunk + 1) * images`: row `(c, i, j)` holds `x[n, c, oh * sh + i - top, ow * sw + j -
+    /// left]` (zero outside the input) over `(n, oh, ow)` in that order. The zero padding is
+    /// implicit, so no padded copy of `x` is made. [`Graph::im2col`] builds it;
+    /// [`Graph::im2col_onnx`] builds the same tensor from ai.onnx nodes.
+    ///
+    /// [`Graph::im2col`]: crate::graph::Graph::im2col
+    /// [`Graph::im2col_onnx`]: crate::graph::Graph::im2col_onnx
+    Im2Col {
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        pads: [usize; 4],
+        images: usize,
+        chunk: usize,
+    },
 }
 
-/// The operator domain of cbound's own ops ([`Op::AdamUpdate`]); every session cbound creates
+/// The operator domain of cbound's own ops ([`Op::AdamUpdate`], [`Op::Im2Col`]); every session cbound creates
 /// registers it (see [`crate::runtime`]).
 pub const CBOUND_DOMAIN: &str = "ai.cbound";
 
@@ -208,13 +225,14 @@ impl Op {
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             Op::Sum => "Sum",
             Op::AdamUpdate { .. } => "AdamUpdate",
+            Op::Im2Col { .. } => "Im2Col",
         }
     }
 
     /// The node's domain: `None` for ai.onnx, [`CBOUND_DOMAIN`] for cbound's own ops.
     pub fn domain(&self) -> Option<&'static str> {
         match self {
-            Op::AdamUpdate { .. } => Some(CBOUND_DOMAIN),
+            Op::AdamUpdate { .. } | Op::Im2Col { .. } => Some(CBOUND_DOMAIN),
             _ => None,
         }
     }

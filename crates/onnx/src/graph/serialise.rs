@@ -129,6 +129,19 @@ impl Op {
                 attr_float("g2_scale", *g2_scale),
                 attr_float("l2", *l2),
             ],
+            Op::Im2Col {
+                kernel,
+                strides,
+                pads,
+                images,
+                chunk,
+            } => vec![
+                ints("kernel_shape", kernel),
+                ints("strides", strides),
+                ints("pads", pads),
+                attr_int("images", *images as i64),
+                attr_int("chunk", *chunk as i64),
+            ],
             Op::ConstantOfShape { value } => vec![proto::AttributeProto {
                 name: Some("value".into()),
                 r#type: Some(proto::attribute_type::TENSOR),
