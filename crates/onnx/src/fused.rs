@@ -24,7 +24,7 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
-use super::graph::CBOUND_DOMAIN;
+use super::graph::{conv_out, CBOUND_DOMAIN};
 
 /// Elements per parallel chunk: large enough that a chunk's dispatch is negligible, small
 /// enough that the study's largest tensor (1.5 M elements) splits over many threads.
@@ -249,16 +249,8 @@ impl Im2ColGeom {
                 "chunk {chunk} of {images} images lies outside the batch of {n}"
             ));
         }
-        let mut out = [0; 2];
-        for (a, size) in [h, w].into_iter().enumerate() {
-            let padded = size + pads[a] + pads[a + 2];
-            if padded < kernel[a] {
-                return Err(format!(
-                    "kernel {kernel:?} larger than the padded input {shape:?}"
-                ));
-            }
-            out[a] = (padded - kernel[a]) / strides[a] + 1;
-        }
+        let out = conv_out(&[h, w], &kernel, strides, pads)
+            .ok_or_else(|| format!("kernel {kernel:?} larger than the padded input {shape:?}"))?;
         Ok(Im2ColGeom {
             n,
             c,

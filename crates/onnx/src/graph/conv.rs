@@ -339,8 +339,10 @@ impl Graph {
     }
 }
 
-/// Spatial output size of a convolution / pooling window (floor mode, dilation 1).
-fn conv_out(
+/// Spatial output size of a convolution / pooling window (floor mode, dilation 1) over
+/// `input` (height, width); `None` where the kernel is larger than the padded input or a
+/// stride is zero. Shared by the graph builders and cbound's own kernels.
+pub(crate) fn conv_out(
     input: &[usize],
     kernel: &[usize],
     strides: [usize; 2],

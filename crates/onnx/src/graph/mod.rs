@@ -30,6 +30,7 @@ mod serialise;
 mod shape;
 mod value;
 
+pub(crate) use conv::conv_out;
 pub use norm::BatchNormTrain;
 pub use op::{GemmAttrs, Node, Op, CBOUND_DOMAIN};
 pub use value::{bf16_bits, f16_bits, DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
