@@ -96,6 +96,8 @@ def main():
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--profile", action="store_true", help="also print cbound's operator shares")
     p.add_argument("--no-spin", action="store_true", help="ONNX Runtime's idle threads sleep (shared cores)")
+    p.add_argument("--plain-convs", action="store_true",
+                   help="cbound runs every convolution as the plain Conv (none through ONNX Runtime's NCHWc kernels)")
     p.add_argument(
         "--bin",
         default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/examples/resnet_bench"),
@@ -113,6 +115,8 @@ def main():
            "--batch", str(a.batch), "--width", str(a.width), "--size", str(a.size)]
     if a.no_spin:
         cmd.append("--no-spin")
+    if a.plain_convs:
+        cmd.append("--plain-convs")
     print(f"torch {torch.__version__}, {a.threads} threads, batch {a.batch} (x2 views), width {a.width}, {a.size}x{a.size}"
           + (", ONNX Runtime without spinning" if a.no_spin else ""))
     t_ms, c_ms, last = [], [], None
@@ -124,8 +128,10 @@ def main():
         c_ms.append(last["ms_per_step"])
         print(f"round {r + 1}: pytorch {t_ms[-1]:.1f} ms/step, cbound {c_ms[-1]:.1f} ms/step")
     tm, cm = statistics.median(t_ms), statistics.median(c_ms)
+    block = last.get("conv_block")
+    convs = f"NCHWc convolutions in blocks of {block}" if block else "plain convolutions"
     print(f"median: pytorch {tm:.1f} ms/step, cbound {cm:.1f} ms/step, ratio cbound/pytorch {cm / tm:.2f} "
-          f"(ONNX Runtime {last['ort']}, {last['matmul_gflop']:.1f} GFLOP of Conv/Gemm per cbound step)")
+          f"(ONNX Runtime {last['ort']}, {convs}, {last['matmul_gflop']:.1f} GFLOP of Conv/Gemm per cbound step)")
     if last.get("ops"):
         print("cbound kernel time by operator:", ", ".join(f"{k} {100 * v:.1f}%" for k, v in last["ops"]))
 

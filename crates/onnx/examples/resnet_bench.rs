@@ -7,8 +7,10 @@
 //!
 //! `cargo run --profile release -p cbound-onnx --example resnet_bench -- [--steps 10]
 //!  [--warmup 2] [--threads 2] [--batch 32] [--width 1] [--size 32] [--depth 18] [--profile]
-//!  [--no-spin]` (`--no-spin`: ONNX Runtime's idle threads sleep instead of spinning, which
-//!  matters when other processes share the cores)
+//!  [--no-spin] [--plain-convs]` (`--no-spin`: ONNX Runtime's idle threads sleep instead of
+//!  spinning, which matters when other processes share the cores; `--plain-convs`: every
+//!  convolution as the plain ai.onnx `Conv`, none through the NCHWc kernels, as before they
+//!  were used)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,7 +33,7 @@ type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BoxResult<()> {
     let mut args: HashMap<String, String> = HashMap::new();
-    let (mut profile, mut spinning) = (false, true);
+    let (mut profile, mut spinning, mut plain_convs) = (false, true, false);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -41,6 +43,10 @@ fn main() -> BoxResult<()> {
             }
             "--no-spin" => {
                 spinning = false;
+                continue;
+            }
+            "--plain-convs" => {
+                plain_convs = true;
                 continue;
             }
             _ => {}
@@ -94,7 +100,15 @@ fn main() -> BoxResult<()> {
         weight_decay: 5e-4,
         nesterov: false,
     };
-    let step = build_train_step(&model, &StepConfig::new(batch, loss, sgd).stacked())?;
+    // As the train stage builds a CPU step: convolutions blocked where this CPU's NCHWc
+    // kernels exist and gain.
+    let block = if plain_convs { None } else { rt.conv_block() };
+    let step = build_train_step(
+        &model,
+        &StepConfig::new(batch, loss, sgd)
+            .stacked()
+            .with_blocked_convs(block),
+    )?;
     let opts = SessionOptions {
         intra_threads: threads,
         spinning,
@@ -149,7 +163,8 @@ fn main() -> BoxResult<()> {
         .map(|(k, v)| format!("[\"{k}\",{v:.3}]"))
         .collect();
     println!(
-        "{{\"impl\":\"cbound\",\"ms_per_step\":{median:.2},\"steps\":{steps},\"batch\":{batch},\"width\":{width},\"size\":{size},\"threads\":{threads},\"matmul_gflop\":{:.3},\"ort\":\"{}\",\"ops\":[{}]}}",
+        "{{\"impl\":\"cbound\",\"ms_per_step\":{median:.2},\"steps\":{steps},\"batch\":{batch},\"width\":{width},\"size\":{size},\"threads\":{threads},\"conv_block\":{},\"matmul_gflop\":{:.3},\"ort\":\"{}\",\"ops\":[{}]}}",
+        block.map_or("null".to_string(), |b| b.to_string()),
         step.matmul_flops as f64 / 1e9,
         rt.version(),
         ops_json.join(",")

@@ -592,6 +592,7 @@ fn vjp(
             pads,
             dilations,
             group,
+            ..
         } => {
             if *group != 1 || *dilations != [1, 1] {
                 return Err(unsupported(
@@ -729,11 +730,26 @@ fn vjp(
                 "inference-mode batch norm has no VJP; training graphs use Graph::batch_norm_train",
             ));
         }
+        Op::BatchNormTrain { epsilon } => {
+            // The batch statistics feed only the running-statistics update, behind a
+            // stop-gradient; a gradient arriving through them has no VJP here.
+            if dys.iter().skip(1).any(Option::is_some) {
+                return Err(unsupported(
+                    op_name,
+                    "gradients through the batch mean and variance outputs are not implemented",
+                ));
+            }
+            let stats = [node.outputs[1], node.outputs[2]];
+            let [dx, dgamma, dbeta] =
+                g.batch_norm_train_grad(dy, ins[0], ins[1], stats, *epsilon)?;
+            out = vec![Some(dx), Some(dgamma), Some(dbeta)];
+        }
         Op::ConvTranspose { .. }
         | Op::ScatterElements { .. }
         | Op::ScatterNd { .. }
         | Op::AdamUpdate { .. }
-        | Op::Im2Col { .. } => {
+        | Op::Im2Col { .. }
+        | Op::BatchNormTrainGrad { .. } => {
             return Err(unsupported(
                 op_name,
                 "no VJP is implemented (only used inside backward passes)",

@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use crate::autodiff;
 use crate::checkpoint::NamedTensor;
-use crate::graph::{DType, Graph};
+use crate::graph::{DType, Graph, Op, OPSET};
 use crate::loss::{self, LossConfig, LossKind};
 use crate::models::{
     BnMode, ContrastiveModel, EncoderConfig, ModelConfig, ResNetConfig, ResNetDepth, Stem,
 };
 use crate::optim::OptimizerConfig;
-use crate::step::{build_encoder, build_train_step, ParamSource, StepConfig};
+use crate::step::{build_encoder, build_train_step_graph, ParamSource, StepConfig, StepGraph};
 use crate::testutil::{run_python, runtime, single_thread, Data, Runner};
 use crate::trainer::{Embedder, Trainer};
 
@@ -141,6 +141,27 @@ fn names_and_layout_match_torchvision() {
 
 #[test]
 fn resnet18_matches_pytorch() {
+    check_resnet18(None);
+}
+
+/// The same check with the convolutions that qualify run by ONNX Runtime's NCHWc kernels
+/// (forward and input gradients; at width 0.125 those of `layer2`, 16 channels at 8x8),
+/// in this machine's block.
+#[test]
+fn resnet18_with_blocked_convolutions_matches_pytorch() {
+    let Some(block) = runtime().conv_block() else {
+        assert!(
+            !cfg!(target_arch = "x86_64") || !std::arch::is_x86_feature_detected!("avx2"),
+            "an x86-64 CPU with AVX2 should have ONNX Runtime's NCHWc kernels"
+        );
+        eprintln!("no NCHWc convolutions in this ONNX Runtime on this CPU: nothing to check");
+        return;
+    };
+    check_resnet18(Some(block));
+}
+
+/// The CIFAR-stem case of the fixture, its convolutions blocked by `block` or plain.
+fn check_resnet18(block: Option<usize>) {
     let fx: Value = serde_json::from_str(FIXTURE).expect("fixture parses");
     let case = &fx["cases"]["cifar"];
     let model = resnet(Stem::Cifar, 0.125, ResNetDepth::R18, 16);
@@ -154,6 +175,7 @@ fn resnet18_matches_pytorch() {
 
     // Forward (train mode) and backward as plain graphs, in f32 as the step runs them.
     let mut g = Graph::new("resnet_reference");
+    g.set_blocked_convs(block);
     let params: Vec<_> = model
         .param_specs()
         .iter()
@@ -212,7 +234,35 @@ fn resnet18_matches_pytorch() {
         weight_decay: 0.0,
         nesterov: false,
     };
-    let step = build_train_step(&model, &StepConfig::new(4, loss_cfg, sgd)).expect("step graph");
+    let (step_graph, step) = build_train_step_graph(
+        &model,
+        &StepConfig::new(4, loss_cfg, sgd).with_blocked_convs(block),
+        DType::F32,
+    )
+    .expect("step graph");
+    let step = StepGraph {
+        model_bytes: step_graph.to_model_bytes(OPSET).expect("serialises"),
+        ..step
+    };
+    let blocked_nodes = |g: &Graph| {
+        g.nodes()
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    Op::Conv {
+                        blocked: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    if block.is_some() {
+        // layer2's three stride-1 convolutions, forward and input gradient, in both graphs.
+        assert_eq!(blocked_nodes(&g), 6);
+        assert_eq!(blocked_nodes(&step_graph), 6);
+    }
     assert_eq!(step.buffers.len(), model.buffer_specs().len());
     let rt = runtime();
     let enc_inputs = build_encoder(&model, ParamSource::Inputs).expect("encoder");

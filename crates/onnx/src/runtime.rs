@@ -26,7 +26,7 @@
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
@@ -254,6 +254,8 @@ pub struct Runtime {
     found_at: PathBuf,
     source: LibrarySource,
     version: String,
+    /// [`Runtime::conv_block`], found out once.
+    conv_block: OnceLock<Option<usize>>,
 }
 
 static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
@@ -315,6 +317,7 @@ pub fn runtime(search: &LibrarySearch) -> Result<Arc<Runtime>, RuntimeError> {
         library: path,
         found_at: found.path,
         source: found.source,
+        conv_block: OnceLock::new(),
     });
     *guard = Some(Arc::clone(&rt));
     Ok(rt)
@@ -722,6 +725,89 @@ impl Runtime {
                 Err(e) => cpu(vec![format!("{e}; running on CPU instead")]),
             },
         }
+    }
+}
+
+impl Runtime {
+    /// The channel block of this library's NCHWc convolution kernels on this CPU (MLAS picks
+    /// 16 with AVX-512, 8 with AVX2), or `None` where they are missing or give other numbers
+    /// than the plain `Conv`. Found out once per process by running a small convolution
+    /// blocked with each candidate block and keeping the one that matches the plain one: a
+    /// wrong block does not fail, it silently mixes channels, so nothing is assumed from the
+    /// CPU's features. What [`Graph::set_blocked_convs`] needs for a CPU step.
+    pub fn conv_block(&self) -> Option<usize> {
+        *self.conv_block.get_or_init(|| self.probe_conv_block())
+    }
+
+    fn probe_conv_block(&self) -> Option<usize> {
+        const C: usize = 16;
+        let x: Vec<f32> = (0..C * 64)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let w: Vec<f32> = (0..C * C * 9)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 480.0)
+            .collect();
+        let reference = self.run_probe_conv(None, &x, &w).ok()?;
+        let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+        [16, 8, 4].into_iter().find(|&b| {
+            self.run_probe_conv(Some(b), &x, &w).is_ok_and(|y| {
+                y.len() == reference.len()
+                    && y.iter()
+                        .zip(&reference)
+                        .all(|(a, r)| (a - r).abs() <= 1e-4 * scale)
+            })
+        })
+    }
+
+    /// A 3x3 "same" convolution of 16 channels at 8x8, blocked by `block` or plain.
+    fn run_probe_conv(
+        &self,
+        block: Option<usize>,
+        x: &[f32],
+        w: &[f32],
+    ) -> Result<Vec<f32>, String> {
+        let mut g = Graph::new("cbound_conv_block_probe");
+        g.set_blocked_convs(block);
+        let build = |g: &mut Graph| -> Result<(), super::graph::GraphError> {
+            let xv = g.input("x", DType::F32, &[1, 16, 8, 8])?;
+            let wv = g.input("w", DType::F32, &[16, 16, 3, 3])?;
+            let y = g.conv2d(xv, wv, None, [1, 1], [1, 1, 1, 1], 1)?;
+            g.output(y, "y")?;
+            Ok(())
+        };
+        build(&mut g).map_err(|e| e.to_string())?;
+        let blocked = g.nodes().iter().any(|n| {
+            matches!(
+                n.op,
+                super::graph::Op::Conv {
+                    blocked: Some(_),
+                    ..
+                }
+            )
+        });
+        if blocked != block.is_some() {
+            return Err("the probe convolution was not blocked as asked".into());
+        }
+        let bytes = g.to_model_bytes(OPSET).map_err(|e| e.to_string())?;
+        let opts = SessionOptions {
+            intra_threads: 1,
+            ..SessionOptions::default()
+        };
+        let mut h = self.session(&bytes, &opts).map_err(|e| e.to_string())?;
+        let tensor = |shape: Vec<i64>, data: &[f32]| {
+            ort::value::Tensor::from_array((shape, data.to_vec())).map_err(|e| e.to_string())
+        };
+        let outputs = h
+            .session
+            .run(ort::inputs![
+                "x" => tensor(vec![1, 16, 8, 8], x)?,
+                "w" => tensor(vec![16, 16, 3, 3], w)?
+            ])
+            .map_err(|e| e.to_string())?;
+        let (_, y) = outputs["y"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok(y.to_vec())
     }
 }
 

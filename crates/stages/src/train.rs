@@ -836,7 +836,9 @@ impl Stage for Train {
     // per kernel offset for dW), which changes conv and ResNet encoders' weights at ~1e-7.
     // 7: dW is summed over chunks of the batch (cbound's Im2Col patches, one Gemm per chunk),
     // a different summation order, so conv and ResNet weights change in their last bits.
-    const VERSION: u32 = 7;
+    // 8: on the CPU, convolutions with 16+ channels (8+ with AVX2) at 8x8 or larger run
+    // through ONNX Runtime's NCHWc kernels, another summation order again.
+    const VERSION: u32 = 8;
     const SUMMARY: &'static str =
         "Train a contrastive encoder (InfoNCE / NT-Xent) through an ONNX training graph on ONNX Runtime; resumable per epoch.";
     const EXAMPLE: &'static str = r#"train:
@@ -964,12 +966,17 @@ impl Stage for Train {
                 min_lr: 0.0,
             },
         };
+        let rt = load_runtime()?;
         // The fused Adam kernel is CPU-only: a graph that may run on CUDA (`cuda`, `auto`)
         // gets the ai.onnx chain instead, so the update stays on the device (same f32 bits).
+        // On the CPU, convolutions run through ONNX Runtime's NCHWc kernels where this CPU
+        // has them and they gain (ResNet-18's step 1.11x faster on an AVX-512 Xeon).
+        let cpu = p.device == Device::Cpu;
         let step_cfg = StepConfig::new(b, loss, optimizer)
             .stacked()
             .excluding_bias_and_norm(p.optimizer.exclude_bias_and_norm())
-            .with_custom_kernels(p.device == Device::Cpu)
+            .with_custom_kernels(cpu)
+            .with_blocked_convs(if cpu { rt.conv_block() } else { None })
             .with_mixed_precision(MixedPrecision::of(p.precision));
         let step_graph =
             build_train_step(&model, &step_cfg).map_err(|e| StageError::Params(e.to_string()))?;
@@ -980,7 +987,6 @@ impl Stage for Train {
             &step_graph.model_bytes,
         )?;
 
-        let rt = load_runtime()?;
         let opts = SessionOptions {
             device: p.device,
             // Its own GPU when it asked for one (resources.gpus), so instances never share,

@@ -32,7 +32,7 @@ mod value;
 
 pub(crate) use conv::conv_out;
 pub use norm::BatchNormTrain;
-pub use op::{GemmAttrs, Node, Op, CBOUND_DOMAIN};
+pub use op::{GemmAttrs, Node, Op, CBOUND_DOMAIN, NCHWC_DOMAIN};
 pub use value::{bf16_bits, f16_bits, DType, Reduction, TensorData, ValueId, ValueInfo, ValueKind};
 
 /// The ai.onnx opset version whose semantics the builder emits.
@@ -109,6 +109,9 @@ pub struct Graph {
     /// Whether builders may emit cbound's own operators ([`CBOUND_DOMAIN`]); see
     /// [`Graph::set_custom_kernels`].
     custom_kernels: bool,
+    /// MLAS's channel block while convolutions may run blocked; see
+    /// [`Graph::set_blocked_convs`].
+    blocked_convs: Option<usize>,
     /// The dtype matrix products run in while set; see [`Graph::set_autocast`].
     autocast: Option<DType>,
     /// The `Cast` to the autocast dtype already made of a value, so a value feeding several
@@ -127,6 +130,20 @@ impl Graph {
 
     pub fn custom_kernels(&self) -> bool {
         self.custom_kernels
+    }
+
+    /// While `Some(b)` (and custom kernels are allowed), the convolutions built from then on
+    /// that ONNX Runtime's NCHWc kernels run faster are marked to run blocked
+    /// ([`Op::Conv`]'s `blocked`). `b` must be the block MLAS uses on this CPU (16 with
+    /// AVX-512, 8 with AVX2), which [`crate::runtime::Runtime::conv_block`] finds out; a wrong
+    /// block gives wrong numbers, not an error. `None` (the default): every convolution is the
+    /// plain ai.onnx `Conv`.
+    pub fn set_blocked_convs(&mut self, block: Option<usize>) {
+        self.blocked_convs = block.filter(|&b| b > 1);
+    }
+
+    pub fn blocked_convs(&self) -> Option<usize> {
+        self.blocked_convs
     }
 
     /// While `Some(F16 | BF16)`, every `MatMul`, `Gemm` and `Conv` built with f32 operands
@@ -195,6 +212,7 @@ impl Graph {
             batch_dims: HashSet::new(),
             counter: 0,
             custom_kernels: true,
+            blocked_convs: None,
             autocast: None,
             autocast_casts: HashMap::new(),
             doc: None,

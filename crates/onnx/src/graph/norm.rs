@@ -3,13 +3,17 @@
 //! Training mode follows PyTorch's `nn.BatchNorm2d`: the batch is normalised with the batch
 //! mean and the BIASED batch variance, and the running statistics are updated as
 //! `running = (1 - momentum) running + momentum batch_stat` with the UNBIASED variance
-//! (`var * n / (n - 1)`, `n = N H W`). It is built from differentiable primitives (ReduceMean,
-//! Sub, Mul, Sqrt, Div, Add) so [`crate::autodiff`] differentiates it through the batch
-//! statistics with no BN-specific VJP; the running-statistics update is behind a
-//! stop-gradient. Inference mode is the ONNX `BatchNormalization` op on running statistics,
+//! (`var * n / (n - 1)`, `n = N H W`). Where custom kernels are allowed (f32 CPU graphs) it
+//! is cbound's one-kernel [`Op::BatchNormTrain`], whose gradient is one
+//! [`Op::BatchNormTrainGrad`] node: two passes over the activations each way instead of the
+//! node chain's dozen (ResNet-18's step spent ~15% of its time in that chain). Elsewhere
+//! (f64 gradient tests, CUDA) it is built from differentiable primitives (ReduceMean, Sub,
+//! Mul, Sqrt, Div, Add), which [`crate::autodiff`] differentiates through the batch
+//! statistics with no BN-specific VJP. The running-statistics update is behind a
+//! stop-gradient either way. Inference mode is the ONNX `BatchNormalization` op on running statistics,
 //! which ONNX Runtime folds into the preceding convolution.
 
-use super::{invalid, Graph, GraphResult, Op, ValueId};
+use super::{invalid, DType, Graph, GraphResult, Op, ValueId};
 
 /// Values produced by [`Graph::batch_norm_train`].
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +85,32 @@ impl Graph {
                 format!("needs more than one value per channel, input is {xs:?}"),
             ));
         }
+        if self.custom_kernels() && self.dtype(x) == DType::F32 {
+            let outs = self.node(
+                Op::BatchNormTrain {
+                    epsilon: eps as f32,
+                },
+                vec![x, gamma, beta],
+                vec![
+                    (DType::F32, xs.clone()),
+                    (DType::F32, vec![c]),
+                    (DType::F32, vec![c]),
+                ],
+            );
+            let [y, mean, var] = outs[..] else {
+                return Err(invalid(
+                    "BatchNormTrain",
+                    "internal: expected three outputs",
+                ));
+            };
+            return self.update_running_stats(
+                y,
+                [mean, var],
+                [running_mean, running_var],
+                momentum,
+                n,
+            );
+        }
         let axes = [0, 2, 3];
         let mean = self.reduce_mean(x, &axes, true)?;
         let xc = self.sub(x, mean)?;
@@ -96,8 +126,22 @@ impl Graph {
         let y = self.add(scaled, b4)?;
 
         let mean_c = self.reshape(mean, &[c])?;
-        let mean_c = self.stop_gradient(mean_c)?;
         let var_c = self.reshape(var, &[c])?;
+        self.update_running_stats(y, [mean_c, var_c], [running_mean, running_var], momentum, n)
+    }
+
+    /// The running statistics after a training-mode batch (see the module docs) from the
+    /// batch's `[mean, biased var]` `[C]` over `n` values per channel; no gradient flows
+    /// through them.
+    fn update_running_stats(
+        &mut self,
+        y: ValueId,
+        [mean_c, var_c]: [ValueId; 2],
+        [running_mean, running_var]: [ValueId; 2],
+        momentum: f64,
+        n: usize,
+    ) -> GraphResult<BatchNormTrain> {
+        let mean_c = self.stop_gradient(mean_c)?;
         let var_c = self.stop_gradient(var_c)?;
         let keep = 1.0 - momentum;
         let old_m = self.scale(running_mean, keep)?;
@@ -111,6 +155,47 @@ impl Graph {
             running_mean: rm,
             running_var: rv,
         })
+    }
+
+    /// The gradients `[dx, dgamma, dbeta]` of an [`Op::BatchNormTrain`] node from `dy`, its
+    /// inputs `x`, `gamma` and its `mean`, `var` outputs ([`Op::BatchNormTrainGrad`]).
+    pub fn batch_norm_train_grad(
+        &mut self,
+        dy: ValueId,
+        x: ValueId,
+        gamma: ValueId,
+        [mean, var]: [ValueId; 2],
+        epsilon: f32,
+    ) -> GraphResult<[ValueId; 3]> {
+        let c = self.check_bn("BatchNormTrainGrad", x, &[gamma, mean, var])?;
+        if self.shape(dy) != self.shape(x) || self.dtype(x) != DType::F32 || !self.custom_kernels()
+        {
+            return Err(invalid(
+                "BatchNormTrainGrad",
+                format!(
+                    "needs f32, custom kernels and dy shaped like x {:?}, got {:?}",
+                    self.shape(x),
+                    self.shape(dy)
+                ),
+            ));
+        }
+        let xs = self.shape(x).to_vec();
+        let outs = self.node(
+            Op::BatchNormTrainGrad { epsilon },
+            vec![dy, x, gamma, mean, var],
+            vec![
+                (DType::F32, xs),
+                (DType::F32, vec![c]),
+                (DType::F32, vec![c]),
+            ],
+        );
+        match outs[..] {
+            [dx, dg, db] => Ok([dx, dg, db]),
+            _ => Err(invalid(
+                "BatchNormTrainGrad",
+                "internal: expected three outputs",
+            )),
+        }
     }
 
     /// Inference-mode batch normalisation from running statistics (ONNX `BatchNormalization`).
@@ -153,6 +238,8 @@ impl Graph {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use crate::graph::{DType, Graph, GraphResult, TensorData};
     use crate::testutil::{run_graph, Data};
 
@@ -233,5 +320,86 @@ mod tests {
         let bad = g.input("bad", DType::F32, &[3])?;
         assert!(g.batch_norm_inference(x, bad, bad, bad, bad, 1e-5).is_err());
         Ok(())
+    }
+
+    /// cbound's one-kernel batch norm (f32) against the node chain run in f64: output,
+    /// running statistics and the gradients of `sum(y * r)` with respect to `x`, `gamma`
+    /// and `beta`, on data whose mean is large next to its spread (the centred sums matter).
+    #[test]
+    fn the_batch_norm_kernel_matches_the_f64_node_chain() {
+        let (n, c, h, w) = (4usize, 24usize, 5usize, 7usize);
+        let len = n * c * h * w;
+        let xv: Vec<f64> = (0..len)
+            .map(|i| {
+                3.0 + ((i * 37 % 101) as f64 - 50.0) / 25.0 * (1.0 + (i / 35 % 24) as f64 / 8.0)
+            })
+            .collect();
+        let rv: Vec<f64> = (0..len)
+            .map(|i| ((i * 53 % 97) as f64 - 48.0) / 48.0)
+            .collect();
+        let per = |k: usize, lo: f64| -> Vec<f64> {
+            (0..c).map(|i| lo + ((i * k % 17) as f64) / 17.0).collect()
+        };
+        let (gv, bv, rmv, rvv) = (per(5, 0.5), per(7, -0.5), per(3, -0.2), per(11, 0.6));
+        let run = |dt: DType| -> (HashMap<String, Vec<f64>>, Vec<&'static str>) {
+            let mut g = Graph::new("bn_kernel");
+            let x = g.input("x", dt, &[n, c, h, w]).expect("input");
+            let r = g.input("r", dt, &[n, c, h, w]).expect("input");
+            let ins: Vec<_> = ["g", "b", "rm", "rv"]
+                .iter()
+                .map(|name| g.input(name, dt, &[c]).expect("input"))
+                .collect();
+            let t = g
+                .batch_norm_train(x, ins[0], ins[1], ins[2], ins[3], 0.1, 1e-5)
+                .expect("bn");
+            let yr = g.mul(t.y, r).expect("mul");
+            let loss = g.reduce_sum_all(yr).expect("sum");
+            let grads =
+                crate::autodiff::gradients(&mut g, loss, &[x, ins[0], ins[1]]).expect("gradients");
+            for (v, name) in [
+                (t.y, "y"),
+                (t.running_mean, "rm_next"),
+                (t.running_var, "rv_next"),
+            ]
+            .into_iter()
+            .chain(grads.into_iter().zip(["dx", "dgamma", "dbeta"]))
+            {
+                g.output(v, name).expect("output");
+            }
+            let ops = g.nodes().iter().map(|n| n.op.onnx_name()).collect();
+            let data = |v: &[f64]| match dt {
+                DType::F32 => Data::F32(v.iter().map(|&a| a as f32).collect()),
+                _ => Data::F64(v.to_vec()),
+            };
+            let feeds = vec![
+                (x, data(&xv)),
+                (r, data(&rv)),
+                (ins[0], data(&gv)),
+                (ins[1], data(&bv)),
+                (ins[2], data(&rmv)),
+                (ins[3], data(&rvv)),
+            ];
+            (run_graph(&g, &feeds), ops)
+        };
+        let (kernel, kernel_ops) = run(DType::F32);
+        let (chain, chain_ops) = run(DType::F64);
+        assert!(
+            kernel_ops.contains(&"BatchNormTrain") && kernel_ops.contains(&"BatchNormTrainGrad")
+        );
+        assert!(!chain_ops.contains(&"BatchNormTrain"));
+        for name in ["y", "rm_next", "rv_next", "dx", "dgamma", "dbeta"] {
+            let (a, b) = (&kernel[name], &chain[name]);
+            let d: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(p, q)| (p - q) * (p - q))
+                .sum::<f64>()
+                .sqrt();
+            let norm: f64 = b.iter().map(|q| q * q).sum::<f64>().sqrt();
+            assert!(
+                d <= 1e-6 * norm,
+                "{name}: |kernel - chain| = {d:e}, |chain| = {norm:e}"
+            );
+        }
     }
 }

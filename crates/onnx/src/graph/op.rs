@@ -60,11 +60,19 @@ pub enum Op {
         axis: usize,
     },
     /// 2-D convolution. `pads` = [top, left, bottom, right].
+    /// `blocked: Some(b)`: the same convolution, run by ONNX Runtime's NCHWc kernels with
+    /// channels in blocks of `b` (MLAS's block on this CPU): serialised as `ReorderInput`,
+    /// cbound's `BlockFilter` on the weight, `com.microsoft.nchwc` `Conv` and `ReorderOutput`
+    /// (see [`Graph::set_blocked_convs`]). Inputs, output and gradient are those of the plain
+    /// convolution; only the kernel that computes it differs.
+    ///
+    /// [`Graph::set_blocked_convs`]: crate::graph::Graph::set_blocked_convs
     Conv {
         strides: [usize; 2],
         pads: [usize; 4],
         dilations: [usize; 2],
         group: usize,
+        blocked: Option<usize>,
     },
     ConvTranspose {
         strides: [usize; 2],
@@ -169,11 +177,32 @@ pub enum Op {
         images: usize,
         chunk: usize,
     },
+    /// cbound's training-mode batch normalisation in one kernel (domain [`CBOUND_DOMAIN`],
+    /// kernel in [`crate::fused`], f32 only). Inputs `x` `[N, C, H, W]`, `gamma`, `beta`
+    /// `[C]`; outputs `y = (x - mean) * gamma / sqrt(var + epsilon) + beta` and the batch
+    /// `mean` and BIASED `var` `[C]` (accumulated in f64). [`Graph::batch_norm_train`] uses
+    /// it where custom kernels are allowed; its gradient is [`Op::BatchNormTrainGrad`].
+    ///
+    /// [`Graph::batch_norm_train`]: crate::graph::Graph::batch_norm_train
+    BatchNormTrain {
+        epsilon: f32,
+    },
+    /// The vector-Jacobian product of [`Op::BatchNormTrain`] through its batch statistics
+    /// (domain [`CBOUND_DOMAIN`], f32 only). Inputs `dy`, `x`, `gamma`, and the forward's
+    /// `mean` and `var`; outputs `dx`, `dgamma`, `dbeta`.
+    BatchNormTrainGrad {
+        epsilon: f32,
+    },
 }
 
-/// The operator domain of cbound's own ops ([`Op::AdamUpdate`], [`Op::Im2Col`]); every session cbound creates
-/// registers it (see [`crate::runtime`]).
+/// The operator domain of cbound's own ops ([`Op::AdamUpdate`], [`Op::Im2Col`],
+/// [`Op::BatchNormTrain`] and its gradient, the `BlockFilter` of a blocked [`Op::Conv`]); every session cbound creates registers it (see
+/// [`crate::runtime`]).
 pub const CBOUND_DOMAIN: &str = "ai.cbound";
+
+/// ONNX Runtime's domain of NCHWc (channel-blocked) CPU kernels, which a blocked [`Op::Conv`]
+/// is serialised into.
+pub const NCHWC_DOMAIN: &str = "com.microsoft.nchwc";
 
 impl Op {
     /// The ONNX `op_type`.
@@ -226,13 +255,18 @@ impl Op {
             Op::Sum => "Sum",
             Op::AdamUpdate { .. } => "AdamUpdate",
             Op::Im2Col { .. } => "Im2Col",
+            Op::BatchNormTrain { .. } => "BatchNormTrain",
+            Op::BatchNormTrainGrad { .. } => "BatchNormTrainGrad",
         }
     }
 
     /// The node's domain: `None` for ai.onnx, [`CBOUND_DOMAIN`] for cbound's own ops.
     pub fn domain(&self) -> Option<&'static str> {
         match self {
-            Op::AdamUpdate { .. } | Op::Im2Col { .. } => Some(CBOUND_DOMAIN),
+            Op::AdamUpdate { .. }
+            | Op::Im2Col { .. }
+            | Op::BatchNormTrain { .. }
+            | Op::BatchNormTrainGrad { .. } => Some(CBOUND_DOMAIN),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use prost::Message;
 
 use super::{invalid, Graph, GraphError, GraphResult, Op, Reduction, TensorData, ValueId};
-use super::{CBOUND_DOMAIN, IR_VERSION, MAX_OPSET, OPSET};
+use super::{CBOUND_DOMAIN, IR_VERSION, MAX_OPSET, NCHWC_DOMAIN, OPSET};
 use crate::proto;
 
 impl TensorData {
@@ -72,6 +72,7 @@ impl Op {
                 pads,
                 dilations,
                 group,
+                ..
             } => vec![
                 ints("strides", strides),
                 ints("pads", pads),
@@ -115,7 +116,9 @@ impl Op {
                 attr_string("reduction", reduction.as_str()),
             ],
             Op::ScatterNd { reduction } => vec![attr_string("reduction", reduction.as_str())],
-            Op::BatchNormalization { epsilon } => vec![attr_float("epsilon", *epsilon)],
+            Op::BatchNormalization { epsilon }
+            | Op::BatchNormTrain { epsilon }
+            | Op::BatchNormTrainGrad { epsilon } => vec![attr_float("epsilon", *epsilon)],
             Op::Cast { to } => vec![attr_int("to", i64::from(to.onnx_code()))],
             Op::Pad { .. } => vec![attr_string("mode", "constant")],
             Op::AdamUpdate {
@@ -234,28 +237,36 @@ impl Graph {
                 format!("graph `{}` has no outputs", self.name),
             ));
         }
-        let node = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| proto::NodeProto {
-                input: n
-                    .inputs
-                    .iter()
-                    .map(|v| self.values[v.0].name.clone())
-                    .collect(),
-                output: n
-                    .outputs
-                    .iter()
-                    .map(|v| self.values[v.0].name.clone())
-                    .collect(),
-                name: Some(format!("n{i}_{}", n.op.onnx_name())),
+        let mut node = Vec::with_capacity(self.nodes.len());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let name_of = |v: &ValueId| self.values[v.0].name.clone();
+            let input: Vec<String> = n.inputs.iter().map(name_of).collect();
+            let output: Vec<String> = n.outputs.iter().map(name_of).collect();
+            let label = format!("n{i}_{}", n.op.onnx_name());
+            if let Op::Conv {
+                strides,
+                pads,
+                blocked: Some(block),
+                ..
+            } = &n.op
+            {
+                let channels = self.values[n.outputs[0].0].shape[1];
+                let kernel = &self.values[n.inputs[1].0].shape[2..];
+                node.extend(self.blocked_conv_nodes(
+                    &label, &input, &output[0], *block, channels, kernel, *strides, *pads,
+                )?);
+                continue;
+            }
+            node.push(proto::NodeProto {
+                input,
+                output,
+                name: Some(label),
                 op_type: Some(n.op.onnx_name().to_string()),
                 domain: n.op.domain().map(String::from),
                 attribute: n.op.attributes(),
                 doc_string: None,
-            })
-            .collect();
+            });
+        }
         let initializer = self
             .initializers
             .iter()
@@ -263,6 +274,18 @@ impl Graph {
                 data.to_proto(Some(self.values[v.0].name.clone()), &self.values[v.0].shape)
             })
             .collect();
+        let mut opset_import = vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }];
+        for domain in [CBOUND_DOMAIN, NCHWC_DOMAIN] {
+            if node.iter().any(|n| n.domain.as_deref() == Some(domain)) {
+                opset_import.push(proto::OperatorSetIdProto {
+                    domain: Some(domain.into()),
+                    version: Some(1),
+                });
+            }
+        }
         let graph = proto::GraphProto {
             node,
             name: Some(self.name.clone()),
@@ -272,20 +295,7 @@ impl Graph {
             output: self.outputs.iter().map(|&v| self.value_info(v)).collect(),
             value_info: Vec::new(),
         };
-        let mut opset_import = vec![proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }];
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.op.domain() == Some(CBOUND_DOMAIN))
-        {
-            opset_import.push(proto::OperatorSetIdProto {
-                domain: Some(CBOUND_DOMAIN.into()),
-                version: Some(1),
-            });
-        }
+
         Ok(proto::ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import,
@@ -297,6 +307,88 @@ impl Graph {
             graph: Some(graph),
             metadata_props: Vec::new(),
         })
+    }
+
+    /// The four nodes of a blocked convolution (`Op::Conv` with `blocked: Some(block)`):
+    /// the input reordered to NCHWc, the weight to MLAS's blocked filter layout (cbound's
+    /// `BlockFilter`, since ONNX Runtime reorders only constant weights), the NCHWc `Conv`,
+    /// and its output reordered back to NCHW. The intermediate names extend the output's
+    /// name, which is unique in the graph, with a suffix no builder gives a value.
+    #[allow(clippy::too_many_arguments)]
+    fn blocked_conv_nodes(
+        &self,
+        label: &str,
+        input: &[String],
+        output: &str,
+        block: usize,
+        channels: usize,
+        kernel: &[usize],
+        strides: [usize; 2],
+        pads: [usize; 4],
+    ) -> GraphResult<Vec<proto::NodeProto>> {
+        let ints = |name: &str, v: &[usize]| attr_ints(name, v.iter().map(|&x| x as i64).collect());
+        let tmp = |what: &str| -> GraphResult<String> {
+            let name = format!("{output}::nchwc_{what}");
+            if self.names.contains(&name) {
+                return Err(GraphError::DuplicateName(name));
+            }
+            Ok(name)
+        };
+        let (xb, wb, yb) = (tmp("x")?, tmp("w")?, tmp("y")?);
+        let node =
+            |op: &str, domain: &str, part: &str, input: Vec<String>, output: String, attribute| {
+                proto::NodeProto {
+                    input,
+                    output: vec![output],
+                    name: Some(format!("{label}_{part}")),
+                    op_type: Some(op.to_string()),
+                    domain: Some(domain.to_string()),
+                    attribute,
+                    doc_string: None,
+                }
+            };
+        let mut conv_in = vec![xb.clone(), wb.clone()];
+        conv_in.extend(input.get(2).cloned());
+        Ok(vec![
+            node(
+                "ReorderInput",
+                NCHWC_DOMAIN,
+                "reorder_x",
+                vec![input[0].clone()],
+                xb,
+                Vec::new(),
+            ),
+            node(
+                "BlockFilter",
+                CBOUND_DOMAIN,
+                "block_w",
+                vec![input[1].clone()],
+                wb,
+                vec![attr_int("block", block as i64)],
+            ),
+            node(
+                "Conv",
+                NCHWC_DOMAIN,
+                "nchwc",
+                conv_in,
+                yb.clone(),
+                vec![
+                    ints("kernel_shape", kernel),
+                    ints("strides", &strides),
+                    ints("pads", &pads),
+                    ints("dilations", &[1, 1]),
+                    attr_int("group", 1),
+                ],
+            ),
+            node(
+                "ReorderOutput",
+                NCHWC_DOMAIN,
+                "reorder_y",
+                vec![yb],
+                output.to_string(),
+                vec![attr_int("channels", channels as i64)],
+            ),
+        ])
     }
 
     /// Serialises the graph as an ONNX model (`.onnx` bytes).
