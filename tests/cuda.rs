@@ -23,6 +23,16 @@ fn doctor_says_plainly_when_cuda_is_absent() {
         run.all()
     );
     assert!(run.stdout.contains("CPUExecutionProvider"), "{}", run.all());
+    assert!(run.stdout.contains("cpu convolutions: "), "{}", run.all());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // MLAS has NCHWc kernels on every AVX2 CPU (blocks of 8, or 16 with AVX-512).
+        assert!(
+            run.stdout.contains("NCHWc kernels in channel blocks of "),
+            "{}",
+            run.all()
+        );
+    }
     if has_driver() {
         assert!(run.stdout.contains("nvidia driver: "), "{}", run.all());
     } else {

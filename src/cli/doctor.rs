@@ -1,4 +1,5 @@
-//! `cbound doctor`: where ONNX Runtime was found, its version, its execution providers, and
+//! `cbound doctor`: where ONNX Runtime was found, its version, its execution providers, the
+//! channel block its CPU convolution kernels use on this CPU, and
 //! whether CUDA works here, with ONNX Runtime's own reason when it does not: the NVIDIA driver
 //! and its GPUs, the CUDA provider library, each CUDA and cuDNN library found and loaded (or
 //! exactly which is missing, and from which pip package), and the CUDA and cuDNN versions.
@@ -29,6 +30,10 @@ pub fn doctor(args: DoctorArgs) -> Result<(), Error> {
     );
     println!("version: {}", report.version);
     println!("execution providers: {}", report.providers.join(", "));
+    match report.conv_block {
+        Some(b) => println!("cpu convolutions: NCHWc kernels in channel blocks of {b}"),
+        None => println!("cpu convolutions: plain (no NCHWc kernels for this CPU)"),
+    }
     for line in report.cuda.lines() {
         println!("{line}");
     }

@@ -829,6 +829,8 @@ pub struct DoctorReport {
     pub source: LibrarySource,
     pub version: String,
     pub providers: Vec<String>,
+    /// The CPU's NCHWc channel block that CPU steps' convolutions use ([`Runtime::conv_block`]).
+    pub conv_block: Option<usize>,
     pub cuda_usable: bool,
     /// Why CUDA is not usable (ONNX Runtime's own message), when it is not.
     pub cuda_detail: Option<String>,
@@ -861,6 +863,7 @@ pub fn doctor(search: &LibrarySearch) -> Result<DoctorReport, RuntimeError> {
         source: rt.source(),
         version: rt.version().to_string(),
         providers,
+        conv_block: rt.conv_block(),
         cuda_usable,
         cuda_detail,
         cuda,
