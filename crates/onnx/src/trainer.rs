@@ -33,8 +33,8 @@
 //! host memory where the provider offers it) and the loss back; the step graph for CUDA keeps the whole update there too (the ai.onnx Adam chain,
 //! not the CPU-only fused kernel: [`crate::step::StepConfig::custom_kernels`]). Device
 //! tensors cannot be read from the host, so every host access to a set (checkpoints,
-//! snapshots, the final parameters, loading) goes through [`Trainer::read_slot`] and
-//! [`Trainer::write_slot`], which on the device copy through an Identity session on the same
+//! snapshots, the final parameters, loading) goes through `Trainer::read_slot` and
+//! `Trainer::write_slot`, which on the device copy through an Identity session on the same
 //! provider. On the CPU they read and write in place, as before.
 //!
 //! # Mixed precision
