@@ -244,17 +244,15 @@ impl Graph {
             let output: Vec<String> = n.outputs.iter().map(name_of).collect();
             let label = format!("n{i}_{}", n.op.onnx_name());
             if let Op::Conv {
-                strides,
-                pads,
                 blocked: Some(block),
                 ..
             } = &n.op
             {
                 let channels = self.values[n.outputs[0].0].shape[1];
-                let kernel = &self.values[n.inputs[1].0].shape[2..];
-                node.extend(self.blocked_conv_nodes(
-                    &label, &input, &output[0], *block, channels, kernel, *strides, *pads,
-                )?);
+                let conv = n.op.attributes();
+                node.extend(
+                    self.blocked_conv_nodes(&label, &input, &output[0], *block, channels, conv)?,
+                );
                 continue;
             }
             node.push(proto::NodeProto {
@@ -312,9 +310,9 @@ impl Graph {
     /// The four nodes of a blocked convolution (`Op::Conv` with `blocked: Some(block)`):
     /// the input reordered to NCHWc, the weight to MLAS's blocked filter layout (cbound's
     /// `BlockFilter`, since ONNX Runtime reorders only constant weights), the NCHWc `Conv`,
-    /// and its output reordered back to NCHW. The intermediate names extend the output's
+    /// and its output reordered back to NCHW; the NCHWc `Conv` takes the plain one's
+    /// attributes (`conv_attributes`). The intermediate names extend the output's
     /// name, which is unique in the graph, with a suffix no builder gives a value.
-    #[allow(clippy::too_many_arguments)]
     fn blocked_conv_nodes(
         &self,
         label: &str,
@@ -322,11 +320,8 @@ impl Graph {
         output: &str,
         block: usize,
         channels: usize,
-        kernel: &[usize],
-        strides: [usize; 2],
-        pads: [usize; 4],
+        conv_attributes: Vec<proto::AttributeProto>,
     ) -> GraphResult<Vec<proto::NodeProto>> {
-        let ints = |name: &str, v: &[usize]| attr_ints(name, v.iter().map(|&x| x as i64).collect());
         let tmp = |what: &str| -> GraphResult<String> {
             let name = format!("{output}::nchwc_{what}");
             if self.names.contains(&name) {
@@ -372,13 +367,7 @@ impl Graph {
                 "nchwc",
                 conv_in,
                 yb.clone(),
-                vec![
-                    ints("kernel_shape", kernel),
-                    ints("strides", &strides),
-                    ints("pads", &pads),
-                    ints("dilations", &[1, 1]),
-                    attr_int("group", 1),
-                ],
+                conv_attributes,
             ),
             node(
                 "ReorderOutput",
