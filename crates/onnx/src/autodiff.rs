@@ -278,19 +278,7 @@ fn conv_input_grad(
     let flip_pads =
         strides == [1, 1] && pads[0] < kh && pads[2] < kh && pads[1] < kw && pads[3] < kw;
     let dx = if flip_pads {
-        let wt = g.transpose(w, &[1, 0, 2, 3])?;
-        let wt = if kh > 1 {
-            let rev = g.const_i64(&(0..kh as i64).rev().collect::<Vec<_>>());
-            g.gather(wt, rev, 2)?
-        } else {
-            wt
-        };
-        let wt = if kw > 1 {
-            let rev = g.const_i64(&(0..kw as i64).rev().collect::<Vec<_>>());
-            g.gather(wt, rev, 3)?
-        } else {
-            wt
-        };
+        let wt = g.flip_filter(w)?;
         let p = [
             kh - 1 - pads[0],
             kw - 1 - pads[1],
@@ -443,15 +431,9 @@ fn vjp(
         }
         Op::Neg => out[0] = Some(g.neg(dy)?),
         Op::Relu => {
-            // dy * (y > 0) from the forward output. Measured on ONNX Runtime 1.31 CPU, 2
-            // threads, a loaded machine (ms; 512x512, 512x1024, 2048x512): Greater+Where (broadcast zero) 0.21,
-            // 0.92, 13.4; Greater+Cast+Mul 0.18, 0.69, 1.7; Sign+Mul 0.46, 1.2, 15.3 (Sign is
-            // not vectorised). Where with a broadcast scalar takes a slow path at large sizes.
+            // dy * (y > 0) from the forward output (see `Graph::relu_grad` for the forms).
             let y = y.ok_or_else(|| unsupported(op_name, "missing output"))?;
-            let zero = g.scalar_like(y, 0.0)?;
-            let mask = g.greater(y, zero)?;
-            let mask = g.cast(mask, g.dtype(dy))?;
-            out[0] = Some(g.mul(dy, mask)?);
+            out[0] = Some(g.relu_grad(dy, y)?);
         }
         Op::Exp => {
             let y = y.ok_or_else(|| unsupported(op_name, "missing output"))?;
@@ -749,7 +731,9 @@ fn vjp(
         | Op::ScatterNd { .. }
         | Op::AdamUpdate { .. }
         | Op::Im2Col { .. }
-        | Op::BatchNormTrainGrad { .. } => {
+        | Op::BatchNormTrainGrad { .. }
+        | Op::ReluGrad
+        | Op::FlipFilter => {
             return Err(unsupported(
                 op_name,
                 "no VJP is implemented (only used inside backward passes)",

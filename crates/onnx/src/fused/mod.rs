@@ -28,6 +28,11 @@
 //! count either; they are not bitwise the chain's (graphs without custom kernels keep the
 //! chain).
 //!
+//! `ReluGrad` is a ReLU's backward pass (`dy * (y > 0)`) in one pass where the ai.onnx chain
+//! makes three (`Greater`, `Cast`, `Mul`), with the chain's bits. `FlipFilter` lays out a
+//! convolution weight for its stride-1 input gradient (channel axes swapped, kernel flipped)
+//! in one pass, where ONNX Runtime's `Gather` copied the flipped axes a few elements at a time.
+//!
 //! One file per kernel; this one holds what they share and the domain that registers them.
 
 /// What every cbound kernel's [`ort::operator::Operator`] has in common: all inputs and
@@ -70,7 +75,9 @@ macro_rules! f32_operator {
 mod adam;
 mod batch_norm;
 mod block_filter;
+mod flip_filter;
 mod im2col;
+mod relu_grad;
 
 use ort::operator::OperatorDomain;
 
@@ -117,7 +124,9 @@ pub(crate) fn domain() -> ort::Result<OperatorDomain> {
         .add(im2col::Im2Col)?
         .add(block_filter::BlockFilter)?
         .add(batch_norm::BatchNormTrain)?
-        .add(batch_norm::BatchNormTrainGrad)
+        .add(batch_norm::BatchNormTrainGrad)?
+        .add(relu_grad::ReluGrad)?
+        .add(flip_filter::FlipFilter)
 }
 
 /// Deterministic test data of `shape`'s size.

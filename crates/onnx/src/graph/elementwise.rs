@@ -118,6 +118,28 @@ impl Graph {
         self.unary_float(Op::Relu, x)
     }
 
+    /// `dy * (y > 0)`: the gradient of `y = relu(x)` from its output. One [`Op::ReluGrad`]
+    /// node where cbound's kernels are allowed and both are f32 of one shape, else `Greater`,
+    /// `Cast` and `Mul` (the same bits). Measured on ONNX Runtime 1.31 CPU, 2 threads, a
+    /// loaded machine (ms; 512x512, 512x1024, 2048x512): Greater+Where (broadcast zero) 0.21,
+    /// 0.92, 13.4; Greater+Cast+Mul 0.18, 0.69, 1.7; Sign+Mul 0.46, 1.2, 15.3 (Sign is not
+    /// vectorised; Where with a broadcast scalar takes a slow path at large sizes). In the
+    /// step the chain's `Cast` alone took 0.4 ms on 512x512 (AMD EPYC, 2 threads).
+    pub fn relu_grad(&mut self, dy: ValueId, y: ValueId) -> GraphResult<ValueId> {
+        let shape = self.shape(y).to_vec();
+        if self.custom_kernels()
+            && self.dtype(dy) == DType::F32
+            && self.dtype(y) == DType::F32
+            && self.shape(dy) == shape
+        {
+            return self.node1(Op::ReluGrad, vec![dy, y], DType::F32, shape);
+        }
+        let zero = self.scalar_like(y, 0.0)?;
+        let mask = self.greater(y, zero)?;
+        let mask = self.cast(mask, self.dtype(dy))?;
+        self.mul(dy, mask)
+    }
+
     pub fn exp(&mut self, x: ValueId) -> GraphResult<ValueId> {
         self.unary_float(Op::Exp, x)
     }

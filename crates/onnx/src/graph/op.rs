@@ -193,10 +193,25 @@ pub enum Op {
     BatchNormTrainGrad {
         epsilon: f32,
     },
+    /// The gradient of `y = relu(x)` from its output (domain [`CBOUND_DOMAIN`], f32 only):
+    /// inputs `dy`, `y` of one shape; output `dy * (y > 0 ? 1 : 0)`, per element the same f32
+    /// product as the `Greater`, `Cast`, `Mul` chain it replaces, so the same bits, in one pass
+    /// instead of three ([`Graph::relu_grad`]).
+    ///
+    /// [`Graph::relu_grad`]: crate::graph::Graph::relu_grad
+    ReluGrad,
+    /// A convolution weight `[M, C, kh, kw]` as the weight of its stride-1 input gradient
+    /// (domain [`CBOUND_DOMAIN`], f32 only): output `[C, M, kh, kw]` with `out[c, m, i, j] =
+    /// w[m, c, kh - 1 - i, kw - 1 - j]`, one pass where the ai.onnx version is a `Transpose`
+    /// and two `Gather`s ([`Graph::flip_filter`]). It only moves elements.
+    ///
+    /// [`Graph::flip_filter`]: crate::graph::Graph::flip_filter
+    FlipFilter,
 }
 
 /// The operator domain of cbound's own ops ([`Op::AdamUpdate`], [`Op::Im2Col`],
-/// [`Op::BatchNormTrain`] and its gradient, the `BlockFilter` of a blocked [`Op::Conv`]); every session cbound creates registers it (see
+/// [`Op::BatchNormTrain`] and its gradient, [`Op::ReluGrad`], [`Op::FlipFilter`], the
+/// `BlockFilter` of a blocked [`Op::Conv`]); every session cbound creates registers it (see
 /// [`crate::runtime`]).
 pub const CBOUND_DOMAIN: &str = "ai.cbound";
 
@@ -257,6 +272,8 @@ impl Op {
             Op::Im2Col { .. } => "Im2Col",
             Op::BatchNormTrain { .. } => "BatchNormTrain",
             Op::BatchNormTrainGrad { .. } => "BatchNormTrainGrad",
+            Op::ReluGrad => "ReluGrad",
+            Op::FlipFilter => "FlipFilter",
         }
     }
 
@@ -266,7 +283,9 @@ impl Op {
             Op::AdamUpdate { .. }
             | Op::Im2Col { .. }
             | Op::BatchNormTrain { .. }
-            | Op::BatchNormTrainGrad { .. } => Some(CBOUND_DOMAIN),
+            | Op::BatchNormTrainGrad { .. }
+            | Op::ReluGrad
+            | Op::FlipFilter => Some(CBOUND_DOMAIN),
             _ => None,
         }
     }
