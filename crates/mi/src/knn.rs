@@ -139,6 +139,8 @@ pub(crate) fn max_dist(a: &[f64], b: &[f64]) -> f64 {
 const QUERY_BLOCK: usize = 128;
 /// Candidates per tile; a multiple of `CHUNK`.
 const CANDIDATE_TILE: usize = 256;
+/// First-stage chunks per tile.
+const TILE_CHUNKS: usize = CANDIDATE_TILE / CHUNK;
 /// Candidates per first-stage chunk: 64 `u8` lanes, four SSE2 registers.
 const CHUNK: usize = 64;
 /// Coordinates per query checked in the vectorised first stage.
@@ -727,6 +729,11 @@ impl<'a> BruteIndex<'a> {
         scratch.cand.clear();
         let t = _mm512_set1_epi8(thr as i8);
         let mut c0 = tile.start;
+        if !self.spatial && tile.end - tile.start == CANDIDATE_TILE {
+            // SAFETY: this function's own contract (AVX-512BW).
+            unsafe { self.stage1_avx512_tile(q, c0, t, cand_thr, scratch) };
+            return;
+        }
         while c0 < tile.end {
             if !q.is_live(c0 / CHUNK) {
                 c0 += CHUNK;
@@ -756,6 +763,60 @@ impl<'a> BruteIndex<'a> {
             let mask = _mm512_cmple_epu8_mask(s, t);
             self.push_survivors(mask, c0, &mut scratch.cand);
             c0 += CHUNK;
+        }
+    }
+
+    /// [`Self::stage1_avx512`] over one whole tile (`TILE_CHUNKS` chunks from `c0`) at
+    /// once, for unordered points (above `SPATIAL_MAX_DIM`, where no chunk is skipped by its
+    /// box): each head coordinate's query value is loaded once per tile instead of once per
+    /// chunk, and the four chunks' accumulators are independent, so the loop is not bound by
+    /// one chain of maxima. The same integers per chunk as the chunk-by-chunk loop; a chunk
+    /// that is not live (a query's seed chunks, already checked exactly) yields no survivor.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512BW; `c0 + CANDIDATE_TILE <= n_pad`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw")]
+    unsafe fn stage1_avx512_tile(
+        &self,
+        q: &Query,
+        c0: usize,
+        t: std::arch::x86_64::__m512i,
+        cand_thr: Option<&[u8]>,
+        scratch: &mut Scratch,
+    ) {
+        use std::arch::x86_64::*;
+        let np = self.n_pad;
+        let mut s = [_mm512_setzero_si512(); TILE_CHUNKS];
+        for (&d, a) in q.order.iter().zip(&q.head8) {
+            // SAFETY: `a` is 16 bytes; `loadu` has no alignment requirement.
+            let a = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(a.as_ptr().cast()) });
+            // Bounds-checked once here, so the loads below stay in the slice.
+            let col = &self.cols8[d * np + c0..d * np + c0 + CANDIDATE_TILE];
+            for (l, acc) in s.iter_mut().enumerate() {
+                // SAFETY: `col` holds TILE_CHUNKS * 64 bytes.
+                let c = unsafe { _mm512_loadu_si512(col.as_ptr().add(l * CHUNK).cast()) };
+                *acc = _mm512_max_epu8(
+                    *acc,
+                    _mm512_or_si512(_mm512_subs_epu8(a, c), _mm512_subs_epu8(c, a)),
+                );
+            }
+        }
+        for (l, acc) in s.iter().enumerate() {
+            let base = c0 + l * CHUNK;
+            if !q.is_live(base / CHUNK) {
+                continue;
+            }
+            let t = match cand_thr {
+                None => t,
+                Some(ct) => {
+                    let ct = &ct[base..base + CHUNK];
+                    // SAFETY: `ct` holds 64 bytes; `loadu` has no alignment requirement.
+                    _mm512_max_epu8(t, unsafe { _mm512_loadu_si512(ct.as_ptr().cast()) })
+                }
+            };
+            let mask = _mm512_cmple_epu8_mask(*acc, t);
+            self.push_survivors(mask, base, &mut scratch.cand);
         }
     }
 
@@ -833,6 +894,28 @@ impl<'a> BruteIndex<'a> {
     #[inline]
     fn certainly_within(&self, dq: i16, r: f64) -> bool {
         f64::from(dq) + 1.0 + self.slack16 < r * self.scale16 * (1.0 - 1e-12)
+    }
+
+    /// The largest `dq` for which [`Self::certainly_within`]`(dq, r)` holds (-1: none), so
+    /// that `dq <= sure16(r)` is that test as one integer comparison. Found from the formula,
+    /// then moved until the test itself agrees (it is monotone in `dq`), so the two never
+    /// differ.
+    fn sure16(&self, r: f64) -> i16 {
+        let guess = (r * self.scale16 * (1.0 - 1e-12) - 1.0 - self.slack16).floor();
+        let mut m = if guess.is_nan() || guess < 0.0 {
+            -1
+        } else if guess >= f64::from(i16::MAX) {
+            i16::MAX
+        } else {
+            guess as i16
+        };
+        while m >= 0 && !self.certainly_within(m, r) {
+            m -= 1;
+        }
+        while m < i16::MAX && self.certainly_within(m + 1, r) {
+            m += 1;
+        }
+        m
     }
 
     /// Exact max-norm distance from `i` to `j`, visiting coordinates in
@@ -1233,6 +1316,7 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
         .map(|c| c.iter().copied().max().unwrap_or(0))
         .collect();
     let thr16: Vec<i16> = radii.iter().map(|&r| index.threshold16(r)).collect();
+    let sure16: Vec<i16> = radii.iter().map(|&r| index.sure16(r)).collect();
     let blocks = n.div_ceil(QUERY_BLOCK);
     // One counter array per group rather than per rayon split, to bound
     // memory; groups take interleaved blocks because early blocks (more
@@ -1263,6 +1347,14 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
                         index.stage2(i, thr16[i], Some(&thr16), &mut scratch);
                         for (&j, &dq) in scratch.cand.iter().zip(&scratch.dq) {
                             if j <= i {
+                                continue;
+                            }
+                            // Nearly always the 16-bit distance settles both ends, and two
+                            // integer tests per end say so without a branch on each outcome.
+                            let (in_i, in_j) = (dq <= sure16[i], dq <= sure16[j]);
+                            if (in_i || dq > thr16[i]) && (in_j || dq > thr16[j]) {
+                                counts[i] += u32::from(in_i);
+                                counts[j] += u32::from(in_j);
                                 continue;
                             }
                             let rj = radii[j];
@@ -1670,6 +1762,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `dq <= sure16(r)` is exactly `certainly_within(dq, r)`, for radii from 0 to beyond the
+    /// 16-bit range (the counts use the one in place of the other).
+    #[test]
+    fn sure16_is_the_certainly_within_test_as_one_comparison() {
+        let m = uniform(200, 12, 5);
+        let index = BruteIndex::new(&m, Kernel::Scalar);
+        for i in 0..400 {
+            let r = (i as f64 / 100.0).powi(3) * 0.7;
+            let sure = index.sure16(r);
+            let s = i32::from(sure);
+            for dq in [0, 1, s - 2, s - 1, s, s + 1, s + 2, i32::from(i16::MAX)] {
+                if let Ok(dq) = i16::try_from(dq) {
+                    if dq >= 0 {
+                        assert_eq!(index.certainly_within(dq, r), dq <= sure, "r {r} dq {dq}");
+                    }
+                }
+            }
+        }
+        assert_eq!(index.sure16(0.0), -1);
+        assert_eq!(index.sure16(1e9), i16::MAX);
     }
 
     /// With many chunks (more than 64, so the live masks span several words) the k-d order,
