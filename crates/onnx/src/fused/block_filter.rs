@@ -3,7 +3,7 @@
 
 use ort::operator::{BoxedKernel, ComputeContext, KernelContext};
 
-use super::{for_each_task, missing, SendPtr};
+use super::{for_each_task, missing, weight_dims, SendPtr};
 
 /// One output-channel block of MLAS's blocked filter layout (`OIHWBiBo`), which the NCHWc
 /// `Conv` reads: the weight `[M, C, kh, kw]` as `[M/b, C/b, kh, kw, b (input), b (output)]`.
@@ -49,18 +49,11 @@ fn block_filter_kernel<'attr>(kctx: &KernelContext<'attr>) -> ort::Result<BoxedK
             .input(0)?
             .ok_or_else(|| missing("BlockFilter", "an input"))?;
         let (shape, w) = input.try_extract_tensor::<f32>()?;
-        let dims: Vec<usize> = shape
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect();
-        let [m, c, kh, kw] = dims[..] else {
+        let [m, c, kh, kw] = weight_dims("BlockFilter", shape, w.len())?;
+        if m % b != 0 || c % b != 0 {
             return Err(err(format!(
-                "the weight must be [M, C, kh, kw], is {dims:?}"
-            )));
-        };
-        if m % b != 0 || c % b != 0 || w.len() != m * c * kh * kw {
-            return Err(err(format!(
-                "weight {dims:?}: both channel counts must be multiples of the block {b}"
+                "weight {:?}: both channel counts must be multiples of the block {b}",
+                [m, c, kh, kw]
             )));
         }
         let mut output = ctx

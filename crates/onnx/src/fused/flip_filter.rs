@@ -3,7 +3,7 @@
 
 use ort::operator::{BoxedKernel, ComputeContext, KernelContext};
 
-use super::{for_each_task, missing, SendPtr};
+use super::{for_each_task, missing, weight_dims, SendPtr};
 
 /// Output rows `c` (input channel `c` of `w`), `[M, kh * kw]` each: `out[m, t] = w[m, c,
 /// taps - 1 - t]`, where reversing the flattened kernel offset `t = i * kw + j` flips both
@@ -27,21 +27,8 @@ fn flip_filter_kernel<'attr>(_: &KernelContext<'attr>) -> ort::Result<BoxedKerne
             .input(0)?
             .ok_or_else(|| missing("FlipFilter", "an input"))?;
         let (shape, w) = input.try_extract_tensor::<f32>()?;
-        let dims: Vec<usize> = shape
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect();
-        let [m, c, kh, kw] = dims[..] else {
-            return Err(ort::Error::new(format!(
-                "FlipFilter: the weight must be [M, C, kh, kw], is {dims:?}"
-            )));
-        };
+        let [m, c, kh, kw] = weight_dims("FlipFilter", shape, w.len())?;
         let taps = kh * kw;
-        if w.len() != m * c * taps {
-            return Err(ort::Error::new(
-                "FlipFilter: weight size differs from its shape",
-            ));
-        }
         let mut output = ctx
             .output(0, vec![shape[1], shape[0], shape[2], shape[3]])?
             .ok_or_else(|| missing("FlipFilter", "an output"))?;

@@ -88,6 +88,21 @@ fn missing(op: &str, what: &str) -> ort::Error {
     ort::Error::new(format!("{op}: missing {what}"))
 }
 
+/// The four dimensions `[M, C, kh, kw]` of a convolution weight handed to kernel `op`, checked
+/// against the number of elements it holds.
+fn weight_dims(op: &str, shape: &[i64], len: usize) -> ort::Result<[usize; 4]> {
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(0))
+        .collect();
+    match dims[..] {
+        [m, c, kh, kw] if m * c * kh * kw == len => Ok([m, c, kh, kw]),
+        _ => Err(ort::Error::new(format!(
+            "{op}: the weight must be [M, C, kh, kw] holding that many elements, is {dims:?} with {len}"
+        ))),
+    }
+}
+
 /// An output pointer shared by parallel tasks that write disjoint ranges.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
