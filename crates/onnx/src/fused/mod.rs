@@ -89,16 +89,18 @@ fn missing(op: &str, what: &str) -> ort::Error {
 }
 
 /// The four dimensions `[M, C, kh, kw]` of a convolution weight handed to kernel `op`, checked
-/// against the number of elements it holds.
+/// against the number of elements it holds. The product is checked so that a shape whose
+/// element count overflows is an error, not a wrapped count or a panic.
 fn weight_dims(op: &str, shape: &[i64], len: usize) -> ort::Result<[usize; 4]> {
     let dims: Vec<usize> = shape
         .iter()
         .map(|&d| usize::try_from(d).unwrap_or(0))
         .collect();
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     match dims[..] {
-        [m, c, kh, kw] if m * c * kh * kw == len => Ok([m, c, kh, kw]),
+        [m, c, kh, kw] if count == Some(len) => Ok([m, c, kh, kw]),
         _ => Err(ort::Error::new(format!(
-            "{op}: the weight must be [M, C, kh, kw] holding that many elements, is {dims:?} with {len}"
+            "{op}: the weight must be [M, C, kh, kw] holding that many elements, is {dims:?} with {len} elements"
         ))),
     }
 }
@@ -150,4 +152,26 @@ pub(crate) fn test_input(shape: [usize; 4]) -> Vec<f32> {
     (0..shape.iter().product::<usize>())
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weight_dims;
+
+    #[test]
+    fn weight_dims_accepts_a_matching_shape_and_rejects_the_rest() {
+        assert_eq!(weight_dims("T", &[4, 2, 3, 3], 72).ok(), Some([4, 2, 3, 3]));
+        assert_eq!(weight_dims("T", &[0, 2, 3, 3], 0).ok(), Some([0, 2, 3, 3]));
+        // Wrong rank, wrong element count, a negative dimension, and a shape whose count
+        // overflows usize (it would wrap to 0 and match an empty buffer unchecked).
+        for (shape, len) in [
+            (&[4, 2, 9][..], 72),
+            (&[4, 2, 3, 3][..], 71),
+            (&[-4, 2, 3, 3][..], 72),
+            (&[1 << 32, 1 << 32, 1, 1][..], 0),
+        ] {
+            let e = weight_dims("T", shape, len).expect_err("must be rejected");
+            assert!(e.to_string().starts_with("T: the weight must be"), "{e}");
+        }
+    }
 }
