@@ -355,8 +355,14 @@ impl Scratch {
 
 /// A query prepared for the first stage: its coordinates, most extreme
 /// first, and its 8-bit values on the leading `HEAD` of them.
+///
+/// Filled in place by [`BruteIndex::query_into`]: each thread keeps one block of them and
+/// reuses their buffers, so preparing a query allocates nothing.
+#[derive(Default)]
 struct Query {
     order: Vec<usize>,
+    /// Scratch: each coordinate's distance from the centre of its range.
+    extremeness: Vec<f64>,
     /// Each head value repeated across a 16-byte vector, so the first stage
     /// loads it instead of broadcasting it for every chunk.
     head8: Vec<[u8; 16]>,
@@ -527,29 +533,52 @@ impl<'a> BruteIndex<'a> {
         quantised_threshold(bound, self.scale16, self.slack16, f64::from(i16::MAX)) as i16
     }
 
-    /// Prepares point `i` as a query: coordinates with the `HEAD` most
-    /// extreme first (in no particular order among themselves).
-    fn query(&self, i: usize) -> Query {
-        let row = self.row(i);
-        let mut order: Vec<usize> = (0..self.dim).collect();
+    /// Prepares point `i` as a query in `q`: coordinates with the `HEAD` most
+    /// extreme first (in no particular order among themselves), all chunks live.
+    fn query_into(&self, i: usize, q: &mut Query) {
+        let Query {
+            order,
+            extremeness,
+            head8,
+            live,
+        } = q;
+        order.clear();
+        order.extend(0..self.dim);
         let head = HEAD.min(self.dim);
         if head < self.dim {
+            extremeness.clear();
+            extremeness.extend(
+                self.row(i)
+                    .iter()
+                    .zip(&self.mid)
+                    .map(|(v, c)| (v - c).abs()),
+            );
             // A partial selection is enough: the first stage only needs the set.
             order.select_nth_unstable_by(head - 1, |&a, &b| {
-                let sa = (row[a] - self.mid[a]).abs();
-                let sb = (row[b] - self.mid[b]).abs();
-                sb.total_cmp(&sa)
+                extremeness[b].total_cmp(&extremeness[a])
             });
         }
-        let head8 = order[..head]
-            .iter()
-            .map(|&d| [self.cols8[d * self.n_pad + i]; 16])
-            .collect();
-        Query {
-            order,
-            head8,
-            live: vec![u64::MAX; self.chunks_pad / 64],
+        head8.clear();
+        head8.extend(
+            order[..head]
+                .iter()
+                .map(|&d| [self.cols8[d * self.n_pad + i]; 16]),
+        );
+        live.clear();
+        live.resize(self.chunks_pad / 64, u64::MAX);
+    }
+
+    /// The block of queries `q0..q1` prepared in `pool` (grown as needed, buffers reused);
+    /// returns the prepared slice.
+    fn queries_into<'p>(&self, q0: usize, q1: usize, pool: &'p mut Vec<Query>) -> &'p mut [Query] {
+        if pool.len() < q1 - q0 {
+            pool.resize_with(q1 - q0, Query::default);
         }
+        let block = &mut pool[..q1 - q0];
+        for (q, i) in block.iter_mut().zip(q0..q1) {
+            self.query_into(i, q);
+        }
+        block
     }
 
     /// First stage: collects in `scratch.cand` the candidates of `tile`
@@ -918,6 +947,17 @@ impl<'a> BruteIndex<'a> {
         m
     }
 
+    /// Exact max-norm distance from `i` to `j` ([`block_max`], vectorised where the CPU allows).
+    #[inline]
+    fn exact(&self, i: usize, j: usize) -> f64 {
+        match self.kernel {
+            Kernel::Scalar => block_max(self.row(i), self.row(j)),
+            // SAFETY: both kernels are only chosen when the CPU reports AVX2.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 | Kernel::Avx512 => unsafe { block_max_avx2(self.row(i), self.row(j)) },
+        }
+    }
+
     /// Exact max-norm distance from `i` to `j`, visiting coordinates in
     /// `order`; returns early with some value `> bound` once it exceeds `bound`.
     #[inline]
@@ -992,14 +1032,79 @@ unsafe fn panel_absmax_avx2(a: &Panel, b: &Panel) -> i16 {
     0x7fff - (_mm_cvtsi128_si32(_mm_minpos_epu16(inv)) as u16 as i16)
 }
 
-/// Exact max-norm distance between two coordinate slices (max is exact, so
-/// every path agrees bit for bit with the textbook definition).
-#[inline]
-fn block_max(a: &[f64], b: &[f64]) -> f64 {
-    let mut m = 0.0f64;
-    for (&u, &v) in a.iter().zip(b) {
+/// [`block_max`] with AVX2: two 4-lane running maxima of `|a - b|` (sign bit cleared),
+/// then their horizontal maximum, then the last coordinates one by one. Maxima do not
+/// round and `_mm256_max_pd(d, m)` is `if d > m { d } else { m }` lane by lane, so the
+/// bits are [`block_max`]'s for finite input (all the estimators accept).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn block_max_avx2(a: &[f64], b: &[f64]) -> f64 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let sign = _mm256_set1_pd(-0.0);
+    let (mut m0, mut m1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let mut c = 0;
+    // SAFETY (all loads): `c + 8 <= n` or `c + 4 <= n`, so every lane is inside both slices.
+    while c + 8 <= n {
+        let (a0, b0, a1, b1) = unsafe {
+            (
+                _mm256_loadu_pd(pa.add(c)),
+                _mm256_loadu_pd(pb.add(c)),
+                _mm256_loadu_pd(pa.add(c + 4)),
+                _mm256_loadu_pd(pb.add(c + 4)),
+            )
+        };
+        m0 = _mm256_max_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(a0, b0)), m0);
+        m1 = _mm256_max_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(a1, b1)), m1);
+        c += 8;
+    }
+    if c + 4 <= n {
+        let (a0, b0) = unsafe { (_mm256_loadu_pd(pa.add(c)), _mm256_loadu_pd(pb.add(c))) };
+        m0 = _mm256_max_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(a0, b0)), m0);
+        c += 4;
+    }
+    let m = _mm256_max_pd(m0, m1);
+    let m = _mm_max_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
+    let mut m = f64::max(_mm_cvtsd_f64(m), _mm_cvtsd_f64(_mm_unpackhi_pd(m, m)));
+    for (&u, &v) in a[c..n].iter().zip(&b[c..n]) {
         let d = (u - v).abs();
         m = if d > m { d } else { m };
+    }
+    m
+}
+
+/// Lanes of [`block_max`]'s running maxima: eight `f64`, one AVX-512 register or two
+/// AVX2 / four SSE2 ones.
+const MAX_LANES: usize = 8;
+
+/// Exact max-norm distance between two coordinate slices (max is exact, so
+/// every path agrees bit for bit with the textbook definition).
+///
+/// Eight independent running maxima, one per lane, then their maximum: a maximum does
+/// not round, so the order in which coordinates meet changes nothing, and the lane
+/// form lets the compiler use packed `maxpd` (`if d > m { d } else { m }` is exactly
+/// `maxpd`), where one serial chain of scalar maxima cannot be vectorised.
+#[inline]
+fn block_max(a: &[f64], b: &[f64]) -> f64 {
+    let mut lanes = [0.0f64; MAX_LANES];
+    let (a8, b8) = (a.chunks_exact(MAX_LANES), b.chunks_exact(MAX_LANES));
+    let mut m = 0.0f64;
+    for (&u, &v) in a8.remainder().iter().zip(b8.remainder()) {
+        let d = (u - v).abs();
+        m = if d > m { d } else { m };
+    }
+    for (ca, cb) in a8.zip(b8) {
+        for ((l, &u), &v) in lanes.iter_mut().zip(ca).zip(cb) {
+            let d = (u - v).abs();
+            *l = if d > *l { d } else { *l };
+        }
+    }
+    for &l in &lanes {
+        m = if l > m { l } else { m };
     }
     m
 }
@@ -1022,55 +1127,22 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
     by_pos
         .par_chunks_mut(QUERY_BLOCK * k)
         .enumerate()
-        .for_each(|(block, chunk)| {
-            let q0 = block * QUERY_BLOCK;
-            let mut queries = Vec::with_capacity(chunk.len() / k);
-            let mut acc = Vec::new();
-            for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
-                let i = q0 + qi;
-                let mut q = index.query(i);
-                let first = (i / CHUNK).min(index.chunks - seed_chunks);
-                let seeds = first * CHUNK..((first + seed_chunks) * CHUNK).min(n);
-                for j in seeds.filter(|&j| j != i) {
-                    let d = index.exact_bounded(i, j, &q.order, best[k - 1].dist);
-                    if d <= best[k - 1].dist {
-                        insert(
-                            best,
-                            Neighbour {
-                                dist: d,
-                                index: index.perm[j],
-                            },
-                        );
-                    }
-                }
-                index.mark_live(
-                    &mut q,
-                    index.threshold8(best[k - 1].dist),
-                    None,
-                    0,
-                    &mut acc,
-                );
-                for c in first..first + seed_chunks {
-                    q.live[c / 64] &= !(1u64 << (c % 64));
-                }
-                queries.push(q);
-            }
-            let mut scratch = Scratch::new();
-            for tile in index.tiles(0) {
-                for (qi, best) in chunk.chunks_exact_mut(k).enumerate() {
+        .for_each_init(
+            || (Vec::new(), Vec::new(), Scratch::new()),
+            |(pool, acc, scratch), (block, chunk)| {
+                let q0 = block * QUERY_BLOCK;
+                let queries = index.queries_into(q0, q0 + chunk.len() / k, pool);
+                for ((qi, best), q) in chunk
+                    .chunks_exact_mut(k)
+                    .enumerate()
+                    .zip(queries.iter_mut())
+                {
                     let i = q0 + qi;
-                    let q = &queries[qi];
-                    let bound = best[k - 1].dist;
-                    index.stage1(q, tile.clone(), index.threshold8(bound), None, &mut scratch);
-                    index.stage2(i, index.threshold16(bound), None, &mut scratch);
-                    for &j in &scratch.cand {
-                        if j == i {
-                            continue;
-                        }
-                        // The bound may have tightened since the filters ran.
-                        let bound = best[k - 1].dist;
-                        let d = index.exact_bounded(i, j, &q.order, bound);
-                        if d <= bound {
+                    let first = (i / CHUNK).min(index.chunks - seed_chunks);
+                    let seeds = first * CHUNK..((first + seed_chunks) * CHUNK).min(n);
+                    for j in seeds.filter(|&j| j != i) {
+                        let d = index.exact(i, j);
+                        if d <= best[k - 1].dist {
                             insert(
                                 best,
                                 Neighbour {
@@ -1080,9 +1152,39 @@ fn knn_brute(m: &Matrix, k: usize, kernel: Kernel) -> Vec<Neighbour> {
                             );
                         }
                     }
+                    index.mark_live(q, index.threshold8(best[k - 1].dist), None, 0, acc);
+                    for c in first..first + seed_chunks {
+                        q.live[c / 64] &= !(1u64 << (c % 64));
+                    }
                 }
-            }
-        });
+                for tile in index.tiles(0) {
+                    for ((qi, best), q) in chunk.chunks_exact_mut(k).enumerate().zip(queries.iter())
+                    {
+                        let i = q0 + qi;
+                        let bound = best[k - 1].dist;
+                        index.stage1(q, tile.clone(), index.threshold8(bound), None, scratch);
+                        index.stage2(i, index.threshold16(bound), None, scratch);
+                        for &j in &scratch.cand {
+                            if j == i {
+                                continue;
+                            }
+                            // The bound may have tightened since the filters ran.
+                            let bound = best[k - 1].dist;
+                            let d = index.exact(i, j);
+                            if d <= bound {
+                                insert(
+                                    best,
+                                    Neighbour {
+                                        dist: d,
+                                        index: index.perm[j],
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+            },
+        );
     for (p, best) in by_pos.chunks_exact(k).enumerate() {
         let i = index.perm[p];
         out[i * k..(i + 1) * k].copy_from_slice(best);
@@ -1292,6 +1394,75 @@ unsafe fn count_row_avx2<const STRICT: bool>(
     count_row::<STRICT>(index, q, r, bd)
 }
 
+/// One radius count's radii by position in a [`BruteIndex`], with their 16-bit thresholds.
+struct CountRadii {
+    radii: Vec<f64>,
+    /// [`BruteIndex::threshold16`] of each radius: a larger 16-bit distance is outside.
+    thr16: Vec<i16>,
+    /// [`BruteIndex::sure16`] of each radius: a 16-bit distance at most this is inside.
+    sure16: Vec<i16>,
+    /// Whether "within" is `< r` (else `<= r`).
+    strict: bool,
+}
+
+impl BruteIndex<'_> {
+    /// Counts pair `(i, j)`, `i < j`, whose 16-bit distance is `dq`, at each end whose
+    /// radius it is within.
+    #[inline(always)]
+    fn settle_pair(
+        &self,
+        r: &CountRadii,
+        i: usize,
+        j: usize,
+        dq: i16,
+        order: &[usize],
+        counts: &mut [u32],
+    ) {
+        // Nearly always the 16-bit distance settles both ends, and two integer tests per
+        // end say so without a branch on each outcome.
+        let (in_i, in_j) = (dq <= r.sure16[i], dq <= r.sure16[j]);
+        if (in_i || dq > r.thr16[i]) && (in_j || dq > r.thr16[j]) {
+            counts[i] += u32::from(in_i);
+            counts[j] += u32::from(in_j);
+            return;
+        }
+        self.settle_exactly(r, i, j, dq, order, counts);
+    }
+
+    /// [`Self::settle_pair`] for the rare pair the 16-bit distance leaves open at an end:
+    /// one exact distance serves both ends (bounded by the larger radius, it is either
+    /// exact or above both).
+    #[inline(never)]
+    fn settle_exactly(
+        &self,
+        r: &CountRadii,
+        i: usize,
+        j: usize,
+        dq: i16,
+        order: &[usize],
+        counts: &mut [u32],
+    ) {
+        let (ri, rj) = (r.radii[i], r.radii[j]);
+        let mut exact = None;
+        let mut decide = |radius: f64, t16: i16| -> bool {
+            if self.certainly_within(dq, radius) {
+                return true;
+            }
+            if dq > t16 {
+                return false;
+            }
+            let d = *exact.get_or_insert_with(|| self.exact_bounded(i, j, order, ri.max(rj)));
+            d < radius || (!r.strict && d == radius)
+        };
+        if decide(ri, r.thr16[i]) {
+            counts[i] += 1;
+        }
+        if decide(rj, r.thr16[j]) {
+            counts[j] += 1;
+        }
+    }
+}
+
 /// Radius counts by brute force, each unordered pair visited once.
 ///
 /// Counting is symmetric, so pair (i, j) with i < j is examined only from
@@ -1315,8 +1486,12 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
         .chunks_exact(CHUNK)
         .map(|c| c.iter().copied().max().unwrap_or(0))
         .collect();
-    let thr16: Vec<i16> = radii.iter().map(|&r| index.threshold16(r)).collect();
-    let sure16: Vec<i16> = radii.iter().map(|&r| index.sure16(r)).collect();
+    let radii = CountRadii {
+        thr16: radii.iter().map(|&r| index.threshold16(r)).collect(),
+        sure16: radii.iter().map(|&r| index.sure16(r)).collect(),
+        radii,
+        strict,
+    };
     let blocks = n.div_ceil(QUERY_BLOCK);
     // One counter array per group rather than per rayon split, to bound
     // memory; groups take interleaved blocks because early blocks (more
@@ -1328,57 +1503,24 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
             let mut counts = vec![0u32; n];
             let mut scratch = Scratch::new();
             let mut acc = Vec::new();
+            let mut pool = Vec::new();
             for block in (g..blocks).step_by(groups) {
                 let q0 = block * QUERY_BLOCK;
                 let q1 = (q0 + QUERY_BLOCK).min(n);
-                let queries: Vec<Query> = (q0..q1)
-                    .map(|i| {
-                        let mut q = index.query(i);
-                        // Pairs (i, j) with j < i were counted from j's side.
-                        index.mark_live(&mut q, thr8[i], Some(&chunk_thr8), i / CHUNK, &mut acc);
-                        q
-                    })
-                    .collect();
+                let queries = index.queries_into(q0, q1, &mut pool);
+                for (q, i) in queries.iter_mut().zip(q0..q1) {
+                    // Pairs (i, j) with j < i were counted from j's side.
+                    index.mark_live(q, thr8[i], Some(&chunk_thr8), i / CHUNK, &mut acc);
+                }
+                let queries = &*queries;
                 for tile in index.tiles(q0 / CHUNK * CHUNK) {
                     for (qi, q) in queries.iter().enumerate() {
                         let i = q0 + qi;
-                        let ri = radii[i];
                         index.stage1(q, tile.clone(), thr8[i], Some(&thr8), &mut scratch);
-                        index.stage2(i, thr16[i], Some(&thr16), &mut scratch);
+                        index.stage2(i, radii.thr16[i], Some(&radii.thr16), &mut scratch);
                         for (&j, &dq) in scratch.cand.iter().zip(&scratch.dq) {
-                            if j <= i {
-                                continue;
-                            }
-                            // Nearly always the 16-bit distance settles both ends, and two
-                            // integer tests per end say so without a branch on each outcome.
-                            let (in_i, in_j) = (dq <= sure16[i], dq <= sure16[j]);
-                            if (in_i || dq > thr16[i]) && (in_j || dq > thr16[j]) {
-                                counts[i] += u32::from(in_i);
-                                counts[j] += u32::from(in_j);
-                                continue;
-                            }
-                            let rj = radii[j];
-                            // One exact distance serves both ends when needed:
-                            // bounded by the larger radius, it is either exact
-                            // or above both.
-                            let mut exact = None;
-                            let mut decide = |r: f64, t16: i16| -> bool {
-                                if index.certainly_within(dq, r) {
-                                    return true;
-                                }
-                                if dq > t16 {
-                                    return false;
-                                }
-                                let d = *exact.get_or_insert_with(|| {
-                                    index.exact_bounded(i, j, &q.order, ri.max(rj))
-                                });
-                                d < r || (!strict && d == r)
-                            };
-                            if decide(ri, thr16[i]) {
-                                counts[i] += 1;
-                            }
-                            if decide(rj, thr16[j]) {
-                                counts[j] += 1;
+                            if j > i {
+                                index.settle_pair(&radii, i, j, dq, &q.order, &mut counts);
                             }
                         }
                     }
@@ -1645,6 +1787,42 @@ mod tests {
     use super::super::testutil::uniform;
     use super::*;
 
+    /// The max-norm distance as the textbook writes it, independent of [`block_max`].
+    fn textbook_dist(a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn block_max_kernels_match_the_textbook_distance_at_every_length() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for len in 0..=41 {
+            for round in 0..50 {
+                // Half the rounds on coarse values, where coordinates tie often.
+                let draw = |rng: &mut rand_chacha::ChaCha8Rng| {
+                    if round % 2 == 0 {
+                        f64::from(rng.random_range(-4i32..4)) * 0.5
+                    } else {
+                        rng.random_range(-3.0..3.0)
+                    }
+                };
+                let a: Vec<f64> = (0..len).map(|_| draw(&mut rng)).collect();
+                let b: Vec<f64> = (0..len).map(|_| draw(&mut rng)).collect();
+                let want = textbook_dist(&a, &b);
+                assert_eq!(block_max(&a, &b).to_bits(), want.to_bits(), "len {len}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU reports AVX2.
+                    let got = unsafe { block_max_avx2(&a, &b) };
+                    assert_eq!(got.to_bits(), want.to_bits(), "avx2, len {len}");
+                }
+            }
+        }
+    }
+
     /// The direct definition: all other rows sorted by `(distance, index)`.
     fn naive_knn(m: &Matrix, k: usize) -> Vec<Neighbour> {
         let n = m.rows();
@@ -1653,7 +1831,7 @@ mod tests {
             let mut all: Vec<Neighbour> = (0..n)
                 .filter(|&j| j != i)
                 .map(|j| Neighbour {
-                    dist: max_dist(m.row(i), m.row(j)),
+                    dist: textbook_dist(m.row(i), m.row(j)),
                     index: j,
                 })
                 .collect();
@@ -1670,7 +1848,7 @@ mod tests {
                 (0..n)
                     .filter(|&j| j != i)
                     .filter(|&j| {
-                        let d = max_dist(m.row(i), m.row(j));
+                        let d = textbook_dist(m.row(i), m.row(j));
                         d < radii[i] || (!strict && d == radii[i])
                     })
                     .count()
