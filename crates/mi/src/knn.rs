@@ -379,13 +379,18 @@ impl Query {
 }
 
 /// Quantisation threshold: never below `bound * scale + 1 + slack`.
+///
+/// `floor(t)` capped at `max` (an integer at most `i16::MAX`): `floor(t) >= max` exactly
+/// when `t >= max`, and below it `t` is positive, so truncation is the floor. Written with a
+/// cast because `f64::floor` is a library call in the baseline x86-64 build (no SSE4.1), and
+/// the k-nearest search asks for two thresholds per query per tile.
 #[inline]
 fn quantised_threshold(bound: f64, scale: f64, slack: f64, max: f64) -> f64 {
-    let t = (bound * scale * (1.0 + 1e-12) + 1.5 + slack).floor();
+    let t = bound * scale * (1.0 + 1e-12) + 1.5 + slack;
     if t >= max {
         max
     } else {
-        t
+        f64::from(t as i32)
     }
 }
 
@@ -443,10 +448,16 @@ impl<'a> BruteIndex<'a> {
         for (j, row) in rows.chunks_exact(dim.max(1)).enumerate() {
             for (d, &v) in row.iter().enumerate() {
                 // (v - lo) * scale8 is within [0, 255) and (v - mid) * scale16
-                // within (-QMAX16, QMAX16), so neither cast saturates.
-                cols8[d * n_pad + j] = ((v - lo[d]) * scale8).round() as u8;
+                // within (-QMAX16, QMAX16), so neither cast saturates. Rounding to
+                // nearest is "add 0.5 (after QMAX16 for the signed one), truncate" rather
+                // than `f64::round`, a library call per coordinate in the baseline x86-64
+                // build (no SSE4.1), which took half of building the index: the error bound
+                // is the same 0.5, and the addition's own rounding (at most half an ulp of
+                // 256, resp. 32768) is within `slack8`, resp. `slack16`, since
+                // `max_abs * scale8 >= 127.5` and `max_abs * scale16 >= QMAX16`.
+                cols8[d * n_pad + j] = ((v - lo[d]) * scale8 + 0.5) as u8;
                 qrows[j * panels + d / LANES].0[d % LANES] =
-                    ((v - mid[d]) * scale16).round() as i16;
+                    (((v - mid[d]) * scale16 + (QMAX16 + 0.5)) as i32 - QMAX16 as i32) as i16;
             }
         }
         let chunks = n_pad / CHUNK;
