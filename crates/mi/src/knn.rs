@@ -214,8 +214,6 @@ struct BruteIndex<'a> {
     panels: usize,
     scale16: f64,
     slack16: f64,
-    /// Centre of each coordinate's range (ranks coordinates by extremeness).
-    mid: Vec<f64>,
     /// Each chunk's 8-bit bounding box: `box_lo8[d * chunks_pad + c]` and `box_hi8` likewise,
     /// `chunks_pad` a multiple of 64 (padding boxes are never marked live).
     box_lo8: Vec<u8>,
@@ -361,8 +359,10 @@ impl Scratch {
 #[derive(Default)]
 struct Query {
     order: Vec<usize>,
-    /// Scratch: each coordinate's distance from the centre of its range.
-    extremeness: Vec<f64>,
+    /// Scratch: per coordinate, how far it is from the centre of its range (from the 16-bit
+    /// copy, which is centred; `QMAX16 - |q|`, so smaller is more extreme) in the high half,
+    /// the coordinate in the low half: a plain integer selection finds the head.
+    keys: Vec<u64>,
     /// Each head value repeated across a 16-byte vector, so the first stage
     /// loads it instead of broadcasting it for every chunk.
     head8: Vec<[u8; 16]>,
@@ -486,7 +486,7 @@ impl<'a> BruteIndex<'a> {
             panels,
             scale16,
             slack16,
-            mid,
+
             box_lo8,
             box_hi8,
             chunks,
@@ -549,25 +549,26 @@ impl<'a> BruteIndex<'a> {
     fn query_into(&self, i: usize, q: &mut Query) {
         let Query {
             order,
-            extremeness,
+            keys,
             head8,
             live,
         } = q;
         order.clear();
-        order.extend(0..self.dim);
         let head = HEAD.min(self.dim);
         if head < self.dim {
-            extremeness.clear();
-            extremeness.extend(
-                self.row(i)
-                    .iter()
-                    .zip(&self.mid)
-                    .map(|(v, c)| (v - c).abs()),
-            );
-            // A partial selection is enough: the first stage only needs the set.
-            order.select_nth_unstable_by(head - 1, |&a, &b| {
-                extremeness[b].total_cmp(&extremeness[a])
-            });
+            let p = self.panels;
+            let row16 = &self.qrows[i * p..(i + 1) * p];
+            keys.clear();
+            keys.extend((0..self.dim).map(|d| {
+                let e = u64::from(row16[d / LANES].0[d % LANES].unsigned_abs());
+                ((QMAX16 as u64 - e) << 32) | d as u64
+            }));
+            // A partial selection is enough: the first stage only needs the set. Which
+            // coordinates win near-ties changes nothing but the filter's speed.
+            keys.select_nth_unstable(head - 1);
+            order.extend(keys.iter().map(|&key| (key & 0xffff_ffff) as usize));
+        } else {
+            order.extend(0..self.dim);
         }
         head8.clear();
         head8.extend(
