@@ -1418,30 +1418,39 @@ struct CountRadii {
 }
 
 impl BruteIndex<'_> {
-    /// Counts pair `(i, j)`, `i < j`, whose 16-bit distance is `dq`, at each end whose
-    /// radius it is within.
+    /// Counts each second-stage survivor `j > i` of query `i` in `scratch` at each end whose
+    /// radius its 16-bit distance is within. Branch-free on the outcomes (which are unpredictable): query `i`'s own count
+    /// is summed in a register, each `j`'s added unconditionally, and only a pair the 16-bit
+    /// distance leaves open at either end (rare) takes a branch to the exact decision.
     #[inline(always)]
-    fn settle_pair(
+    fn settle_pairs(
         &self,
         r: &CountRadii,
         i: usize,
-        j: usize,
-        dq: i16,
+        scratch: &Scratch,
         order: &[usize],
         counts: &mut [u32],
     ) {
-        // Nearly always the 16-bit distance settles both ends, and two integer tests per
-        // end say so without a branch on each outcome.
-        let (in_i, in_j) = (dq <= r.sure16[i], dq <= r.sure16[j]);
-        if (in_i || dq > r.thr16[i]) && (in_j || dq > r.thr16[j]) {
-            counts[i] += u32::from(in_i);
-            counts[j] += u32::from(in_j);
-            return;
+        let (sure_i, thr_i) = (r.sure16[i], r.thr16[i]);
+        let mut own = 0u32;
+        for (&j, &dq) in scratch.cand.iter().zip(&scratch.dq) {
+            if j <= i {
+                // Counted from j's side (only in the query's own first tile).
+                continue;
+            }
+            let (in_i, in_j) = (dq <= sure_i, dq <= r.sure16[j]);
+            let open = (!in_i & (dq <= thr_i)) | (!in_j & (dq <= r.thr16[j]));
+            if open {
+                self.settle_exactly(r, i, j, dq, order, counts);
+            } else {
+                own += u32::from(in_i);
+                counts[j] += u32::from(in_j);
+            }
         }
-        self.settle_exactly(r, i, j, dq, order, counts);
+        counts[i] += own;
     }
 
-    /// [`Self::settle_pair`] for the rare pair the 16-bit distance leaves open at an end:
+    /// [`Self::settle_pairs`] for the rare pair the 16-bit distance leaves open at an end:
     /// one exact distance serves both ends (bounded by the larger radius, it is either
     /// exact or above both).
     #[inline(never)]
@@ -1530,11 +1539,7 @@ fn count_brute(m: &Matrix, radii: &[f64], strict: bool, kernel: Kernel) -> Vec<u
                         let i = q0 + qi;
                         index.stage1(q, tile.clone(), thr8[i], Some(&thr8), &mut scratch);
                         index.stage2(i, radii.thr16[i], Some(&radii.thr16), &mut scratch);
-                        for (&j, &dq) in scratch.cand.iter().zip(&scratch.dq) {
-                            if j > i {
-                                index.settle_pair(&radii, i, j, dq, &q.order, &mut counts);
-                            }
-                        }
+                        index.settle_pairs(&radii, i, &scratch, &q.order, &mut counts);
                     }
                 }
             }
