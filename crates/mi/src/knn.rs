@@ -486,7 +486,6 @@ impl<'a> BruteIndex<'a> {
             panels,
             scale16,
             slack16,
-
             box_lo8,
             box_hi8,
             chunks,
@@ -1419,9 +1418,10 @@ struct CountRadii {
 
 impl BruteIndex<'_> {
     /// Counts each second-stage survivor `j > i` of query `i` in `scratch` at each end whose
-    /// radius its 16-bit distance is within. Branch-free on the outcomes (which are unpredictable): query `i`'s own count
-    /// is summed in a register, each `j`'s added unconditionally, and only a pair the 16-bit
-    /// distance leaves open at either end (rare) takes a branch to the exact decision.
+    /// radius its 16-bit distance is within. No branch on the outcomes (they are
+    /// unpredictable): query `i`'s own count is summed in a register, each `j`'s added
+    /// unconditionally, and only a pair the 16-bit distance leaves open at either end (rare)
+    /// takes a branch to the exact decision.
     #[inline(always)]
     fn settle_pairs(
         &self,
